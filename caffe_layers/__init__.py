@@ -1,0 +1,1 @@
+"""Caffe-compatible runtime: caffe.proto, prototxt/caffemodel I/O, torch layers, OPData."""

@@ -1,0 +1,1 @@
+"""COCO-style annotations to OpenPose training LMDBs; synthetic data; LMDB inspection."""

@@ -1,0 +1,1 @@
+"""Pose-model registry, network families and prototxt rendering."""

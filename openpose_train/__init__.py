@@ -1,0 +1,2 @@
+"""openpose-train: train OpenPose models with a Caffe-compatible engine on PyTorch."""
+__version__ = "0.1.0"

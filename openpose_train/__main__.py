@@ -1,0 +1,3 @@
+from openpose_train.cli import main
+
+main()

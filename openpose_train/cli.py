@@ -1,0 +1,52 @@
+"""The ``openpose-train`` command: one click group, subcommands registered by each package.
+
+Each package exposes ``COMMANDS`` (a list of click commands) in its own ``cli`` module; they are
+imported lazily so that ``openpose-train models`` does not pay for torch start-up.
+"""
+import importlib
+import sys
+
+import click
+
+# (subcommand name, module, attribute). One place lists every subcommand.
+SUBCOMMANDS = [
+    ("models", "openpose_train.generator.cli", "models"),
+    ("prototxt", "openpose_train.generator.cli", "prototxt"),
+    ("synth", "openpose_train.dataset_tools.cli", "synth"),
+    ("lmdb", "openpose_train.dataset_tools.cli", "lmdb"),
+    ("inspect", "openpose_train.dataset_tools.cli", "inspect"),
+    ("train", "openpose_train.training.cli", "train"),
+    ("time", "openpose_train.training.cli", "time_cmd"),
+    ("export", "openpose_train.training.cli", "export"),
+    ("validate", "openpose_train.validation.cli", "validate"),
+    ("validate-snapshots", "openpose_train.validation.cli", "validate_snapshots"),
+    ("plot", "openpose_train.validation.cli", "plot"),
+]
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return [name for name, _, _ in SUBCOMMANDS]
+
+    def get_command(self, ctx, cmd_name):
+        for name, module, attr in SUBCOMMANDS:
+            if name == cmd_name:
+                try:
+                    mod = importlib.import_module(module)
+                    return getattr(mod, attr)
+                except (ImportError, AttributeError) as exc:
+                    @click.command(name=name, help=f"(unavailable: {exc})")
+                    def unavailable():
+                        raise click.ClickException(f"'{name}' is not available: {exc}")
+                    return unavailable
+        return None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="openpose-train")
+def main():
+    """Train OpenPose models: data -> LMDB -> prototxt -> training -> export -> COCO AP."""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Caffe-semantics solver and training loop on PyTorch; export."""

@@ -1,0 +1,1 @@
+"""OpenPose-exact inference, post-processing and COCO keypoint evaluation."""
