@@ -10,14 +10,14 @@ import click
 
 # (subcommand name, module, attribute). One place lists every subcommand.
 SUBCOMMANDS = [
-    ("models", "openpose_train.generator.cli", "models"),
+    ("models", "openpose_train.generator.models_cli", "models"),
     ("prototxt", "openpose_train.generator.cli", "prototxt"),
     ("synth", "openpose_train.dataset_tools.cli", "synth"),
     ("lmdb", "openpose_train.dataset_tools.cli", "lmdb"),
     ("inspect", "openpose_train.dataset_tools.cli", "inspect"),
     ("train", "openpose_train.training.cli", "train"),
     ("time", "openpose_train.training.cli", "time_cmd"),
-    ("export", "openpose_train.training.cli", "export"),
+    ("export", "openpose_train.training.export_cli", "export"),
     ("validate", "openpose_train.validation.cli", "validate"),
     ("validate-snapshots", "openpose_train.validation.cli", "validate_snapshots"),
     ("plot", "openpose_train.validation.cli", "plot"),
