@@ -16,7 +16,7 @@ SUBCOMMANDS = [
     ("lmdb", "openpose_train.dataset_tools.cli", "lmdb"),
     ("inspect", "openpose_train.dataset_tools.cli", "inspect"),
     ("train", "openpose_train.training.cli", "train"),
-    ("time", "openpose_train.training.cli", "time_cmd"),
+    ("time", "openpose_train.training.time_cli", "time_cmd"),
     ("export", "openpose_train.training.export_cli", "export"),
     ("validate", "openpose_train.validation.cli", "validate"),
     ("validate-snapshots", "openpose_train.validation.cli", "validate_snapshots"),
