@@ -1,0 +1,480 @@
+"""The OpenPose training datum: metadata plane codec and Caffe ``Datum`` (de)serialisation.
+
+One codec shared by the LMDB writer, the LMDB reader, the inspector and the OPData layer.
+Layout (``spec/openpose_train.md`` 2.3/2.4, ``spec/op_data_layer.md`` 1.1/1.2):
+
+* raw datum (default, what the original pipeline writes): ``channels=C, height=H, width=W,
+  data = uint8 (C, H, W) C-order, label = 0``; channels are B, G, R, metadata plane and,
+  where the dataset has one, ``mask_miss`` (255 = train, 0 = ignore). Negatives: B, G, R only.
+  The bytes equal pycaffe's ``array_to_datum(arr, 0).SerializeToString()``.
+* metadata plane: rows of ``W`` bytes, floats little-endian float32 written from column 0,
+  the rest of each row zero (see :func:`encode_metadata`).
+
+Coordinates (decision). The original COCO LMDBs hold MATLAB-style **1-based** pixel coordinates
+and the training fork's ``readMetaData`` subtracts 1 for the COCO category. We keep that file
+convention so that our LMDBs train correctly with the original Caffe fork too: for every
+dataset whose category is COCO (dataset string ``COCO``; see :data:`ONE_BASED_DATASETS`) the
+writer stores ``x + 1, y + 1`` for joints and objpos of the main person and of the others, and
+decoding gives back the stored (1-based) numbers; :meth:`Metadata.zero_based` (and our OPData
+layer) subtracts 1, exactly as the fork does. MPII, hand, face: stored 0-based, no shift.
+LMDBs of the original pipeline therefore decode the same way as ours.
+
+Encoded datums (``encoded=True``, an opt-in to cut LMDB size several-fold): Caffe's
+``encoded`` flag means ``data`` holds an image file. We store
+
+    data = JPEG(B,G,R) || PNG(extra planes) || trailer
+    trailer = uint32 LE len(JPEG), uint32 LE len(PNG), b"OPTE"
+
+where "extra planes" are the metadata plane and ``mask_miss`` stacked vertically into one
+grey (C-3)*H x W image, PNG being lossless so metadata and mask stay bit-exact. ``channels``,
+``height`` and ``width`` keep the decoded shape. The data still starts with a valid JPEG,
+so a plain ``cv2.imdecode`` (Caffe's ``DecodeDatumNative``) sees the image. A datum whose
+data has no trailer is read as an ordinary Caffe encoded image (e.g. a negatives JPEG).
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field, replace
+from typing import Optional
+
+import cv2
+import numpy as np
+
+#: dataset strings whose category in the training fork is COCO: coordinates stored 1-based.
+ONE_BASED_DATASETS = frozenset({"COCO"})
+
+#: minimum datum width: narrower images are padded on the right (grey image, mask 0)
+MINIMUM_WIDTH = 128
+MINIMUM_WIDTH_FACE_MASK_OUT = 300
+
+DOME_CANVAS = (100, 540)      # metadata-only datum of the Dome category (H, W)
+
+ENCODED_MAGIC = b"OPTE"
+_TRAILER = struct.Struct("<II4s")
+
+
+class DatumError(ValueError):
+    """A datum or metadata plane that cannot be encoded or decoded (message says why)."""
+
+
+# ----------------------------------------------------------------------------- metadata
+
+@dataclass
+class Metadata:
+    """One training record's metadata (row layout of ``spec/op_data_layer.md`` 1.2).
+
+    Coordinates are as stored in the LMDB (1-based for :data:`ONE_BASED_DATASETS`).
+    ``joints`` is (N, 3) float32 ``[x, y, v]`` with OpenPose visibility codes (0 occluded,
+    1 visible, 2 unlabeled/outside, 4 not in dataset); ``others_joints`` is (n, N, 3).
+    """
+
+    dataset: str
+    img_height: float
+    img_width: float
+    objpos: np.ndarray                       # (2,) x, y
+    scale_provided: float
+    joints: np.ndarray                       # (N, 3)
+    people_index: int = 1
+    annolist_index: float = 1.0
+    write_number: float = 0.0
+    total_write_number: float = 1.0
+    others_objpos: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    others_scale: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
+    others_joints: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 3), np.float32))
+    image_path: Optional[str] = None         # Dome category only
+
+    def __post_init__(self):
+        self.objpos = np.asarray(self.objpos, np.float32).reshape(2)
+        self.joints = np.asarray(self.joints, np.float32).reshape(-1, 3)
+        n_parts = self.joints.shape[0]
+        self.others_objpos = np.asarray(self.others_objpos, np.float32).reshape(-1, 2)
+        self.others_scale = np.asarray(self.others_scale, np.float32).reshape(-1)
+        self.others_joints = np.asarray(self.others_joints, np.float32).reshape(-1, n_parts, 3)
+
+    @property
+    def num_parts(self) -> int:
+        return int(self.joints.shape[0])
+
+    @property
+    def num_other_people(self) -> int:
+        return int(self.others_objpos.shape[0])
+
+    @property
+    def num_rows(self) -> int:
+        """Rows of the metadata plane: ``8 + (n>0)*(4n+1)`` (+1 with an image path)."""
+        n = self.num_other_people
+        return 8 + (4 * n + 1 if n else 0) + (1 if self.image_path is not None else 0)
+
+    def zero_based(self) -> "Metadata":
+        """A copy in 0-based pixel coordinates (subtracts 1 for the COCO category, as the fork)."""
+        if self.dataset not in ONE_BASED_DATASETS:
+            return replace(self)
+        return _shift_coordinates(self, -1.0)
+
+    def __eq__(self, other):
+        if not isinstance(other, Metadata):
+            return NotImplemented
+        scalars = ("dataset", "img_height", "img_width", "scale_provided", "people_index",
+                   "annolist_index", "write_number", "total_write_number", "image_path")
+        arrays = ("objpos", "joints", "others_objpos", "others_scale", "others_joints")
+        return (all(getattr(self, k) == getattr(other, k) for k in scalars)
+                and all(getattr(self, k).shape == getattr(other, k).shape
+                        and np.array_equal(getattr(self, k), getattr(other, k)) for k in arrays))
+
+
+def _shift_coordinates(meta: Metadata, delta: float) -> Metadata:
+    """Copy of ``meta`` with ``delta`` added to every x, y (joints and objpos, self and others)."""
+    joints = meta.joints.copy()
+    joints[:, :2] += delta
+    others = meta.others_joints.copy()
+    others[:, :, :2] += delta
+    return replace(meta, objpos=meta.objpos + delta, joints=joints,
+                   others_objpos=meta.others_objpos + delta, others_joints=others)
+
+
+def one_based(meta: Metadata) -> Metadata:
+    """The stored form of 0-based annotations: +1 on coordinates for COCO-category datasets."""
+    if meta.dataset not in ONE_BASED_DATASETS:
+        return meta
+    return _shift_coordinates(meta, 1.0)
+
+
+def _put_floats(plane: np.ndarray, row: int, values) -> None:
+    data = np.ascontiguousarray(values, dtype="<f4").reshape(-1).view(np.uint8)
+    plane[row, :data.size] = data
+
+
+def encode_metadata(meta: Metadata, height: int, width: int) -> np.ndarray:
+    """The (height, width) uint8 metadata plane of ``meta`` (bytes exactly as generateLmdbFile).
+
+    Raises :class:`DatumError` when the record does not fit the plane (row width < 4*N,
+    fewer rows than needed, more than 255 other people, dataset string too long).
+    """
+    n_parts, n_other = meta.num_parts, meta.num_other_people
+    name = meta.dataset.encode("ascii")
+    need_width = max(4 * n_parts, 4 * n_other, 14, len(name) + 1)
+    if width < need_width:
+        raise DatumError(f"metadata needs a row width of {need_width} bytes, the image is {width} wide")
+    if height < meta.num_rows:
+        raise DatumError(f"metadata needs {meta.num_rows} rows, the image is {height} high")
+    if n_other > 255 or not 0 <= meta.people_index <= 255:
+        raise DatumError(f"numOtherPeople={n_other} / people_index={meta.people_index} exceed a byte")
+    plane = np.zeros((height, width), np.uint8)
+    plane[0, :len(name)] = np.frombuffer(name, np.uint8)
+    _put_floats(plane, 1, [meta.img_height, meta.img_width])
+    plane[2, 0] = n_other
+    plane[2, 1] = meta.people_index
+    plane[2, 2:14] = np.asarray([meta.annolist_index, meta.write_number, meta.total_write_number],
+                                "<f4").view(np.uint8)
+    _put_floats(plane, 3, meta.objpos)
+    _put_floats(plane, 4, [meta.scale_provided])
+    for axis in range(3):
+        _put_floats(plane, 5 + axis, meta.joints[:, axis])
+    row = 8
+    if n_other:
+        for p in range(n_other):
+            _put_floats(plane, 8 + p, meta.others_objpos[p])
+        _put_floats(plane, 8 + n_other, meta.others_scale)
+        for p in range(n_other):
+            for axis in range(3):
+                _put_floats(plane, 9 + n_other + 3 * p + axis, meta.others_joints[p, :, axis])
+        row = 9 + 4 * n_other
+    if meta.image_path is not None:
+        path = meta.image_path.encode("ascii")
+        if len(path) >= width:
+            raise DatumError(f"image path '{meta.image_path}' longer than the row width {width}")
+        plane[row, :len(path)] = np.frombuffer(path, np.uint8)
+    return plane
+
+
+def _floats(plane: np.ndarray, row: int, count: int, start: int = 0) -> np.ndarray:
+    return plane[row, start:start + 4 * count].copy().view("<f4").astype(np.float32)
+
+
+def _c_string(row: np.ndarray) -> str:
+    raw = row.tobytes()
+    end = raw.find(b"\0")
+    return raw[:end if end >= 0 else len(raw)].decode("ascii", "replace")
+
+
+def infer_num_parts(plane: np.ndarray) -> int:
+    """Keypoints per person, guessed from the plane: 1 + last non-zero slot of rows 5-7.
+
+    Unlabeled points carry v=2 and labeled ones non-zero coordinates (>= 1 for 1-based data),
+    so trailing slots are non-zero up to N; pass N explicitly where it is known.
+    """
+    rows = plane[5:8, :].reshape(3, -1)
+    usable = rows.shape[1] // 4 * 4
+    slots = rows[:, :usable].reshape(3, -1, 4).any(axis=(0, 2))
+    nonzero = np.flatnonzero(slots)
+    if nonzero.size == 0:
+        raise DatumError("metadata has no keypoints (rows 5-7 are empty)")
+    return int(nonzero[-1]) + 1
+
+
+def decode_metadata(plane, width: Optional[int] = None, num_lmdb_parts: Optional[int] = None,
+                    with_image_path: Optional[bool] = None) -> Metadata:
+    """Decode a metadata plane (bytes or uint8 array; rows of ``width`` bytes).
+
+    ``num_lmdb_parts`` None: inferred (:func:`infer_num_parts`). ``with_image_path`` None:
+    read the path row for ``dome*`` datasets. Values are returned as stored (no 1-based shift).
+    """
+    if isinstance(plane, (bytes, bytearray, memoryview)):
+        if width is None:
+            raise DatumError("decode_metadata needs the row width for a bytes plane")
+        plane = np.frombuffer(bytes(plane), np.uint8).reshape(-1, width)
+    plane = np.asarray(plane, np.uint8)
+    if plane.ndim != 2 or plane.shape[0] < 8 or plane.shape[1] < 14:
+        raise DatumError(f"metadata plane of shape {plane.shape} is too small")
+    n_parts = infer_num_parts(plane) if num_lmdb_parts is None else int(num_lmdb_parts)
+    if 4 * n_parts > plane.shape[1]:
+        raise DatumError(f"{n_parts} keypoints do not fit a metadata row of {plane.shape[1]} bytes")
+    dataset = _c_string(plane[0])
+    height_width = _floats(plane, 1, 2)
+    n_other = int(plane[2, 0])
+    counters = plane[2, 2:14].copy().view("<f4")
+    joints = np.stack([_floats(plane, 5 + a, n_parts) for a in range(3)], axis=1)
+    need_rows = 8 + (4 * n_other + 1 if n_other else 0)
+    if plane.shape[0] < need_rows:
+        raise DatumError(f"metadata says {n_other} other people but has only {plane.shape[0]} rows")
+    others_objpos = np.stack([_floats(plane, 8 + p, 2) for p in range(n_other)]) if n_other \
+        else np.zeros((0, 2), np.float32)
+    others_scale = _floats(plane, 8 + n_other, n_other) if n_other else np.zeros(0, np.float32)
+    others_joints = np.stack([
+        np.stack([_floats(plane, 9 + n_other + 3 * p + a, n_parts) for a in range(3)], axis=1)
+        for p in range(n_other)]) if n_other else np.zeros((0, n_parts, 3), np.float32)
+    if with_image_path is None:
+        with_image_path = dataset.startswith("dome")
+    path_row = 9 + 4 * n_other if n_other else 8
+    image_path = _c_string(plane[path_row]) if with_image_path and path_row < plane.shape[0] else None
+    return Metadata(dataset=dataset, img_height=float(height_width[0]), img_width=float(height_width[1]),
+                    objpos=_floats(plane, 3, 2), scale_provided=float(_floats(plane, 4, 1)[0]),
+                    joints=joints, people_index=int(plane[2, 1]),
+                    annolist_index=float(counters[0]), write_number=float(counters[1]),
+                    total_write_number=float(counters[2]), others_objpos=others_objpos,
+                    others_scale=others_scale, others_joints=others_joints, image_path=image_path)
+
+
+# ----------------------------------------------------------------------------- protobuf
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    value &= (1 << 64) - 1        # negative int32 are 10-byte varints in proto2
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def serialize_datum(channels: int, height: int, width: int, data: bytes, label: int = 0,
+                    encoded: bool = False) -> bytes:
+    """Caffe ``Datum`` wire bytes (fields in number order, as protobuf serialises them)."""
+    parts = [b"\x08", _varint(channels), b"\x10", _varint(height), b"\x18", _varint(width),
+             b"\x22", _varint(len(data)), data, b"\x28", _varint(label)]
+    if encoded:
+        parts.append(b"\x38\x01")
+    return b"".join(parts)
+
+
+@dataclass
+class DatumFields:
+    channels: int = 0
+    height: int = 0
+    width: int = 0
+    data: bytes = b""
+    label: int = 0
+    encoded: bool = False
+    float_data: tuple = ()
+
+
+def _read_varint(buf, pos: int):
+    result = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise DatumError("truncated datum (varint runs past the end)")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def parse_datum(value) -> DatumFields:
+    """Parse Caffe ``Datum`` wire bytes (any field order; unknown fields skipped)."""
+    buf = memoryview(value) if not isinstance(value, memoryview) else value
+    out = DatumFields()
+    floats = []
+    pos, end = 0, len(buf)
+    while pos < end:
+        key, pos = _read_varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            val, pos = _read_varint(buf, pos)
+            if number == 1:
+                out.channels = val
+            elif number == 2:
+                out.height = val
+            elif number == 3:
+                out.width = val
+            elif number == 5:
+                out.label = val - (1 << 64) if val >> 63 else val
+            elif number == 7:
+                out.encoded = bool(val)
+        elif wire == 2:
+            length, pos = _read_varint(buf, pos)
+            if pos + length > end:
+                raise DatumError("truncated datum (field runs past the end)")
+            chunk = buf[pos:pos + length]
+            pos += length
+            if number == 4:
+                out.data = bytes(chunk)
+            elif number == 6:
+                floats.extend(np.frombuffer(chunk, "<f4").tolist())
+        elif wire == 5:
+            if number == 6:
+                floats.append(struct.unpack_from("<f", buf, pos)[0])
+            pos += 4
+        elif wire == 1:
+            pos += 8
+        else:
+            raise DatumError(f"not a Caffe Datum (wire type {wire} for field {number})")
+    out.float_data = tuple(floats)
+    return out
+
+
+# ----------------------------------------------------------------------------- datum
+
+@dataclass
+class Record:
+    """A decoded datum: image (H, W, 3) BGR or None, metadata (or None), mask_miss (H, W) or None."""
+
+    image: Optional[np.ndarray]
+    meta: Optional[Metadata]
+    mask_miss: Optional[np.ndarray]
+    meta_plane: Optional[np.ndarray] = None   # the raw metadata plane (H, W) uint8
+    encoded: bool = False
+
+
+def minimum_width(dataset: Optional[str]) -> int:
+    return MINIMUM_WIDTH_FACE_MASK_OUT if dataset and "face70_mask_out" in dataset else MINIMUM_WIDTH
+
+
+def pad_to_minimum_width(image: np.ndarray, mask_miss: Optional[np.ndarray], min_width: int):
+    """Pad on the right to ``min_width``: image grey (128,128,128), mask 0 (as the original writer)."""
+    width = image.shape[1]
+    if width >= min_width:
+        return image, mask_miss
+    pad = min_width - width
+    image = cv2.copyMakeBorder(image, 0, 0, 0, pad, cv2.BORDER_CONSTANT, value=(128, 128, 128))
+    if mask_miss is not None:
+        mask_miss = cv2.copyMakeBorder(mask_miss, 0, 0, 0, pad, cv2.BORDER_CONSTANT, value=0)
+    return image, mask_miss
+
+
+def build_datum(image: Optional[np.ndarray], metadata: Optional[Metadata] = None,
+                mask_miss: Optional[np.ndarray] = None, encoded: bool = False,
+                jpeg_quality: int = 95) -> bytes:
+    """Serialized Caffe Datum of one record.
+
+    ``image`` BGR uint8 (H, W, 3); ``metadata`` already in stored form (see :func:`one_based`);
+    ``mask_miss`` (H, W) uint8 or None (dataset without a mask channel). Narrow images are
+    padded to the minimum width. ``image`` None with metadata: a Dome metadata-only datum.
+    No metadata: a negatives (background) datum of 3 channels.
+    """
+    if image is None:
+        if metadata is None:
+            raise DatumError("build_datum needs an image or metadata")
+        plane = encode_metadata(metadata, *DOME_CANVAS)
+        return serialize_datum(1, DOME_CANVAS[0], DOME_CANVAS[1], plane.tobytes())
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise DatumError(f"image must be uint8 (H, W, 3) BGR, got {image.dtype} {image.shape}")
+    if mask_miss is not None and mask_miss.shape != image.shape[:2]:
+        raise DatumError(f"mask_miss {mask_miss.shape} differs from the image {image.shape[:2]}")
+    if metadata is not None:
+        image, mask_miss = pad_to_minimum_width(image, mask_miss, minimum_width(metadata.dataset))
+    height, width = image.shape[:2]
+    extra = []
+    if metadata is not None:
+        extra.append(encode_metadata(metadata, height, width))
+        if mask_miss is not None:
+            extra.append(np.asarray(mask_miss, np.uint8))
+    elif mask_miss is not None:
+        raise DatumError("a mask_miss channel needs metadata (channel 3)")
+    channels = 3 + len(extra)
+    if not encoded:
+        arr = np.empty((channels, height, width), np.uint8)
+        arr[:3] = image.transpose(2, 0, 1)
+        for i, plane in enumerate(extra):
+            arr[3 + i] = plane
+        return serialize_datum(channels, height, width, arr.tobytes())
+    ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
+    if not ok:
+        raise DatumError("JPEG encoding failed")
+    png = b""
+    if extra:
+        ok, png_arr = cv2.imencode(".png", np.concatenate(extra, axis=0), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        if not ok:
+            raise DatumError("PNG encoding failed")
+        png = png_arr.tobytes()
+    jpeg = jpeg.tobytes()
+    data = jpeg + png + _TRAILER.pack(len(jpeg), len(png), ENCODED_MAGIC)
+    return serialize_datum(channels, height, width, data, encoded=True)
+
+
+def _decode_encoded(fields: DatumFields):
+    """(image, extra planes array or None) of an encoded datum."""
+    data = fields.data
+    if len(data) >= _TRAILER.size and data[-4:] == ENCODED_MAGIC:
+        jpeg_len, png_len, _ = _TRAILER.unpack_from(data, len(data) - _TRAILER.size)
+        if jpeg_len + png_len + _TRAILER.size != len(data):
+            raise DatumError("encoded datum trailer does not match its data length")
+        image = cv2.imdecode(np.frombuffer(data, np.uint8, jpeg_len), cv2.IMREAD_COLOR)
+        extra = None
+        if png_len:
+            extra = cv2.imdecode(np.frombuffer(data, np.uint8, png_len, jpeg_len), cv2.IMREAD_UNCHANGED)
+            if extra is None:
+                raise DatumError("the PNG planes of an encoded datum do not decode")
+    else:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        extra = None
+    if image is None:
+        raise DatumError("the image of an encoded datum does not decode")
+    return image, extra
+
+
+def read_datum(value, num_lmdb_parts: Optional[int] = None, decode_meta: bool = True) -> Record:
+    """Decode a datum value (raw or encoded; ours or the original pipeline's) into a :class:`Record`.
+
+    Channel meaning by count: 1 = Dome metadata only, 3 = negatives image, 4 = image + metadata,
+    5 = image + metadata + mask_miss (extra channels, e.g. mask_all of older LMDBs, are ignored).
+    """
+    fields = parse_datum(value)
+    c, h, w = fields.channels, fields.height, fields.width
+    if fields.encoded:
+        image, extra = _decode_encoded(fields)
+        h, w = image.shape[:2]
+        planes = [] if extra is None else list(extra.reshape(-1, h, w))
+    else:
+        if not fields.data:
+            raise DatumError("datum has an empty data field (float_data is not supported)")
+        if len(fields.data) != c * h * w:
+            raise DatumError(f"datum data has {len(fields.data)} bytes, expected {c}x{h}x{w}")
+        arr = np.frombuffer(fields.data, np.uint8).reshape(c, h, w)
+        if c == 1:
+            image, planes = None, [arr[0]]
+        else:
+            image = np.ascontiguousarray(arr[:3].transpose(1, 2, 0))
+            planes = list(arr[3:])
+    meta_plane = planes[0] if planes else None
+    mask = np.ascontiguousarray(planes[1]) if len(planes) > 1 else None
+    meta = None
+    if meta_plane is not None and decode_meta:
+        meta = decode_metadata(meta_plane, num_lmdb_parts=num_lmdb_parts)
+    return Record(image=image, meta=meta, mask_miss=mask, meta_plane=meta_plane,
+                  encoded=fields.encoded)
