@@ -38,7 +38,7 @@ setup(
         "lmdb>=1.4",
         "h5py>=3.8",
         "click>=8.1",
-        "protobuf>=5.27,<8",
+        "protobuf>=7.35.1,<8",
         "torch>=2.1",
         "tqdm>=4.66",
         "matplotlib>=3.7",
