@@ -11,13 +11,52 @@ Interface (stable; other packages code against it):
 * ``TrainingVariant``   one entry of the training fork's ``poseModel.cpp`` tables: an LMDB layout
                         (dataset) trained into a PoseModel, named by the fork's model string
                         (e.g. ``COCO_25_17``), which is what ``op_transform_param.model`` holds.
+* ``DatasetLayout``     one LMDB / COCO-JSON keypoint layout (``coco``, ``coco_foot``, ``wholebody``,
+                        ``mpii``, ``posetrack``, ``hand21``, ``hand42``, ``face70``, ``dome135``, ...):
+                        keypoint names, the dataset string of metadata row 0, fork category, mask
+                        channel yes/no, the COCO-JSON fields the keypoints are read from.
 * ``get_model(name)``   PoseModel by registry name or OpenPose ``--model_pose`` string
                         (``COCO`` -> COCO_18); unknown names raise ``UnknownModelError`` listing
                         the known ones.
 * ``list_models()``     names in a stable order.
 * ``get_training_variant(op_model)`` -> ``(PoseModel, TrainingVariant)`` for a fork model string.
-* ``load_skeleton_yaml(path)`` -> PoseModel, validated (see ``SkeletonError``).
+* ``list_training_variants()`` -> every fork model string, table order.
+* ``get_dataset_layout(key)`` / ``list_dataset_layouts()``.
+* ``load_skeleton_yaml(path)`` -> PoseModel, validated (see ``SkeletonError``; lives in
+  ``generator/skeleton.py``, re-exported here).
 * ``register(model)``   add a model (used by YAML loading and tests).
+
+Fields added to the original interface:
+
+* ``PoseModel.openpose_name`` is ``""`` for models OpenPose's ``--model_pose`` cannot select
+  (BODY_95, BODY_59, BODY_65, COCO_19b/COCO_19_V2 layouts, HAND_21, FACE_70, YAML skeletons).
+* ``PoseModel.description``: one line for ``openpose-train models``.
+* ``PoseModel.variant(op_model)``: the TrainingVariant of this model with that fork string.
+* ``TrainingVariant.global_missing_mask``: whether ``spec/op_data_layer.md`` §6 step 5 (global
+  masking of unlabeled parts) runs. The fork runs it iff ``P > P_lmdb`` or the model is MPII_59;
+  our own extensions (``upstream=False``) always run it, because e.g. COCO-WholeBody (133 points)
+  trained into BODY_25B (25 parts) has ``P < P_lmdb`` yet labels neither UpperNeck nor HeadTop.
+* ``TrainingVariant.num_parts`` (= P), ``mapped_parts``.
+
+Facts and their sources: ``spec/op_data_layer.md`` §7 (keypoint orders, LMDB->model mappings,
+CHANNELS_TO_MASK, training PAF pairs, flip swaps, sigma ratios), ``spec/openpose_runtime.md``
+§1.2 (folders and file names), §2.3-2.5 (names, runtime pairs/POSE_MAP_INDEX, thresholds), §4.9
+(COCO-17 / foot reorders), ``spec/openpose_train.md`` §1.5 (dataset strings) and Appendix B.
+Documented choices (the spec gives no table):
+
+* MPI_15 / MPI_15_4 have no training variant: the fork has no MPI model string.
+* MPI flip pairs are the R/L part-name pairs (2/5 3/6 4/7 8/11 9/12 10/13).
+* HAND_21 / FACE_70 (runtime CPM nets) get our own identity variants ``HAND_21`` <- hand21 and
+  ``FACE_70`` <- face70 (``upstream=False``); HAND_21 has no flip pairs (OpenPose feeds the hand net
+  right hands only, mirroring left ones), FACE_70 uses the face part of the 95/135 swap list.
+* Our ``wholebody`` variants (COCO-WholeBody 133: body 17, foot 6, face 68, left hand 21, right
+  hand 21): BODY_135 ``COCO_135_133`` (face 68 -> 65..132, pupils averaged from the eye contours
+  like FACE_135_70, hands 1..20 -> 25..44 / 45..64), BODY_25B ``COCO_25B_133`` and BODY_25
+  ``COCO_25_133`` (body + foot). Wrists come from the body annotation (points 9, 10), not from the
+  hands' root point: the hands' root is the same anatomical point but is unlabeled (v=0) whenever
+  the hand box is invalid, which would drop a labeled wrist.
+* Dataset strings the spec does not name (``posetrack``, ``COCO_WholeBody``, ``dome19``,
+  ``dome59``) are ours; every reader takes them from ``DatasetLayout.lmdb_dataset``.
 
 Channel layout conventions (``spec/op_data_layer.md`` section 6, ``spec/openpose_runtime.md`` 2.2):
 
@@ -30,7 +69,7 @@ Channel layout conventions (``spec/op_data_layer.md`` section 6, ``spec/openpose
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 
 class UnknownModelError(KeyError):
@@ -58,6 +97,17 @@ class TrainingVariant:
     empty_mask_parts: Tuple[int, ...] = ()   # CHANNELS_TO_MASK entry empty -> weights zeroed (step 5)
     minus1_parts: Tuple[int, ...] = ()       # CHANNELS_TO_MASK entry {-1} (mask person boxes, step 8)
     upstream: bool = True              # False for our own extensions (e.g. COCO-WholeBody 133)
+    global_missing_mask: bool = False  # §6 step 5 runs (see module docstring)
+
+    @property
+    def num_parts(self) -> int:
+        """P: parts of the model this variant trains."""
+        return len(self.sources)
+
+    @property
+    def mapped_parts(self) -> Tuple[int, ...]:
+        """Model parts that the dataset labels (non-empty sources)."""
+        return tuple(i for i, s in enumerate(self.sources) if s)
 
 
 @dataclass(frozen=True)
@@ -70,6 +120,27 @@ class PostprocessThresholds:
     connect_min_subset_cnt: int = 3
     connect_min_subset_score: float = 0.4
     max_peaks: int = 127
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    """One keypoint layout of an LMDB / COCO-style JSON (one entry per dataset key)."""
+
+    key: str                           # "coco", "coco_foot", "wholebody", "mpii", ...
+    keypoints: Tuple[str, ...]         # names in LMDB order (P_lmdb = len)
+    lmdb_dataset: str                  # dataset string written in metadata row 0 ("COCO", "MPII", ...)
+    category: str                      # fork PoseCategory the LMDB is read with
+    has_mask: bool                     # datum channel 4 (mask_miss) present
+    json_fields: Tuple[str, ...] = ("keypoints",)   # COCO-JSON fields concatenated in this order
+    # per json field, the annotation flag that says the group is labeled (COCO-WholeBody's
+    # "face_valid", ...; "" = always labeled). A group whose flag is false is "not in this
+    # dataset" (COCO v=3 -> LMDB 4), not "unlabeled" (v=0 -> 2, which trains zeros).
+    validity_fields: Tuple[str, ...] = ()
+    description: str = ""
+
+    @property
+    def num_keypoints(self) -> int:
+        return len(self.keypoints)
 
 
 @dataclass(frozen=True)
@@ -92,6 +163,7 @@ class PoseModel:
     caffemodel_name: str = "pose_iter_XXXXXX.caffemodel"
     variants: Tuple[TrainingVariant, ...] = ()
     upstream: bool = True                  # False for YAML skeletons
+    description: str = ""
 
     # Derived sizes: computed, never stored twice.
     @property
@@ -117,34 +189,516 @@ class PoseModel:
         index = {pair: i for i, pair in enumerate(self.paf_pairs)}
         return tuple((2 * index[p], 2 * index[p] + 1) for p in self.runtime_pairs)
 
+    def variant(self, op_model: str) -> TrainingVariant:
+        """This model's training variant named by the fork model string ``op_model``."""
+        for v in self.variants:
+            if v.op_model == op_model:
+                return v
+        raise UnknownModelError(
+            f"model {self.name} has no training variant '{op_model}'; "
+            f"known: {', '.join(v.op_model for v in self.variants) or 'none'}")
+
 
 _REGISTRY: Dict[str, PoseModel] = {}
+_DATASETS: Dict[str, DatasetLayout] = {}
 
 
 def register(model: PoseModel) -> PoseModel:
+    """Add (or replace) a model under ``model.name``; returns it."""
     _REGISTRY[model.name] = model
     return model
 
 
 def list_models():
+    """Registry names in registration order (upstream runtime models first)."""
     return list(_REGISTRY)
 
 
 def get_model(name: str) -> PoseModel:
+    """PoseModel by registry name or ``--model_pose`` string; UnknownModelError otherwise."""
     if name in _REGISTRY:
         return _REGISTRY[name]
     for model in _REGISTRY.values():
-        if model.openpose_name == name:
+        if model.openpose_name and model.openpose_name == name:
             return model
     raise UnknownModelError(
         f"unknown model '{name}'; known models: {', '.join(list_models())}")
 
 
+def list_training_variants():
+    """Every registered fork model string, in table order."""
+    return [v.op_model for m in _REGISTRY.values() for v in m.variants]
+
+
 def get_training_variant(op_model: str):
+    """``(PoseModel, TrainingVariant)`` for a fork model string such as ``COCO_25B_17``."""
     for model in _REGISTRY.values():
         for variant in model.variants:
             if variant.op_model == op_model:
                 return model, variant
-    known = sorted(v.op_model for m in _REGISTRY.values() for v in m.variants)
+    known = sorted(list_training_variants())
     raise UnknownModelError(
         f"unknown training model string '{op_model}'; known: {', '.join(known)}")
+
+
+def get_dataset_layout(key: str) -> DatasetLayout:
+    """DatasetLayout by dataset key (``coco``, ``wholebody``, ...); UnknownModelError otherwise."""
+    if key in _DATASETS:
+        return _DATASETS[key]
+    raise UnknownModelError(
+        f"unknown dataset layout '{key}'; known: {', '.join(_DATASETS)}")
+
+
+def list_dataset_layouts():
+    return list(_DATASETS)
+
+
+def load_skeleton_yaml(path, register_model: bool = False) -> PoseModel:
+    """Load and validate a YAML skeleton (see ``generator/skeleton.py``)."""
+    from openpose_train.generator.skeleton import load_skeleton_yaml as _load
+    model = _load(path)
+    if register_model:
+        register(model)
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# Table helpers: they only parse the compact notation the spec uses ("1-8 8-9", "5/2 6/3").
+
+def _pairs(text: str) -> Tuple[Tuple[int, int], ...]:
+    """``"1-8 8-9"`` -> ((1, 8), (8, 9))."""
+    return tuple((int(a), int(b)) for a, b in (p.split("-") for p in text.split()))
+
+
+def _flips(text: str) -> Tuple[Tuple[int, int], ...]:
+    """``"5/2 6/3"`` -> ((5, 2), (6, 3))."""
+    return tuple((int(a), int(b)) for a, b in (p.split("/") for p in text.split()))
+
+
+def _shift(pairs, offset: int):
+    return tuple((a + offset, b + offset) for a, b in pairs)
+
+
+def _hand_pafs(wrist: int, first: int) -> Tuple[Tuple[int, int], ...]:
+    """The 20 PAFs of one hand: per finger wrist->knuckle 1, then 3 links along the finger."""
+    out = []
+    for finger in range(5):
+        base = first + 4 * finger
+        out += [(wrist, base), (base, base + 1), (base + 1, base + 2), (base + 2, base + 3)]
+    return tuple(out)
+
+
+Source = Union[int, Sequence[int]]
+
+
+def _sources(num_parts: int, mapping: Mapping[int, Source]) -> Tuple[Tuple[int, ...], ...]:
+    """Per model part the LMDB source indexes; ``mapping`` holds model part -> j or (j, k, ...)."""
+    return tuple(
+        () if i not in mapping else
+        ((mapping[i],) if isinstance(mapping[i], int) else tuple(mapping[i]))
+        for i in range(num_parts))
+
+
+def _range_map(model_first: int, lmdb_first: int, count: int) -> Dict[int, int]:
+    return {model_first + k: lmdb_first + k for k in range(count)}
+
+
+def _variant(op_model: str, dataset: str, num_parts: int, mapping: Mapping[int, Source], *,
+             category: Optional[str] = None, mask_only: Optional[Sequence[int]] = None,
+             minus1: Sequence[int] = (), upstream: bool = True,
+             force_global_mask: bool = False) -> TrainingVariant:
+    """One row of the fork tables. CHANNELS_TO_MASK equals the LMDB table (empty where a part has
+    no source, ``{-1}`` for ``minus1`` parts) unless ``mask_only`` lists its only non-empty entries."""
+    layout = _DATASETS[dataset]
+    sources = _sources(num_parts, mapping)
+    if mask_only is None:
+        empty = {i for i, s in enumerate(sources) if not s}
+    else:
+        empty = set(range(num_parts)) - set(mask_only)
+    empty -= set(minus1)
+    return TrainingVariant(
+        op_model=op_model, dataset=dataset, category=category or layout.category,
+        num_lmdb_parts=layout.num_keypoints, sources=sources,
+        empty_mask_parts=tuple(sorted(empty)), minus1_parts=tuple(sorted(minus1)),
+        upstream=upstream,
+        global_missing_mask=(num_parts > layout.num_keypoints or force_global_mask
+                             or not upstream))
+
+
+def _model(name, parts, paf_pairs, flips, *, openpose_name="", runtime_pairs=None,
+           has_background=True, sigma_ratios=None, **kwargs) -> PoseModel:
+    """Register one model; runtime_pairs default to the training order (sequential map index)."""
+    return register(PoseModel(
+        name=name, openpose_name=openpose_name, parts=tuple(parts), paf_pairs=tuple(paf_pairs),
+        runtime_pairs=tuple(paf_pairs if runtime_pairs is None else runtime_pairs),
+        has_background=has_background, flip_pairs=tuple(flips),
+        sigma_ratios=tuple(sigma_ratios or (1.0,) * len(parts)), **kwargs))
+
+
+def _dataset(key, keypoints, lmdb_dataset, category, has_mask, **kwargs) -> DatasetLayout:
+    layout = DatasetLayout(key=key, keypoints=tuple(keypoints), lmdb_dataset=lmdb_dataset,
+                           category=category, has_mask=has_mask, **kwargs)
+    _DATASETS[key] = layout
+    return layout
+
+
+# --------------------------------------------------------------------------------------------
+# Part names (spec/openpose_runtime.md 2.4, spec/op_data_layer.md 7.2)
+
+BODY_25_PARTS = (
+    "Nose", "Neck", "RShoulder", "RElbow", "RWrist", "LShoulder", "LElbow", "LWrist", "MidHip",
+    "RHip", "RKnee", "RAnkle", "LHip", "LKnee", "LAnkle", "REye", "LEye", "REar", "LEar",
+    "LBigToe", "LSmallToe", "LHeel", "RBigToe", "RSmallToe", "RHeel")
+BODY_19_PARTS = BODY_25_PARTS[:19]
+COCO_18_PARTS = (
+    "Nose", "Neck", "RShoulder", "RElbow", "RWrist", "LShoulder", "LElbow", "LWrist", "RHip",
+    "RKnee", "RAnkle", "LHip", "LKnee", "LAnkle", "REye", "LEye", "REar", "LEar")
+MPI_15_PARTS = (
+    "Head", "Neck", "RShoulder", "RElbow", "RWrist", "LShoulder", "LElbow", "LWrist", "RHip",
+    "RKnee", "RAnkle", "LHip", "LKnee", "LAnkle", "Chest")
+FOOT_PARTS = ("LBigToe", "LSmallToe", "LHeel", "RBigToe", "RSmallToe", "RHeel")
+BODY_25B_PARTS = (
+    "Nose", "LEye", "REye", "LEar", "REar", "LShoulder", "RShoulder", "LElbow", "RElbow",
+    "LWrist", "RWrist", "LHip", "RHip", "LKnee", "RKnee", "LAnkle", "RAnkle", "Neck", "HeadTop"
+) + FOOT_PARTS
+BODY_23_PARTS = (
+    "Nose", "RShoulder", "RElbow", "RWrist", "LShoulder", "LElbow", "LWrist", "RHip", "RKnee",
+    "RAnkle", "LHip", "LKnee", "LAnkle", "REye", "LEye", "REar", "LEar") + FOOT_PARTS
+HAND_PARTS = tuple(
+    f"{finger}{joint}"
+    for finger in ("Thumb", "Index", "Middle", "Ring", "Pinky")
+    for joint in (("1CMC", "2Knuckles", "3IP", "4FingerTip") if finger == "Thumb"
+                  else ("1Knuckles", "2PIP", "3DIP", "4FingerTip")))
+FACE_PARTS = (
+    tuple(f"FaceContour{i}" for i in range(17)) + tuple(f"REyeBrow{i}" for i in range(5))
+    + tuple(f"LEyeBrow{i}" for i in range(4, -1, -1)) + tuple(f"NoseUpper{i}" for i in range(4))
+    + tuple(f"NoseLower{i}" for i in range(5)) + tuple(f"REye{i}" for i in range(6))
+    + tuple(f"LEye{i}" for i in range(6)) + tuple(f"OMouth{i}" for i in range(12))
+    + tuple(f"IMouth{i}" for i in range(8)) + ("RPupil", "LPupil"))
+BODY_135_PARTS = (
+    BODY_25B_PARTS[:17] + ("UpperNeck", "HeadTop") + FOOT_PARTS
+    + tuple("L" + p for p in HAND_PARTS) + tuple("R" + p for p in HAND_PARTS) + FACE_PARTS)
+BODY_95_PARTS = BODY_25B_PARTS + FACE_PARTS
+BODY_59_PARTS = (BODY_19_PARTS[:8] + ("LowerAbs",) + BODY_19_PARTS[9:]
+                 + tuple("L" + p for p in HAND_PARTS) + tuple("R" + p for p in HAND_PARTS))
+BODY_65_PARTS = BODY_25_PARTS + tuple("L" + p for p in HAND_PARTS) + tuple("R" + p for p in HAND_PARTS)
+CAR_12_PARTS = ("FRWheel", "FLWheel", "BRWheel", "BLWheel", "FRLight", "FLLight", "BRLight",
+                "BLLight", "FRTop", "FLTop", "BRTop", "BLTop")
+CAR_22_PARTS = ("FLWheel", "BLWheel", "FRWheel", "BRWheel", "FRFogLight", "FLFogLight", "FRLight",
+                "FLLight", "Grilles", "FBumper", "LMirror", "RMirror", "FRTop", "FLTop", "BLTop",
+                "BRTop", "BLLight", "BRLight", "Trunk", "BBumper", "BLCorner", "BRCorner")
+
+# --------------------------------------------------------------------------------------------
+# Dataset layouts (LMDB keypoint orders; spec/openpose_train.md 1.5, op_data_layer.md 1.1/7.3)
+
+COCO_17_KEYPOINTS = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",
+    "left_knee", "right_knee", "left_ankle", "right_ankle")
+COCO_FOOT_KEYPOINTS = ("left_big_toe", "left_small_toe", "left_heel",
+                       "right_big_toe", "right_small_toe", "right_heel")
+HAND_21_KEYPOINTS = ("hand_root",) + tuple(
+    f"{finger}{k}" for finger in ("thumb", "forefinger", "middle_finger", "ring_finger",
+                                  "pinky_finger") for k in range(1, 5))
+FACE_68_KEYPOINTS = tuple(f"face_{i}" for i in range(68))
+
+_dataset("coco", COCO_17_KEYPOINTS, "COCO", "COCO", True,
+         description="COCO 2017 person keypoints (17)")
+_dataset("coco_foot", COCO_17_KEYPOINTS + COCO_FOOT_KEYPOINTS, "COCO", "COCO", True,
+         description="COCO 2017 + CMU foot (23 in 'keypoints')")
+_dataset("wholebody",
+         COCO_17_KEYPOINTS + COCO_FOOT_KEYPOINTS + FACE_68_KEYPOINTS
+         + tuple("left_" + k for k in HAND_21_KEYPOINTS)
+         + tuple("right_" + k for k in HAND_21_KEYPOINTS),
+         "COCO_WholeBody", "COCO", True,
+         json_fields=("keypoints", "foot_kpts", "face_kpts", "lefthand_kpts", "righthand_kpts"),
+         validity_fields=("", "foot_valid", "face_valid", "lefthand_valid", "righthand_valid"),
+         description="COCO-WholeBody (133 = body 17, foot 6, face 68, left hand 21, right hand 21)")
+_dataset("mpii",
+         ("r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "pelvis", "thorax",
+          "upper_neck", "head_top", "r_wrist", "r_elbow", "r_shoulder", "l_shoulder", "l_elbow",
+          "l_wrist"),
+         "MPII", "MPII", True, json_fields=("joints",),
+         description="MPII human pose (16); mask = labeled people's boxes")
+_dataset("posetrack",
+         ("right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
+          "right_wrist", "right_elbow", "right_shoulder", "left_shoulder", "left_elbow",
+          "left_wrist", "head_bottom", "nose", "head_top"),
+         "posetrack", "PT", True, description="PoseTrack (15)")
+_dataset("hand21", HAND_21_KEYPOINTS, "hand21_dome", "HAND", True,
+         json_fields=("keypoints",), description="one hand (21), treated as a right hand")
+_dataset("hand42", tuple("left_" + k for k in HAND_21_KEYPOINTS)
+         + tuple("right_" + k for k in HAND_21_KEYPOINTS), "hand42_mpii", "HAND", True,
+         description="both hands (42 = left 21 + right 21)")
+_dataset("face70", FACE_68_KEYPOINTS + ("right_pupil", "left_pupil"), "face70_mask_out", "FACE",
+         True, description="face 70 (68 + pupils); face70_frgc / face70_multipie have no mask")
+_dataset("dome135", tuple(p.lower() for p in BODY_135_PARTS), "dome135", "DOME", False,
+         description="CMU Panoptic dome, BODY_135 order; metadata-only datum, image from disk")
+_dataset("dome19", tuple(p.lower() for p in BODY_19_PARTS), "dome19", "DOME", False,
+         description="CMU Panoptic dome, BODY_19 order")
+_dataset("dome59", tuple(p.lower() for p in BODY_59_PARTS), "dome59", "DOME", False,
+         description="CMU Panoptic dome, BODY_59 order")
+_dataset("mpii_hand59", tuple(p.lower() for p in BODY_59_PARTS), "MPII_hand", "HAND", False,
+         description="MPII hands in the BODY_59 order (body 0,1,8,15-18 unlabeled)")
+_dataset("car14", tuple(p.lower() for p in CAR_12_PARTS[:8]) + ("car14_8",)
+         + tuple(p.lower() for p in CAR_12_PARTS[8:]) + ("car14_13",), "car14", "CAR", False,
+         description="car v1 (14; points 8 and 13 unused by CAR_12, names unknown)")
+_dataset("car22", tuple(p.lower() for p in CAR_22_PARTS), "car22", "CAR", True,
+         description="car 22")
+
+# --------------------------------------------------------------------------------------------
+# PAF pair lists in training (channel) order, spec/op_data_layer.md 7.5
+
+PAFS_18 = _pairs("1-8 8-9 9-10 1-11 11-12 12-13 1-2 2-3 3-4 2-16 1-5 5-6 6-7 5-17 1-0 0-14 0-15 "
+                 "14-16 15-17")
+PAFS_19 = _pairs("1-8 9-10 10-11 8-9 8-12 12-13 13-14 1-2 2-3 3-4 2-17 1-5 5-6 6-7 5-18 1-0 0-15 "
+                 "0-16 15-17 16-18")
+PAFS_25 = PAFS_19 + _pairs("14-19 19-20 14-21 11-22 22-23 11-24")
+PAFS_25E = _pairs(
+    "1-8 1-2 2-3 3-4 1-5 5-6 6-7 8-9 9-10 10-11 8-12 12-13 13-14 1-0 0-15 15-17 0-16 16-18 14-19 "
+    "19-20 14-21 11-22 22-23 11-24 2-17 5-18 2-9 5-12 2-4 5-7 9-11 12-14 4-7 11-14 4-9 7-12 11-23 "
+    "14-20")
+PAFS_19E = PAFS_25E[:18] + _pairs("2-17 5-18 2-9 5-12 2-4 5-7 9-11 12-14 4-7 11-14 4-9 7-12")
+PAFS_19B = PAFS_19 + _pairs("2-9 5-12")
+PAFS_19_V2 = tuple((1, b) for b in [0] + list(range(2, 19)))
+PAFS_23 = _pairs(
+    "0-1 1-2 2-3 0-4 4-5 5-6 7-8 8-9 10-11 11-12 0-13 13-15 0-14 14-16 12-17 17-18 12-19 9-20 "
+    "20-21 9-22 1-7 4-10 1-15 4-16 15-16 7-10 1-3 4-6 7-9 10-12 3-6 9-12 3-7 6-10 9-21 12-18")
+PAFS_59 = PAFS_19 + _hand_pafs(7, 19) + _hand_pafs(4, 39)
+PAFS_65 = PAFS_25 + _hand_pafs(7, 25) + _hand_pafs(4, 45)
+PAFS_MPI = _pairs("0-1 1-2 2-3 3-4 1-5 5-6 6-7 1-14 14-8 8-9 9-10 14-11 11-12 12-13")
+PAFS_25B = _pairs(
+    "0-1 0-2 1-3 2-4 0-5 0-6 5-7 6-8 7-9 8-10 5-11 6-12 11-13 12-14 13-15 14-16 15-19 19-20 15-21 "
+    "16-22 22-23 16-24 5-17 5-18 6-17 6-18 3-4 3-5 4-6 5-9 6-10 9-10 9-11 10-12 11-12 15-16")
+PAFS_135_BODY = _pairs(
+    "0-1 0-2 1-3 2-4 0-5 0-6 5-7 6-8 7-9 8-10 5-11 6-12 11-13 12-14 13-15 14-16 15-19 19-20 15-21 "
+    "16-22 22-23 16-24 5-17 17-18 6-17 3-4 3-5 4-6 5-9 6-10 9-10 9-11 10-12 11-12 15-16")
+# The 74 face PAFs in face-index space (the 95 list minus 25 = the 135 list minus 65).
+PAFS_FACE = _pairs(
+    "0-1 1-2 2-3 3-4 4-5 5-6 6-7 7-8 8-9 9-10 10-11 11-12 12-13 13-14 14-15 15-16 0-17 16-26 "
+    "17-18 18-19 19-20 20-21 21-22 22-23 23-24 24-25 25-26 21-27 22-27 27-28 28-29 29-30 30-33 "
+    "33-32 32-31 33-34 34-35 27-39 27-42 36-37 37-38 38-39 39-40 40-41 42-43 43-44 44-45 45-46 "
+    "46-47 33-51 48-49 49-50 50-51 51-52 52-53 53-54 54-55 55-56 56-57 57-58 58-59 48-60 54-64 "
+    "60-61 61-62 62-63 63-64 64-65 65-66 66-67 36-68 39-68 42-69 45-69")
+# body -> face links: Nose -> nose tip (30), REye -> face 39, LEye -> face 42
+_BODY_TO_FACE = ((0, 30), (2, 39), (1, 42))
+PAFS_95 = PAFS_25B + tuple((a, 25 + f) for a, f in _BODY_TO_FACE) + _shift(PAFS_FACE, 25)
+PAFS_135 = (PAFS_135_BODY + _hand_pafs(9, 25) + _hand_pafs(10, 45)
+            + tuple((a, 65 + f) for a, f in _BODY_TO_FACE) + _shift(PAFS_FACE, 65))
+PAFS_CAR_12 = _pairs("4-5 4-6 4-0 0-2 4-8 8-10 5-7 5-1 1-3 5-9 9-11")
+PAFS_CAR_22 = _pairs(
+    "0-1 1-3 3-2 2-0 6-7 7-16 16-17 17-6 12-13 13-14 14-15 15-12 6-8 7-8 6-9 7-9 6-4 7-5 12-11 "
+    "13-10 16-18 17-18 16-19 17-19 0-7 3-17 6-12 16-14 6-21 7-20 3-21 20-14")
+
+# Runtime POSE_BODY_PART_PAIRS where the map index is not sequential (openpose_runtime.md 2.5)
+RUNTIME_PAIRS_BODY_25 = _pairs(
+    "1-8 1-2 1-5 2-3 3-4 5-6 6-7 8-9 9-10 10-11 8-12 12-13 13-14 1-0 0-15 15-17 0-16 16-18 2-17 "
+    "5-18 14-19 19-20 14-21 11-22 22-23 11-24")
+RUNTIME_PAIRS_COCO_18 = _pairs(
+    "1-2 1-5 2-3 3-4 5-6 6-7 1-8 8-9 9-10 1-11 11-12 12-13 1-0 0-14 14-16 0-15 15-17 2-16 5-17")
+
+# --------------------------------------------------------------------------------------------
+# Flip swap lists, spec/op_data_layer.md 7.6
+
+FLIPS_18 = _flips("5/2 6/3 7/4 11/8 12/9 13/10 15/14 17/16")
+FLIPS_19 = _flips("5/2 6/3 7/4 12/9 13/10 14/11 16/15 18/17")
+FLIPS_25 = FLIPS_19 + _flips("19/22 20/23 21/24")
+FLIPS_59 = FLIPS_19 + tuple((k, k + 20) for k in range(19, 39))
+FLIPS_65 = _flips("7/4") + tuple((k, k + 20) for k in range(25, 45))
+FLIPS_23 = _flips("4/1 5/2 6/3 10/7 11/8 12/9 14/13 16/15 17/20 18/21 19/22")
+FLIPS_25B = _flips("1/2 3/4 5/6 7/8 9/10 11/12 13/14 15/16 19/22 20/23 21/24")
+FLIPS_FACE = _flips("0/16 1/15 2/14 3/13 4/12 5/11 6/10 7/9 17/26 18/25 19/24 20/23 21/22 "
+                    "31/35 32/34 36/45 37/44 38/43 39/42 40/47 41/46 48/54 49/53 50/52 55/59 "
+                    "56/58 60/64 61/63 65/67 68/69")
+FLIPS_95 = FLIPS_25B + _shift(FLIPS_FACE, 25)
+FLIPS_135 = FLIPS_25B + tuple((25 + k, 45 + k) for k in range(20)) + _shift(FLIPS_FACE, 65)
+FLIPS_MPI = _flips("2/5 3/6 4/7 8/11 9/12 10/13")
+FLIPS_CAR_12 = _flips("0/1 2/3 4/5 6/7 8/9 10/11")
+FLIPS_CAR_22 = _flips("0/2 1/3 4/5 6/7 10/11 12/13 14/15 16/17 20/21")
+
+# --------------------------------------------------------------------------------------------
+# LMDB -> model mappings, spec/op_data_layer.md 7.3 (model part: LMDB index or averaged indexes)
+
+COCO17_TO_18 = {0: 0, 1: (5, 6), 2: 6, 3: 8, 4: 10, 5: 5, 6: 7, 7: 9, 8: 12, 9: 14, 10: 16,
+                11: 11, 12: 13, 13: 15, 14: 2, 15: 1, 16: 4, 17: 3}
+COCO17_TO_19 = {0: 0, 1: (5, 6), 2: 6, 3: 8, 4: 10, 5: 5, 6: 7, 7: 9, 8: (11, 12), 9: 12,
+                10: 14, 11: 16, 12: 11, 13: 13, 14: 15, 15: 2, 16: 1, 17: 4, 18: 3}
+COCOFOOT_TO_25 = {**COCO17_TO_19, **_range_map(19, 17, 6)}
+COCO17_TO_23 = {0: 0, 1: 6, 2: 8, 3: 10, 4: 5, 5: 7, 6: 9, 7: 12, 8: 14, 9: 16, 10: 11, 11: 13,
+                12: 15, 13: 2, 14: 1, 15: 4, 16: 3}
+COCOFOOT_TO_23 = {**COCO17_TO_23, **_range_map(17, 17, 6)}
+COCO17_TO_25B = _range_map(0, 0, 17)
+COCOFOOT_TO_25B = {**COCO17_TO_25B, **_range_map(19, 17, 6)}
+MPII_TO_25B = {5: 13, 6: 12, 17: 8, 18: 9}
+PT_TO_25B = {0: 13, 5: 9, 6: 8, 7: 10, 8: 7, 9: 11, 10: 6, 11: 3, 12: 2, 13: 4, 14: 1, 15: 5,
+             16: 0, 17: 12, 18: 14}
+FACE70_NOSE = (27, 28, 29, 30, 31, 32, 34, 35)      # 33 excluded (spec 7.3)
+FACE70_REYE = tuple(range(36, 42))
+FACE70_LEYE = tuple(range(42, 48))
+FACE70_TO_95 = {0: FACE70_NOSE, 1: FACE70_LEYE, 2: FACE70_REYE, **_range_map(25, 0, 70)}
+FACE70_TO_135 = {0: FACE70_NOSE, 1: FACE70_LEYE, 2: FACE70_REYE, **_range_map(65, 0, 68),
+                 133: FACE70_REYE, 134: FACE70_LEYE}
+HAND21_TO_135 = {10: 0, **_range_map(45, 1, 20)}
+HAND42_TO_135 = {9: 0, 10: 21, **_range_map(25, 1, 20), **_range_map(45, 22, 20)}
+# COCO-WholeBody 133: body 0-16, foot 17-22, face 23-90, left hand 91-111, right hand 112-132
+_WB_FACE, _WB_LHAND, _WB_RHAND = 23, 91, 112
+WHOLEBODY_TO_25 = COCOFOOT_TO_25
+WHOLEBODY_TO_25B = COCOFOOT_TO_25B
+WHOLEBODY_TO_135 = {
+    **COCOFOOT_TO_25B,
+    **_range_map(25, _WB_LHAND + 1, 20), **_range_map(45, _WB_RHAND + 1, 20),
+    **_range_map(65, _WB_FACE, 68),
+    133: tuple(_WB_FACE + j for j in FACE70_REYE), 134: tuple(_WB_FACE + j for j in FACE70_LEYE)}
+
+# COCO JSON output reorders, spec/openpose_runtime.md 4.9
+TO_COCO17_18 = (0, 15, 14, 17, 16, 5, 2, 6, 3, 7, 4, 11, 8, 12, 9, 13, 10)
+TO_COCO17_25 = (0, 16, 15, 18, 17, 5, 2, 6, 3, 7, 4, 12, 9, 13, 10, 14, 11)
+TO_COCO17_23 = (0, 14, 13, 16, 15, 4, 1, 5, 2, 6, 3, 10, 7, 11, 8, 12, 9)
+TO_COCO17_IDENTITY = tuple(range(17))
+TO_COCO_FOOT_25 = (19, 20, 21, 22, 23, 24)
+TO_COCO_FOOT_23 = (17, 18, 19, 20, 21, 22)
+
+SIGMA_RATIO_135 = tuple([1.0] * 25 + [5.75 / 7.0] * 110)
+
+# --------------------------------------------------------------------------------------------
+# The models. Runtime models first (OpenPose's PoseModel order), then the fork-only layouts.
+
+_model(
+    "BODY_25", BODY_25_PARTS, PAFS_25, FLIPS_25, openpose_name="BODY_25",
+    runtime_pairs=RUNTIME_PAIRS_BODY_25, to_coco17=TO_COCO17_25, to_coco_foot=TO_COCO_FOOT_25,
+    model_folder="pose/body_25", caffemodel_name="pose_iter_584000.caffemodel",
+    description="OpenPose default body + foot model",
+    variants=(
+        _variant("COCO_25", "coco_foot", 25, COCOFOOT_TO_25, mask_only=(1, 8, 11, 14, 19, 20, 21, 22, 23, 24)),
+        _variant("COCO_25_17", "coco", 25, COCO17_TO_19),
+        _variant("COCO_25_133", "wholebody", 25, WHOLEBODY_TO_25, upstream=False),
+    ))
+_model(
+    "COCO_18", COCO_18_PARTS, PAFS_18, FLIPS_18, openpose_name="COCO",
+    runtime_pairs=RUNTIME_PAIRS_COCO_18, to_coco17=TO_COCO17_18,
+    model_folder="pose/coco", deploy_name="pose_deploy_linevec.prototxt",
+    caffemodel_name="pose_iter_440000.caffemodel", description="OpenPose COCO 18-part model",
+    variants=(
+        _variant("COCO_18", "coco", 18, COCO17_TO_18),
+        _variant("DOME_18", "dome19", 18, {**_range_map(0, 0, 8), **_range_map(8, 9, 10)}),
+    ))
+_model(
+    "MPI_15", MPI_15_PARTS, PAFS_MPI, FLIPS_MPI, openpose_name="MPI",
+    thresholds=PostprocessThresholds(nms_threshold=0.6, connect_inter_threshold=0.01),
+    model_folder="pose/mpi", deploy_name="pose_deploy_linevec.prototxt",
+    caffemodel_name="pose_iter_160000.caffemodel", description="OpenPose MPI 15-part model")
+_model(
+    "MPI_15_4", MPI_15_PARTS, PAFS_MPI, FLIPS_MPI, openpose_name="MPI_4_layers",
+    thresholds=PostprocessThresholds(nms_threshold=0.3, connect_inter_threshold=0.01),
+    model_folder="pose/mpi", deploy_name="pose_deploy_linevec_faster_4_stages.prototxt",
+    caffemodel_name="pose_iter_160000.caffemodel", description="OpenPose MPI, 4 stages")
+_model(
+    "BODY_19", BODY_19_PARTS, PAFS_19, FLIPS_19, openpose_name="BODY_19",
+    runtime_pairs=RUNTIME_PAIRS_BODY_25[:20], to_coco17=TO_COCO17_25,
+    model_folder="pose/body_19", description="19-part body (BODY_25 without feet)",
+    variants=(
+        _variant("COCO_19", "coco", 19, COCO17_TO_19),
+        _variant("DOME_19", "dome19", 19, _range_map(0, 0, 19)),
+    ))
+_model(
+    "BODY_25E", BODY_25_PARTS, PAFS_25E, FLIPS_25, openpose_name="BODY_25E",
+    to_coco17=TO_COCO17_25, to_coco_foot=TO_COCO_FOOT_25, model_folder="pose/body_25e",
+    description="BODY_25 with 12 extra (redundant) PAFs",
+    variants=(
+        _variant("COCO_25E", "coco_foot", 25, COCOFOOT_TO_25, mask_only=(1, 8, 11, 14, 19, 20, 21, 22, 23, 24)),
+        _variant("COCO_25_17E", "coco", 25, COCO17_TO_19),
+    ))
+_model(
+    "CAR_12", CAR_12_PARTS, PAFS_CAR_12, FLIPS_CAR_12, openpose_name="CAR_12",
+    model_folder="car/car_12", description="car, 12 parts (experimental upstream)",
+    variants=(_variant("CAR_12", "car14", 12, {**_range_map(0, 0, 8), **_range_map(8, 9, 4)}),))
+_model(
+    "BODY_23", BODY_23_PARTS, PAFS_23, FLIPS_23, openpose_name="BODY_23",
+    to_coco17=TO_COCO17_23, to_coco_foot=TO_COCO_FOOT_23, model_folder="pose/body_23",
+    description="23 parts (no neck / mid-hip) with redundant PAFs",
+    variants=(
+        _variant("COCO_23", "coco_foot", 23, COCOFOOT_TO_23, mask_only=(9, 12, 17, 18, 19, 20, 21, 22)),
+        _variant("COCO_23_17", "coco", 23, COCO17_TO_23),
+    ))
+_model(
+    "CAR_22", CAR_22_PARTS, PAFS_CAR_22, FLIPS_CAR_22, openpose_name="CAR_22",
+    model_folder="car/car_22", description="car, 22 parts (experimental upstream)",
+    variants=(_variant("CAR_22", "car22", 22, _range_map(0, 0, 22)),))
+_model(
+    "BODY_19E", BODY_19_PARTS, PAFS_19E, FLIPS_19, openpose_name="BODY_19E",
+    to_coco17=TO_COCO17_25, model_folder="pose/body_19e",
+    description="BODY_19 with redundant PAFs (runtime lists 31 map indexes for 30 pairs)",
+    variants=(_variant("COCO_19E", "coco", 19, COCO17_TO_19),))
+_model(
+    "BODY_25B", BODY_25B_PARTS, PAFS_25B, FLIPS_25B, openpose_name="BODY_25B",
+    has_background=False, to_coco17=TO_COCO17_IDENTITY, to_coco_foot=TO_COCO_FOOT_25,
+    model_folder="pose/body_25b", description="openpose_train BODY_25B (COCO order + neck, head top, feet)",
+    variants=(
+        _variant("COCO_25B_23", "coco_foot", 25, COCOFOOT_TO_25B, minus1=(17, 18)),
+        _variant("COCO_25B_17", "coco", 25, COCO17_TO_25B, minus1=(17, 18)),
+        _variant("MPII_25B_16", "mpii", 25, MPII_TO_25B),
+        _variant("PT_25B_15", "posetrack", 25, PT_TO_25B),
+        _variant("COCO_25B_133", "wholebody", 25, WHOLEBODY_TO_25B, minus1=(17, 18), upstream=False),
+    ))
+_model(
+    "BODY_135", BODY_135_PARTS, PAFS_135, FLIPS_135, openpose_name="BODY_135",
+    has_background=False, sigma_ratios=SIGMA_RATIO_135, to_coco17=TO_COCO17_IDENTITY,
+    to_coco_foot=TO_COCO_FOOT_25, model_folder="pose/body_135",
+    description="openpose_train whole body: 25B body + 2 x 20 hand + 70 face",
+    variants=(
+        _variant("COCO_135_23", "coco_foot", 135, COCOFOOT_TO_25B,
+                 minus1=(17, 18) + tuple(range(25, 135))),
+        _variant("COCO_135_17", "coco", 135, COCO17_TO_25B, minus1=tuple(range(17, 135))),
+        _variant("MPII_135_16", "mpii", 135, MPII_TO_25B),
+        _variant("HAND_135_21", "hand21", 135, HAND21_TO_135, minus1=(9,) + tuple(range(25, 45))),
+        _variant("HAND_135_42", "hand42", 135, HAND42_TO_135),
+        _variant("FACE_135_70", "face70", 135, FACE70_TO_135),
+        _variant("DOME_135", "dome135", 135, _range_map(0, 0, 135)),
+        _variant("COCO_135_133", "wholebody", 135, WHOLEBODY_TO_135, minus1=(17, 18), upstream=False),
+    ))
+_model(
+    "HAND_21", ("Wrist",) + HAND_PARTS, (), (), model_folder="hand",
+    caffemodel_name="pose_iter_102000.caffemodel",
+    description="OpenPose hand CPM net (right hands; heatmaps + background, no PAFs)",
+    variants=(_variant("HAND_21", "hand21", 21, _range_map(0, 0, 21), upstream=False),))
+_model(
+    "FACE_70", FACE_PARTS, (), FLIPS_FACE, model_folder="face",
+    caffemodel_name="pose_iter_116000.caffemodel",
+    description="OpenPose face CPM net (heatmaps + background, no PAFs)",
+    variants=(_variant("FACE_70", "face70", 70, _range_map(0, 0, 70), upstream=False),))
+# Fork-only layouts (no OpenPose --model_pose string).
+_model(
+    "BODY_95", BODY_95_PARTS, PAFS_95, FLIPS_95, has_background=False,
+    to_coco17=TO_COCO17_IDENTITY, to_coco_foot=TO_COCO_FOOT_25, model_folder="pose/body_95",
+    description="training fork: 25B body + 70 face",
+    variants=(
+        _variant("COCO_95_23", "coco_foot", 95, COCOFOOT_TO_25B,
+                 minus1=(17, 18) + tuple(range(25, 95))),
+        _variant("COCO_95_17", "coco", 95, COCO17_TO_25B, minus1=tuple(range(17, 95))),
+        _variant("MPII_95_16", "mpii", 95, MPII_TO_25B),
+        _variant("FACE_95_70", "face70", 95, FACE70_TO_95, minus1=(0, 1, 2)),
+    ))
+_model(
+    "BODY_59", BODY_59_PARTS, PAFS_59, FLIPS_59, to_coco17=TO_COCO17_25,
+    model_folder="pose/body_59", description="training fork: BODY_19 body + 2 x 20 hand",
+    variants=(
+        _variant("DOME_59", "dome59", 59, _range_map(0, 0, 59)),
+        _variant("COCO_59_17", "coco", 59, COCO17_TO_19),
+        _variant("MPII_59", "mpii_hand59", 59,
+                 {i: i for i in range(59) if i not in (0, 1, 8, 15, 16, 17, 18)},
+                 force_global_mask=True),
+    ))
+_model(
+    "BODY_19b", BODY_19_PARTS, PAFS_19B, FLIPS_19, to_coco17=TO_COCO17_25,
+    model_folder="pose/body_19b", description="training fork: BODY_19 + 2 hip-shoulder PAFs",
+    variants=(_variant("COCO_19b", "coco", 19, COCO17_TO_19),))
+_model(
+    "BODY_19_V2", BODY_19_PARTS, PAFS_19_V2, FLIPS_19, to_coco17=TO_COCO17_25,
+    model_folder="pose/body_19_v2", description="training fork: BODY_19 parts, PAF star from the neck",
+    variants=(_variant("COCO_19_V2", "coco", 19, COCO17_TO_19),))
+_model(
+    "BODY_65", BODY_65_PARTS, PAFS_65, FLIPS_65, to_coco17=TO_COCO17_25,
+    to_coco_foot=TO_COCO_FOOT_25, model_folder="pose/body_65",
+    description="training fork: BODY_25 + 2 x 20 hand (flip swaps only the wrists and hands)",
+    variants=(_variant("MPII_65_42", "hand42", 65,
+                       {4: 21, 7: 0, **_range_map(25, 1, 20), **_range_map(45, 22, 20)}),))
