@@ -441,8 +441,7 @@ def weights_to_dict(weights) -> "OrderedDict[str, List[np.ndarray]]":
     if isinstance(weights, Mapping):
         return OrderedDict((k, list(v)) for k, v in weights.items())
     if isinstance(weights, (str, Path)):
-        from .caffe_io import read_caffemodel
-        weights = read_caffemodel(str(weights))
+        weights = _read_caffemodel(Path(weights))
         if isinstance(weights, Mapping):
             return OrderedDict((k, list(v)) for k, v in weights.items())
     if hasattr(weights, "layer"):
@@ -452,6 +451,24 @@ def weights_to_dict(weights) -> "OrderedDict[str, List[np.ndarray]]":
                 out[layer.name] = [blob_to_array(b) for b in layer.blobs]
         return out
     raise TypeError(f"cannot read weights from {type(weights).__name__}")
+
+
+def _read_caffemodel(path: Path):
+    """The project's reader (caffe_io) when present, else a plain binary NetParameter parse."""
+    try:
+        from .caffe_io import read_caffemodel
+    except ImportError:
+        read_caffemodel = None
+    if read_caffemodel is not None:
+        return read_caffemodel(str(path))
+    from google.protobuf.message import DecodeError
+    from . import caffe_pb2
+    net = caffe_pb2.NetParameter()
+    try:
+        net.ParseFromString(path.read_bytes())
+    except (OSError, DecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the caffemodel: {exc}") from exc
+    return net
 
 
 def blob_to_array(blob) -> np.ndarray:
