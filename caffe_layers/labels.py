@@ -1,0 +1,510 @@
+"""OPData label rendering, CPU reference (``spec/op_data_layer.md`` §1.3, §4, §6).
+
+A label is float32 ``(2C, gy, gx)``: the first half holds loss weights, the second half targets,
+channel ``c`` of the first half weighting channel ``C + c``. Inside each half: PAF x/y pairs
+(``2E``), heatmaps (``P``), then the background channel when the model has one.
+
+People are one array ``(n_people, P, 3)`` of ``(x, y, v)`` in crop pixel coordinates, row 0 the
+main person (the one the sample was centred on), already remapped to the model
+(:func:`remap_keypoints`) and augmented. Visibility codes (§1.3): 0 occluded, 1 visible,
+2 outside/unlabeled, 3 synthetic point with a missing source, 4 not in the dataset.
+
+Only the cells a Gaussian or a limb can reach are computed: Gaussians in a fixed window around
+each keypoint, PAFs in a narrow band along each limb, all people and parts in one numpy pass.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+
+#: Gaussian cut-off: cells with exponent above this (value < 1 %) are not drawn (§6 step 7).
+GAUSSIAN_CUTOFF = 4.6052
+#: PAF half width in grid cells (§6 step 11).
+PAF_THRESHOLD = 1.0
+#: background weight is forced to 1 where the background target is below this (§6 step 12).
+BKG_WEIGHT_THRESHOLD = 0.85
+#: person ROI enlargement ratios: step 6 (v == 3 / v >= 4 parts) and step 8 ("-1" channels).
+ROI_RATIO_VISIBILITY = 0.3
+ROI_RATIO_MINUS1 = 1.0
+
+# Fork quirks keyed by the fork's model string (op_transform_param.models); these are behaviours of
+# generateLabelMap for a handful of strings, not model facts, so they live with the renderer.
+#: maskFeet (§6 step 5): (knee, ankle) pairs whose foot box clears the background weight.
+MASK_FEET_PAIRS = {
+    "COCO_23_17": ((8, 9), (11, 12)),
+    "COCO_25_17": ((10, 11), (13, 14)),
+    "COCO_25_17E": ((10, 11), (13, 14)),
+}
+#: getEmptyChannels threshold: parts with v >= this are "missing" (§6 step 5).
+MISSING_THRESHOLD = {"MPII_59": 2, "MPII_65_42": 2}
+#: strings whose extra rules (hand masks, wrist/hand overrides, CAR_12 weight copy) are not implemented.
+UNSUPPORTED_OP_MODELS = frozenset({"MPII_65_42", "CAR_12", "COCO_59_17"})
+#: step 8 applies to these strings of the COCO category (and to every model with > 70 parts).
+MINUS1_OP_MODELS = frozenset({"COCO_25B_23", "COCO_25B_17"})
+
+
+class LabelError(ValueError):
+    """Input that cannot be rendered (wrong people shape, unsupported model string)."""
+
+
+def round_half_away(x):
+    """C ``std::round``: halves away from zero (numpy's ``round`` goes to even)."""
+    return np.trunc(x + np.copysign(np.float32(0.5), x))
+
+
+@dataclass(frozen=True)
+class LabelLayout:
+    """Channel layout and masking tables of one (PoseModel, TrainingVariant), derived once."""
+
+    op_model: str
+    category: str
+    num_parts: int
+    num_pafs: int
+    has_background: bool
+    paf_a: np.ndarray                 # (E,) part index of each PAF's start
+    paf_b: np.ndarray                 # (E,) part index of each PAF's end
+    sigma_ratios: np.ndarray          # (P,) float32
+    part_channels: np.ndarray         # (P, C) bool: heatmap + PAF x/y channels touching the part
+    global_masking: bool              # §6 step 5 active (P > P_lmdb or MPII_59)
+    missing_threshold: int
+    empty_parts: np.ndarray           # (P,) bool: CHANNELS_TO_MASK entry empty
+    minus1_masking: bool              # §6 step 8 active
+    minus1_parts: np.ndarray          # (P,) bool
+    roi_codes: Tuple[int, ...]        # visibility codes X of maskPersonIfVisibleIsX
+    feet_pairs: Tuple[Tuple[int, int], ...]
+
+    @property
+    def num_channels(self) -> int:
+        """C: channels per half of the label."""
+        return 2 * self.num_pafs + self.num_parts + int(self.has_background)
+
+    @property
+    def heat_offset(self) -> int:
+        return 2 * self.num_pafs
+
+    @property
+    def bkg_channel(self) -> Optional[int]:
+        return 2 * self.num_pafs + self.num_parts if self.has_background else None
+
+
+_LAYOUTS = {}
+
+
+def label_layout(model, variant) -> LabelLayout:
+    """The :class:`LabelLayout` of ``model`` trained from ``variant`` (cached per object pair)."""
+    key = (id(model), id(variant))
+    hit = _LAYOUTS.get(key)
+    if hit is not None and hit[0] is model and hit[1] is variant:
+        return hit[2]
+    if variant.op_model in UNSUPPORTED_OP_MODELS:
+        raise LabelError(f"model string '{variant.op_model}': its special label rules are not implemented")
+    n_parts, n_pafs = model.num_parts, model.num_pafs
+    pairs = np.asarray(model.paf_pairs, np.int64).reshape(-1, 2)
+    n_channels = 2 * n_pafs + n_parts + int(model.has_background)
+    part_channels = np.zeros((n_parts, n_channels), bool)
+    part_channels[np.arange(n_parts), 2 * n_pafs + np.arange(n_parts)] = True
+    for i, (a, b) in enumerate(pairs):
+        part_channels[[a, b], 2 * i] = True
+        part_channels[[a, b], 2 * i + 1] = True
+    empty = np.zeros(n_parts, bool)
+    empty[list(variant.empty_mask_parts)] = True
+    minus1 = np.zeros(n_parts, bool)
+    minus1[list(variant.minus1_parts)] = True
+    ratios = np.asarray(model.sigma_ratios, np.float32)
+    if ratios.shape != (n_parts,):
+        raise LabelError(f"model {model.name}: {ratios.size} sigma ratios for {n_parts} parts")
+    layout = LabelLayout(
+        op_model=variant.op_model, category=variant.category, num_parts=n_parts, num_pafs=n_pafs,
+        has_background=bool(model.has_background), paf_a=pairs[:, 0].copy(), paf_b=pairs[:, 1].copy(),
+        sigma_ratios=ratios, part_channels=part_channels,
+        global_masking=n_parts > variant.num_lmdb_parts or variant.op_model == "MPII_59",
+        missing_threshold=MISSING_THRESHOLD.get(variant.op_model, 4), empty_parts=empty,
+        minus1_masking=(variant.category == "COCO" and variant.op_model in MINUS1_OP_MODELS) or n_parts > 70,
+        minus1_parts=minus1,
+        roi_codes=(2, 3, 4) if variant.op_model == "CAR_22" else (3, 4),
+        feet_pairs=MASK_FEET_PAIRS.get(variant.op_model, ()) if variant.category == "COCO" else ())
+    _LAYOUTS[key] = (model, variant, layout)
+    return layout
+
+
+# ----------------------------------------------------------------------------- keypoints
+
+def sanitize_visibility(points: np.ndarray, width: float, height: float) -> np.ndarray:
+    """§1.3 decoding: ``v = round(v)``; a point outside ``[0,width) x [0,height)`` with v != 2 gets v = 2.
+
+    ``points`` (..., 3) float; returns a float32 copy.
+    """
+    out = np.array(points, np.float32, copy=True)
+    v = round_half_away(out[..., 2])
+    x, y = out[..., 0], out[..., 1]
+    outside = (x < 0) | (x >= width) | (y < 0) | (y >= height)
+    v[(v != 2) & outside] = 2
+    out[..., 2] = v
+    return out
+
+
+_REMAPS = {}
+
+
+def _remap_tables(variant):
+    key = id(variant)
+    hit = _REMAPS.get(key)
+    if hit is not None and hit[0] is variant:
+        return hit[1]
+    sources = variant.sources
+    n_parts = len(sources)
+    width = max([len(s) for s in sources] + [1])
+    index = np.zeros((n_parts, width), np.int64)
+    valid = np.zeros((n_parts, width), bool)
+    for i, src in enumerate(sources):
+        index[i, :len(src)] = src
+        valid[i, :len(src)] = True
+    tables = (index, valid, valid.sum(1))
+    _REMAPS[key] = (variant, tables)
+    return tables
+
+
+def remap_keypoints(variant, lmdb_points) -> np.ndarray:
+    """LMDB keypoints ``(..., P_lmdb, 3)`` -> model keypoints ``(..., P, 3)`` (``lmdbJointsToOurModel``).
+
+    The point is the mean of the part's sources; visibility (§1.3): no source -> (0, 0) v=4; one
+    source -> 4/2/0 kept, anything else 1; several -> any 4 (or unexpected) 4, else 2 mixed with
+    0/1 -> 3, all 2 -> 2, any 0 -> 0, else 1.
+    """
+    pts = np.asarray(lmdb_points, np.float32)
+    if pts.shape[-1] != 3 or pts.shape[-2] != variant.num_lmdb_parts:
+        raise LabelError(f"{variant.op_model}: expected (..., {variant.num_lmdb_parts}, 3) LMDB "
+                         f"keypoints, got {pts.shape}")
+    index, valid, count = _remap_tables(variant)
+    gathered = pts[..., index, :]                      # (..., P, L, 3)
+    w = valid.astype(np.float32)
+    denom = np.maximum(count, 1).astype(np.float32)
+    xy = (gathered[..., :2] * w[..., None]).sum(-2) / denom[:, None]
+    v = gathered[..., 2]
+    big = np.float32(99)
+    vv = np.where(valid, v, big)                       # padding never counts
+    any4 = (valid & ~np.isin(v, (0, 1, 2, 3))).any(-1) | ((valid & (v == 4)).any(-1))
+    any2 = (valid & (v == 2)).any(-1)
+    any01 = (valid & ((v == 0) | (v == 1))).any(-1)
+    all2 = ((vv == 2) | ~valid).all(-1)
+    any0 = (valid & (v == 0)).any(-1)
+    single = vv[..., 0]
+    vis_one = np.where(np.isin(single, (4, 2, 0)), single, np.float32(1))
+    vis_many = np.select([any4, any2 & any01, all2, any0], [4, 3, 2, 0], 1).astype(np.float32)
+    vis = np.where(count == 1, vis_one, vis_many)
+    vis = np.where(count == 0, np.float32(4), vis)
+    xy = np.where((count == 0)[:, None], np.float32(0), xy)
+    return np.concatenate([xy, vis[..., None]], axis=-1).astype(np.float32)
+
+
+def flip_people(people: np.ndarray, flip_pairs, flip_width: int) -> np.ndarray:
+    """Horizontal flip of keypoints: ``x -> flip_width - 1 - x`` and left/right parts swapped."""
+    out = np.array(people, np.float32, copy=True)
+    out[..., 0] = np.float32(flip_width - 1) - out[..., 0]
+    if len(flip_pairs):
+        pairs = np.asarray(flip_pairs, np.int64)
+        perm = np.arange(out.shape[-2])
+        perm[pairs[:, 0]] = pairs[:, 1]
+        perm[pairs[:, 1]] = pairs[:, 0]
+        out = out[..., perm, :]
+    return out
+
+
+# ----------------------------------------------------------------------------- ROIs
+
+def keep_roi_inside(x, y, w, h, grid_w: int, grid_h: int):
+    """OpenPose's ``keepRoiInside`` on integer arrays: shift negative corners in, clip the far side."""
+    w = np.where(x < 0, w + x, w)
+    x = np.maximum(x, 0)
+    h = np.where(y < 0, h + y, h)
+    y = np.maximum(y, 0)
+    w = np.where(x + w >= grid_w, grid_w - x, w)
+    h = np.where(y + h >= grid_h, grid_h - y, h)
+    return x, y, np.maximum(w, 0), np.maximum(h, 0)
+
+
+def person_rois(people: np.ndarray, stride: int, ratio: float, grid_w: int, grid_h: int):
+    """``getObjROI`` for every person: integer (x, y, w, h) arrays in grid cells, clipped.
+
+    Box of the v <= 1 points (divided by the stride), short side raised to half the long one,
+    enlarged by ``ratio`` on each side. A person without a v <= 1 point gets an empty ROI.
+    """
+    vis = (people[..., 2] <= 1)[..., None]
+    pts = people[..., :2] / np.float32(stride)
+    has = vis[:, :, 0].any(-1)
+    lo = np.where(vis, pts, np.float32(np.inf)).min(1)          # (n, 2)
+    hi = np.where(vis, pts, np.float32(-np.inf)).max(1)
+    lo[~has] = 0
+    hi[~has] = 0
+    centre = (lo + hi) / 2
+    size = hi - lo
+    sx, sy = size[:, 0], size[:, 1]
+    raise_x = sx < sy / 2
+    raise_y = ~raise_x & (sy < sx / 2)
+    size[raise_x, 0] = sy[raise_x] / 2
+    size[raise_y, 1] = sx[raise_y] / 2
+    r = np.float32(ratio)
+    corner = round_half_away(centre - size / 2 - r * size).astype(np.int64)
+    extent = round_half_away(size * (1 + 2 * r)).astype(np.int64)
+    extent[~has] = 0
+    return keep_roi_inside(corner[:, 0], corner[:, 1], extent[:, 0], extent[:, 1], grid_w, grid_h)
+
+
+def roi_masks(x, y, w, h, grid_w: int, grid_h: int) -> np.ndarray:
+    """(n, gy, gx) bool: cell inside each (x, y, w, h) rectangle."""
+    cols = np.arange(grid_w)
+    rows = np.arange(grid_h)
+    in_x = (cols >= x[:, None]) & (cols < (x + w)[:, None])
+    in_y = (rows >= y[:, None]) & (rows < (y + h)[:, None])
+    return in_y[:, :, None] & in_x[:, None, :]
+
+
+def _zero_in_rois(weights, layout, parts, rects):
+    """Zero, inside each person's rect, the weights of that person's flagged parts (+PAFs, +bkg)."""
+    if not parts.any():
+        return
+    chans = (parts.astype(np.float32) @ layout.part_channels.astype(np.float32)) > 0   # (n, C)
+    if layout.has_background:
+        chans[:, layout.bkg_channel] = parts.any(-1)
+    used = np.flatnonzero(chans.any(0))
+    if used.size == 0:
+        return
+    n = rects.shape[0]
+    covered = chans[:, used].T.astype(np.float32) @ rects.reshape(n, -1).astype(np.float32)
+    keep = (covered == 0).reshape(used.size, *rects.shape[1:])
+    weights[used] *= keep
+
+
+# ----------------------------------------------------------------------------- rendering
+
+def gaussian_window(sigma_max: float, stride: int) -> int:
+    """Cells per axis that can hold a Gaussian's support (cut-off radius on both sides + slack)."""
+    radius = float(sigma_max) * np.sqrt(2 * GAUSSIAN_CUTOFF)
+    return int(np.floor(2 * radius / stride)) + 2
+
+
+def _gaussian_cells(px, py, sigma, stride, grid_w, grid_h, window):
+    """Per keypoint, the window cells in the Gaussian's support: (valid, gx, gy, value) arrays (K, w, w)."""
+    start = np.float32(stride / 2.0 - 0.5)
+    s = np.float32(stride)
+    radius = sigma.astype(np.float64) * np.sqrt(2 * GAUSSIAN_CUTOFF)
+    first_x = np.ceil((px - radius - start) / stride).astype(np.int64)
+    first_y = np.ceil((py - radius - start) / stride).astype(np.int64)
+    steps = np.arange(window)
+    cell_x = first_x[:, None] + steps                  # (K, w)
+    cell_y = first_y[:, None] + steps
+    dx = (start + cell_x.astype(np.float32) * s) - px[:, None]
+    dy = (start + cell_y.astype(np.float32) * s) - py[:, None]
+    d2 = (dx * dx)[:, None, :] + (dy * dy)[:, :, None]   # float32, as the fork (K, wy, wx)
+    sig = sigma.astype(np.float64)[:, None, None]
+    exponent = d2.astype(np.float64) / 2.0 / sig / sig
+    valid = ((exponent <= GAUSSIAN_CUTOFF)
+             & ((cell_x >= 0) & (cell_x < grid_w))[:, None, :]
+             & ((cell_y >= 0) & (cell_y < grid_h))[:, :, None])
+    value = np.exp(-exponent).astype(np.float32)
+    return valid, cell_x, cell_y, value
+
+
+def render_heatmaps(targets, weights, layout, people, sigma, stride, grid_w, grid_h):
+    """§6 step 7 in place: Gaussians of every v <= 1 keypoint (max over people, capped at 1)."""
+    vis = people[..., 2] <= 1
+    person, part = np.nonzero(vis)
+    if person.size == 0:
+        return
+    px = people[person, part, 0]
+    py = people[person, part, 1]
+    sig = (np.float32(sigma) * layout.sigma_ratios)[part]
+    window = gaussian_window(sig.max(), stride)
+    valid, cell_x, cell_y, value = _gaussian_cells(px, py, sig, stride, grid_w, grid_h, window)
+    k, wy, wx = np.nonzero(valid)
+    cells = grid_w * grid_h
+    flat = (layout.heat_offset + part[k]) * cells + cell_y[k, wy] * grid_w + cell_x[k, wx]
+    target_flat = targets.reshape(-1)
+    np.maximum.at(target_flat, flat, value[k, wy, wx])
+    heat = targets[layout.heat_offset:layout.heat_offset + layout.num_parts]
+    np.minimum(heat, 1, out=heat)
+    weights.reshape(-1)[flat] = (np.float32(1) / layout.sigma_ratios)[part[k]]
+
+
+def limb_band_cells(ax, ay, bx, by, grid_w, grid_h):
+    """Cells of each limb's PAF (§6 step 11): (limb, gx, gy, ux, uy) of every covered cell.
+
+    ``a``/``b`` are limb ends in grid units (pixels / stride, float32). A cell belongs to a limb
+    when it lies in the rounded bbox grown by one cell and within perpendicular distance 1.
+    Candidates are a few cells per step along the limb's major axis, then the exact test.
+    """
+    dx, dy = bx - ax, by - ay
+    norm = np.sqrt(dx * dx + dy * dy)
+    keep = norm > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ux, uy = dx / norm, dy / norm
+    limbs = np.flatnonzero(keep)
+    if limbs.size == 0:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty, np.zeros(0, np.float32), np.zeros(0, np.float32)
+    ax, ay, bx, by, ux, uy = (a[limbs] for a in (ax, ay, bx, by, ux, uy))
+    one = np.float32(1)
+    x_lo = np.maximum(0, round_half_away(np.minimum(ax, bx) - one)).astype(np.int64)
+    x_hi = np.minimum(grid_w, round_half_away(np.maximum(ax, bx) + one)).astype(np.int64)
+    y_lo = np.maximum(0, round_half_away(np.minimum(ay, by) - one)).astype(np.int64)
+    y_hi = np.minimum(grid_h, round_half_away(np.maximum(ay, by) + one)).astype(np.int64)
+    horizontal = np.abs(ux) >= np.abs(uy)
+    major_lo = np.where(horizontal, x_lo, y_lo)
+    major_len = np.maximum(np.where(horizontal, x_hi - x_lo, y_hi - y_lo), 0)
+    total = int(major_len.sum())
+    if total == 0:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty, np.zeros(0, np.float32), np.zeros(0, np.float32)
+    # one entry per (limb, step along its major axis), variable length, no padding
+    owner = np.repeat(np.arange(limbs.size), major_len)
+    first = np.cumsum(major_len) - major_len
+    major = major_lo[owner] + (np.arange(total) - first[owner])
+    hz = horizontal[owner]
+    a_x, a_y, u_x, u_y = ax[owner], ay[owner], ux[owner], uy[owner]
+    a_major = np.where(hz, a_x, a_y)
+    a_minor = np.where(hz, a_y, a_x)
+    u_major = np.where(hz, u_x, u_y)
+    u_minor = np.where(hz, u_y, u_x)
+    # minor coordinate of the limb line at each step; |u_major| >= 1/sqrt(2) keeps the band
+    # within +-1.42 cells of it, so 6 candidates around floor() always cover it.
+    centre = a_minor + (major.astype(np.float32) - a_major) * u_minor / u_major
+    minor = np.floor(centre).astype(np.int64)[:, None] + np.arange(-2, 4)      # (T, 6)
+    major = major[:, None]
+    hz = hz[:, None]
+    cx = np.where(hz, major, minor)
+    cy = np.where(hz, minor, major)
+    dist = np.abs((cx.astype(np.float32) - a_x[:, None]) * u_y[:, None]
+                  - (cy.astype(np.float32) - a_y[:, None]) * u_x[:, None])
+    o = owner[:, None]
+    valid = ((dist <= PAF_THRESHOLD) & (cx >= x_lo[o]) & (cx < x_hi[o]) & (cy >= y_lo[o]) & (cy < y_hi[o]))
+    ti, ci = np.nonzero(valid)
+    li = owner[ti]
+    return limbs[li], cx[ti, ci], cy[ti, ci], ux[li], uy[li]
+
+
+def render_pafs(targets, weights, layout, people, stride, grid_w, grid_h):
+    """§6 step 11 in place: unit vectors along every limb with both ends v <= 1, averaged by count."""
+    if layout.num_pafs == 0:
+        return
+    vis = people[..., 2] <= 1
+    ok = vis[:, layout.paf_a] & vis[:, layout.paf_b]                   # (n, E)
+    person, pair = np.nonzero(ok)
+    if person.size == 0:
+        return
+    s = np.float32(stride)
+    a = people[person, layout.paf_a[pair], :2] / s
+    b = people[person, layout.paf_b[pair], :2] / s
+    limb, cx, cy, ux, uy = limb_band_cells(a[:, 0], a[:, 1], b[:, 0], b[:, 1], grid_w, grid_h)
+    if limb.size == 0:
+        return
+    cells = grid_w * grid_h
+    cell = cy * grid_w + cx
+    count = np.bincount(pair[limb] * cells + cell, minlength=layout.num_pafs * cells)
+    share = count[pair[limb] * cells + cell].astype(np.float32)
+    # mean over the people whose limb covers the cell == the fork's running average by count
+    base = 2 * pair[limb] * cells + cell
+    t = targets.reshape(-1)
+    np.add.at(t, base, ux / share)
+    np.add.at(t, base + cells, uy / share)
+    w = weights.reshape(-1)
+    w[base] = 1
+    w[base + cells] = 1
+
+
+def _mask_feet(weights, layout, people, stride, grid_w, grid_h):
+    """maskFeet (§6 step 5): clear the background weight on each foot box of every person."""
+    pairs = np.asarray(layout.feet_pairs, np.int64)
+    knee, ankle = people[:, pairs[:, 0]], people[:, pairs[:, 1]]            # (n, 2, 3)
+    ok = ((knee[..., 2] != 2) & (ankle[..., 2] != 2)).reshape(-1)
+    if not ok.any():
+        return
+    s = np.float32(stride)
+    k = knee[..., :2].reshape(-1, 2)[ok] / s
+    a = ankle[..., :2].reshape(-1, 2)[ok] / s
+    diff = a - k
+    dist = round_half_away(np.float32(0.8) * np.sqrt((diff * diff).sum(-1))).astype(np.int64)
+    corner = round_half_away(a + np.rint(diff * np.float32(0.15))).astype(np.int64) - dist[:, None]
+    rects = roi_masks(*keep_roi_inside(corner[:, 0], corner[:, 1], 2 * dist, 2 * dist, grid_w, grid_h),
+                      grid_w, grid_h)                  # np.rint = cvRound (halves to even)
+    weights[layout.bkg_channel] *= ~rects.any(0)
+
+
+def render_labels(model, variant, people, mask_miss_grid, grid_size, stride, sigma,
+                  filled: bool = True) -> np.ndarray:
+    """The OPData label of one sample: float32 ``(2C, gy, gx)`` (§6, steps in the fork's order).
+
+    ``model``/``variant``: registry PoseModel and TrainingVariant; ``people`` ``(n, P, 3)`` crop
+    pixel coordinates, row 0 the main person; ``mask_miss_grid`` uint8 ``(gy, gx)`` (255 = train)
+    or None for all 255; ``grid_size`` ``(gx, gy)`` (width, height, as ``crop_size / stride``);
+    ``sigma`` the dataset sigma in input pixels; ``filled`` False renders a background-only sample.
+    """
+    layout = label_layout(model, variant)
+    grid_w, grid_h = int(grid_size[0]), int(grid_size[1])
+    n_ch = layout.num_channels
+    label = np.zeros((2 * n_ch, grid_h, grid_w), np.float32)
+    weights, targets = label[:n_ch], label[n_ch:]
+    if not filled:                                     # steps 4 and 10
+        weights[:] = 1
+        if layout.has_background:
+            targets[layout.bkg_channel] = 1
+        return label
+    if mask_miss_grid is None:
+        weights[:] = 1
+    else:
+        mask = np.asarray(mask_miss_grid)
+        if mask.shape != (grid_h, grid_w):
+            raise LabelError(f"mask_miss grid {mask.shape} differs from the label grid {(grid_h, grid_w)}")
+        weights[:] = mask.astype(np.float32) / np.float32(255)
+    people = np.asarray(people, np.float32)
+    if people.ndim != 3 or people.shape[1:] != (layout.num_parts, 3):
+        raise LabelError(f"people must be (n, {layout.num_parts}, 3) for {layout.op_model}, got {people.shape}")
+    n_people = people.shape[0]
+    vis = people[..., 2]
+    if n_people and layout.global_masking:             # step 5
+        missing = layout.empty_parts | (vis[0] >= layout.missing_threshold)
+        if missing.any():
+            weights[layout.part_channels[missing].any(0)] = 0
+        if layout.has_background and layout.feet_pairs:
+            _mask_feet(weights, layout, people, stride, grid_w, grid_h)
+    if n_people:                                       # step 6
+        flagged = vis >= 4
+        for code in layout.roi_codes:
+            flagged |= vis == code
+        if flagged.any():
+            rects = roi_masks(*person_rois(people, stride, ROI_RATIO_VISIBILITY, grid_w, grid_h), grid_w, grid_h)
+            _zero_in_rois(weights, layout, flagged, rects)
+    render_heatmaps(targets, weights, layout, people, sigma, stride, grid_w, grid_h)   # step 7
+    if n_people and layout.minus1_masking:            # step 8
+        parts = layout.minus1_parts | (vis[0] >= 4)
+        if parts.any():
+            rects = roi_masks(*person_rois(people, stride, ROI_RATIO_MINUS1, grid_w, grid_h), grid_w, grid_h)
+            _zero_in_rois(weights, layout, np.broadcast_to(parts, vis.shape), rects)
+    if layout.has_background:                          # step 10
+        heat = targets[layout.heat_offset:layout.heat_offset + layout.num_parts]
+        np.maximum(np.float32(1) - heat.max(0), 0, out=targets[layout.bkg_channel])
+    render_pafs(targets, weights, layout, people, stride, grid_w, grid_h)             # step 11
+    if layout.has_background:                          # step 12
+        weights[layout.bkg_channel][targets[layout.bkg_channel] < BKG_WEIGHT_THRESHOLD] = 1
+    return label
+
+
+def label_targets_to_net_output(model, label_or_targets) -> np.ndarray:
+    """Targets in net_output channel order (heatmaps, background, PAFs).
+
+    Accepts a full label (``2C`` channels: the target half is used) or targets alone (``C``),
+    with or without a leading batch axis; works on numpy arrays and torch tensors.
+    """
+    n_ch = model.num_channels
+    arr = label_or_targets
+    axis = arr.ndim - 3
+    channels = arr.shape[axis]
+    if channels == 2 * n_ch:
+        arr = arr[(slice(None),) * axis + (slice(n_ch, None),)]
+    elif channels != n_ch:
+        raise LabelError(f"{model.name}: expected {n_ch} or {2 * n_ch} channels, got {channels}")
+    n_paf = 2 * model.num_pafs
+    order = list(range(n_paf, n_ch)) + list(range(n_paf))
+    index = (slice(None),) * axis + (order,)
+    return arr[index]
