@@ -13,7 +13,7 @@ Layout (``spec/openpose_train.md`` 2.3/2.4, ``spec/op_data_layer.md`` 1.1/1.2):
 Coordinates (decision). The original COCO LMDBs hold MATLAB-style **1-based** pixel coordinates
 and the training fork's ``readMetaData`` subtracts 1 for the COCO category. We keep that file
 convention so that our LMDBs train correctly with the original Caffe fork too: for every
-dataset whose category is COCO (dataset string ``COCO``; see :data:`ONE_BASED_DATASETS`) the
+dataset whose registry category is COCO (``COCO``, ``COCO_WholeBody``: :data:`ONE_BASED_DATASETS`) the
 writer stores ``x + 1, y + 1`` for joints and objpos of the main person and of the others, and
 decoding gives back the stored (1-based) numbers; :meth:`Metadata.zero_based` (and our OPData
 layer) subtracts 1, exactly as the fork does. MPII, hand, face: stored 0-based, no shift.
@@ -40,8 +40,12 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from openpose_train.generator.registry import get_dataset_layout, list_dataset_layouts
+
 #: dataset strings whose category in the training fork is COCO: coordinates stored 1-based.
-ONE_BASED_DATASETS = frozenset({"COCO"})
+ONE_BASED_DATASETS = frozenset(
+    get_dataset_layout(k).lmdb_dataset for k in list_dataset_layouts()
+    if get_dataset_layout(k).category == "COCO")
 
 #: minimum datum width: narrower images are padded on the right (grey image, mask 0)
 MINIMUM_WIDTH = 128
