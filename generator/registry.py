@@ -21,9 +21,11 @@ Interface (stable; other packages code against it):
 * ``list_models()``     names in a stable order.
 * ``get_training_variant(op_model)`` -> ``(PoseModel, TrainingVariant)`` for a fork model string.
 * ``list_training_variants()`` -> every fork model string, table order.
-* ``get_dataset_layout(key)`` / ``list_dataset_layouts()``.
-* ``load_skeleton_yaml(path)`` -> PoseModel, validated (see ``SkeletonError``; lives in
-  ``generator/skeleton.py``, re-exported here).
+* ``get_dataset_layout(key)`` / ``list_dataset_layouts()`` / ``register_dataset_layout(layout)``.
+* ``load_skeleton_yaml(path, register_model=False)`` -> PoseModel, validated (see
+  ``SkeletonError``; lives in ``generator/skeleton.py``, re-exported here). With
+  ``register_model=True`` the model is registered too, so ``get_model`` / ``get_training_variant``
+  find it (the engine needs that to read a training prototxt whose model string is the YAML's).
 * ``register(model)``   add a model (used by YAML loading and tests).
 
 Fields added to the original interface:
@@ -250,7 +252,14 @@ def get_dataset_layout(key: str) -> DatasetLayout:
 
 
 def list_dataset_layouts():
+    """Dataset keys in registration order."""
     return list(_DATASETS)
+
+
+def register_dataset_layout(layout: DatasetLayout) -> DatasetLayout:
+    """Add (or replace) a dataset layout under ``layout.key`` (YAML skeletons may define some)."""
+    _DATASETS[layout.key] = layout
+    return layout
 
 
 def load_skeleton_yaml(path, register_model: bool = False) -> PoseModel:
@@ -336,10 +345,9 @@ def _model(name, parts, paf_pairs, flips, *, openpose_name="", runtime_pairs=Non
 
 
 def _dataset(key, keypoints, lmdb_dataset, category, has_mask, **kwargs) -> DatasetLayout:
-    layout = DatasetLayout(key=key, keypoints=tuple(keypoints), lmdb_dataset=lmdb_dataset,
-                           category=category, has_mask=has_mask, **kwargs)
-    _DATASETS[key] = layout
-    return layout
+    return register_dataset_layout(DatasetLayout(
+        key=key, keypoints=tuple(keypoints), lmdb_dataset=lmdb_dataset, category=category,
+        has_mask=has_mask, **kwargs))
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,117 @@
+"""``openpose-train models``: list the registry's models or describe one (or a YAML skeleton)."""
+from __future__ import annotations
+
+import click
+
+from openpose_train.generator import registry
+
+
+def _yes_no(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def model_table_rows():
+    """One row per registered model: the columns of ``openpose-train models``."""
+    header = ("name", "--model_pose", "parts", "PAFs", "C", "2C", "bkg", "training variants")
+    rows = [header]
+    for name in registry.list_models():
+        m = registry.get_model(name)
+        rows.append((m.name, m.openpose_name or "-", str(m.num_parts), str(m.num_pafs),
+                     str(m.num_channels), str(m.label_channels), _yes_no(m.has_background),
+                     " ".join(v.op_model + ("" if v.upstream else "*") for v in m.variants) or "-"))
+    return rows
+
+
+def format_table(rows) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths)) + "  " + row[-1]
+        for row in rows)
+
+
+def _source_text(source, layout) -> str:
+    names = [f"{j}:{layout.keypoints[j]}" if layout else str(j) for j in source]
+    return names[0] if len(names) == 1 else "avg(" + ", ".join(names) + ")"
+
+
+def describe_model(model: registry.PoseModel) -> str:
+    """A multi-line description of one model: parts, pairs, flips, variants with mappings."""
+    parts = model.parts
+    lines = [
+        f"{model.name}: {model.description}".rstrip(": "),
+        f"  --model_pose: {model.openpose_name or '- (not an OpenPose --model_pose)'}",
+        f"  files: models/{model.model_folder}/{model.deploy_name}, "
+        f"models/{model.model_folder}/{model.caffemodel_name}",
+        f"  parts: {model.num_parts}  PAFs: {model.num_pafs}  background: "
+        f"{_yes_no(model.has_background)}  net_output channels C = {model.num_channels}  "
+        f"label channels 2C = {model.label_channels}  stride: {model.stride}",
+        "  part names:",
+    ]
+    for i, name in enumerate(parts):
+        ratio = model.sigma_ratios[i]
+        lines.append(f"    {i:3d} {name}" + ("" if ratio == 1.0 else f"  (sigma ratio {ratio:.6g})"))
+    runtime_index = {pair: k for k, pair in enumerate(model.runtime_pairs)}
+    lines.append("  PAF pairs (training / channel order; runtime POSE_BODY_PART_PAIRS index):")
+    for k, (a, b) in enumerate(model.paf_pairs):
+        lines.append(f"    {k:3d} {a}-{b} {parts[a]}->{parts[b]}  "
+                     f"channels {2 * k}/{2 * k + 1}  runtime {runtime_index.get((a, b), '-')}")
+    flips = ", ".join(f"{parts[a]}/{parts[b]}" for a, b in model.flip_pairs) or "none"
+    lines.append(f"  flip swaps: {flips}")
+    t = model.thresholds
+    lines.append(f"  thresholds: nms {t.nms_threshold}, connect inter {t.connect_inter_threshold}, "
+                 f"min above {t.connect_inter_min_above_threshold}, min subset count "
+                 f"{t.connect_min_subset_cnt}, min subset score {t.connect_min_subset_score}")
+    if model.to_coco17 is not None:
+        lines.append("  COCO-17 reorder: " + " ".join(map(str, model.to_coco17))
+                     + ("" if model.to_coco_foot is None
+                        else "   foot: " + " ".join(map(str, model.to_coco_foot))))
+    if not model.variants:
+        lines.append("  training variants: none")
+    for v in model.variants:
+        try:
+            layout = registry.get_dataset_layout(v.dataset)
+        except registry.UnknownModelError:
+            layout = None
+        lines.append(f"  training variant {v.op_model}{'' if v.upstream else ' (our extension)'}: "
+                     f"dataset {v.dataset} ({v.num_lmdb_parts} keypoints, category {v.category})")
+        for i, source in enumerate(v.sources):
+            if source:
+                lines.append(f"    {parts[i]} <- {_source_text(source, layout)}")
+        unmapped = [parts[i] for i, s in enumerate(v.sources) if not s]
+        if unmapped:
+            lines.append(f"    not in dataset: {', '.join(unmapped)}")
+        if v.minus1_parts:
+            lines.append(f"    mask person boxes only ({{-1}}): "
+                         f"{', '.join(parts[i] for i in v.minus1_parts)}")
+        masked = [parts[i] for i in v.empty_mask_parts if v.sources[i]]
+        if masked:
+            lines.append(f"    labeled but never trained (empty CHANNELS_TO_MASK): {', '.join(masked)}")
+    return "\n".join(lines)
+
+
+@click.command("models")
+@click.argument("name", required=False)
+@click.option("--yaml", "yaml_path", type=click.Path(dir_okay=False),
+              help="Describe a user skeleton YAML file (validated).")
+def models(name, yaml_path):
+    """List the registered pose models, or describe NAME (registry name or --model_pose string)."""
+    if yaml_path:
+        try:
+            model = registry.load_skeleton_yaml(yaml_path)
+        except registry.SkeletonError as exc:
+            raise click.ClickException(str(exc))
+        click.echo(describe_model(model))
+        return
+    if name is None:
+        click.echo(format_table(model_table_rows()))
+        click.echo("(* = our extension, not in the training fork)")
+        return
+    try:
+        model = registry.get_model(name)
+    except registry.UnknownModelError:
+        try:
+            model, _ = registry.get_training_variant(name)
+        except registry.UnknownModelError:
+            raise click.ClickException(
+                f"unknown model '{name}'; known models: {', '.join(registry.list_models())}")
+    click.echo(describe_model(model))
