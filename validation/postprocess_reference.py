@@ -1,8 +1,8 @@
 """A deliberately plain, loop-by-loop transcription of OpenPose's post-processing rules.
 
 Not for use: it is the independent oracle that tests compare :mod:`postprocess` against, and the
-straightforward baseline of ``benchmarks/postprocess.py`` (per-pixel NMS and per-sample PAF
-scoring in Python, like the open Python implementations). It reads the rules from
+straightforward baseline of ``benchmarks/postprocess.py`` (dense whole-map NMS, per-candidate and
+per-sample PAF scoring in Python, like the open Python implementations). It reads the rules from
 ``spec/openpose_runtime.md`` 4.4-4.8 one by one, sharing no code with the fast version beyond
 the thresholds dataclass and the count rule's constants.
 """
@@ -16,25 +16,29 @@ from openpose_train.validation.postprocess import BODY_135_GROUPS, FOOT_PARTS
 
 
 def _nms_reference(hm, threshold, offset, max_peaks):
+    """Dense NMS the straightforward way (whole-map shifted comparisons, as the open Python
+    implementations do), then a per-peak loop for the 7x7 centroid."""
     h, w = hm.shape
+    centre = hm[1:-1, 1:-1]
+    is_peak = centre > threshold
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                is_peak &= centre > hm[1 + dy:h - 1 + dy, 1 + dx:w - 1 + dx]
     peaks = []
-    for y in range(1, h - 1):
-        for x in range(1, w - 1):
-            v = hm[y, x]
-            if v <= threshold:
-                continue
-            if all(v > hm[y + dy, x + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)
-                   if dy or dx):
-                if len(peaks) < max_peaks:
-                    sx = sy = sv = 0.0
-                    for yy in range(y - 3, y + 4):
-                        for xx in range(x - 3, x + 4):
-                            if 0 <= yy < h and 0 <= xx < w and hm[yy, xx] > 0:
-                                sv += float(hm[yy, xx])
-                                sx += xx * float(hm[yy, xx])
-                                sy += yy * float(hm[yy, xx])
-                    peaks.append((np.float32(sx / sv + offset), np.float32(sy / sv + offset),
-                                  float(v)))
+    for y, x in zip(*np.nonzero(is_peak)):
+        y, x = int(y) + 1, int(x) + 1
+        if len(peaks) == max_peaks:
+            break
+        sx = sy = sv = 0.0
+        for yy in range(y - 3, y + 4):
+            for xx in range(x - 3, x + 4):
+                if 0 <= yy < h and 0 <= xx < w and hm[yy, xx] > 0:
+                    sv += float(hm[yy, xx])
+                    sx += xx * float(hm[yy, xx])
+                    sy += yy * float(hm[yy, xx])
+        peaks.append((np.float32(sx / sv + offset), np.float32(sy / sv + offset),
+                      float(hm[y, x])))
     return peaks
 
 
