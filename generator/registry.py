@@ -39,6 +39,10 @@ Fields added to the original interface:
   our own extensions (``upstream=False``) always run it, because e.g. COCO-WholeBody (133 points)
   trained into BODY_25B (25 parts) has ``P < P_lmdb`` yet labels neither UpperNeck nor HeadTop.
 * ``TrainingVariant.num_parts`` (= P), ``mapped_parts``.
+* ``PoseModel.to_coco_face`` / ``to_coco_hand21`` / ``to_coco_hand42``: the other COCO-JSON
+  reorders of ``openpose_runtime.md`` §4.9 (BODY_135 only).
+* ``DatasetLayout`` registry: ``get_dataset_layout``, ``list_dataset_layouts``,
+  ``register_dataset_layout``.
 
 Facts and their sources: ``spec/op_data_layer.md`` §7 (keypoint orders, LMDB->model mappings,
 CHANNELS_TO_MASK, training PAF pairs, flip swaps, sigma ratios), ``spec/openpose_runtime.md``
@@ -57,6 +61,8 @@ Documented choices (the spec gives no table):
   ``COCO_25_133`` (body + foot). Wrists come from the body annotation (points 9, 10), not from the
   hands' root point: the hands' root is the same anatomical point but is unlabeled (v=0) whenever
   the hand box is invalid, which would drop a labeled wrist.
+* CHANNELS_TO_MASK's missing FACE_135_70 initialiser (op_data_layer.md 7.4) is not copied:
+  FACE_135_70 and DOME_135 get the intended lists (the spec shows the bug changes no label).
 * Dataset strings the spec does not name (``posetrack``, ``COCO_WholeBody``, ``dome19``,
   ``dome59``) are ours; every reader takes them from ``DatasetLayout.lmdb_dataset``.
 
@@ -158,6 +164,11 @@ class PoseModel:
     thresholds: PostprocessThresholds = field(default_factory=PostprocessThresholds)
     to_coco17: Optional[Tuple[int, ...]] = None  # model part index for each COCO-17 keypoint (-1: none)
     to_coco_foot: Optional[Tuple[int, ...]] = None  # model part index for the 6 COCO-foot points
+    # --write_coco_json face / hand21 / hand42 variants (BODY_135 only, openpose_runtime.md 4.9);
+    # hand42 = [LWrist, left hand 20, RWrist, right hand 20] = COCO-WholeBody's two hands
+    to_coco_face: Optional[Tuple[int, ...]] = None
+    to_coco_hand21: Optional[Tuple[int, ...]] = None
+    to_coco_hand42: Optional[Tuple[int, ...]] = None
     stride: int = 8
     # OpenPose models/ layout (spec/openpose_runtime.md 1.2)
     model_folder: str = ""                 # e.g. "pose/body_25"
@@ -565,6 +576,9 @@ TO_COCO17_23 = (0, 14, 13, 16, 15, 4, 1, 5, 2, 6, 3, 10, 7, 11, 8, 12, 9)
 TO_COCO17_IDENTITY = tuple(range(17))
 TO_COCO_FOOT_25 = (19, 20, 21, 22, 23, 24)
 TO_COCO_FOOT_23 = (17, 18, 19, 20, 21, 22)
+TO_COCO_FACE_135 = tuple(range(65, 65 + 68))
+TO_COCO_HAND21_135 = (10,) + tuple(range(45, 65))
+TO_COCO_HAND42_135 = (9,) + tuple(range(25, 45)) + TO_COCO_HAND21_135
 
 SIGMA_RATIO_135 = tuple([1.0] * 25 + [5.75 / 7.0] * 110)
 
@@ -651,7 +665,9 @@ _model(
 _model(
     "BODY_135", BODY_135_PARTS, PAFS_135, FLIPS_135, openpose_name="BODY_135",
     has_background=False, sigma_ratios=SIGMA_RATIO_135, to_coco17=TO_COCO17_IDENTITY,
-    to_coco_foot=TO_COCO_FOOT_25, model_folder="pose/body_135",
+    to_coco_foot=TO_COCO_FOOT_25, to_coco_face=TO_COCO_FACE_135,
+    to_coco_hand21=TO_COCO_HAND21_135, to_coco_hand42=TO_COCO_HAND42_135,
+    model_folder="pose/body_135",
     description="openpose_train whole body: 25B body + 2 x 20 hand + 70 face",
     variants=(
         _variant("COCO_135_23", "coco_foot", 135, COCOFOOT_TO_25B,

@@ -90,6 +90,20 @@ def test_map_index_equals_spec(name):
     assert flat == RAW_MAP_INDEX[name]
 
 
+def test_body_19_map_index_is_body_25_prefix():
+    assert reg.get_model("BODY_19").map_index == reg.get_model("BODY_25").map_index[:20]
+
+
+def test_body_135_coco_json_lists_by_name():
+    model = reg.get_model("BODY_135")
+    assert [model.parts[i] for i in model.to_coco_face][:2] == ["FaceContour0", "FaceContour1"]
+    assert len(model.to_coco_face) == 68 and model.parts[model.to_coco_face[-1]] == "IMouth7"
+    assert [model.parts[i] for i in model.to_coco_hand21[:2]] == ["RWrist", "RThumb1CMC"]
+    hand42 = [model.parts[i] for i in model.to_coco_hand42]
+    assert hand42[0] == "LWrist" and hand42[20] == "LPinky4FingerTip" and hand42[21] == "RWrist"
+    assert len(hand42) == 42 and hand42[-1] == "RPinky4FingerTip"
+
+
 def test_body_25_runtime_pairs_and_absolute_channels():
     # spec §2.5 absolute channels: "0:1-8 = 26/27", "1:1-2 = 40/41", "13:1-0 = 56/57", "25:11-24 = 76/77"
     model = reg.get_model("BODY_25")
@@ -162,7 +176,8 @@ def test_tables_in_range(name):
         layout = reg.get_dataset_layout(variant.dataset)
         assert variant.num_lmdb_parts == layout.num_keypoints
         assert all(0 <= j < layout.num_keypoints for src in variant.sources for j in src)
-    for table in (model.to_coco17, model.to_coco_foot):
+    for table in (model.to_coco17, model.to_coco_foot, model.to_coco_face, model.to_coco_hand21,
+                  model.to_coco_hand42):
         if table is not None:
             assert all(-1 <= i < model.num_parts for i in table)
 
@@ -290,3 +305,67 @@ def test_unknown_names_list_known_ones():
         reg.get_training_variant("COCO_26")
     with pytest.raises(reg.UnknownModelError):
         reg.get_model("")
+
+
+_SIDE = {"L": "left_", "R": "right_"}
+_FINGER = {"Thumb": "thumb", "Index": "forefinger", "Middle": "middle_finger",
+           "Ring": "ring_finger", "Pinky": "pinky_finger"}
+_SNAKE = {"Shoulder": "shoulder", "Elbow": "elbow", "Wrist": "wrist", "Hip": "hip", "Knee": "knee",
+          "Ankle": "ankle", "Eye": "eye", "Ear": "ear", "BigToe": "big_toe",
+          "SmallToe": "small_toe", "Heel": "heel"}
+
+
+def coco_style_name(part, hand_prefix=""):
+    """Model part name -> the COCO / COCO-WholeBody keypoint name it must come from."""
+    import re
+    if part == "Nose":
+        return "nose"
+    m = re.fullmatch(r"([LR]?)(Thumb|Index|Middle|Ring|Pinky)(\d)\w+", part)
+    if m:
+        side = _SIDE[m.group(1)] if m.group(1) else hand_prefix
+        return f"{side}{_FINGER[m.group(2)]}{m.group(3)}"
+    m = re.fullmatch(r"([LR])(\w+)", part)
+    if m and m.group(2) in _SNAKE:
+        return _SIDE[m.group(1)] + _SNAKE[m.group(2)]
+    return None
+
+
+@pytest.mark.parametrize("op_model", [
+    "COCO_18", "COCO_19", "COCO_25", "COCO_25_17", "COCO_25_133", "COCO_25E", "COCO_23",
+    "COCO_25B_23", "COCO_25B_17", "COCO_25B_133", "COCO_135_23", "COCO_135_133", "HAND_135_21",
+    "HAND_135_42", "COCO_95_17", "COCO_59_17", "COCO_19b", "MPII_65_42"])
+def test_single_sources_match_by_keypoint_name(op_model):
+    """Every copied point comes from the dataset keypoint of the same name (independent of tables)."""
+    model, variant = reg.get_training_variant(op_model)
+    names = reg.get_dataset_layout(variant.dataset).keypoints
+    checked = 0
+    for i, source in enumerate(variant.sources):
+        if len(source) != 1:
+            continue
+        src_name = names[source[0]]
+        part = model.parts[i]
+        if variant.dataset == "hand21":     # single-hand data is a right hand
+            expect = "hand_root" if part == "RWrist" else coco_style_name(part).replace("right_", "", 1)
+            assert src_name == expect and part[0] == "R", (part, src_name)
+        elif src_name.endswith("hand_root"):
+            assert part in ("LWrist", "RWrist") and src_name.startswith(_SIDE[part[0]])
+        elif src_name.startswith("face_"):
+            assert model.parts[i] == reg.FACE_PARTS[int(src_name[5:])]
+        else:
+            assert src_name == coco_style_name(part), (part, src_name)
+        checked += 1
+    assert checked >= 15
+
+
+def test_face_sources_by_name():
+    for op_model in ("FACE_135_70", "COCO_135_133", "FACE_95_70"):
+        model, variant = reg.get_training_variant(op_model)
+        names = reg.get_dataset_layout(variant.dataset).keypoints
+        for i, source in enumerate(variant.sources):
+            if len(source) == 1 and names[source[0]].startswith("face_"):
+                assert model.parts[i] == reg.FACE_PARTS[int(names[source[0]][5:])]
+        pupils = [model.parts.index(p) for p in ("RPupil", "LPupil")]
+        for p, eye in zip(pupils, ("REye", "LEye")):
+            if len(variant.sources[p]) > 1:
+                assert [reg.FACE_PARTS[int(names[j].split("_")[-1])] for j in variant.sources[p]] \
+                    == [f"{eye}{k}" for k in range(6)]
