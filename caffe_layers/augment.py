@@ -1,0 +1,416 @@
+"""OPData augmentation, CPU reference (``spec/op_data_layer.md`` §2, §5, §12).
+
+One sample goes through: background crop (if a background LMDB is configured) -> scale ->
+centre swap -> rotation -> crop-centre jitter -> flip, all applied to the keypoints first, then ONE
+bicubic ``cv2.warpAffine`` for the image and one for each mask, occlusion patches, ``mask_miss``
+shrunk to the label grid with ``INTER_AREA`` and the background pasted into the padding.
+
+Random numbers are drawn from an injected ``numpy.random.Generator`` in the fork's order (§5.9),
+so one seed gives one sample. The sampled values are kept in :class:`AugmentParams`, which the
+torch path (``labels_torch``) reuses.
+
+Quirks of the fork, reproduced by default (:class:`AugmentConfig` has the switches):
+
+* ``fix_flip_width`` False: keypoints flip around ``crop_size_y - 1`` while the image flips around
+  ``crop_size_x - 1`` (§12.1); for non-square crops the labels then miss the image. True flips
+  keypoints around ``crop_size_x - 1``.
+* ``fix_background_offset`` False: the background crop's vertical offset tests the horizontal
+  slack, so tall backgrounds are always top-aligned (§5.1, §12.2). True draws it from the
+  vertical slack.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from .labels import flip_people, keep_roi_inside, round_half_away
+
+#: the fork normalises person scale against this crop height ("compatibility with the old LMDB")
+LEGACY_CROP = 368.0
+#: BGR means of normalisation modes 1 and 2 (§2, field 28)
+MEAN_BGR_1 = (102.9801, 115.9465, 122.7717)
+MEAN_BGR_2 = (103.94, 116.78, 123.68)
+
+
+class AugmentError(ValueError):
+    """Parameters or samples the augmentation cannot handle (message says which)."""
+
+
+def parse_list(text, cast=float) -> Tuple:
+    """A ``;``-separated proto string as a tuple (plain split, like the fork)."""
+    if isinstance(text, (int, float)):
+        return (cast(text),)
+    parts = [p.strip() for p in str(text).split(";")]
+    try:
+        return tuple(cast(p) for p in parts if p != "")
+    except ValueError as exc:
+        raise AugmentError(f"cannot parse '{text}' as a ';' list: {exc}") from None
+
+
+def per_dataset(values: Sequence, index: int):
+    """Entry ``index`` of a per-dataset list; short lists are padded with their FIRST entry (§2)."""
+    if not values:
+        raise AugmentError("empty per-dataset parameter list")
+    return values[index] if 0 <= index < len(values) else values[0]
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """The OPTransformationParameter fields the augmentation reads (proto defaults)."""
+
+    stride: int = 4
+    crop_x: int = 368
+    crop_y: int = 368
+    flip_prob: float = 0.5
+    max_rotations: Tuple[float, ...] = (45.0,)
+    center_perterb_max: float = 10.0
+    center_swap_prob: float = 0.0
+    scale_prob: float = 0.5
+    scale_mins: Tuple[float, ...] = (0.9,)
+    scale_maxs: Tuple[float, ...] = (1.1,)
+    target_dist: float = 1.0
+    max_occlusions: Tuple[float, ...] = (0.0,)
+    sigmas: Tuple[float, ...] = (7.0,)
+    normalization: int = 0
+    fix_flip_width: bool = False
+    fix_background_offset: bool = False
+
+    @classmethod
+    def from_proto(cls, param, **overrides) -> "AugmentConfig":
+        """From an ``OPTransformationParameter`` message (unset fields keep the proto defaults)."""
+        cfg = cls(
+            stride=int(param.stride), crop_x=int(param.crop_size_x), crop_y=int(param.crop_size_y),
+            flip_prob=float(param.flip_prob), max_rotations=parse_list(param.max_degree_rotations),
+            center_perterb_max=float(param.center_perterb_max),
+            center_swap_prob=float(param.center_swap_prob), scale_prob=float(param.scale_prob),
+            scale_mins=parse_list(param.scale_mins), scale_maxs=parse_list(param.scale_maxs),
+            target_dist=float(param.target_dist), max_occlusions=parse_list(param.number_max_occlusions),
+            sigmas=parse_list(param.sigmas), normalization=int(param.normalization), **overrides)
+        cfg.validate()
+        return cfg
+
+    def validate(self):
+        if self.stride <= 0 or self.crop_x <= 0 or self.crop_y <= 0:
+            raise AugmentError(f"stride {self.stride} and crop {self.crop_x}x{self.crop_y} must be positive")
+        if self.normalization not in (0, 1, 2):
+            raise AugmentError(f"normalization {self.normalization} is not 0, 1 or 2")
+        for name in ("max_rotations", "scale_mins", "scale_maxs", "max_occlusions", "sigmas"):
+            if not getattr(self, name):
+                raise AugmentError(f"per-dataset list '{name}' is empty")
+
+    @property
+    def grid_size(self) -> Tuple[int, int]:
+        """(gx, gy) of the label grid."""
+        return self.crop_x // self.stride, self.crop_y // self.stride
+
+    def sigma(self, dataset_index: int) -> float:
+        return float(np.float32(per_dataset(self.sigmas, dataset_index)))
+
+
+@dataclass
+class Sample:
+    """A decoded training record in model keypoints (0-based pixel coordinates of the image)."""
+
+    image: np.ndarray                 # (H, W, 3) uint8 BGR (the datum size, writer padding included)
+    mask_miss: Optional[np.ndarray]   # (H, W) uint8, None = all 255
+    people: np.ndarray                # (n, P, 3) model keypoints, row 0 the main person
+    objpos: np.ndarray                # (2,) main person's centre
+    scale_self: float                 # person height / crop_size_y (scale_provided * 368 / crop_y)
+    num_other_people: int = 0
+    dataset_index: int = 0
+
+
+@dataclass
+class AugmentParams:
+    """Every value one augmentation drew or derived; enough to replay it (also on a torch device)."""
+
+    scale_mult: float = 1.0
+    scale: float = 1.0
+    center: Tuple[float, float] = (0.0, 0.0)          # objpos after the centre swap (source pixels)
+    rotation: float = 0.0                              # degrees
+    rotation_matrix: np.ndarray = field(default_factory=lambda: np.eye(2, 3))
+    crop_center: Tuple[int, int] = (0, 0)
+    flip: bool = False
+    warp: np.ndarray = field(default_factory=lambda: np.eye(2, 3))    # source -> crop (cv2 convention)
+    background_offset: Optional[Tuple[int, int]] = None
+    occlusions: Tuple[Tuple[int, int, int, int], ...] = ()
+
+
+@dataclass
+class AugmentedSample:
+    image: np.ndarray                 # (H, W, 3) uint8 crop
+    mask_grid: Optional[np.ndarray]   # (gy, gx) uint8 mask_miss on the label grid; None = empty (bkg-only)
+    people: np.ndarray                # (n, P, 3) keypoints in crop pixels
+    params: AugmentParams
+    filled: bool = True
+
+
+# ----------------------------------------------------------------------------- sampling
+
+def read_background(background: np.ndarray, config: AugmentConfig, rng) -> Tuple[np.ndarray, Tuple[int, int]]:
+    """``readBackgroundImage`` (§5.1): cover-resize and crop (2 draws when it is larger), mirrored."""
+    width, height = config.crop_x, config.crop_y
+    bh, bw = background.shape[:2]
+    offset = (0, 0)
+    if bw > width and bh > height:
+        rx, ry = width / bw, height / bh
+        size = (width, int(round_half_away(rx * bh))) if rx > ry else (int(round_half_away(ry * bw)), height)
+        resized = cv2.resize(background, size, interpolation=cv2.INTER_CUBIC)
+        x_diff, y_diff = resized.shape[1] - width, resized.shape[0] - height
+        min_x = 0 if x_diff <= 0 else int(round_half_away(x_diff * rng.random()))
+        y_test = y_diff if config.fix_background_offset else x_diff      # the fork tests xDiff
+        min_y = 0 if y_test <= 0 else int(round_half_away(y_diff * rng.random()))
+        crop = resized[min_y:min_y + height, min_x:min_x + width]
+        offset = (min_x, min_y)
+    else:
+        crop = cv2.resize(background, (width, height), interpolation=cv2.INTER_CUBIC)
+    return cv2.flip(crop, 1), offset        # the fork passes 0.5f as "do flip": always mirrored
+
+
+def sample_scale(rng, config: AugmentConfig, dataset_index: int, scale_self: float) -> Tuple[float, float]:
+    """``estimateScale``: (multiplier, scale) with scale = target_dist / scale_self * multiplier."""
+    mult = 1.0
+    if rng.random() <= config.scale_prob:
+        lo = per_dataset(config.scale_mins, dataset_index)
+        hi = per_dataset(config.scale_maxs, dataset_index)
+        mult = (hi - lo) * rng.random() + lo
+    mult = float(np.float32(mult))
+    return mult, float(np.float32(np.float32(config.target_dist / scale_self) * np.float32(mult)))
+
+
+def _mean_visible(joints, a, b):
+    va, vb = joints[a, 2] <= 1, joints[b, 2] <= 1
+    if va and vb:
+        return (joints[a, :2] + joints[b, :2]) / 2
+    if va:
+        return joints[a, :2]
+    if vb:
+        return joints[b, :2]
+    return None
+
+
+def swap_center(rng, config: AugmentConfig, category: str, op_model: str, joints: np.ndarray,
+                objpos: np.ndarray, mult: float) -> np.ndarray:
+    """``swapCenterPoint`` (§5.3): maybe re-centre on a wrist, the nose, the neck, wrists or knees."""
+    d = rng.random()
+    big = (mult > 2 and d > 0.05) or (mult > 1.3 and d > 0.5)
+    hand = category == "HAND" or op_model == "MPII_59"
+    if hand or (category == "DOME" and d < 0.5):
+        if big and (joints[9, 2] <= 1 or joints[10, 2] <= 1):
+            d2 = rng.random()
+            if joints[10, 2] > 1 or (joints[9, 2] <= 1 and d2 > 0.5):
+                return joints[9, :2].copy()
+            return joints[10, :2].copy()
+        return objpos
+    if category in ("FACE", "DOME"):
+        if big and joints[0, 2] <= 1:
+            return joints[0, :2].copy()
+        return objpos
+    if d < config.center_swap_prob:
+        n_parts = joints.shape[0]
+        if n_parts in (23, 25):
+            if mult > 1.3:
+                d2 = rng.random()
+                point = None
+                if 0.5 < d2 < 0.9:
+                    point = joints[1, :2] if joints[1, 2] <= 1 else None
+                elif 0.9 <= d2 < 0.95:
+                    point = _mean_visible(joints, 4, 7)
+                elif d2 >= 0.95:
+                    point = _mean_visible(joints, 10, 13)
+                if point is not None:
+                    return np.asarray(point, np.float32).copy()
+        elif n_parts == 59:
+            point = _mean_visible(joints, 4, 7)
+            if point is not None:
+                return np.asarray(point, np.float32).copy()
+        else:
+            raise AugmentError(f"center_swap_prob > 0 is not defined for {op_model} ({n_parts} parts)")
+    return objpos
+
+
+def rotation_matrix(source_size: Tuple[int, int], scale: float, degrees: float) -> np.ndarray:
+    """``estimateRotation``'s R (2x3 float64) for the scaled image, with the bounding-box shift.
+
+    The box is OpenCV's ``RotatedRect.boundingRect()`` of float32 corners (ceil - floor + 1), which
+    makes it Ws+1 x Hs+1 at 0 degrees: the half-pixel shift of §12.4 is kept.
+    """
+    ws = float(round_half_away(source_size[0] * scale))
+    hs = float(round_half_away(source_size[1] * scale))
+    centre = (ws / 2.0, hs / 2.0)
+    corners = cv2.boxPoints((centre, (ws, hs), float(degrees)))
+    box_w = np.ceil(corners[:, 0].max()) - np.floor(corners[:, 0].min()) + 1
+    box_h = np.ceil(corners[:, 1].max()) - np.floor(corners[:, 1].min()) + 1
+    rot = cv2.getRotationMatrix2D(centre, float(degrees), 1.0)
+    rot[0, 2] += box_w / 2.0 - centre[0]
+    rot[1, 2] += box_h / 2.0 - centre[1]
+    return rot
+
+
+def warp_matrix(params: AugmentParams, config: AugmentConfig) -> np.ndarray:
+    """``applyAllAugmentation``'s M (source pixels -> crop pixels, the matrix given to warpAffine)."""
+    m = params.rotation_matrix.copy()
+    m[:, :2] *= params.scale
+    m[0, 2] -= params.crop_center[0] - config.crop_x // 2
+    m[1, 2] -= params.crop_center[1] - config.crop_y // 2
+    if params.flip:
+        m[0, :2] = -m[0, :2]
+        m[0, 2] = -m[0, 2] + config.crop_x - 1
+    return m
+
+
+def transform_points(points: np.ndarray, params: AugmentParams, config: AugmentConfig,
+                     flip_pairs=()) -> np.ndarray:
+    """Keypoints ``(..., P, 3)`` or points ``(..., 2)`` through scale, R, crop and flip, as the fork does.
+
+    Float32 storage between steps, R applied in double. ``flip_pairs`` (for keypoint arrays)
+    swaps left/right parts after a flip; the flip axis is ``crop_y - 1`` unless ``fix_flip_width``.
+    """
+    pts = np.array(points, np.float32, copy=True)
+    xy = pts[..., :2] * np.float32(params.scale)
+    rot = params.rotation_matrix
+    x = xy[..., 0].astype(np.float64)
+    y = xy[..., 1].astype(np.float64)
+    xy = np.stack([rot[0, 0] * x + rot[0, 1] * y + rot[0, 2],
+                   rot[1, 0] * x + rot[1, 1] * y + rot[1, 2]], -1).astype(np.float32)
+    xy[..., 0] += np.float32(config.crop_x // 2 - params.crop_center[0])
+    xy[..., 1] += np.float32(config.crop_y // 2 - params.crop_center[1])
+    pts[..., :2] = xy
+    if params.flip:
+        width = config.crop_x if config.fix_flip_width else config.crop_y
+        if pts.shape[-1] == 3:
+            pts = flip_people(pts, flip_pairs, width)
+        else:
+            pts[..., 0] = np.float32(width - 1) - pts[..., 0]
+    return pts
+
+
+def sample_occlusions(rng, config: AugmentConfig, dataset_index: int, people: np.ndarray,
+                      scale_self: float) -> Tuple[Tuple[int, int, int, int], ...]:
+    """``doOcclusions`` draws (§5.4 step 8): rectangles around random labeled parts of the main person."""
+    joints = people[0]
+    n_parts = joints.shape[0]
+    d = rng.random()
+    detected = int((joints[:, 2] < 1.5).sum())
+    count = int(round_half_away(per_dataset(config.max_occlusions, dataset_index) * d * detected / n_parts))
+    rects = []
+    for _ in range(count):
+        while True:
+            part = int(rng.integers(0, n_parts))
+            if joints[part, 2] <= 1.5:
+                break
+        px, py = float(joints[part, 0]), float(joints[part, 1])
+        w = int(round_half_away(config.crop_x * scale_self / 2 * (1 + (int(rng.integers(0, 1001)) - 500) / 1000)))
+        h = int(round_half_away(config.crop_y * scale_self / 2 * (1 + (int(rng.integers(0, 1001)) - 500) / 1000)))
+        r = 1 + (int(rng.integers(0, 1001)) - 500) / 500
+        x = int(round_half_away(px - (w // 2) * r))
+        y = int(round_half_away(py - (h // 2) * r))
+        x, y, w, h = (int(v) for v in keep_roi_inside(np.int64(x), np.int64(y), np.int64(w), np.int64(h),
+                                                       config.crop_x, config.crop_y))
+        rects.append((x, y, w, h))
+    return tuple(rects)
+
+
+def sample_params(rng, config: AugmentConfig, sample: Sample, category: str, op_model: str,
+                  flip_pairs=()) -> Tuple[AugmentParams, np.ndarray]:
+    """Draw scale, centre swap, rotation, crop jitter and flip (§5.9 order) -> (params, people in crop)."""
+    idx = sample.dataset_index
+    mult, scale = sample_scale(rng, config, idx, sample.scale_self)
+    objpos = np.asarray(sample.objpos, np.float32)
+    center = swap_center(rng, config, category, op_model, sample.people[0], objpos, mult) \
+        if len(sample.people) else objpos
+    degrees = (rng.random() - 0.5) * 2 * per_dataset(config.max_rotations, idx)
+    height, width = sample.image.shape[:2]
+    rot = rotation_matrix((width, height), scale, degrees)
+    params = AugmentParams(scale_mult=mult, scale=scale, center=(float(center[0]), float(center[1])),
+                           rotation=float(degrees), rotation_matrix=rot)
+    # crop centre: objpos through scale and R, plus the truncated jitter, truncated
+    c = np.float32(center) * np.float32(scale)
+    cx = np.float32(rot[0, 0] * float(c[0]) + rot[0, 1] * float(c[1]) + rot[0, 2])
+    cy = np.float32(rot[1, 0] * float(c[0]) + rot[1, 1] * float(c[1]) + rot[1, 2])
+    dx = int((rng.random() - 0.5) * 2 * config.center_perterb_max)
+    dy = int((rng.random() - 0.5) * 2 * config.center_perterb_max)
+    params.crop_center = (int(cx + np.float32(dx)), int(cy + np.float32(dy)))
+    params.flip = bool(rng.random() <= config.flip_prob)
+    params.warp = warp_matrix(params, config)
+    people = transform_points(sample.people, params, config, flip_pairs)
+    return params, people
+
+
+def _warp(src, matrix, config, border):
+    return cv2.warpAffine(src, matrix, (config.crop_x, config.crop_y), flags=cv2.INTER_CUBIC,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=border)
+
+
+def augment_sample(rng, config: AugmentConfig, sample: Sample, category: str, op_model: str,
+                   flip_pairs=(), background: Optional[np.ndarray] = None,
+                   mask_is_background: bool = False) -> AugmentedSample:
+    """The whole TRAIN augmentation of one record (§5.1-5.4), draws in the fork's order.
+
+    ``background``: a background (negatives) image, or None when no background LMDB is configured.
+    ``mask_is_background``: MPII_65_42/CAR_12 behaviour (mask_miss replaced by the padding mask).
+    """
+    bg = None
+    if background is not None:
+        bg, bg_offset = read_background(background, config, rng)
+    params, people = sample_params(rng, config, sample, category, op_model, flip_pairs)
+    if background is not None:
+        params.background_offset = bg_offset
+    image = _warp(sample.image, params.warp, config, (0, 0, 0))
+    src_h, src_w = sample.image.shape[:2]
+    mask_bg = None
+    if bg is not None:
+        mask_bg = _warp(np.zeros((src_h, src_w), np.uint8), params.warp, config, 255)
+    if mask_is_background:
+        mask = mask_bg if mask_bg is not None else np.zeros((config.crop_y, config.crop_x), np.uint8)
+    else:
+        src_mask = sample.mask_miss if sample.mask_miss is not None else np.full((src_h, src_w), 255, np.uint8)
+        mask = _warp(src_mask, params.warp, config, 255 if bg is not None else 0)
+    if bg is not None and sample.num_other_people == 0:
+        params.occlusions = sample_occlusions(rng, config, sample.dataset_index, people,
+                                              config.target_dist * params.scale_mult)
+        for x, y, w, h in params.occlusions:
+            image[y:y + h, x:x + w] = bg[y:y + h, x:x + w]
+    grid_w, grid_h = config.grid_size
+    mask_grid = cv2.resize(mask, (grid_w, grid_h), interpolation=cv2.INTER_AREA)
+    if bg is not None:
+        image = cv2.add(image, np.where((mask_bg != 0)[..., None], bg, 0).astype(np.uint8))
+    return AugmentedSample(image=image, mask_grid=mask_grid, people=people, params=params)
+
+
+def background_only_sample(rng, config: AugmentConfig, background: np.ndarray, num_parts: int) -> AugmentedSample:
+    """§5.5: the mirrored background crop, no people, labels not filled."""
+    bg, offset = read_background(background, config, rng)
+    return AugmentedSample(image=np.ascontiguousarray(bg), mask_grid=None,
+                           people=np.zeros((0, num_parts, 3), np.float32),
+                           params=AugmentParams(background_offset=offset), filled=False)
+
+
+def unaugmented_sample(config: AugmentConfig, sample: Sample) -> AugmentedSample:
+    """§5.7 TEST phase: no augmentation; only crop-sized images make consistent shapes."""
+    height, width = sample.image.shape[:2]
+    if (width, height) != (config.crop_x, config.crop_y):
+        raise AugmentError(f"TEST phase needs images of the crop size {config.crop_x}x{config.crop_y}, "
+                           f"got {width}x{height}")
+    mask = sample.mask_miss if sample.mask_miss is not None else np.full((height, width), 255, np.uint8)
+    grid_w, grid_h = config.grid_size
+    return AugmentedSample(image=sample.image.copy(),
+                           mask_grid=cv2.resize(mask, (grid_w, grid_h), interpolation=cv2.INTER_AREA),
+                           people=np.array(sample.people, np.float32), params=AugmentParams())
+
+
+def normalize_image(image: np.ndarray, mode: int) -> np.ndarray:
+    """``fillTransformedData`` (§5.6): uint8 (H, W, 3) BGR -> float32 (3, H, W) BGR planes."""
+    img = image.astype(np.float32)
+    if mode == 0:
+        out = (img - np.float32(128)) / np.float32(256)
+    elif mode == 1:
+        out = img - np.asarray(MEAN_BGR_1, np.float32)
+    elif mode == 2:
+        out = (img - np.asarray(MEAN_BGR_2, np.float32)) * np.float32(0.017)
+    else:
+        raise AugmentError(f"normalization {mode} is not 0, 1 or 2")
+    return np.ascontiguousarray(out.transpose(2, 0, 1))

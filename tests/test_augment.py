@@ -1,0 +1,111 @@
+"""OPData augmentation (caffe_layers/augment.py): geometry consistent with the image warp, draws, quirks."""
+import numpy as np
+import pytest
+
+from openpose_train.caffe_layers import augment as A
+
+TOY_FLIP = ((0, 2),)
+
+
+def dot_sample(points, size=(300, 200), others=0):
+    """An image with one bright blob per keypoint (so the warp can be checked against the points)."""
+    w, h = size
+    image = np.zeros((h, w, 3), np.uint8)
+    people = np.zeros((1, 4, 3), np.float32)
+    for j, (x, y) in enumerate(points):
+        people[0, j] = (x, y, 1)
+    return A.Sample(image=image, mask_miss=None, people=people, objpos=np.float32([w / 2, h / 2]),
+                    scale_self=0.4, num_other_people=others)
+
+
+def blob_image(sample, part):
+    img = sample.image.copy()
+    x, y = sample.people[0, part, :2]
+    yy, xx = np.mgrid[:img.shape[0], :img.shape[1]]
+    img[..., 1] = np.clip(255 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 2.0 ** 2)), 0, 255).astype(np.uint8)
+    return img
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_keypoints_follow_the_image_warp(seed):
+    config = A.AugmentConfig(stride=8, crop_x=368, crop_y=368, max_rotations=(40.0,), center_perterb_max=40,
+                             scale_prob=1, scale_mins=(0.5,), scale_maxs=(1.5,), target_dist=0.6)
+    sample = dot_sample([(120.3, 80.6), (200.0, 150.0), (60.0, 30.0), (150, 100)])
+    for part in range(4):
+        s = A.Sample(**{**sample.__dict__, "image": blob_image(sample, part)})
+        out = A.augment_sample(np.random.default_rng(seed), config, s, "COCO", "TOY", TOY_FLIP)
+        # after a flip, part j of the output is the source part it was swapped with
+        src_part = {0: 2, 2: 0}.get(part, part) if out.params.flip else part
+        x, y = out.people[0, src_part, :2]
+        if not (5 <= x < 363 and 5 <= y < 363):
+            continue
+        g = out.image[..., 1].astype(np.float64)
+        yy, xx = np.mgrid[:368, :368]
+        win = (np.abs(xx - x) < 8) & (np.abs(yy - y) < 8)
+        cx = (g * win * xx).sum() / (g * win).sum()
+        cy = (g * win * yy).sum() / (g * win).sum()
+        assert abs(cx - x) < 0.75 and abs(cy - y) < 0.75, (seed, part, (cx, cy), (x, y))
+
+
+def test_same_seed_same_sample_and_draw_order():
+    config = A.AugmentConfig(stride=8, scale_prob=1, scale_mins=(0.5,), scale_maxs=(1.5,), max_occlusions=(3,))
+    sample = dot_sample([(120, 80), (200, 150), (60, 30), (150, 100)])
+    sample.image[:] = np.random.default_rng(1).integers(0, 255, sample.image.shape, np.uint8)
+    bg = np.random.default_rng(2).integers(0, 255, (500, 700, 3), np.uint8)
+    a = A.augment_sample(np.random.default_rng(7), config, sample, "COCO", "TOY", TOY_FLIP, background=bg)
+    b = A.augment_sample(np.random.default_rng(7), config, sample, "COCO", "TOY", TOY_FLIP, background=bg)
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.people, b.people)
+    # draw order (§5.9): background x and y offsets (700x500 covers the crop, wider after the
+    # resize), scale d + d2, centre swap d, rotation, dx, dy, flip
+    rng = np.random.default_rng(7)
+    d = rng.random(9)
+    assert a.params.background_offset == (round(147 * d[0]), round(0 * d[1]))
+    assert a.params.scale_mult == pytest.approx((1.5 - 0.5) * d[3] + 0.5, rel=1e-6)
+    assert a.params.rotation == pytest.approx((d[5] - 0.5) * 2 * 45.0)
+    assert a.params.flip == (d[8] <= 0.5)
+    # the background covers the padding: mask border 255 -> no zero in the mask grid where bg shows
+    assert a.mask_grid.dtype == np.uint8
+
+
+def test_per_dataset_lists_pad_with_the_first_entry():
+    assert A.per_dataset((1.0, 2.0), 1) == 2.0
+    assert A.per_dataset((1.0, 2.0), 5) == 1.0
+    assert A.parse_list("0.333;0.333; 0.5") == (0.333, 0.333, 0.5)
+
+
+def test_rotation_box_half_pixel_shift():
+    # at 0 degrees the OpenCV box is Ws+1 x Hs+1: R translates by +0.5 px (§12.4)
+    rot = A.rotation_matrix((300, 200), 1.0, 0.0)
+    np.testing.assert_allclose(rot, [[1, 0, 0.5], [0, 1, 0.5]])
+
+
+def test_flip_quirk_and_fix_for_non_square_crops():
+    params = A.AugmentParams(flip=True, rotation_matrix=np.array([[1.0, 0, 0], [0, 1.0, 0]]),
+                             crop_center=(200, 100))
+    pts = np.float32([[200, 100]])
+    quirk = A.AugmentConfig(crop_x=400, crop_y=200)
+    fixed = A.AugmentConfig(crop_x=400, crop_y=200, fix_flip_width=True)
+    # the crop centre maps to (200, 100); flipped around crop_y - 1 = 199 (quirk) or crop_x - 1 = 399
+    assert A.transform_points(pts, params, quirk)[0, 0] == 199 - 200
+    assert A.transform_points(pts, params, fixed)[0, 0] == 399 - 200
+    m = A.warp_matrix(params, quirk)
+    assert m[0, 0] * 200 + m[0, 2] == 399 - 200          # the image always flips around crop_x - 1
+
+
+def test_background_offset_quirk():
+    tall = np.zeros((900, 400, 3), np.uint8)
+    tall[::2] = 255                                       # rows differ, so the offset shows
+    config = A.AugmentConfig(crop_x=368, crop_y=368)
+    _, offset = A.read_background(tall, config, np.random.default_rng(0))
+    assert offset == (0, 0)                               # tall: always top-aligned (xDiff == 0)
+    _, offset = A.read_background(tall, A.AugmentConfig(fix_background_offset=True), np.random.default_rng(0))
+    assert offset[1] > 0
+
+
+def test_normalization_modes():
+    img = np.full((2, 2, 3), 128, np.uint8)
+    assert np.all(A.normalize_image(img, 0) == 0)
+    np.testing.assert_allclose(A.normalize_image(img, 1)[:, 0, 0], 128 - np.float32(A.MEAN_BGR_1), rtol=1e-6)
+    with pytest.raises(A.AugmentError):
+        A.normalize_image(img, 3)
