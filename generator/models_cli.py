@@ -22,6 +22,16 @@ def model_table_rows():
     return rows
 
 
+def dataset_table_rows():
+    """One row per dataset layout: the columns of ``openpose-train models --datasets``."""
+    rows = [("key", "keypoints", "LMDB string", "category", "mask", "COCO-JSON fields")]
+    for key in registry.list_dataset_layouts():
+        d = registry.get_dataset_layout(key)
+        rows.append((d.key, str(d.num_keypoints), d.lmdb_dataset, d.category, _yes_no(d.has_mask),
+                     " + ".join(d.json_fields)))
+    return rows
+
+
 def format_table(rows) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join(
@@ -93,8 +103,13 @@ def describe_model(model: registry.PoseModel) -> str:
 @click.argument("name", required=False)
 @click.option("--yaml", "yaml_path", type=click.Path(dir_okay=False),
               help="Describe a user skeleton YAML file (validated).")
-def models(name, yaml_path):
-    """List the registered pose models, or describe NAME (registry name or --model_pose string)."""
+@click.option("--datasets", is_flag=True, help="List the dataset (LMDB keypoint) layouts.")
+def models(name, yaml_path, datasets):
+    """List the registered pose models, or describe NAME (registry name, --model_pose string or
+    training model string such as COCO_25B_17)."""
+    if datasets:
+        click.echo(format_table(dataset_table_rows()))
+        return
     if yaml_path:
         try:
             model = registry.load_skeleton_yaml(yaml_path)

@@ -183,3 +183,19 @@ def test_cli_yaml(tmp_path):
     result = run("--yaml", str(bad))
     assert result.exit_code != 0 and "bad.yaml: disconnected skeleton" in result.output
     assert "Traceback" not in result.output
+
+
+def test_cli_lists_dataset_layouts():
+    result = run("--datasets")
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split() for line in result.output.splitlines()[1:]}
+    assert rows["wholebody"][:5] == ["wholebody", "133", "COCO_WholeBody", "COCO", "yes"]
+    assert " ".join(rows["wholebody"][5:]) == (
+        "keypoints + foot_kpts + face_kpts + lefthand_kpts + righthand_kpts")
+    assert rows["dome135"][1:5] == ["135", "dome135", "DOME", "no"]
+    assert set(rows) == set(reg.list_dataset_layouts())
+
+
+def test_cli_resolves_training_model_string():
+    result = run("PT_25B_15")
+    assert result.exit_code == 0 and result.output.startswith("BODY_25B:")
