@@ -300,6 +300,9 @@ def load_skeleton_yaml(path) -> PoseModel:
     pairs = _pairs(data, parts, check)
     background = data.get("background", True)
     check.expect(isinstance(background, bool), "'background' must be true or false")
+    stride = data.get("stride", 8)
+    check.expect(isinstance(stride, int) and not isinstance(stride, bool) and stride > 0,
+                 f"'stride' must be a positive integer, got {stride!r}")
     layouts = _layouts(data, check)
     model = PoseModel(
         name=name, openpose_name=str(data.get("openpose_name") or ""), parts=parts,
@@ -308,7 +311,7 @@ def load_skeleton_yaml(path) -> PoseModel:
         thresholds=_thresholds(data, check),
         to_coco17=_reorder(data, "to_coco17", 17, parts, check),
         to_coco_foot=_reorder(data, "to_coco_foot", 6, parts, check),
-        stride=int(data.get("stride", 8)),
+        stride=stride,
         model_folder=data.get("model_folder") or f"pose/{name.lower()}",
         variants=_variants(data, name, parts, layouts, check), upstream=False,
         description=str(data.get("description") or f"YAML skeleton {Path(path).name}"))

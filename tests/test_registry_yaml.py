@@ -109,7 +109,9 @@ ERRORS = [
     (with_changes(parts=None), "'parts' must be a non-empty list"),
     (with_changes(pairs=None), "'pairs' is missing"),
     (with_changes(name=None), "'name' is missing"),
+    (with_changes(stride="eight"), "'stride' must be a positive integer"),
     ("name: [unclosed\n", "YAML syntax error"),
+    ("- just\n- a list\n", "skeleton must be a mapping"),
 ]
 
 
