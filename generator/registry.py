@@ -59,8 +59,11 @@ Documented choices (the spec gives no table):
   hand 21): BODY_135 ``COCO_135_133`` (face 68 -> 65..132, pupils averaged from the eye contours
   like FACE_135_70, hands 1..20 -> 25..44 / 45..64), BODY_25B ``COCO_25B_133`` and BODY_25
   ``COCO_25_133`` (body + foot). Wrists come from the body annotation (points 9, 10), not from the
-  hands' root point: the hands' root is the same anatomical point but is unlabeled (v=0) whenever
-  the hand box is invalid, which would drop a labeled wrist.
+  hands' root point (91, 112) as in HAND_135_42: the root is the same anatomical point, but a hand
+  whose ``*_valid`` flag is false is written as "not in this dataset" (v=4), which would mask a
+  labeled body wrist (most COCO-WholeBody people have no valid hand).
+* BODY_59 / BODY_65 / BODY_19b / BODY_19_V2 (no OpenPose runtime) reuse the 19/25-part COCO-17
+  reorder of §4.9, since their body parts have the BODY_25 order.
 * CHANNELS_TO_MASK's missing FACE_135_70 initialiser (op_data_layer.md 7.4) is not copied:
   FACE_135_70 and DOME_135 get the intended lists (the spec shows the bug changes no label).
 * Dataset strings the spec does not name (``posetrack``, ``COCO_WholeBody``, ``dome19``,
