@@ -319,6 +319,15 @@ class TanH(CaffeLayer):
         return (torch.tanh(x),)
 
 
+class Softmax(CaffeLayer):
+    def __init__(self, param, bottom_shapes, generator=None):
+        super().__init__(param, bottom_shapes, generator)
+        self.axis = int(param.softmax_param.axis)
+
+    def forward(self, x):
+        return (torch.softmax(x, self.axis % x.dim()),)
+
+
 class Dropout(CaffeLayer):
     """Caffe's dropout scales kept units by 1/(1-p) at train time and is the identity at test time."""
 
@@ -695,6 +704,7 @@ LAYER_TYPES = {
     "PReLU": PReLU,
     "Sigmoid": Sigmoid,
     "TanH": TanH,
+    "Softmax": Softmax,
     "Dropout": Dropout,
     "Pooling": Pooling,
     "Concat": Concat,

@@ -157,9 +157,10 @@ layer { name: "drop" type: "Dropout" bottom: "c" top: "c" dropout_param { dropou
 layer { name: "fc" type: "InnerProduct" bottom: "c" top: "fc" inner_product_param { num_output: 7 } }
 layer { name: "flat" type: "Flatten" bottom: "c" top: "flat" }
 layer { name: "fc2" type: "InnerProduct" bottom: "flat" top: "fc2" inner_product_param { num_output: 5 bias_term: false } }
+layer { name: "prob" type: "Softmax" bottom: "fc2" top: "prob" }
 """
     x = np.random.default_rng(5).standard_normal((3, 2, 5, 4)).astype(np.float32)
-    net, _ = compare_with_opencv(tmp_path, text, {"data": x}, ["fc", "flat", "fc2"])
+    net, _ = compare_with_opencv(tmp_path, text, {"data": x}, ["fc", "flat", "fc2", "prob"])
     assert net.caffe_weights()["fc"][0].shape == (7, 60)
 
 
