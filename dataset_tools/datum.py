@@ -40,6 +40,9 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from google.protobuf.message import DecodeError
+
+from openpose_train.caffe_layers import caffe_pb2
 from openpose_train.generator.registry import get_dataset_layout, list_dataset_layouts
 
 #: dataset strings whose category in the training fork is COCO: coordinates stored 1-based.
@@ -261,94 +264,21 @@ def decode_metadata(plane, width: Optional[int] = None, num_lmdb_parts: Optional
 
 # ----------------------------------------------------------------------------- protobuf
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    value &= (1 << 64) - 1        # negative int32 are 10-byte varints in proto2
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 def serialize_datum(channels: int, height: int, width: int, data: bytes, label: int = 0,
                     encoded: bool = False) -> bytes:
-    """Caffe ``Datum`` wire bytes (fields in number order, as protobuf serialises them)."""
-    parts = [b"\x08", _varint(channels), b"\x10", _varint(height), b"\x18", _varint(width),
-             b"\x22", _varint(len(data)), data, b"\x28", _varint(label)]
+    """Caffe ``Datum`` wire bytes (caffe_pb2; equal to pycaffe's ``array_to_datum`` output)."""
+    datum = caffe_pb2.Datum(channels=channels, height=height, width=width, data=data, label=label)
     if encoded:
-        parts.append(b"\x38\x01")
-    return b"".join(parts)
+        datum.encoded = True
+    return datum.SerializeToString()
 
 
-@dataclass
-class DatumFields:
-    channels: int = 0
-    height: int = 0
-    width: int = 0
-    data: bytes = b""
-    label: int = 0
-    encoded: bool = False
-    float_data: tuple = ()
-
-
-def _read_varint(buf, pos: int):
-    result = shift = 0
-    while True:
-        if pos >= len(buf):
-            raise DatumError("truncated datum (varint runs past the end)")
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-
-
-def parse_datum(value) -> DatumFields:
-    """Parse Caffe ``Datum`` wire bytes (any field order; unknown fields skipped)."""
-    buf = memoryview(value) if not isinstance(value, memoryview) else value
-    out = DatumFields()
-    floats = []
-    pos, end = 0, len(buf)
-    while pos < end:
-        key, pos = _read_varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            val, pos = _read_varint(buf, pos)
-            if number == 1:
-                out.channels = val
-            elif number == 2:
-                out.height = val
-            elif number == 3:
-                out.width = val
-            elif number == 5:
-                out.label = val - (1 << 64) if val >> 63 else val
-            elif number == 7:
-                out.encoded = bool(val)
-        elif wire == 2:
-            length, pos = _read_varint(buf, pos)
-            if pos + length > end:
-                raise DatumError("truncated datum (field runs past the end)")
-            chunk = buf[pos:pos + length]
-            pos += length
-            if number == 4:
-                out.data = bytes(chunk)
-            elif number == 6:
-                floats.extend(np.frombuffer(chunk, "<f4").tolist())
-        elif wire == 5:
-            if number == 6:
-                floats.append(struct.unpack_from("<f", buf, pos)[0])
-            pos += 4
-        elif wire == 1:
-            pos += 8
-        else:
-            raise DatumError(f"not a Caffe Datum (wire type {wire} for field {number})")
-    out.float_data = tuple(floats)
-    return out
+def parse_datum(value) -> "caffe_pb2.Datum":
+    """Parse Caffe ``Datum`` wire bytes; :class:`DatumError` when they are not a Datum."""
+    try:
+        return caffe_pb2.Datum.FromString(bytes(value))
+    except DecodeError as exc:
+        raise DatumError(f"not a Caffe Datum (truncated or corrupt: {exc})") from None
 
 
 # ----------------------------------------------------------------------------- datum
@@ -431,7 +361,7 @@ def build_datum(image: Optional[np.ndarray], metadata: Optional[Metadata] = None
     return serialize_datum(channels, height, width, data, encoded=True)
 
 
-def _decode_encoded(fields: DatumFields):
+def _decode_encoded(fields):
     """(image, extra planes array or None) of an encoded datum."""
     data = fields.data
     if len(data) >= _TRAILER.size and data[-4:] == ENCODED_MAGIC:
@@ -482,3 +412,31 @@ def read_datum(value, num_lmdb_parts: Optional[int] = None, decode_meta: bool = 
         meta = decode_metadata(meta_plane, num_lmdb_parts=num_lmdb_parts)
     return Record(image=image, meta=meta, mask_miss=mask, meta_plane=meta_plane,
                   encoded=fields.encoded)
+
+
+def set_write_number(value: bytes, write_number: int) -> bytes:
+    """The same datum with metadata row 2's ``writeNumber`` replaced (image bytes untouched).
+
+    Used when records are renumbered (the writer closing gaps left by undecodable images).
+    """
+    fields = parse_datum(value)
+    number = struct.pack("<f", float(write_number))
+    if not fields.encoded:
+        if fields.channels < 4:
+            return value                     # negatives: no metadata
+        h, w = fields.height, fields.width
+        offset = 3 * h * w + 2 * w + 6
+        data = fields.data[:offset] + number + fields.data[offset + 4:]
+        return serialize_datum(fields.channels, h, w, data, fields.label)
+    data = fields.data
+    if data[-4:] != ENCODED_MAGIC:
+        return value
+    jpeg_len, png_len, _ = _TRAILER.unpack_from(data, len(data) - _TRAILER.size)
+    if not png_len:
+        return value
+    extra = cv2.imdecode(np.frombuffer(data, np.uint8, png_len, jpeg_len), cv2.IMREAD_UNCHANGED)
+    extra[2, 6:10] = np.frombuffer(number, np.uint8)
+    ok, png = cv2.imencode(".png", extra, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    png = png.tobytes()
+    data = data[:jpeg_len] + png + _TRAILER.pack(jpeg_len, len(png), ENCODED_MAGIC)
+    return serialize_datum(fields.channels, fields.height, fields.width, data, fields.label, encoded=True)

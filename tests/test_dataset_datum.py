@@ -102,7 +102,7 @@ def test_raw_datum_bytes_equal_protobuf_serialisation():
     assert np.array_equal(rec.image, img) and np.array_equal(rec.mask_miss, mask) and rec.meta == meta
     # other field orders and unknown fields parse too
     ref.float_data.extend([1.5])
-    assert parse_datum(ref.SerializeToString()).float_data == (1.5,)
+    assert list(parse_datum(ref.SerializeToString()).float_data) == [1.5]
 
 
 def test_narrow_image_is_padded_grey_and_mask_zero():
@@ -149,7 +149,7 @@ def test_background_and_dome_datums():
 
 def test_truncated_datum_is_a_clear_error():
     value = serialize_datum(3, 4, 4, bytes(48))
-    with pytest.raises(DatumError, match="truncated"):
+    with pytest.raises(DatumError, match="not a Caffe Datum"):
         read_datum(value[:20])
     with pytest.raises(DatumError, match="expected"):
         read_datum(serialize_datum(3, 4, 5, bytes(48)))

@@ -1,0 +1,80 @@
+"""Read OpenPose training LMDBs: ours (raw or encoded datums) and the original pipeline's.
+
+Keys are ``%07d`` record numbers; values are Caffe ``Datum`` bytes decoded by
+:func:`openpose_train.dataset_tools.datum.read_datum`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Optional, Tuple
+
+import lmdb
+
+from .datum import Record, read_datum
+
+
+class LmdbReadError(OSError):
+    """The path is not a readable LMDB (message names it)."""
+
+
+def open_lmdb(path, readahead: bool = False) -> lmdb.Environment:
+    """Open an LMDB directory (or single file) read-only, without a lock file."""
+    path = Path(path)
+    if not path.exists():
+        raise LmdbReadError(f"{path}: no such LMDB")
+    try:
+        return lmdb.open(str(path), readonly=True, lock=False, readahead=readahead,
+                         subdir=path.is_dir(), max_readers=256)
+    except lmdb.Error as exc:
+        raise LmdbReadError(f"{path}: not a readable LMDB ({exc})") from None
+
+
+class LmdbReader:
+    """Random and sequential access to the records of one LMDB.
+
+    ``reader[i]`` is the record stored under key ``'%07d' % i``; iteration follows key order,
+    which is how the OPData layer reads (it wraps at the end).
+    """
+
+    def __init__(self, path, num_lmdb_parts: Optional[int] = None):
+        self.path = Path(path)
+        self.num_lmdb_parts = num_lmdb_parts
+        self.env = open_lmdb(self.path)
+
+    def __len__(self) -> int:
+        return int(self.env.stat()["entries"])
+
+    def raw(self, index: int) -> bytes:
+        with self.env.begin(buffers=False) as txn:
+            value = txn.get(b"%07d" % index)
+        if value is None:
+            raise KeyError(f"{self.path}: no record {index:07d}")
+        return value
+
+    def __getitem__(self, index: int) -> Record:
+        return read_datum(self.raw(index), num_lmdb_parts=self.num_lmdb_parts)
+
+    def items(self, decode: bool = True) -> Iterator[Tuple[bytes, object]]:
+        """(key, Record or raw bytes) in key order."""
+        with self.env.begin(buffers=False) as txn:
+            for key, value in txn.cursor():
+                yield key, (read_datum(value, num_lmdb_parts=self.num_lmdb_parts) if decode else value)
+
+    def __iter__(self) -> Iterator[Record]:
+        for _, record in self.items():
+            yield record
+
+    def close(self):
+        self.env.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def iter_records(path, num_lmdb_parts: Optional[int] = None, decode: bool = True):
+    """(key, Record) pairs of the LMDB at ``path`` in key order (raw bytes with ``decode=False``)."""
+    with LmdbReader(path, num_lmdb_parts) as reader:
+        yield from reader.items(decode=decode)

@@ -1,0 +1,445 @@
+"""COCO-style JSON + images to an OpenPose training LMDB (and background LMDBs). Streaming, resumable.
+
+Build steps:
+
+1. plan (annotations only, no pixels): main people per image (:mod:`.coco`); the records
+   are shuffled by ``numpy.random.default_rng(seed).permutation`` and record ``r`` gets the key
+   ``'%07d' % perm[r]``. ``totalWriteNumber`` in every record = number of planned records (the
+   original's "number of JSON entries").
+2. images in plan order, each decoded once (worker processes), its mask made once, one datum per
+   main person; large write transactions (``txn_bytes``); the map grows when full.
+3. close the gaps that undecodable images left: the records with the highest keys move into the
+   holes (their ``writeNumber`` rewritten), so keys stay ``0 .. n-1``.
+
+Everything is written into ``<out>.partial``; ``progress.jsonl`` there lists the images whose
+records are committed, so an interrupted build (Ctrl-C, kill) resumes without redoing them and
+gives the same records as an uninterrupted one. At the end the progress file is removed and the
+directory renamed to ``<out>``. Memory does not grow with the dataset (one transaction's worth
+of datums plus the annotation plan).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import cv2
+import lmdb
+import numpy as np
+
+from openpose_train.generator.registry import get_dataset_layout
+
+from . import coco
+from .datum import DatumError, build_datum, minimum_width, one_based, set_write_number
+
+PROGRESS_FILE = "progress.jsonl"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+FORMAT_VERSION = 1
+
+# image skip reasons
+MISSING = "missing image"
+CORRUPT = "corrupt image"
+SIZE_MISMATCH = "image size differs from the JSON"
+NO_FIT = "metadata does not fit the image"
+
+
+class LmdbBuildError(RuntimeError):
+    """A build that cannot start or go on (message names the path and what to do)."""
+
+
+@dataclass
+class BuildOptions:
+    dataset: str = "coco"              # registry dataset key
+    seed: int = 0
+    encoded: bool = False              # JPEG + PNG encoded datums (see datum.py)
+    background: bool = False           # negatives LMDB: images without people, 3 channels
+    workers: int = 0                   # decode/mask processes; 0 = one per CPU, 1 = in-process
+    txn_bytes: int = 128 << 20         # commit a write transaction after this many value bytes
+    map_size: Optional[int] = None     # initial LMDB map size; None = estimate from the plan
+    jpeg_quality: int = 95
+    progress: bool = True
+    overwrite: bool = False
+    stop_after_images: Optional[int] = None   # stop (as if interrupted) after N images: tests
+
+
+@dataclass
+class BuildSummary:
+    out: Path
+    records_planned: int = 0
+    records_written: int = 0
+    images_planned: int = 0
+    images_read: int = 0
+    images_skipped: Counter = field(default_factory=Counter)
+    people_skipped: Counter = field(default_factory=Counter)
+    records_moved: int = 0
+    resumed_images: int = 0
+    finished: bool = False
+    seconds: float = 0.0
+
+    def lines(self) -> List[str]:
+        out = [f"LMDB {self.out}: {self.records_written} records from {self.images_read} images read "
+               f"({self.images_planned} planned, {self.resumed_images} already done before this run)"
+               f" in {self.seconds:.1f} s"]
+        for title, counter in (("images skipped", self.images_skipped), ("people skipped", self.people_skipped)):
+            if counter:
+                out.append(f"{title}: " + ", ".join(f"{reason}: {n}" for reason, n in sorted(counter.items())))
+        if self.records_moved:
+            out.append(f"{self.records_moved} records renumbered to close the gaps of skipped images")
+        if not self.finished:
+            out.append(f"interrupted: run the same command again to resume from {self.out}.partial")
+        return out
+
+
+@dataclass
+class WorkItem:
+    """One image to process and the keys of its records."""
+
+    index: int                          # position in the plan (progress bookkeeping)
+    path: str
+    entry: Optional[coco.ImageEntry]    # None for background images
+    records: List[Tuple[int, int]]      # (key, person index)
+    width: int = 0
+    height: int = 0
+
+
+@dataclass
+class WorkerConfig:
+    dataset: str
+    total: int
+    encoded: bool
+    jpeg_quality: int
+
+
+@dataclass
+class ImageResult:
+    index: int
+    records: List[Tuple[bytes, bytes]]
+    reason: Optional[str] = None        # image skipped
+    failed_records: int = 0             # records that did not fit (metadata too big)
+
+
+# ----------------------------------------------------------------------------- worker side
+
+def _read_image(path: str):
+    """(image, reason): BGR image or a skip reason for a missing / corrupt file."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None, MISSING
+    buf = np.frombuffer(raw, np.uint8)
+    # libjpeg fills a truncated JPEG with grey and succeeds: check the end-of-image marker
+    if raw[:2] == b"\xff\xd8" and b"\xff\xd9" not in raw[-1024:]:
+        return None, CORRUPT
+    image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if image is None:
+        return None, CORRUPT
+    return image, None
+
+
+def process_image(item: WorkItem, config: WorkerConfig) -> ImageResult:
+    """Decode one image, make its mask and the datums of its records (runs in a worker)."""
+    image, reason = _read_image(item.path)
+    if reason:
+        return ImageResult(item.index, [], reason)
+    if item.entry is None:           # background
+        return ImageResult(item.index, [(b"%07d" % key, build_datum(image, encoded=config.encoded,
+                                                                      jpeg_quality=config.jpeg_quality))
+                                        for key, _ in item.records])
+    if image.shape[:2] != (item.entry.height, item.entry.width):
+        return ImageResult(item.index, [], SIZE_MISMATCH)
+    layout = get_dataset_layout(config.dataset)
+    mask_miss = coco.image_masks(item.entry, layout)[0] if layout.has_mask else None
+    out, failed = [], 0
+    for key, person in item.records:
+        meta = coco.build_metadata(item.entry, person, layout)
+        if layout.category == "COCO":
+            meta = one_based(meta)
+        meta.write_number = float(key)
+        meta.total_write_number = float(config.total)
+        try:
+            out.append((b"%07d" % key, build_datum(image, meta, mask_miss, encoded=config.encoded,
+                                                   jpeg_quality=config.jpeg_quality)))
+        except DatumError:
+            failed += 1
+    return ImageResult(item.index, out, failed_records=failed)
+
+
+def _worker_init():
+    cv2.setNumThreads(1)
+
+
+# ----------------------------------------------------------------------------- planning
+
+def _plan_keypoints(json_path, images_dir, options, summary) -> List[WorkItem]:
+    dataset = coco.load_keypoint_json(json_path, options.dataset, images_dir=images_dir)
+    for reason, n in dataset.problems.items():
+        summary.people_skipped[reason] += n
+    plans = coco.plan_records(dataset, summary.people_skipped)
+    perm = np.random.default_rng(options.seed).permutation(len(plans))
+    by_image: Dict[int, List[Tuple[int, int]]] = {}
+    for plan, key in zip(plans, perm.tolist()):
+        by_image.setdefault(plan.image_index, []).append((key, plan.person))
+    items = []
+    for entry in dataset.images:
+        records = by_image.get(entry.index)
+        if records:
+            items.append(WorkItem(len(items), str(Path(images_dir) / entry.file_name), entry, records,
+                                  entry.width, entry.height))
+    return items
+
+
+def _background_files(json_path, images_dir) -> List[Tuple[str, int, int]]:
+    """(file name, width, height) of the people-free images: JSON images without any
+    annotation (crowd included, as a1), or every image file of the folder when no JSON."""
+    if json_path is None:
+        names = sorted(p.name for p in Path(images_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        return [(n, 0, 0) for n in names]
+    path = Path(json_path)
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise coco.CocoFormatError(f"{path}: cannot read ({exc})") from None
+    images = coco._need(doc, "images", path, "the document")
+    annotations = coco._need(doc, "annotations", path, "the document")
+    used = {coco._need(a, "image_id", path, f"annotations[{j}]") for j, a in enumerate(annotations)}
+    out = []
+    for i, img in enumerate(images):
+        for key in ("id", "file_name"):
+            coco._need(img, key, path, f"images[{i}]")
+        if img["id"] not in used:
+            out.append((str(img["file_name"]), int(img.get("width", 0)), int(img.get("height", 0))))
+    return out
+
+
+def _plan_background(json_path, images_dir, options) -> List[WorkItem]:
+    files = _background_files(json_path, images_dir)
+    perm = np.random.default_rng(options.seed).permutation(len(files)).tolist()
+    return [WorkItem(i, str(Path(images_dir) / name), None, [(perm[i], 0)], w, h)
+            for i, (name, w, h) in enumerate(files)]
+
+
+def _fingerprint(json_path, images_dir, options, items) -> str:
+    h = hashlib.sha1()
+    stat = Path(json_path).stat() if json_path else None
+    h.update(json.dumps([FORMAT_VERSION, str(Path(json_path).resolve()) if json_path else None,
+                         stat.st_size if stat else None, stat.st_mtime_ns if stat else None,
+                         str(Path(images_dir).resolve()), options.dataset, options.seed, options.encoded,
+                         options.background, options.jpeg_quality, len(items),
+                         sum(len(i.records) for i in items)]).encode())
+    return h.hexdigest()
+
+
+def _estimate_map_size(items, options, channels) -> int:
+    total = 0
+    for item in items:
+        if item.width and item.height:
+            w = max(item.width, minimum_width(None))
+            per = channels * item.height * w + 64
+            total += len(item.records) * (per // 3 if options.encoded else per)
+        else:
+            total += 4 << 20
+    return int(total * 1.25) + (64 << 20)
+
+
+# ----------------------------------------------------------------------------- writing
+
+def _write_batch(env, batch) -> None:
+    """Put ``batch`` in one transaction, growing the map and retrying when it is full."""
+    while True:
+        try:
+            with env.begin(write=True) as txn:
+                for key, value in batch:
+                    txn.put(key, value)
+            return
+        except lmdb.MapFullError:
+            env.set_mapsize(env.info()["map_size"] * 2)
+
+
+def _read_progress(partial: Path, fingerprint: str):
+    """(done image indexes, skip reasons by index, failed record count) of an earlier run."""
+    progress = partial / PROGRESS_FILE
+    done, reasons, failed = set(), {}, 0
+    with open(progress) as f:
+        lines = f.read().splitlines()
+    header = json.loads(lines[0]) if lines else {}
+    if header.get("fingerprint") != fingerprint:
+        raise LmdbBuildError(
+            f"{partial} is a partial build made from other inputs or options; delete it or rerun "
+            "the command that started it")
+    for line in lines[1:]:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            break                   # a line cut by a kill: the images after it are redone
+        done.update(entry.get("done", []))
+        reasons.update({int(k): v for k, v in entry.get("skipped", {}).items()})
+        failed += entry.get("failed_records", 0)
+    return done, reasons, failed
+
+
+def _close_gaps(env) -> int:
+    """Move the highest-keyed records into missing keys so keys are 0..n-1; returns moves."""
+    with env.begin() as txn:
+        keys = [int(k) for k in txn.cursor().iternext(keys=True, values=False)]
+    n = len(keys)
+    present = set(keys)
+    holes = [k for k in range(n) if k not in present]
+    movers = sorted(k for k in keys if k >= n)
+    if not holes:
+        return 0
+    moves = list(zip(holes, movers))
+    while True:
+        try:
+            with env.begin(write=True) as txn:
+                for hole, mover in moves:
+                    value = txn.get(b"%07d" % mover)
+                    txn.put(b"%07d" % hole, set_write_number(value, hole))
+                    txn.delete(b"%07d" % mover)
+            return len(moves)
+        except lmdb.MapFullError:
+            env.set_mapsize(env.info()["map_size"] * 2)
+
+
+def _results(items, config, workers):
+    """Yield ImageResult in item order; worker processes with a bounded window of work."""
+    if workers <= 1:
+        for item in items:
+            yield process_image(item, config)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    window = 4 * workers
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_worker_init) as pool:
+        pending = deque()
+        it = iter(items)
+        try:
+            for item in it:
+                pending.append(pool.submit(process_image, item, config))
+                if len(pending) >= window:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+
+def build_lmdb(json_path, images_dir, out, options: Optional[BuildOptions] = None) -> BuildSummary:
+    """Build the LMDB ``out`` from a COCO-style JSON and its image folder (see the module docstring).
+
+    ``json_path`` may be None for a background LMDB of every image in ``images_dir``.
+    Raises :class:`LmdbBuildError` / :class:`coco.CocoFormatError` with a one-line message.
+    """
+    options = options or BuildOptions()
+    start = time.time()
+    out = Path(out)
+    partial = out.with_name(out.name + ".partial")
+    summary = BuildSummary(out=out)
+    if images_dir is None or not Path(images_dir).is_dir():
+        raise LmdbBuildError(f"{images_dir}: image folder not found")
+    if out.exists():
+        if not options.overwrite:
+            raise LmdbBuildError(f"{out} exists; remove it or pass --overwrite")
+    layout = get_dataset_layout(options.dataset)
+    if options.background:
+        items = _plan_background(json_path, images_dir, options)
+        channels = 3
+    else:
+        if json_path is None:
+            raise LmdbBuildError("a keypoint LMDB needs --json")
+        items = _plan_keypoints(json_path, images_dir, options, summary)
+        channels = 4 + int(layout.has_mask)
+    total = sum(len(i.records) for i in items)
+    summary.records_planned, summary.images_planned = total, len(items)
+    fingerprint = _fingerprint(json_path, images_dir, options, items)
+
+    done, reasons, failed_records = set(), {}, 0
+    if partial.exists() and (partial / PROGRESS_FILE).exists():
+        done, reasons, failed_records = _read_progress(partial, fingerprint)
+    else:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        with open(partial / PROGRESS_FILE, "w") as f:
+            f.write(json.dumps({"fingerprint": fingerprint, "records": total, "images": len(items)}) + "\n")
+    summary.resumed_images = len(done)
+    env = lmdb.open(str(partial), map_size=options.map_size or _estimate_map_size(items, options, channels),
+                    subdir=True, meminit=False, max_dbs=0)
+    config = WorkerConfig(options.dataset, total, options.encoded, options.jpeg_quality)
+    todo = [item for item in items if item.index not in done]
+    workers = options.workers or min(os.cpu_count() or 1, 8)
+    if len(todo) < 8 * workers:
+        workers = 1                      # not worth starting processes
+    bar = None
+    if options.progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(items), initial=len(done), unit="img", desc=f"lmdb {out.name}",
+                   dynamic_ncols=True, mininterval=0.5)
+    batch, batch_bytes, batch_done, batch_skipped, batch_failed = [], 0, [], {}, 0
+    progress_file = open(partial / PROGRESS_FILE, "a")
+
+    def commit():
+        nonlocal batch, batch_bytes, batch_done, batch_skipped, batch_failed
+        if batch:
+            _write_batch(env, batch)
+        if batch_done:
+            progress_file.write(json.dumps({"done": batch_done, "skipped": batch_skipped,
+                                            "failed_records": batch_failed}) + "\n")
+            progress_file.flush()
+            os.fsync(progress_file.fileno())
+        batch, batch_bytes, batch_done, batch_skipped, batch_failed = [], 0, [], {}, 0
+
+    processed = 0
+    try:
+        for result in _results(todo, config, workers):
+            batch.extend(result.records)
+            batch_bytes += sum(len(v) for _, v in result.records)
+            batch_done.append(result.index)
+            if result.reason:
+                batch_skipped[result.index] = result.reason
+            batch_failed += result.failed_records
+            processed += 1
+            if bar is not None:
+                bar.update(1)
+            if batch_bytes >= options.txn_bytes:
+                commit()
+            if options.stop_after_images is not None and processed >= options.stop_after_images:
+                raise KeyboardInterrupt
+        commit()
+    except KeyboardInterrupt:
+        progress_file.close()
+        env.close()
+        if bar is not None:
+            bar.close()
+        summary.seconds = time.time() - start
+        summary.images_read = processed
+        return summary
+    progress_file.close()
+    if bar is not None:
+        bar.close()
+    _, reasons, failed_records = _read_progress(partial, fingerprint)
+    for index, reason in reasons.items():
+        summary.images_skipped[reason] += 1
+        summary.people_skipped[reason] += len(items[index].records)
+    if failed_records:
+        summary.people_skipped[NO_FIT] += failed_records
+    summary.records_moved = _close_gaps(env)
+    summary.records_written = int(env.stat()["entries"])
+    summary.images_read = len(items) - len(reasons)
+    env.sync(True)
+    env.close()
+    os.remove(partial / PROGRESS_FILE)
+    if out.exists():
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    os.replace(partial, out)
+    summary.finished = True
+    summary.seconds = time.time() - start
+    return summary
