@@ -1,0 +1,42 @@
+"""``openpose-train export``: a snapshot into OpenPose's models folder (and optionally ONNX)."""
+import click
+
+from openpose_train.generator.registry import UnknownModelError
+
+
+@click.command("export")
+@click.option("--snapshot", required=True, type=click.Path(dir_okay=False),
+              help="pose_iter_N.caffemodel written by training.")
+@click.option("--model", "model_name", required=True, help="Registry model, e.g. BODY_25, BODY_25B, BODY_135.")
+@click.option("--to", "to", required=True, type=click.Path(file_okay=False),
+              help="OpenPose models/ folder (created if missing).")
+@click.option("--preset", default=None, help="Generator preset the network was trained with.")
+@click.option("--deploy", default=None, type=click.Path(dir_okay=False),
+              help="Deploy prototxt (default: the generator's file beside the snapshot, else rendered).")
+@click.option("--net-resolution", default=None, help="Printed in the OpenPose command (default per model).")
+@click.option("--onnx", "onnx_path", default=None, type=click.Path(dir_okay=False),
+              help="Also write an ONNX model (dynamic height/width), checked with onnxruntime.")
+@click.option("--opset", default=17, show_default=True, help="ONNX opset.")
+def export(snapshot, model_name, to, preset, deploy, net_resolution, onnx_path, opset):
+    """Write SNAPSHOT and its deploy prototxt where OpenPose expects them, after checking every layer."""
+    from openpose_train.training.export import ExportError, export_snapshot
+
+    try:
+        result = export_snapshot(snapshot, model_name, to, preset=preset, deploy=deploy,
+                                 net_resolution=net_resolution)
+    except (ExportError, UnknownModelError) as exc:
+        raise click.ClickException(str(exc))
+    click.echo(f"prototxt:   {result.prototxt}")
+    click.echo(f"caffemodel: {result.caffemodel}")
+    if onnx_path:
+        from openpose_train.training.onnx_export import OnnxExportError, export_onnx
+
+        try:
+            report = export_onnx(result.prototxt, result.caffemodel, onnx_path, opset=opset)
+        except OnnxExportError as exc:
+            raise click.ClickException(str(exc))
+        click.echo(f"onnx:       {onnx_path} (onnxruntime max |diff| vs engine = {report['max_abs_diff']:.2e})")
+    click.echo("Run it with OpenPose:")
+    click.echo(f"  {result.command}")
+    for note in result.notes:
+        click.echo(f"Note: {note}")
