@@ -1,0 +1,467 @@
+"""The training loop and `openpose-train train`: snapshots, exact resume, signals, NaN guard, logs, DDP."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import OrderedDict
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from openpose_train.caffe_layers import caffe_io
+from openpose_train.caffe_layers.net import CaffeNet
+from openpose_train.training.cli import train
+from openpose_train.training.data_sources import BatchSource
+from openpose_train.training.loop import Trainer, TrainOptions
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+NET = """
+name: "tiny"
+layer { name: "data" type: "DummyData" top: "data" top: "label"
+  dummy_data_param { shape { dim: 2 dim: 2 dim: 6 dim: 6 } shape { dim: 2 dim: 3 dim: 6 dim: 6 }
+    data_filler { type: "gaussian" std: 1.0 } data_filler { type: "constant" value: 0.2 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1 weight_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "drop1" type: "Dropout" bottom: "conv1" top: "conv1" dropout_param { dropout_ratio: 0.3 } }
+layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
+  param { lr_mult: 1 } param { lr_mult: 2 decay_mult: 0 }
+  convolution_param { num_output: 3 kernel_size: 1 weight_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "conv2" bottom: "label" top: "loss" }
+"""
+
+DEPLOY = """
+name: "tiny"
+input: "data"
+input_dim: 1 input_dim: 2 input_dim: 6 input_dim: 6
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2" convolution_param { num_output: 3 kernel_size: 1 } }
+"""
+
+SOLVER = """
+net: "net.prototxt"
+type: "Adam"
+base_lr: 0.01
+momentum: 0.9
+momentum2: 0.999
+weight_decay: 0.0005
+lr_policy: "multistep"
+gamma: 0.5
+stepvalue: 7
+stepvalue: 15
+display: 5
+average_loss: 3
+max_iter: 20
+snapshot: 10
+snapshot_prefix: "model/pose"
+random_seed: 3
+"""
+
+
+def make_dir(tmp_path, name="run", solver=SOLVER, net=NET):
+    d = tmp_path / name
+    d.mkdir()
+    (d / "net.prototxt").write_text(net)
+    (d / "solver.prototxt").write_text(solver)
+    return d
+
+
+def run_cli(args, cwd):
+    """Run the click command in-process in ``cwd``; returns the click Result."""
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return CliRunner().invoke(train, args + ["--no-progress", "--workers", "0"], catch_exceptions=False)
+    finally:
+        os.chdir(old)
+
+
+# ---- snapshots and exact resume -------------------------------------------------------------------
+def test_exact_resume_20_equals_10_plus_10(tmp_path):
+    straight = make_dir(tmp_path, "straight")
+    r = run_cli(["-solver", "solver.prototxt"], straight)
+    assert r.exit_code == 0, r.output
+    split = make_dir(tmp_path, "split")
+    r = run_cli(["-solver", "solver.prototxt", "-iterations", "10"], split)
+    assert r.exit_code == 0, r.output
+    assert not (split / "model/pose_iter_20.caffemodel").exists()
+    r = run_cli(["-solver", "solver.prototxt", "--snapshot=model/pose_iter_10.solverstate"], split)
+    assert r.exit_code == 0, r.output
+    a = caffe_io.read_caffemodel(straight / "model/pose_iter_20.caffemodel")
+    b = caffe_io.read_caffemodel(split / "model/pose_iter_20.caffemodel")
+    assert list(a) == list(b) == ["conv1", "conv2"]
+    for layer in a:
+        for x, y in zip(a[layer], b[layer]):
+            assert np.array_equal(x, y), layer
+    sa = caffe_io.read_solverstate(straight / "model/pose_iter_20.solverstate")
+    sb = caffe_io.read_solverstate(split / "model/pose_iter_20.solverstate")
+    assert sa.iter == sb.iter == 20 and sa.current_step == sb.current_step == 2
+    assert all(np.array_equal(x, y) for x, y in zip(sa.history, sb.history))
+    # weights moved, so equality is not vacuous
+    init = caffe_io.read_caffemodel(straight / "model/pose_iter_10.caffemodel")
+    assert not np.array_equal(init["conv1"][0], a["conv1"][0])
+
+
+def test_resume_without_trainstate_warns_and_still_restores_weights(tmp_path):
+    d = make_dir(tmp_path)
+    assert run_cli(["-solver", "solver.prototxt", "-iterations", "10"], d).exit_code == 0
+    (d / "model/pose_iter_10.trainstate").unlink()
+    r = run_cli(["-solver", "solver.prototxt", "-snapshot", "model/pose_iter_10.solverstate"], d)
+    assert r.exit_code == 0, r.output
+    assert "the data order starts afresh" in r.output
+    assert (d / "model/pose_iter_20.solverstate").exists()
+
+
+def test_snapshot_files_are_caffe_files(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    d = make_dir(tmp_path)
+    assert run_cli(["-solver", "solver.prototxt", "-iterations", "10"], d).exit_code == 0
+    state = caffe_io.read_solverstate(d / "model/pose_iter_10.solverstate")
+    assert state.iter == 10 and state.learned_net == "model/pose_iter_10.caffemodel"
+    # Adam: first moments then second moments, one per learnable blob (conv1 w, b, conv2 w, b)
+    shapes = [h.shape for h in state.history]
+    assert shapes == [(4, 2, 3, 3), (4,), (3, 4, 1, 1), (3,)] * 2
+    assert np.all(state.history[4] >= 0) and np.any(state.history[4] > 0)
+    # the caffemodel loads in OpenCV's independent Caffe reader and matches the torch engine
+    (d / "deploy.prototxt").write_text(DEPLOY)
+    cvnet = cv2.dnn.readNetFromCaffe(str(d / "deploy.prototxt"), str(d / "model/pose_iter_10.caffemodel"))
+    x = np.random.RandomState(0).randn(1, 2, 6, 6).astype(np.float32)
+    cvnet.setInput(x)
+    ref = cvnet.forward("conv2")
+    eng = CaffeNet(caffe_io.read_net_prototxt(d / "deploy.prototxt"), phase="TEST")
+    eng.load_caffe_weights(str(d / "model/pose_iter_10.caffemodel"), allow_missing=False)
+    with torch.no_grad():
+        out = eng.forward({"data": torch.from_numpy(x)})["conv2"].numpy()
+    assert np.abs(out - ref).max() < 1e-4
+
+
+# ---- log lines, parse_log.py, metrics ------------------------------------------------------------------
+def parse_log_like_caffe(path):
+    """A re-implementation of Caffe's tools/extra/parse_log.py (its regexes and row logic)."""
+    regex_iteration = re.compile(r'Iteration (\d+)')
+    regex_train_output = re.compile(r'Train net output #(\d+): (\S+) = ([\.\deE+-]+)')
+    regex_learning_rate = re.compile(r'lr = ([-+]?[0-9]*\.?[0-9]+([eE]?[-+]?[0-9]+)?)')
+
+    def extract_datetime(line, year):
+        line = line.strip().split()
+        month, day = int(line[0][1:3]), int(line[0][3:5])
+        timestamp = line[1]
+        pos = timestamp.rfind('.')
+        hour, minute, second = [int(x) for x in timestamp[:pos].split(':')]
+        return datetime(year, month, day, hour, minute, second, int(timestamp[pos + 1:]))
+
+    year = datetime.now().year
+    lines = Path(path).read_text().splitlines()
+    start = next(extract_datetime(l, year) for l in lines if 'Solving' in l)
+    iteration, lr, rows, row = -1, float('NaN'), [], None
+    for line in lines:
+        m = regex_iteration.search(line)
+        if m:
+            iteration = float(m.group(1))
+        if iteration == -1:
+            continue
+        try:
+            t = extract_datetime(line, year)
+        except ValueError:
+            continue
+        seconds = (t - start).total_seconds()
+        m = regex_learning_rate.search(line)
+        if m:
+            lr = float(m.group(1))
+        m = regex_train_output.search(line)
+        if m:
+            if not row or row['NumIters'] != iteration:
+                if row:
+                    rows.append(row)
+                row = OrderedDict([('NumIters', iteration), ('Seconds', seconds), ('LearningRate', lr)])
+            row[m.group(2)] = float(m.group(3))
+        if row and len(rows) >= 1 and len(row) == len(rows[0]):
+            rows.append(row)
+            row = None
+    if row:
+        rows.append(row)
+    return rows
+
+
+def test_log_parses_with_caffe_parse_log_and_metrics_agree(tmp_path):
+    d = make_dir(tmp_path)
+    r = run_cli(["-solver", "solver.prototxt", "--log", "training_log.txt"], d)
+    assert r.exit_code == 0, r.output
+    log_text = (d / "training_log.txt").read_text()
+    assert re.search(r"^I\d{4} \d\d:\d\d:\d\d\.\d{6} +\d+ solver\.cpp:218\] Iteration 5 \([\d.e+-]+ iter/s, "
+                     r"[\d.e+-]+s/5 iters\), loss = [\d.e+-]+$", log_text, re.M)
+    assert "Snapshotting to binary proto file model/pose_iter_10.caffemodel" in log_text
+    assert "Optimization Done." in log_text
+    rows = parse_log_like_caffe(d / "training_log.txt")
+    assert [r_['NumIters'] for r_ in rows] == [0, 5, 10, 15]
+    # parse_log attaches the lr printed most recently, as with Caffe's logs (NaN before the first one)
+    assert np.isnan(rows[0]['LearningRate'])
+    assert [r_["LearningRate"] for r_ in rows[1:]] == [0.01, 0.01, 0.005]
+    metrics = [json.loads(l) for l in (d / "model/pose_metrics.jsonl").read_text().splitlines()]
+    assert [m["iteration"] for m in metrics] == list(range(20))
+    by_iter = {m["iteration"]: m for m in metrics}
+    for row in rows:
+        m = by_iter[int(row['NumIters'])]
+        assert row['loss'] == pytest.approx(m["outputs"]["loss"], rel=1e-5)
+    # smoothed loss over average_loss = 3 iterations, as Caffe's UpdateSmoothedLoss
+    assert by_iter[5]["smoothed_loss"] == pytest.approx(np.mean([by_iter[i]["loss"] for i in (3, 4, 5)]), rel=1e-6)
+    assert by_iter[7]["lr"] == pytest.approx(0.005) and by_iter[6]["lr"] == pytest.approx(0.01)
+
+
+# ---- weights, bad files -------------------------------------------------------------------------------
+def test_weights_copy_by_name_and_report(tmp_path):
+    d = make_dir(tmp_path)
+    assert run_cli(["-solver", "solver.prototxt", "-iterations", "10"], d).exit_code == 0
+    w = caffe_io.read_caffemodel(d / "model/pose_iter_10.caffemodel")
+    w["extra_layer"] = [np.zeros(3, np.float32)]
+    caffe_io.write_caffemodel(d / "init.caffemodel", w)
+    d2 = make_dir(tmp_path, "ft", solver=SOLVER.replace("snapshot: 10", "snapshot: 0").replace("max_iter: 20", "max_iter: 0"))
+    r = run_cli(["-solver", "solver.prototxt", "-weights", "../run/init.caffemodel"], d2)
+    assert r.exit_code == 0, r.output
+    assert "Ignoring source layer extra_layer" in r.output
+    assert "matched layers: conv1, conv2" in r.output
+    got = caffe_io.read_caffemodel(d2 / "model/pose_iter_0.caffemodel")
+    assert np.array_equal(got["conv1"][0], w["conv1"][0])
+
+
+def test_weights_shape_mismatch_names_both_shapes(tmp_path):
+    d = make_dir(tmp_path)
+    caffe_io.write_caffemodel(d / "bad.caffemodel", {"conv1": [np.zeros((5, 2, 3, 3), np.float32), np.zeros(5, np.float32)]})
+    r = run_cli(["-solver", "solver.prototxt", "-weights", "bad.caffemodel"], d)
+    assert r.exit_code != 0
+    assert "bad.caffemodel" in r.output and "conv1" in r.output
+    assert "5" in r.output and "4" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("case", ["missing_solver", "solver_syntax", "missing_net", "net_syntax", "unknown_layer",
+                                  "unknown_bottom", "bad_policy", "snapshot_and_weights", "missing_snapshot",
+                                  "corrupt_snapshot", "no_data_layer"])
+def test_bad_files_give_clear_errors(tmp_path, case):
+    d = make_dir(tmp_path)
+    args = ["-solver", "solver.prototxt"]
+    expect = "solver.prototxt"
+    if case == "missing_solver":
+        args = ["-solver", "nope.prototxt"]
+        expect = "nope.prototxt: solver file not found"
+    elif case == "solver_syntax":
+        (d / "solver.prototxt").write_text("base_lr: 0.1\nmax_itr: 3\n")
+        expect = "solver.prototxt:2"
+    elif case == "missing_net":
+        (d / "net.prototxt").unlink()
+        expect = "net file 'net.prototxt' not found"
+    elif case == "net_syntax":
+        (d / "net.prototxt").write_text("layer { name: 'a' type: }\n")
+        expect = "net.prototxt:1"
+    elif case == "unknown_layer":
+        (d / "net.prototxt").write_text(NET.replace('type: "ReLU"', 'type: "Swish"'))
+        expect = "relu1"
+    elif case == "unknown_bottom":
+        (d / "net.prototxt").write_text(NET.replace('bottom: "conv2" bottom: "label"', 'bottom: "conv3" bottom: "label"'))
+        expect = "conv3"
+    elif case == "bad_policy":
+        (d / "solver.prototxt").write_text(SOLVER.replace('"multistep"', '"cosine"'))
+        expect = "unknown lr_policy 'cosine'"
+    elif case == "snapshot_and_weights":
+        args += ["-snapshot", "a.solverstate", "-weights", "b.caffemodel"]
+        expect = "not both"
+    elif case == "missing_snapshot":
+        args += ["-snapshot", "model/nothing.solverstate"]
+        expect = "model/nothing.solverstate: solverstate not found"
+    elif case == "corrupt_snapshot":
+        (d / "x.solverstate").write_bytes(b"\x08\x0a\x12\xff\xff")
+        args += ["-snapshot", "x.solverstate"]
+        expect = "x.solverstate"
+    elif case == "no_data_layer":
+        (d / "net.prototxt").write_text(NET.replace('type: "DummyData"', 'type: "Input"').replace(
+            "dummy_data_param", "input_param").replace('data_filler { type: "gaussian" std: 1.0 } data_filler { type: "constant" value: 0.2 }', ""))
+        expect = "cannot read inputs"
+    r = run_cli(args, d)
+    assert r.exit_code != 0, r.output
+    assert expect in r.output, r.output
+    assert "Traceback" not in r.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only message")
+def test_gpu_flag_without_cuda_is_a_clear_error(tmp_path):
+    d = make_dir(tmp_path)
+    r = run_cli(["-solver", "solver.prototxt", "-gpu", "0"], d)
+    assert r.exit_code != 0 and "no CUDA device" in r.output
+
+
+# ---- NaN guard ------------------------------------------------------------------------------------------
+def test_nan_loss_stops_with_iteration_and_last_snapshot(tmp_path):
+    solver = SOLVER.replace('type: "Adam"', 'type: "SGD"').replace("base_lr: 0.01", "base_lr: 50").replace(
+        "snapshot: 10", "snapshot: 2").replace("max_iter: 20", "max_iter: 200")
+    d = make_dir(tmp_path, solver=solver)
+    r = run_cli(["-solver", "solver.prototxt"], d)
+    assert r.exit_code != 0
+    m = re.search(r"Iteration (\d+): loss is (nan|inf).*last good snapshot: (\S+\.solverstate)", r.output)
+    assert m, r.output
+    it, snap = int(m.group(1)), m.group(3)
+    assert (d / snap).exists()
+    assert caffe_io.read_solverstate(d / snap).iter == it // 2 * 2
+    metrics = [json.loads(l) for l in (d / "model/pose_metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["iteration"] == it - 1 and np.isfinite(metrics[-1]["loss"])
+
+
+# ---- signals (a real process) -----------------------------------------------------------------------------
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_snapshots_then_exits(tmp_path, sig):
+    solver = SOLVER.replace("max_iter: 20", "max_iter: 100000000").replace("snapshot: 10", "snapshot: 0").replace(
+        "display: 5", "display: 1")
+    d = make_dir(tmp_path, solver=solver)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([PY, "-m", "openpose_train.cli", "train", "-solver", "solver.prototxt", "--workers", "0"],
+                            cwd=d, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    lines = []
+    deadline = time.time() + 60
+    for line in proc.stderr:
+        lines.append(line)
+        if "Iteration 3 " in line or time.time() > deadline:
+            break
+    proc.send_signal(sig)
+    _, rest = proc.communicate(timeout=60)
+    out = "".join(lines) + rest
+    assert proc.returncode == 0, out
+    assert "Optimization stopped early." in out
+    snaps = sorted(d.glob("model/pose_iter_*.solverstate"))
+    assert len(snaps) == 1, out
+    n = int(re.search(r"_iter_(\d+)\.solverstate", snaps[0].name).group(1))
+    assert n >= 4
+    state = caffe_io.read_solverstate(snaps[0])
+    assert state.iter == n and (d / state.learned_net).exists()
+    assert not list(d.glob("model/*.tmp*")) and not list(d.glob("model/.*.tmp"))
+
+
+# ---- external caffe binary ----------------------------------------------------------------------------------
+FAKE_CAFFE = """#!/usr/bin/env python3
+import sys
+args = sys.argv[1:]
+assert args[0] == "train", args
+print("I1124 23:49:38.000001 12345 caffe.cpp:218] args " + " ".join(args[1:]), file=sys.stderr)
+print("I1124 23:49:38.100000 12345 solver.cpp:289] Solving fake", file=sys.stderr)
+for it, loss, lr in ((0, 2.5, 0.001), (20, 1.25, 0.001), (40, 0.625, 0.0005)):
+    print(f"I1124 23:49:39.{it:06d} 12345 solver.cpp:218] Iteration {it} (3.2 iter/s, 6.2s/20 iters), loss = {loss}", file=sys.stderr)
+    print(f"I1124 23:49:39.{it:06d} 12345 solver.cpp:237]     Train net output #0: loss_stage0_L1 = {loss / 2} (* 1 = {loss / 2} loss)", file=sys.stderr)
+    print(f"I1124 23:49:39.{it:06d} 12345 solver.cpp:237]     Train net output #1: loss_stage0_L2 = {loss / 2} (* 1 = {loss / 2} loss)", file=sys.stderr)
+    print(f"I1124 23:49:39.{it:06d} 12345 sgd_solver.cpp:105] Iteration {it}, lr = {lr}", file=sys.stderr)
+print("I1124 23:49:40.000000 12345 solver.cpp:464] Snapshotting to binary proto file model/pose_iter_60.caffemodel", file=sys.stderr)
+print("I1124 23:49:40.000000 12345 caffe.cpp:259] Optimization Done.", file=sys.stderr)
+sys.exit(0)
+"""
+
+
+def test_caffe_backend_streams_and_parses_log(tmp_path, monkeypatch):
+    d = make_dir(tmp_path)
+    fake = tmp_path / "caffe"
+    fake.write_text(FAKE_CAFFE)
+    fake.chmod(0o755)
+    monkeypatch.setenv("CAFFE", str(fake))
+    r = run_cli(["-solver", "solver.prototxt", "-weights", "a.caffemodel,b.caffemodel", "--metrics", "m.jsonl"], d)
+    assert r.exit_code == 0, r.output
+    assert "args --solver=solver.prototxt --weights=a.caffemodel,b.caffemodel --sigint_effect=stop" in r.output
+    assert "Optimization Done." in r.output
+    recs = [json.loads(l) for l in (d / "m.jsonl").read_text().splitlines()]
+    assert [x["iteration"] for x in recs] == [0, 20, 40]
+    assert [x["lr"] for x in recs] == [0.001, 0.001, 0.0005]
+    assert recs[2]["loss"] == 0.625 and recs[2]["outputs"] == {"loss_stage0_L1": 0.3125, "loss_stage0_L2": 0.3125}
+
+
+def test_caffe_backend_missing_binary(tmp_path, monkeypatch):
+    d = make_dir(tmp_path)
+    monkeypatch.delenv("CAFFE", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    r = run_cli(["-solver", "solver.prototxt", "--backend", "caffe"], d)
+    assert r.exit_code != 0 and "no 'caffe' binary on PATH" in r.output
+    monkeypatch.setenv("CAFFE", str(tmp_path / "nothing/caffe"))
+    r = run_cli(["-solver", "solver.prototxt"], d)
+    assert r.exit_code != 0 and "no executable caffe binary" in r.output
+
+
+# ---- multi-process (gloo) equals one process with the doubled batch -------------------------------------------
+DDP_NET = """
+name: "ddp"
+layer { name: "data" type: "Input" top: "data" top: "label"
+  input_param { shape { dim: %d dim: 3 dim: 5 dim: 5 } shape { dim: %d dim: 2 dim: 5 dim: 5 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1 weight_filler { type: "gaussian" std: 0.2 } } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
+  convolution_param { num_output: 2 kernel_size: 1 weight_filler { type: "gaussian" std: 0.2 } } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "conv2" bottom: "label" top: "loss" }
+"""
+DDP_SOLVER = dict(type="SGD", base_lr=0.05, momentum=0.9, weight_decay=0.001, lr_policy="fixed", max_iter=4,
+                  display=0, snapshot=0, snapshot_after_train=False)
+
+
+class ArraySource(BatchSource):
+    """Rows [lo, hi) of a fixed per-iteration dataset (the 2B-row batch of iteration i)."""
+
+    def __init__(self, lo, hi):
+        self.lo, self.hi, self.i = lo, hi, 0
+
+    def next_batch(self):
+        rs = np.random.RandomState(100 + self.i)
+        data = rs.randn(4, 3, 5, 5).astype(np.float32)
+        label = rs.randn(4, 2, 5, 5).astype(np.float32)
+        self.i += 1
+        return {"data": torch.from_numpy(data[self.lo:self.hi]), "label": torch.from_numpy(label[self.lo:self.hi])}
+
+    def state_dict(self):
+        return {"i": self.i}
+
+
+def _ddp_train(batch, lo, hi, out_path, dist_ctx=None):
+    from openpose_train.caffe_layers import caffe_pb2
+    from openpose_train.training.logging_utils import GlogLogger
+
+    sp = caffe_pb2.SolverParameter(**DDP_SOLVER)
+    net = CaffeNet(caffe_io.parse_prototxt(DDP_NET % (batch, batch), caffe_pb2.NetParameter()), seed=11)
+    opts = TrainOptions(progress=False, install_signal_handlers=False)
+    trainer = Trainer(sp, net, [ArraySource(lo, hi)], options=opts, dist=dist_ctx,
+                      logger=GlogLogger(enabled=False))
+    trainer.solve()
+    if dist_ctx is None or dist_ctx.rank == 0:
+        np.savez(out_path, **{f"{k}_{i}": v for k, b in net.caffe_weights().items() for i, v in enumerate(b)})
+
+
+def _ddp_worker(out_path):
+    from openpose_train.training import distributed
+
+    torch.set_num_threads(1)
+    ctx = distributed.init_from_env(use_cuda=False)
+    try:
+        _ddp_train(2, 2 * ctx.rank, 2 * ctx.rank + 2, out_path, ctx)
+    finally:
+        distributed.shutdown(ctx)
+
+
+def test_two_gloo_processes_match_one_process_with_double_batch(tmp_path):
+    from openpose_train.training import distributed
+
+    one = tmp_path / "one.npz"
+    two = tmp_path / "two.npz"
+    _ddp_train(4, 0, 4, one)
+    distributed.spawn(_ddp_worker, 2, (str(two),))
+    a, b = np.load(one), np.load(two)
+    assert sorted(a.files) == sorted(b.files) == ["conv1_0", "conv1_1", "conv2_0", "conv2_1"]
+    moved = 0.0
+    for k in a.files:
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-6)
+    # the runs really trained (weights differ from the seed-11 initialisation)
+    from openpose_train.caffe_layers import caffe_pb2
+    init = CaffeNet(caffe_io.parse_prototxt(DDP_NET % (4, 4), caffe_pb2.NetParameter()), seed=11).caffe_weights()
+    moved = max(np.abs(init["conv1"][0] - a["conv1_0"]).max(), np.abs(init["conv2"][0] - a["conv2_0"]).max())
+    assert moved > 1e-3

@@ -1,0 +1,275 @@
+"""``openpose-train train``: Caffe's ``caffe train`` command line on the torch engine (or on a real Caffe).
+
+Flags are Caffe's (gflags style: ``-solver S``, ``--solver=S`` and ``-solver=S`` all work), so the
+generated ``train_pose.sh`` runs with either binary::
+
+    openpose-train train -solver pose_solver.prototxt [-weights W1.caffemodel,W2...] [-snapshot X.solverstate]
+                         [-gpu 0,1|all] [-iterations N] [-sigint_effect stop] [-sighup_effect snapshot]
+                         [--backend torch|caffe] [--bf16] [--channels-last] [--workers N]
+
+Paths in the solver (``net:``, ``snapshot_prefix``) are relative to the current working directory,
+as in Caffe; a ``net:`` missing there but present next to the solver file is used with a warning.
+``-iterations N`` overrides the solver's ``max_iter`` (``caffe train`` ignores it). Multi-GPU: see
+training/distributed.py (``-gpu 0,1`` spawns one process per GPU; or launch with torchrun).
+"""
+from __future__ import annotations
+
+import os
+import random
+import sys
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import click
+
+from .data_sources import TrainingError
+
+
+def caffe_option(name: str, **kw):
+    """A click option spelled the gflags ways: ``-name`` and ``--name`` (``=value`` accepted by click)."""
+    return click.option(f"-{name}", f"--{name}", name.replace("-", "_"), **kw)
+
+
+@dataclass
+class TrainConfig:
+    """The parsed command line, passed (pickled) to each worker process."""
+
+    solver: str
+    weights: List[str] = field(default_factory=list)
+    snapshot: Optional[str] = None
+    gpus: List[int] = field(default_factory=list)
+    iterations: Optional[int] = None
+    sigint_effect: str = "stop"
+    sighup_effect: str = "snapshot"
+    bf16: bool = False
+    channels_last: bool = False
+    workers: int = 0
+    log_file: Optional[str] = None
+    metrics: Optional[str] = None
+    progress: bool = True
+    cwd: str = field(default_factory=os.getcwd)
+
+
+def parse_gpus(text: Optional[str]) -> List[int]:
+    """Caffe's ``-gpu``: '' (CPU), '0,1', or 'all' (every visible CUDA device)."""
+    import torch
+
+    if not text:
+        return []
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if text.strip() == "all":
+        if not available:
+            raise TrainingError("-gpu all: no CUDA device is visible (torch.cuda.is_available() is False); "
+                                "leave -gpu out to train on the CPU")
+        return list(range(available))
+    try:
+        gpus = [int(g) for g in text.split(",") if g.strip()]
+    except ValueError:
+        raise TrainingError(f"-gpu {text!r}: expected a comma-separated list of device ids or 'all'") from None
+    if not available:
+        raise TrainingError(f"-gpu {text}: no CUDA device is visible (torch.cuda.is_available() is False); "
+                            f"leave -gpu out to train on the CPU")
+    bad = [g for g in gpus if g < 0 or g >= available]
+    if bad:
+        raise TrainingError(f"-gpu {text}: device {bad[0]} does not exist ({available} visible)")
+    return gpus
+
+
+def resolve_net_path(net: str, solver_path: str, logger=None) -> str:
+    """Caffe resolves ``net:`` against the CWD; fall back to the solver's folder (with a warning)."""
+    if os.path.isabs(net) or os.path.exists(net):
+        return net
+    beside = os.path.join(os.path.dirname(os.path.abspath(solver_path)), net)
+    if os.path.exists(beside):
+        if logger is not None:
+            logger.warning("solver.cpp:102", f"net {net!r} is not in the working directory {os.getcwd()}; "
+                           f"using {beside} next to the solver file")
+        return beside
+    raise TrainingError(f"{solver_path}: net file {net!r} not found (Caffe resolves it against the working "
+                        f"directory {os.getcwd()}; also looked for {beside})")
+
+
+def load_solver(path: str):
+    """The SolverParameter of a solver prototxt, with a message naming the file on any error."""
+    from openpose_train.caffe_layers import caffe_io
+
+    if not os.path.exists(path):
+        raise TrainingError(f"{path}: solver file not found")
+    try:
+        return caffe_io.read_solver_prototxt(path)
+    except caffe_io.CaffeFormatError as exc:
+        raise TrainingError(f"bad solver file: {exc}") from exc
+
+
+def train_net_param(solver_param, solver_path: str, logger=None):
+    """The train net of a solver: ``net`` / ``net_param`` / ``train_net`` / ``train_net_param`` (exactly one)."""
+    from openpose_train.caffe_layers import caffe_io
+
+    p = solver_param
+    given = [f for f in ("net", "net_param", "train_net", "train_net_param") if p.HasField(f)]
+    if len(given) != 1:
+        raise TrainingError(f"{solver_path}: the solver must name exactly one train net "
+                            f"(net, net_param, train_net or train_net_param); found {given or 'none'}")
+    if given[0] in ("net_param", "train_net_param"):
+        net = getattr(p, given[0])
+        if not net.name:
+            net.name = "net"
+        return net, solver_path
+    path = resolve_net_path(getattr(p, given[0]), solver_path, logger)
+    try:
+        return caffe_io.read_net_prototxt(path), path
+    except caffe_io.CaffeFormatError as exc:
+        raise TrainingError(f"bad net file: {exc}") from exc
+
+
+def run_training(cfg: TrainConfig) -> int:
+    """Build solver, nets, data and run Caffe's Solve in this process (one rank). Returns the last iteration."""
+    import numpy as np
+    import torch
+
+    from openpose_train.caffe_layers.net import CaffeNet, configure_precision
+    from openpose_train.caffe_layers.layers import LayerConfigError, UnsupportedLayerError
+    from openpose_train.caffe_layers.net import NetDefinitionError
+
+    from . import distributed
+    from .data_sources import known_input_shapes, make_sources
+    from .logging_utils import GlogLogger
+    from .loop import Trainer, TrainOptions, load_weights
+    from .solver import SolverConfigError, check_solver_param
+
+    os.chdir(cfg.cwd)
+    use_cuda = bool(cfg.gpus)
+    ctx = distributed.init_from_env(use_cuda)
+    rank = ctx.rank if ctx else 0
+    world = ctx.world_size if ctx else 1
+    logger = GlogLogger(log_file=cfg.log_file, enabled=rank == 0)
+    try:
+        if use_cuda:
+            gpu = cfg.gpus[ctx.local_rank if ctx else 0]
+            torch.cuda.set_device(gpu)
+            device = torch.device("cuda", gpu)
+            logger.info("caffe.cpp:248", f"Using GPUs {','.join(map(str, cfg.gpus))}")
+        else:
+            device = torch.device("cpu")
+            logger.info("caffe.cpp:238", "Use CPU.")
+            for name, flag in (("--bf16", cfg.bf16), ("--channels-last", cfg.channels_last)):
+                if flag:
+                    logger.warning("caffe.cpp:239", f"{name} is a GPU option; ignored on the CPU")
+        solver_param = load_solver(cfg.solver)
+        try:
+            check_solver_param(solver_param)
+        except SolverConfigError as exc:
+            raise TrainingError(f"{cfg.solver}: {exc}") from exc
+        if not solver_param.snapshot_prefix and (solver_param.snapshot or solver_param.snapshot_after_train):
+            raise TrainingError(f"{cfg.solver}: snapshot_prefix is not set (Caffe needs it to write snapshots)")
+        logger.info("solver.cpp:48", "Initializing solver from parameters: \n" + _solver_text(solver_param))
+        net_param, net_path = train_net_param(solver_param, cfg.solver, logger)
+        seed = int(solver_param.random_seed)
+        if seed < 0:
+            seed = random.SystemRandom().randrange(2 ** 31)
+            if ctx is not None:  # one draw for all ranks
+                seed = ctx.gather_objects(seed)[0]
+        seed += rank  # Caffe seeds solver rank r with random_seed + r
+        torch.manual_seed(seed)
+        np.random.seed(seed % (2 ** 32))
+        random.seed(seed)
+        logger.info("solver.cpp:91", f"Creating training net from net file: {net_path}")
+        try:
+            shapes = known_input_shapes(net_param)
+            net = CaffeNet(net_param, phase="TRAIN", seed=seed, input_shapes=shapes)
+            test_net = None
+            if len(solver_param.test_iter):
+                test_net = CaffeNet(net_param, phase="TEST", seed=seed, input_shapes=shapes)
+        except (NetDefinitionError, LayerConfigError, UnsupportedLayerError) as exc:
+            raise TrainingError(f"bad net file {net_path}: {exc}") from exc
+        configure_precision(net, device, bf16=cfg.bf16 and use_cuda, channels_last=cfg.channels_last and use_cuda)
+        if test_net is not None:
+            configure_precision(test_net, device, bf16=cfg.bf16 and use_cuda,
+                                channels_last=cfg.channels_last and use_cuda)
+        sources = make_sources(net, "TRAIN", seed, rank, world, cfg.workers)
+        test_sources = [make_sources(test_net, "TEST", seed, 0, 1, cfg.workers)] if test_net is not None else []
+        if cfg.snapshot and cfg.weights:
+            raise TrainingError("give -snapshot to resume training or -weights to fine-tune, not both")
+        if cfg.weights:
+            load_weights(net, cfg.weights, logger)
+        options = TrainOptions(max_iter=cfg.iterations, sigint_effect=cfg.sigint_effect,
+                               sighup_effect=cfg.sighup_effect, bf16=cfg.bf16, channels_last=cfg.channels_last,
+                               workers=cfg.workers, metrics_path=cfg.metrics, progress=cfg.progress)
+        trainer = Trainer(solver_param, net, sources, net_param=net_param, options=options, logger=logger,
+                          device=device, dist=ctx, test_net=test_net, test_sources=test_sources)
+        if cfg.snapshot:
+            logger.info("caffe.cpp:253", f"Resuming from {cfg.snapshot}")
+        logger.info("caffe.cpp:263", "Starting Optimization")
+        final = trainer.solve(resume_file=cfg.snapshot)
+        return final
+    finally:
+        logger.close()
+        distributed.shutdown(ctx)
+
+
+def _solver_text(p) -> str:
+    from openpose_train.caffe_layers import caffe_io
+
+    return caffe_io.prototxt_string(p)
+
+
+def _worker(cfg: TrainConfig) -> None:
+    run_training(cfg)
+
+
+@click.command("train", context_settings={"help_option_names": ["-h", "--help"]})
+@caffe_option("solver", required=True, help="The solver definition protocol buffer text file.")
+@caffe_option("weights", default="", help="Comma-separated caffemodels to initialise from (by layer name).")
+@caffe_option("snapshot", default="", help="A .solverstate to resume training from.")
+@caffe_option("gpu", default="", help="GPU ids, comma-separated, or 'all'. Empty: CPU.")
+@caffe_option("iterations", type=int, default=None, help="Override the solver's max_iter.")
+@caffe_option("sigint_effect", default="stop", type=click.Choice(["snapshot", "stop", "none"]),
+              help="Action on SIGINT/SIGTERM (Caffe: snapshot, stop, none). 'stop' snapshots, then exits.")
+@caffe_option("sighup_effect", default="snapshot", type=click.Choice(["snapshot", "stop", "none"]),
+              help="Action on SIGHUP.")
+@click.option("--backend", type=click.Choice(["torch", "caffe"]), default=None,
+              help="torch (default) or an external Caffe binary ($CAFFE or 'caffe' on PATH; $CAFFE selects it).")
+@click.option("--bf16", is_flag=True, help="bf16 autocast on CUDA (ignored on the CPU).")
+@click.option("--channels-last", "channels_last", is_flag=True, help="channels_last activations on CUDA.")
+@click.option("--workers", type=int, default=None, help="Data-loading worker processes per rank.")
+@click.option("--log", "log_file", default=None, help="Also append the glog-style log to this file.")
+@click.option("--metrics", default=None, help="JSONL metrics file (default <snapshot_prefix>_metrics.jsonl).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def train(solver, weights, snapshot, gpu, iterations, sigint_effect, sighup_effect, backend, bf16,
+          channels_last, workers, log_file, metrics, no_progress):
+    """Train a net like `caffe train` (same flags), writing Caffe snapshots."""
+    backend = backend or ("caffe" if os.environ.get("CAFFE") else "torch")
+    weight_list = [w for w in weights.split(",") if w]
+    if workers is None:
+        workers = min(4, max(0, (os.cpu_count() or 1) - 1))
+    try:
+        if backend == "caffe":
+            from .caffe_backend import run_caffe
+
+            rc = run_caffe(solver=solver, weights=weight_list, snapshot=snapshot or None, gpu=gpu,
+                           iterations=iterations, sigint_effect=sigint_effect, sighup_effect=sighup_effect,
+                           log_file=log_file, metrics=metrics, progress=not no_progress)
+            if rc != 0:
+                raise click.ClickException(f"caffe exited with status {rc}")
+            return
+        cfg = TrainConfig(solver=solver, weights=weight_list, snapshot=snapshot or None, gpus=parse_gpus(gpu),
+                          iterations=iterations, sigint_effect=sigint_effect, sighup_effect=sighup_effect,
+                          bf16=bf16, channels_last=channels_last, workers=workers, log_file=log_file,
+                          metrics=metrics, progress=not no_progress)
+        from . import distributed
+
+        if len(cfg.gpus) > 1 and not distributed.launched_by_torchrun():
+            click.echo(f"spawning {len(cfg.gpus)} worker processes (one per GPU); for several machines use "
+                       f"torchrun --nnodes ... -m openpose_train.cli train ...", err=True)
+            distributed.spawn(_worker, len(cfg.gpus), (cfg,))
+        else:
+            run_training(cfg)
+    except TrainingError as exc:
+        raise click.ClickException(str(exc)) from None
+    except Exception as exc:
+        from openpose_train.caffe_layers.caffe_io import CaffeFormatError
+        from .solver import SolverConfigError
+
+        if isinstance(exc, (CaffeFormatError, SolverConfigError)):
+            raise click.ClickException(str(exc)) from None
+        raise

@@ -1,0 +1,192 @@
+"""Training output: Caffe's glog-style log lines, a progress bar with ETA, a JSONL metrics file.
+
+The log lines carry glog's prefix (``I1124 23:49:38.123456 12345 solver.cpp:218] ...``) and
+Caffe's wording, so Caffe's ``tools/extra/parse_log.py`` and users' plot scripts read our logs
+unchanged. The progress bar lives on the terminal only (stderr, and only when it is a TTY); log
+lines are printed through it so they never interleave with the bar.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import sys
+import threading
+from typing import IO, Dict, Optional
+
+from tqdm import tqdm
+
+
+def glog_prefix(severity: str = "I", where: str = "solver.cpp:0", now: Optional[_dt.datetime] = None,
+                pid: Optional[int] = None) -> str:
+    """glog's line prefix: ``Lmmdd hh:mm:ss.uuuuuu ttttt file:line] ``."""
+    now = now or _dt.datetime.now()
+    pid = os.getpid() if pid is None else pid
+    return f"{severity}{now:%m%d %H:%M:%S}.{now.microsecond:06d} {pid:5d} {where}] "
+
+
+class GlogLogger:
+    """Writes glog-style lines to a stream (stderr, like Caffe with GLOG_logtostderr) and a log file.
+
+    ``enabled=False`` silences it (non-zero ranks). ``progress`` is an optional :class:`Progress`
+    through which terminal lines are written.
+    """
+
+    def __init__(self, stream: Optional[IO[str]] = None, log_file: Optional[str] = None,
+                 enabled: bool = True):
+        self.stream = sys.stderr if stream is None else stream
+        self.enabled = enabled
+        self.progress: Optional["Progress"] = None
+        self._file = open(log_file, "a", buffering=1) if (log_file and enabled) else None
+        self._lock = threading.Lock()
+
+    def log(self, where: str, msg: str, severity: str = "I") -> None:
+        if not self.enabled:
+            return
+        line = glog_prefix(severity, where) + msg
+        self.raw(line)
+
+    def info(self, where: str, msg: str) -> None:
+        self.log(where, msg, "I")
+
+    def warning(self, where: str, msg: str) -> None:
+        self.log(where, msg, "W")
+
+    def error(self, where: str, msg: str) -> None:
+        self.log(where, msg, "E")
+
+    def raw(self, line: str) -> None:
+        """Write one already formatted line (used to stream an external Caffe's log)."""
+        if not self.enabled:
+            return
+        with self._lock:
+            if self.progress is not None and self.progress.active:
+                self.progress.write(line, self.stream)
+            else:
+                self.stream.write(line + "\n")
+                self.stream.flush()
+            if self._file is not None:
+                self._file.write(line + "\n")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class Progress:
+    """A tqdm bar with ETA over [start_iter, max_iter), on stderr only when it is a terminal."""
+
+    def __init__(self, start_iter: int, max_iter: int, enabled: bool = True, stream: Optional[IO[str]] = None):
+        stream = sys.stderr if stream is None else stream
+        self.active = bool(enabled and hasattr(stream, "isatty") and stream.isatty())
+        self._bar = (tqdm(total=max_iter, initial=start_iter, file=stream, unit="it", dynamic_ncols=True,
+                          desc="train") if self.active else None)
+        self._last = start_iter
+
+    def update(self, iteration: int, loss: Optional[float] = None, lr: Optional[float] = None) -> None:
+        if self._bar is None:
+            return
+        if iteration > self._last:
+            self._bar.update(iteration - self._last)
+            self._last = iteration
+        post = {}
+        if loss is not None:
+            post["loss"] = f"{loss:.4g}"
+        if lr is not None:
+            post["lr"] = f"{lr:.3g}"
+        if post:
+            self._bar.set_postfix(post, refresh=False)
+
+    def write(self, line: str, stream) -> None:
+        tqdm.write(line, file=stream)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        self.active = False
+
+
+class MetricsWriter:
+    """Appends one JSON object per line: iteration, loss, smoothed_loss, outputs, lr, time."""
+
+    def __init__(self, path: Optional[str], enabled: bool = True):
+        self.path = path
+        self._f = None
+        if path and enabled:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            self._f = open(path, "a", buffering=1)
+
+    def write(self, record: Dict) -> None:
+        if self._f is not None:
+            self._f.write(json.dumps(record, sort_keys=False) + "\n")
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+# ---- reading Caffe logs (the external-binary backend) ----------------------------------------------
+_NUM = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)|-?nan\(ind\))"
+RE_DISPLAY = re.compile(r"Iteration (\d+) \(.*?\), loss = " + _NUM)
+RE_DISPLAY_OLD = re.compile(r"Iteration (\d+), loss = " + _NUM)
+RE_LR = re.compile(r"Iteration (\d+), lr = " + _NUM)
+RE_TRAIN_OUTPUT = re.compile(r"Train net output #(\d+): (\S+) = " + _NUM)
+RE_SNAPSHOT = re.compile(r"Snapshotting (?:solver state )?to binary proto file (\S+)")
+RE_MAX_ITER = re.compile(r"max_iter: (\d+)")
+
+
+class CaffeLogFollower:
+    """Turns a stream of Caffe log lines into metrics records (one per displayed iteration)."""
+
+    def __init__(self):
+        self.iteration: Optional[int] = None
+        self.loss: Optional[float] = None
+        self.lr: Optional[float] = None
+        self.outputs: Dict[str, float] = {}
+        self.snapshots = []
+        self.max_iter: Optional[int] = None
+
+    def feed(self, line: str) -> Optional[Dict]:
+        """Consume one line; returns a finished record when an iteration's block completes."""
+        done = None
+        m = RE_DISPLAY.search(line) or RE_DISPLAY_OLD.search(line)
+        if m:
+            done = self.flush()
+            self.iteration, self.loss = int(m.group(1)), _to_float(m.group(2))
+            self.outputs = {}
+            return done
+        m = RE_TRAIN_OUTPUT.search(line)
+        if m:
+            self.outputs[m.group(2)] = _to_float(m.group(3))
+            return None
+        m = RE_LR.search(line)
+        if m:
+            self.lr = _to_float(m.group(2))
+            return self.flush()
+        m = RE_SNAPSHOT.search(line)
+        if m:
+            self.snapshots.append(m.group(1))
+            return None
+        m = RE_MAX_ITER.search(line)
+        if m and self.max_iter is None:
+            self.max_iter = int(m.group(1))
+        return None
+
+    def flush(self) -> Optional[Dict]:
+        if self.iteration is None:
+            return None
+        rec = {"iteration": self.iteration, "loss": self.loss, "smoothed_loss": self.loss,
+               "outputs": dict(self.outputs), "lr": self.lr}
+        self.iteration = None
+        return rec
+
+
+def _to_float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")

@@ -1,0 +1,481 @@
+"""The training loop: Caffe's ``Solver::Solve`` / ``Step`` on the torch engine.
+
+Per iteration (as Caffe): clear diffs, maybe test, ``iter_size`` forward/backward passes (loss
+averaged), smoothed loss, display lines, gradient all-reduce (multi-process), ``ApplyUpdate``,
+``iter += 1``, the signal-requested action, snapshot every ``snapshot`` iterations. After the
+last iteration: snapshot (``snapshot_after_train``), a final display forward, ``Optimization Done.``
+
+Snapshots are Caffe's files, ``<snapshot_prefix>_iter_N.caffemodel`` (NetParameter with blobs) and
+``<snapshot_prefix>_iter_N.solverstate`` (SolverState: iter, learned_net, current_step, history),
+plus our side file ``<snapshot_prefix>_iter_N.trainstate`` (torch.save: data-layer state per
+rank, torch / numpy / python RNG states) that Caffe never reads. Each file is written to a
+temporary name and renamed; the solverstate goes last, so a solverstate on disk always has its
+caffemodel (and trainstate) beside it. Resuming from a solverstate with its trainstate continues
+bit for bit on CPU; without one (a Caffe-written snapshot) the weights and solver history resume
+exactly and the data order starts afresh (a warning says so).
+
+Paths: like Caffe, the solver's ``net:`` and ``snapshot_prefix`` are relative to the current
+working directory. As a convenience, a ``net:`` that does not exist there but exists next to the
+solver file is used (with a warning); ``learned_net`` in a solverstate is tried relative to the
+CWD, then to the solverstate's folder.
+"""
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .data_sources import BatchSource, TrainingError
+from .logging_utils import GlogLogger, MetricsWriter, Progress
+from .solver import CaffeSolver, LearnableParam, format_float
+
+# Caffe's SolverAction
+ACTION_NONE, ACTION_SNAPSHOT, ACTION_STOP = 0, 1, 2
+SIGNAL_EFFECTS = {"none": ACTION_NONE, "snapshot": ACTION_SNAPSHOT, "stop": ACTION_STOP}
+
+
+class TrainingDiverged(TrainingError):
+    """The loss became NaN or Inf; the message names the iteration and the last good snapshot."""
+
+    def __init__(self, message: str, iteration: int, last_snapshot: Optional[str]):
+        super().__init__(message)
+        self.iteration = iteration
+        self.last_snapshot = last_snapshot
+
+
+@dataclass
+class TrainOptions:
+    """Everything the ``train`` command passes to the loop besides the solver itself."""
+
+    max_iter: Optional[int] = None          # -iterations: overrides the solver's max_iter
+    sigint_effect: str = "stop"              # Caffe's defaults
+    sighup_effect: str = "snapshot"
+    bf16: bool = False
+    channels_last: bool = False
+    workers: int = 0
+    metrics_path: Optional[str] = None       # default: <snapshot_prefix>_metrics.jsonl
+    progress: bool = True
+    install_signal_handlers: bool = True
+
+
+class SignalActions:
+    """Caffe's SignalHandler: SIGINT (and SIGTERM) -> sigint_effect, SIGHUP -> sighup_effect."""
+
+    def __init__(self, sigint_effect: str = "stop", sighup_effect: str = "snapshot", install: bool = True):
+        for name, value in (("sigint_effect", sigint_effect), ("sighup_effect", sighup_effect)):
+            if value not in SIGNAL_EFFECTS:
+                raise TrainingError(f"-{name} must be one of snapshot, stop, none (got {value!r})")
+        self.effects = {signal.SIGINT: SIGNAL_EFFECTS[sigint_effect], signal.SIGTERM: SIGNAL_EFFECTS[sigint_effect]}
+        if hasattr(signal, "SIGHUP"):
+            self.effects[signal.SIGHUP] = SIGNAL_EFFECTS[sighup_effect]
+        self.pending = ACTION_NONE
+        self._previous = {}
+        if install:
+            for sig in self.effects:
+                try:
+                    self._previous[sig] = signal.signal(sig, self._handle)
+                except ValueError:  # not the main thread
+                    pass
+
+    def _handle(self, signum, frame):
+        self.pending = max(self.pending, self.effects.get(signum, ACTION_NONE))
+
+    def take(self) -> int:
+        """The requested action since the last call (Caffe's GetRequestedAction)."""
+        action, self.pending = self.pending, ACTION_NONE
+        return action
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+def snapshot_filename(prefix: str, iteration: int, extension: str) -> str:
+    """Caffe's ``SnapshotFilename``: ``<prefix>_iter_<N><ext>``."""
+    return f"{prefix}_iter_{iteration}{extension}"
+
+
+def trainstate_path(solverstate_path: str) -> str:
+    """The side file beside a solverstate."""
+    base = solverstate_path[:-len(".solverstate")] if solverstate_path.endswith(".solverstate") else solverstate_path
+    return base + ".trainstate"
+
+
+def _atomic_write_bytes(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def rng_state() -> Dict:
+    """torch / numpy / python RNG states (what dropout, fillers and our own draws use)."""
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: Dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """Caffe's Solver over a CaffeNet-like net (see training/cli.py for how it is built).
+
+    ``net`` needs: ``forward(inputs) -> {blob: tensor}``, ``loss_blobs`` ([(name, weight)]),
+    ``total_loss(outputs)``, ``param_specs()``, ``caffe_weights()``, ``load_caffe_weights()``,
+    and optionally ``output_blobs`` (names of the net's output blobs, default the loss blobs).
+    ``net_param`` is the NetParameter written (with blobs) into snapshot caffemodels.
+    """
+
+    def __init__(self, solver_param, net, sources: Sequence[BatchSource], *, net_param=None,
+                 options: Optional[TrainOptions] = None, logger: Optional[GlogLogger] = None,
+                 device: Optional[torch.device] = None, dist=None,
+                 test_net=None, test_sources: Sequence[Sequence[BatchSource]] = ()):
+        self.param = solver_param
+        self.net = net
+        self.net_param = net_param
+        self.sources = list(sources)
+        self.options = options or TrainOptions()
+        self.dist = dist  # training.distributed.DistContext or None
+        self.rank = dist.rank if dist else 0
+        self.world_size = dist.world_size if dist else 1
+        self.is_root = self.rank == 0
+        self.logger = logger or GlogLogger(enabled=self.is_root)
+        self.device = device or torch.device("cpu")
+        self.test_net = test_net
+        self.test_sources = [list(s) for s in test_sources]
+        self.max_iter = int(self.options.max_iter if self.options.max_iter is not None else solver_param.max_iter)
+        self.solver = CaffeSolver(solver_param, self._learnable_params(), log=self.logger.info).to(self.device)
+        self.smoothed_loss = 0.0
+        self._losses: List[float] = []
+        self.last_snapshot: Optional[str] = None
+        self.requested_early_exit = False
+        self.signals: Optional[SignalActions] = None
+        self.metrics = None
+        self.progress = None
+
+    # ---- set-up --------------------------------------------------------------------------------
+    def _learnable_params(self) -> List[LearnableParam]:
+        out = []
+        for spec in self.net.param_specs():
+            tensor, lr_mult, decay_mult, layer, idx = spec
+            out.append(LearnableParam(tensor, float(lr_mult), float(decay_mult), layer, int(idx)))
+        return out
+
+    # ---- forward / backward --------------------------------------------------------------------
+    def _inputs(self, sources: Sequence[BatchSource]) -> Dict[str, torch.Tensor]:
+        inputs = {}
+        for src in sources:
+            for name, value in src.next_batch().items():
+                inputs[name] = torch.as_tensor(value).to(self.device, non_blocking=True)
+        return inputs
+
+    @staticmethod
+    def _forward(net, inputs):
+        # bf16 autocast and channels_last live in the net (caffe_layers.net.configure_precision)
+        return net.forward(inputs)
+
+    def forward_backward(self):
+        """One Caffe ``ForwardBackward``: returns (loss tensor, outputs)."""
+        outputs = self._forward(self.net, self._inputs(self.sources))
+        loss = self.net.total_loss(outputs)
+        if loss.requires_grad:
+            loss.float().backward()
+        return loss.detach().float(), outputs
+
+    def _output_values(self, outputs) -> List[tuple]:
+        """(name, [values], loss_weight) per net output blob, in Caffe's display order."""
+        weights = dict(self.net.loss_blobs)
+        names = list(getattr(self.net, "output_blobs", None) or [n for n, _ in self.net.loss_blobs])
+        out = []
+        for name in names:
+            t = outputs[name].detach().float().reshape(-1).cpu()
+            out.append((name, [float(v) for v in t], float(weights.get(name, 0.0))))
+        return out
+
+    def _clear_grads(self):
+        for lp in self.solver.params:
+            lp.tensor.grad = None
+
+    # ---- smoothed loss (Caffe's UpdateSmoothedLoss) ------------------------------------------
+    def _update_smoothed_loss(self, loss: float, start_iter: int) -> None:
+        average_loss = max(1, int(self.param.average_loss))
+        if len(self._losses) < average_loss:
+            self._losses.append(loss)
+            n = len(self._losses)
+            self.smoothed_loss = (self.smoothed_loss * (n - 1) + loss) / n
+        else:
+            idx = (self.solver.iter - start_iter) % average_loss
+            self.smoothed_loss += (loss - self._losses[idx]) / average_loss
+            self._losses[idx] = loss
+
+    # ---- the loop -------------------------------------------------------------------------------
+    def solve(self, resume_file: Optional[str] = None) -> int:
+        """Caffe's ``Solver::Solve``: returns the final iteration."""
+        log = self.logger.info
+        log("solver.cpp:289", f"Solving {getattr(self.net, 'name', '') or 'net'}")
+        log("solver.cpp:290", f"Learning Rate Policy: {self.param.lr_policy}")
+        if resume_file:
+            log("solver.cpp:295", f"Restoring previous solver status from {resume_file}")
+            self.restore(resume_file)
+        if self.dist is not None:
+            self.dist.broadcast_params([lp.tensor for lp in self.solver.params])
+        self.signals = SignalActions(self.options.sigint_effect, self.options.sighup_effect,
+                                     install=self.options.install_signal_handlers)
+        prefix = self.param.snapshot_prefix
+        metrics_path = self.options.metrics_path or (f"{prefix}_metrics.jsonl" if prefix else None)
+        self.metrics = MetricsWriter(metrics_path, enabled=self.is_root)
+        self.progress = Progress(self.solver.iter, self.max_iter, enabled=self.options.progress and self.is_root)
+        self.logger.progress = self.progress
+        start_iter = self.solver.iter
+        try:
+            self.step(self.max_iter - self.solver.iter)
+            p = self.param
+            if p.snapshot_after_train and (not p.snapshot or self.solver.iter % p.snapshot != 0):
+                self.snapshot()
+            if self.requested_early_exit:
+                log("solver.cpp:310", "Optimization stopped early.")
+                return self.solver.iter
+            if p.display and self.solver.iter % p.display == 0:
+                with torch.no_grad():
+                    outputs = self._forward(self.net, self._inputs(self.sources))
+                    loss = float(self.net.total_loss(outputs))
+                self._update_smoothed_loss(loss, start_iter)
+                log("solver.cpp:320", f"Iteration {self.solver.iter}, loss = {format_float(self.smoothed_loss)}")
+            if self._has_test_net() and p.test_interval and self.solver.iter % p.test_interval == 0:
+                self.test_all()
+            log("solver.cpp:326", "Optimization Done.")
+            return self.solver.iter
+        finally:
+            self.progress.close()
+            self.logger.progress = None
+            self.metrics.close()
+            self.signals.restore()
+
+    def step(self, iters: int) -> None:
+        """Caffe's ``Solver::Step``."""
+        p = self.param
+        log = self.logger.info
+        start_iter = self.solver.iter
+        stop_iter = self.solver.iter + iters
+        self._losses = []
+        self.smoothed_loss = 0.0
+        timer = time.perf_counter()
+        t0 = timer
+        iterations_last = self.solver.iter
+        iter_size = max(1, int(p.iter_size))
+        while self.solver.iter < stop_iter:
+            it = self.solver.iter
+            self._clear_grads()
+            if (self._has_test_net() and p.test_interval and it % p.test_interval == 0
+                    and (it > 0 or p.test_initialization)):
+                self.test_all()
+            display = bool(p.display) and it % p.display == 0
+            loss_t = torch.zeros((), dtype=torch.float32, device=self.device)
+            outputs = None
+            for _ in range(iter_size):
+                l, outputs = self.forward_backward()
+                loss_t = loss_t + l
+            loss_t = loss_t / iter_size
+            loss = float(loss_t)
+            self._check_finite(loss, it)
+            self._update_smoothed_loss(loss, start_iter)
+            out_values = self._output_values(outputs)
+            if display:
+                now = time.perf_counter()
+                lapse = now - timer
+                per_s = (it - iterations_last) / (lapse if lapse else 1.0)
+                log("solver.cpp:218", f"Iteration {it} ({format_float(per_s)} iter/s, {format_float(lapse)}s/"
+                    f"{p.display} iters), loss = {format_float(self.smoothed_loss)}")
+                timer = now
+                iterations_last = it
+                k = 0
+                for name, values, weight in out_values:
+                    for v in values:
+                        extra = f" (* {format_float(weight)} = {format_float(weight * v)} loss)" if weight else ""
+                        log("solver.cpp:237", f"    Train net output #{k}: {name} = {format_float(v)}{extra}")
+                        k += 1
+            if self.dist is not None:
+                self.dist.average_gradients([lp.tensor for lp in self.solver.params])
+            rate = self.solver.apply_update(display=display)
+            self.solver.iter += 1
+            self.metrics.write({
+                "iteration": it, "loss": loss, "smoothed_loss": self.smoothed_loss,
+                "outputs": {name: (values[0] if len(values) == 1 else values) for name, values, _ in out_values},
+                "lr": rate, "time": round(time.perf_counter() - t0, 6)})
+            self.progress.update(self.solver.iter, self.smoothed_loss, rate)
+            action = self.signals.take() if self.signals else ACTION_NONE
+            if self.dist is not None:
+                action = self.dist.max_int(action)
+            if (p.snapshot and self.solver.iter % p.snapshot == 0) or action == ACTION_SNAPSHOT:
+                self.snapshot()
+            if action == ACTION_STOP:
+                self.requested_early_exit = True
+                break
+
+    def _check_finite(self, loss: float, iteration: int) -> None:
+        bad = not math.isfinite(loss)
+        if self.dist is not None:
+            bad = bool(self.dist.max_int(int(bad)))
+        if bad:
+            where = (f"last good snapshot: {self.last_snapshot} (resume with -snapshot {self.last_snapshot})"
+                     if self.last_snapshot else "no snapshot was written in this run")
+            msg = f"Iteration {iteration}: loss is {loss} (not finite); training stopped, {where}"
+            self.logger.error("solver.cpp:226", msg)
+            raise TrainingDiverged(msg, iteration, self.last_snapshot)
+
+    # ---- testing (test_iter / test_interval) ------------------------------------------------------
+    def _has_test_net(self) -> bool:
+        return self.test_net is not None and len(self.param.test_iter) > 0
+
+    @torch.no_grad()
+    def test_all(self) -> None:
+        """Caffe's ``TestAll`` for one test net sharing the train net's weights."""
+        if not self.is_root:
+            return
+        log = self.logger.info
+        self.test_net.load_caffe_weights(self.net.caffe_weights())
+        sources = self.test_sources[0] if self.test_sources else []
+        log("solver.cpp:330", f"Iteration {self.solver.iter}, Testing net (#0)")
+        sums: Dict[str, np.ndarray] = {}
+        loss_total = 0.0
+        n = int(self.param.test_iter[0])
+        for _ in range(n):
+            outputs = self._forward(self.test_net, self._inputs(sources))
+            if self.param.test_compute_loss:
+                loss_total += float(self.test_net.total_loss(outputs))
+            names = list(getattr(self.test_net, "output_blobs", None) or [b for b, _ in self.test_net.loss_blobs])
+            for name in names:
+                v = outputs[name].detach().float().reshape(-1).cpu().numpy().astype(np.float64)
+                sums[name] = sums.get(name, 0) + v
+        if self.param.test_compute_loss:
+            log("solver.cpp:398", f"Test loss: {format_float(loss_total / n)}")
+        weights = dict(self.test_net.loss_blobs)
+        k = 0
+        for name, total in sums.items():
+            for v in total / n:
+                w = float(weights.get(name, 0.0))
+                extra = f" (* {format_float(w)} = {format_float(w * v)} loss)" if w else ""
+                log("solver.cpp:414", f"    Test net output #{k}: {name} = {format_float(float(v))}{extra}")
+                k += 1
+
+    # ---- snapshots -------------------------------------------------------------------------------
+    def snapshot(self) -> Optional[str]:
+        """Write caffemodel, trainstate, solverstate (rank 0); returns the solverstate path."""
+        from openpose_train.caffe_layers import caffe_io
+
+        data_states = [src.state_dict() for src in self.sources]
+        if self.dist is not None:
+            data_states = self.dist.gather_objects(data_states)  # list per rank on rank 0
+        else:
+            data_states = [data_states]
+        if not self.is_root:
+            return None
+        prefix = self.param.snapshot_prefix
+        it = self.solver.iter
+        folder = os.path.dirname(prefix)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        model_path = snapshot_filename(prefix, it, ".caffemodel")
+        self.logger.info("solver.cpp:464", f"Snapshotting to binary proto file {model_path}")
+        # caffe_io writes through a temporary name and renames
+        caffe_io.write_caffemodel(model_path, self.net.caffe_weights(), net=self.net_param)
+        state_path = snapshot_filename(prefix, it, ".solverstate")
+        side = {"format": 1, "iter": it, "world_size": self.world_size, "data": data_states, "rng": rng_state()}
+        _atomic_write_bytes(trainstate_path(state_path), pickle.dumps(side, protocol=4))
+        self.logger.info("sgd_solver.cpp:284", f"Snapshotting solver state to binary proto file {state_path}")
+        caffe_io.write_solverstate(state_path, iter=it, learned_net=model_path,
+                                   history=self.solver.history_arrays(), current_step=self.solver.current_step)
+        self.last_snapshot = state_path
+        return state_path
+
+    def restore(self, state_file: str) -> None:
+        """Caffe's ``Restore``: weights from learned_net, iter, current_step, history; plus our side file."""
+        from openpose_train.caffe_layers import caffe_io
+
+        if not os.path.exists(state_file):
+            raise TrainingError(f"{state_file}: solverstate not found")
+        try:
+            state = caffe_io.read_solverstate(state_file)
+        except Exception as exc:  # a corrupt file: name it
+            raise TrainingError(f"{state_file}: cannot read solverstate: {exc}") from exc
+        if state.learned_net:
+            model = state.learned_net
+            if not os.path.exists(model):
+                beside = os.path.join(os.path.dirname(state_file), os.path.basename(model))
+                if os.path.exists(beside):
+                    model = beside
+                else:
+                    raise TrainingError(f"{state_file}: learned_net {state.learned_net!r} not found "
+                                        f"(also looked for {beside})")
+            load_weights(self.net, [model], self.logger)
+        self.solver.iter = int(state.iter)
+        self.solver.current_step = int(state.current_step)
+        self.logger.info("sgd_solver.cpp:333", "SGDSolver: restoring history")
+        self.solver.load_history(state.history, source=state_file)
+        side_path = trainstate_path(state_file)
+        if os.path.exists(side_path):
+            with open(side_path, "rb") as f:
+                side = pickle.load(f)
+            if side.get("iter") != self.solver.iter:
+                raise TrainingError(f"{side_path}: iteration {side.get('iter')} does not match "
+                                    f"{state_file} ({self.solver.iter})")
+            per_rank = side["data"]
+            if len(per_rank) != self.world_size:
+                self.logger.warning("solver.cpp:300", f"{side_path} was written by {len(per_rank)} processes, "
+                                    f"this run has {self.world_size}: data-layer state starts afresh")
+            else:
+                for src, st in zip(self.sources, per_rank[self.rank]):
+                    src.load_state_dict(st)
+            if self.world_size == 1:
+                set_rng_state(side["rng"])
+        else:
+            self.logger.warning("solver.cpp:300", f"no {side_path} beside the solverstate (a Caffe snapshot?): "
+                                "weights and solver history resume exactly, the data order starts afresh")
+        self.last_snapshot = state_file
+
+
+# ---- caffe_io adapters ------------------------------------------------------------------------------
+def load_weights(net, paths: Iterable[str], logger: Optional[GlogLogger] = None):
+    """Copy layers by name from each caffemodel (Caffe's ``CopyTrainedLayersFrom``); returns the reports."""
+    from openpose_train.caffe_layers import caffe_io
+    from openpose_train.caffe_layers.net import WeightShapeError
+
+    reports = []
+    for path in paths:
+        if not os.path.exists(path):
+            raise TrainingError(f"{path}: weights file not found")
+        try:
+            weights = caffe_io.read_caffemodel(path)
+        except Exception as exc:  # a corrupt or truncated file: name it
+            raise TrainingError(f"{path}: cannot read caffemodel: {exc}") from exc
+        try:
+            report = net.load_caffe_weights(weights)
+        except WeightShapeError as exc:
+            raise TrainingError(f"{path}: {exc}") from exc
+        if logger is not None:
+            for name in report.unmatched:
+                logger.info("net.cpp:761", f"Ignoring source layer {name}")
+            logger.info("caffe.cpp:140", f"Copied weights from {path}: {report.summary()}")
+            if report.matched:
+                logger.info("caffe.cpp:141", f"  matched layers: {', '.join(report.matched)}")
+            if report.missing:
+                logger.info("caffe.cpp:142", f"  net layers not in {os.path.basename(path)} (keep their "
+                            f"initialisation): {', '.join(report.missing)}")
+        reports.append(report)
+    return reports
