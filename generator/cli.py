@@ -1,0 +1,223 @@
+"""``openpose-train prototxt`` (= ``python generate_prototxt.py``): render a model's training files.
+
+Writes the deploy prototxt (under the file name OpenPose expects), ``pose_training.prototxt``,
+``pose_solver.prototxt``, ``train_pose.sh`` and ``resume_train.sh`` into ``--out``.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Optional, Sequence
+
+import click
+
+from . import families, render
+from .registry import SkeletonError, UnknownModelError, get_model, load_skeleton_yaml, register
+
+# LMDB folder name fragments -> registry dataset key (checked in order: hand_mpii before mpii).
+NAME_HINTS = (("hand_mpii", "hand42"), ("hand42", "hand42"), ("hand_dome", "hand21"), ("hand21", "hand21"),
+              ("face", "face70"), ("dome135", "dome135"), ("foot", "coco_foot"), ("wholebody", "wholebody"),
+              ("whole_body", "wholebody"), ("mpii", "mpii"), ("posetrack", "posetrack"), ("coco", "coco"))
+
+
+def parse_lmdb_arg(text: str):
+    """``PATH[:PROBABILITY]`` -> (path, probability or None)."""
+    path, sep, tail = text.rpartition(":")
+    if sep and path:
+        try:
+            return path, float(tail)
+        except ValueError:
+            pass
+    return text, None
+
+
+def parse_crop(text: Optional[str]):
+    """``368`` or ``432x368`` (width x height) -> (w, h)."""
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*", text)
+    if not m:
+        raise click.BadParameter(f"'{text}' is not N or WxH", param_hint="--crop-size")
+    w = int(m.group(1))
+    h = int(m.group(2)) if m.group(2) else w
+    if w <= 0 or h <= 0 or w % 8 or h % 8:
+        raise click.BadParameter(f"crop {w}x{h} must be positive multiples of the stride 8",
+                                 param_hint="--crop-size")
+    return w, h
+
+
+def _dataset_from_lmdb(path: str, model) -> Optional[str]:
+    """Dataset key of an existing LMDB: metadata dataset string + keypoint count of its first record."""
+    try:
+        import lmdb
+        from openpose_train.dataset_tools.datum import read_datum
+        from .registry import get_dataset_layout
+    except ImportError:
+        return None
+    if not Path(path).exists():
+        return None
+    try:
+        env = lmdb.open(path, readonly=True, lock=False, readahead=False, subdir=Path(path).is_dir())
+        with env.begin() as txn:
+            cursor = txn.cursor()
+            value = cursor.value() if cursor.first() else None
+        env.close()
+        if value is None:
+            return None
+        meta = read_datum(value).meta
+    except Exception:   # unreadable or foreign LMDB: fall back to the name / explicit --lmdb-model
+        return None
+    if meta is None:
+        return None
+    for variant in model.variants:
+        layout = get_dataset_layout(variant.dataset)
+        if layout.lmdb_dataset == meta.dataset and layout.num_keypoints == meta.num_parts:
+            return variant.dataset
+    return None
+
+
+def infer_op_model(path: str, model) -> str:
+    """The fork model string for an LMDB given without ``--lmdb-model``."""
+    by_dataset = {v.dataset: v.op_model for v in model.variants}
+    key = _dataset_from_lmdb(path, model)
+    if key is None:
+        name = Path(path.rstrip("/")).name.lower()
+        key = next((k for hint, k in NAME_HINTS if hint in name and k in by_dataset), None)
+    if key is None and len(by_dataset) == 1:
+        key = next(iter(by_dataset))
+    if key is None:
+        raise click.ClickException(
+            f"cannot tell which dataset layout the LMDB '{path}' holds; pass --lmdb-model with one of "
+            f"{', '.join(by_dataset) and ', '.join(by_dataset.values()) or '(none for ' + model.name + ')'}")
+    return by_dataset[key]
+
+
+def _per_source(values: Sequence, count: int, name: str, default):
+    if not values:
+        return [default] * count
+    if len(values) == 1:
+        return list(values) * count
+    if len(values) != count:
+        raise click.BadParameter(f"give it once or once per --lmdb ({count}), got {len(values)}", param_hint=name)
+    return list(values)
+
+
+def build_datasets(model, lmdbs, lmdb_models, scale_min, scale_max, sigma, max_rotation, occlusions,
+                   prob_only_background):
+    """--lmdb and its per-dataset options -> DatasetSpec tuple (None: keep the preset's sources)."""
+    if not lmdbs:
+        if lmdb_models or scale_min or scale_max or sigma or max_rotation or occlusions:
+            raise click.UsageError("per-dataset options (--lmdb-model, --scale-min, ...) need --lmdb")
+        return None
+    parsed = [parse_lmdb_arg(t) for t in lmdbs]
+    n = len(parsed)
+    if lmdb_models and len(lmdb_models) != n:
+        raise click.BadParameter(f"give one per --lmdb ({n}), got {len(lmdb_models)}", param_hint="--lmdb-model")
+    models = list(lmdb_models) if lmdb_models else [infer_op_model(p, model) for p, _ in parsed]
+    for op_model in models:
+        try:
+            model.variant(op_model)
+        except UnknownModelError as exc:
+            raise click.ClickException(str(exc)) from None
+    probs = [p for _, p in parsed]
+    given = [p for p in probs if p is not None]
+    rest = 1.0 - (prob_only_background or 0.0) - sum(given)
+    missing = probs.count(None)
+    if missing:
+        if rest < -1e-9:
+            raise click.ClickException(f"LMDB probabilities already sum to {sum(given):g} > 1")
+        probs = [p if p is not None else rest / missing for p in probs]
+    cols = zip(_per_source(scale_min, n, "--scale-min", 1.0 / 3.0), _per_source(scale_max, n, "--scale-max", 1.5),
+               _per_source(max_rotation, n, "--max-rotation", 45), _per_source(occlusions, n, "--occlusions", 2),
+               _per_source(sigma, n, "--sigma", 7.0))
+    return tuple(render.DatasetSpec(path, prob, op_model, model.variant(op_model).dataset, smin, smax, rot, occ, sig)
+                 for (path, _), op_model, prob, (smin, smax, rot, occ, sig) in zip(parsed, models, probs, cols))
+
+
+@click.command("prototxt", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--model", "model_name", help="Registry model (BODY_25, BODY_25B, BODY_135, COCO_18, MPI_15, "
+              "MPI_15_4, HAND_21, FACE_70, ...; `openpose-train models` lists them).")
+@click.option("--yaml", "yaml_path", type=click.Path(exists=True, dir_okay=False),
+              help="Custom skeleton YAML (replaces --model).")
+@click.option("--preset", help="Network preset: " + ", ".join(families.PRESETS) + " (default per model).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Output folder [out/<model>_<preset>].")
+@click.option("--batch-size", type=click.IntRange(min=1))
+@click.option("--crop-size", help="N or WxH (multiples of 8).")
+@click.option("--lmdb", "lmdbs", multiple=True, metavar="PATH[:PROBABILITY]",
+              help="Training LMDB (repeatable). Missing probabilities share what is left.")
+@click.option("--lmdb-model", "lmdb_models", multiple=True,
+              help="Fork model string per --lmdb (COCO_25_17, COCO_25B_23, ...); inferred when omitted.")
+@click.option("--scale-min", multiple=True, type=float, help="Per --lmdb (or once for all).")
+@click.option("--scale-max", multiple=True, type=float, help="Per --lmdb (or once for all).")
+@click.option("--sigma", multiple=True, type=float, help="Gaussian sigma in input pixels, per --lmdb.")
+@click.option("--max-rotation", multiple=True, type=float, help="Max rotation (degrees), per --lmdb.")
+@click.option("--occlusions", multiple=True, type=int, help="Max background occlusions, per --lmdb.")
+@click.option("--dataset-dir", default="dataset", show_default=True,
+              help="Folder holding the preset's default LMDBs (lmdb_coco, ...).")
+@click.option("--background-lmdb", help="Background (no people) LMDB; default: the preset's with its own LMDBs, none with --lmdb.")
+@click.option("--prob-only-background", type=click.FloatRange(0.0, 1.0, max_open=True))
+@click.option("--media-directory", help="Image folder for DOME records.")
+@click.option("--base-lr", type=float)
+@click.option("--lr-policy", type=click.Choice(["fixed", "step", "multistep", "exp", "inv", "poly", "sigmoid"]),
+              default="multistep", show_default=True)
+@click.option("--stepvalue", "stepvalues", multiple=True, type=int, help="multistep iterations (repeatable).")
+@click.option("--stepsize", type=int, help="step policy period.")
+@click.option("--gamma", type=float, default=0.5, show_default=True)
+@click.option("--power", type=float, help="poly/inv policy power.")
+@click.option("--max-iter", type=int, default=1000000, show_default=True)
+@click.option("--snapshot-interval", type=int, default=2000, show_default=True)
+@click.option("--snapshot-prefix", default="model/pose", show_default=True)
+@click.option("--display", type=int, default=20, show_default=True)
+@click.option("--gpus", default="0", show_default=True, help="Default -gpu of train_pose.sh; '' = CPU.")
+@click.option("--vgg-weights", default="dataset/vgg/VGG_ILSVRC_19_layers.caffemodel", show_default=True,
+              help="Initial weights passed as -weights ('' for none).")
+@click.option("--stages", help="Stage counts: 'PAF,HEAT' (BODY_25 family) or N (COCO/hand/face).")
+@click.option("--width", type=click.IntRange(min=1), help="Width of the refinement-stage convs.")
+@click.option("--deploy-only", is_flag=True, help="Write only the deploy prototxt.")
+def prototxt(model_name, yaml_path, preset, out_dir, batch_size, crop_size, lmdbs, lmdb_models, scale_min,
+             scale_max, sigma, max_rotation, occlusions, dataset_dir, background_lmdb, prob_only_background,
+             media_directory, base_lr, lr_policy, stepvalues, stepsize, gamma, power, max_iter, snapshot_interval,
+             snapshot_prefix, display, gpus, vgg_weights, stages, width, deploy_only):
+    """Render deploy/training/solver prototxts and train_pose.sh / resume_train.sh for a model."""
+    try:
+        if yaml_path:
+            model = register(load_skeleton_yaml(yaml_path))
+        elif model_name:
+            model = get_model(model_name)
+        else:
+            raise click.UsageError("give --model NAME or --yaml SKELETON")
+        preset_name = preset or families.default_preset_name(model.name)
+        families.get_preset(preset_name)
+        paf_stages = heat_stages = None
+        if stages:
+            parts = [s.strip() for s in stages.split(",")]
+            try:
+                numbers = [int(s) for s in parts]
+            except ValueError:
+                raise click.BadParameter(f"'{stages}' is not N or PAF,HEAT", param_hint="--stages") from None
+            paf_stages, heat_stages = (numbers[0], numbers[-1]) if len(numbers) <= 2 else (None, None)
+            if len(numbers) > 2:
+                raise click.BadParameter(f"'{stages}' is not N or PAF,HEAT", param_hint="--stages")
+        options = dict(
+            batch_size=batch_size, crop_size=parse_crop(crop_size), dataset_dir=dataset_dir,
+            datasets=build_datasets(model, lmdbs, lmdb_models, scale_min, scale_max, sigma, max_rotation,
+                                    occlusions, prob_only_background),
+            background_lmdb=background_lmdb, prob_only_background=prob_only_background,
+            media_directory=media_directory, base_lr=base_lr, lr_policy=lr_policy,
+            stepvalues=tuple(stepvalues) if stepvalues else None, stepsize=stepsize, gamma=gamma, power=power,
+            max_iter=max_iter, snapshot_interval=snapshot_interval, snapshot_prefix=snapshot_prefix,
+            display=display, gpus=gpus, vgg_weights=vgg_weights, paf_stages=paf_stages,
+            heat_stages=heat_stages, width=width)
+        out = Path(out_dir or f"out/{model.name}_{preset_name}")
+        if deploy_only:
+            text = render.render_deploy(model.name, preset_name, **options)
+            paths = {"deploy": render.write_atomic(out / render.file_names(model.name)["deploy"], text)}
+        else:
+            paths = render.render_model_files(model.name, out, preset_name, **options)
+    except (UnknownModelError, SkeletonError, families.PresetError, render.GeneratorError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{model.name} (preset {preset_name}, {model.num_channels} output channels) -> {out}")
+    for kind, path in paths.items():
+        click.echo(f"  {kind:14s} {path}")
+    if not deploy_only:
+        click.echo(f"train: bash {out / 'train_pose.sh'} [GPUS]   (CAFFE=/path/to/caffe to use the Caffe fork)")
