@@ -1,0 +1,200 @@
+"""Inference: OpenPose geometry (net size, scales, letterbox, resize & merge) and backends
+(torch engine vs OpenCV DNN on a random-weight deploy; pycaffe only where it imports)."""
+import numpy as np
+import pytest
+
+from openpose_train.generator.registry import get_model
+from openpose_train.validation.inference import (
+    InferenceError, InferenceSettings, PoseEstimator, find_model_files, load_backend,
+    net_input_size, net_to_image_scale, parse_net_resolution, preprocess, resize_and_merge,
+    scale_factor, scale_net_sizes, upsample_output)
+
+# A small stride-8 deploy in OpenPose's style: two branches concatenated by a layer whose
+# *name* differs from its top "net_output" (as in the COCO/MPI files).
+TINY_DEPLOY = """name: "tiny"
+input: "image"
+input_dim: 1
+input_dim: 3
+input_dim: 16
+input_dim: 16
+layer { name: "conv1" type: "Convolution" bottom: "image" top: "conv1"
+  convolution_param { num_output: 8 pad: 1 kernel_size: 3 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+  pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2"
+  convolution_param { num_output: 8 pad: 1 kernel_size: 3 } }
+layer { name: "prelu2" type: "PReLU" bottom: "conv2" top: "conv2" }
+layer { name: "pool2" type: "Pooling" bottom: "conv2" top: "pool2"
+  pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "pool3" type: "Pooling" bottom: "pool2" top: "pool3"
+  pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "conv_h" type: "Convolution" bottom: "pool3" top: "conv_h"
+  convolution_param { num_output: 5 pad: 0 kernel_size: 1 } }
+layer { name: "conv_p" type: "Convolution" bottom: "pool3" top: "conv_p"
+  convolution_param { num_output: 6 pad: 1 kernel_size: 3 } }
+layer { name: "concat_stage7" type: "Concat" bottom: "conv_h" bottom: "conv_p" top: "net_output"
+  concat_param { axis: 1 } }
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_model_files(tmp_path_factory):
+    from openpose_train.caffe_layers.caffe_io import read_net_prototxt, write_caffemodel
+    from openpose_train.caffe_layers.shapes import random_weights
+    folder = tmp_path_factory.mktemp("tiny")
+    proto = folder / "pose_deploy.prototxt"
+    proto.write_text(TINY_DEPLOY)
+    net = read_net_prototxt(str(proto))
+    weights = random_weights(net, seed=3, std=0.3)
+    for blobs in weights.values():      # non-zero biases so every blob matters
+        if len(blobs) == 2:
+            blobs[1][...] = np.linspace(-0.2, 0.2, blobs[1].size, dtype=np.float32)
+    caffemodel = folder / "pose_iter_1000.caffemodel"
+    write_caffemodel(str(caffemodel), weights, net=net)
+    return str(proto), str(caffemodel)
+
+
+# ------------------------------------------------------------------------------- geometry
+def test_net_resolution_parsing_and_dynamic_width():
+    assert parse_net_resolution("-1x368") == (-1, 368)
+    assert parse_net_resolution("1312x736") == (1312, 736)
+    for bad in ("368", "-1x-1", "100x368", "axb"):
+        with pytest.raises(InferenceError, match="net-resolution"):
+            parse_net_resolution(bad)
+    assert net_input_size((1920, 1080), (-1, 368)) == (656, 368)     # 16:9 -> 656x368
+    assert net_input_size((640, 480), (-1, 368)) == (496, 368)       # 16*round(490.67/16)
+    assert net_input_size((3000, 500), (-1, 368)) == (656, 368)      # capped at 16:9
+    assert net_input_size((3000, 500), (-1, 368), dynamic=0) == (2208, 368)
+    assert net_input_size((480, 640), (368, -1)) == (368, 496)
+
+
+def test_scales_and_scale_factors():
+    sizes = scale_net_sizes((1312, 736), 4, 0.25)
+    assert sizes == [(1.0, (1312, 736)), (0.75, (976, 544)), (0.5, (656, 368)),
+                     (0.25, (320, 176))]
+    with pytest.raises(InferenceError, match="scale-gap"):
+        scale_net_sizes((368, 368), 3, 0.6)
+    assert scale_factor((640, 480), (496, 368)) == pytest.approx(min(495 / 639, 367 / 479))
+    s = net_to_image_scale((496, 368), (640, 480))
+    k = min(495 / 639, 367 / 479)
+    assert s == pytest.approx(min(639 / (round(k * 640) - 1), 479 / (round(k * 480) - 1)))
+
+
+def test_preprocess_letterbox_and_normalisation():
+    image = np.full((30, 20, 3), 128, np.uint8)
+    image[:, :, 2] = 200                              # red in BGR's last channel
+    x, s = preprocess(image, (48, 48))
+    assert x.shape == (3, 48, 48)
+    assert s == pytest.approx(min(47 / 19, 47 / 29))    # height fits, width 20 * 1.62 = 32.4
+    assert x[0, 5, 5] == pytest.approx(0.0)           # 128/256 - 0.5
+    assert x[2, 5, 5] == pytest.approx(200 / 256 - 0.5, abs=2e-3)
+    assert (x[:, :, 34:] == -0.5).all()               # padding to the right
+    same, s1 = preprocess(image, (20, 30))            # exact fit: plain copy
+    assert s1 == 1 and np.array_equal(same, image.transpose(2, 0, 1) / 256 - 0.5)
+    with pytest.raises(InferenceError):
+        preprocess(np.zeros((5, 5), np.uint8), (16, 16))
+
+
+def test_upsample_half_pixel_geometry_and_merge():
+    # A linear ramp in net-output pixels stays a ramp: target x reads source (x + .5)/8 - .5.
+    h, w = 6, 7
+    ramp = np.tile(np.arange(w, dtype=np.float32), (2, h, 1))
+    up = upsample_output(ramp, (w * 8, h * 8), 8.0)
+    xs = np.arange(12, 8 * (w - 2) - 4)               # all four taps inside the map
+    assert np.allclose(up[0, 20, xs], (xs + 0.5) / 8 - 0.5, atol=1e-4)
+    # Catmull-Rom interpolates: every 8th pixel from offset 3.5 hits a source sample exactly
+    # only in the limit; the value at x = 8 i + 3.5 is the source value i (checked at 4 and 5).
+    assert np.allclose((up[1, 20, 8 * 3 + 3] + up[1, 20, 8 * 3 + 4]) / 2, 3.0, atol=1e-4)
+    # the first column: taps (0, 0, 1, 2) at the unclamped offset t = -0.4375 (CUDA's border
+    # rule), Catmull-Rom weights w2 = -1.5t^3 + 2t^2 + 0.5t and w3 = 0.5t^3 - 0.5t^2
+    t = -0.4375
+    assert up[0, 20, 0] == pytest.approx((-1.5 * t**3 + 2 * t**2 + 0.5 * t)
+                                         + 2 * (0.5 * t**3 - 0.5 * t**2), abs=1e-5)
+    # Two scales whose cells hold the image x of their centre, (8 i + 3.5) / s. Scale 0 maps
+    # back exactly; scale s_i is read at (x + 0.5) s_i / (8 s_0) - 0.5 (OpenPose's multi-scale
+    # factor), which for s = 0.5 gives x - 0.5; the merge is the plain mean.
+    s0, s1 = 1.0, 0.5
+    out0 = np.tile((8 * np.arange(16, dtype=np.float32) + 3.5) / s0, (1, 16, 1))
+    out1 = np.tile((8 * np.arange(8, dtype=np.float32) + 3.5) / s1, (1, 8, 1))
+    merged = resize_and_merge([out0, out1], [s0, s1], (128, 128))
+    xs = np.arange(24, 88)
+    assert np.allclose(merged[0, 60, xs], ((xs + 0.0) + (xs - 0.5)) / 2, atol=1e-3)
+
+
+# ------------------------------------------------------------------------------- backends
+def test_torch_and_opencv_backends_agree(tiny_model_files):
+    proto, caffemodel = tiny_model_files
+    rng = np.random.default_rng(0)
+    torch_backend = load_backend("torch", proto, caffemodel, device="cpu")
+    cv_backend = load_backend("opencv", proto, caffemodel)
+    batch = rng.uniform(-0.5, 0.5, (2, 3, 48, 64)).astype(np.float32)
+    a = torch_backend.forward(batch)
+    b = cv_backend.forward(batch)
+    assert a.shape == b.shape == (2, 11, 6, 8)
+    assert np.abs(a).max() > 1e-2                       # not a degenerate all-zero net
+    np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+    # batched == one by one
+    np.testing.assert_allclose(torch_backend.forward(batch[1:]), a[1:], atol=1e-5)
+
+
+def test_pycaffe_backend_when_available(tiny_model_files):
+    pytest.importorskip("caffe", reason="pycaffe ('import caffe') is not installed: the caffe "
+                                        "backend needs a user's own OpenPose Caffe build")
+    proto, caffemodel = tiny_model_files
+    batch = np.random.default_rng(1).uniform(-0.5, 0.5, (1, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_allclose(load_backend("caffe", proto, caffemodel).forward(batch),
+                               load_backend("opencv", proto, caffemodel).forward(batch), atol=1e-4)
+
+
+def test_backend_errors(tiny_model_files, tmp_path):
+    proto, caffemodel = tiny_model_files
+    with pytest.raises(InferenceError, match="unknown backend"):
+        load_backend("tensorrt", proto, caffemodel)
+    with pytest.raises(InferenceError, match="caffemodel file not found"):
+        load_backend("opencv", proto, str(tmp_path / "missing.caffemodel"))
+    bad = tmp_path / "bad.prototxt"
+    bad.write_text(TINY_DEPLOY.replace('top: "net_output"', 'top: "out"'))
+    with pytest.raises(InferenceError, match="net_output"):
+        load_backend("torch", str(bad), caffemodel)
+
+
+def test_find_model_files(tmp_path, tiny_model_files):
+    body25 = get_model("BODY_25")
+    folder = tmp_path / "models" / body25.model_folder
+    folder.mkdir(parents=True)
+    (folder / body25.deploy_name).write_text("x")
+    (folder / body25.caffemodel_name).write_text("x")
+    assert find_model_files(body25, str(tmp_path / "models")) == (
+        str(folder / body25.deploy_name), str(folder / body25.caffemodel_name))
+    flat = tmp_path / "snap"
+    flat.mkdir()
+    (flat / "pose_deploy.prototxt").write_text("x")
+    for it in (2000, 10000, 500):
+        (flat / f"pose_iter_{it}.caffemodel").write_text("x")
+    assert find_model_files(body25, str(flat))[1].endswith("pose_iter_10000.caffemodel")
+    with pytest.raises(InferenceError, match="no deploy prototxt"):
+        find_model_files(body25, str(tmp_path / "empty"))
+
+
+def test_estimator_batches_equal_sizes_and_multi_scale(tiny_model_files):
+    proto, caffemodel = tiny_model_files
+
+    class Counting:
+        def __init__(self, inner):
+            self.inner, self.calls = inner, []
+
+        def forward(self, batch):
+            self.calls.append(batch.shape)
+            return self.inner.forward(batch)
+
+    backend = Counting(load_backend("torch", proto, caffemodel, device="cpu"))
+    est = PoseEstimator(get_model("BODY_25"), backend,
+                        InferenceSettings(net_resolution="-1x64", scale_number=2, scale_gap=0.5))
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 255, (60, 80, 3), dtype=np.uint8) for _ in range(3)]
+    results = est.heatmaps_batch(images)
+    assert sorted(backend.calls) == [(3, 3, 32, 32), (3, 3, 64, 80)]   # 40 floors to 32
+    maps, s = results[0]
+    assert maps.shape == (11, 64, 80)
+    assert s == pytest.approx(net_to_image_scale((80, 64), (80, 60)))

@@ -1,0 +1,376 @@
+"""OpenPose-exact inference: preprocessing, multi-scale, net backends, resize & merge.
+
+``spec/openpose_runtime.md`` 2.1 (input), 4.1 (scales), 4.2 (resize & merge), 4.3 (net->image).
+
+* Preprocessing: BGR uint8 image placed top-left and scaled by
+  ``s = min((Wn-1)/(Wi-1), (Hn-1)/(Hi-1))`` with ``warpAffine`` (INTER_CUBIC when enlarging,
+  INTER_AREA otherwise, border 0), then ``pixel / 256 - 0.5`` (padding becomes -0.5).
+* ``--net-resolution`` ``WxH`` with ``-1`` for one side (computed from the image aspect ratio,
+  capped at 16:9 as with OpenPose's ``--net_resolution_dynamic 1``), multiples of 16.
+* Scales ``1 - i * gap``; each net output is upsampled to the scale-0 net input size as the
+  CUDA path does (half-pixel mapping, factor ``8 * s0 / s_i``, Catmull-Rom a = -0.5, clamped
+  taps) and the scales are averaged. (OpenPose's CPU build uses cv::resize, a = -0.75.)
+* Backends read a deploy prototxt + caffemodel: ``torch`` (our CaffeNet; CPU or CUDA; batched),
+  ``opencv`` (``cv2.dnn.readNetFromCaffe``) and ``caffe`` (pycaffe, only where ``import caffe``
+  works: a user's own build of the OpenPose Caffe fork).
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+from dataclasses import dataclass
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from openpose_train.generator.registry import PoseModel
+from openpose_train.validation.postprocess import parse_people
+
+OUTPUT_BLOB = "net_output"
+NET_DECREASE_FACTOR = 8
+
+
+class InferenceError(ValueError):
+    """Bad inference settings or model files: the message names the flag or file."""
+
+
+# ------------------------------------------------------------------------------ geometry
+def parse_net_resolution(text: str) -> Tuple[int, int]:
+    """``"-1x368"`` -> (-1, 368). Each given side must be a positive multiple of 16."""
+    m = re.fullmatch(r"\s*(-?\d+)\s*x\s*(-?\d+)\s*", str(text))
+    if not m:
+        raise InferenceError(f"--net-resolution '{text}': expected WxH, e.g. -1x368 or 656x368")
+    w, h = int(m.group(1)), int(m.group(2))
+    if (w, h) == (-1, -1):
+        raise InferenceError(f"--net-resolution '{text}': only one side may be -1")
+    for side in (w, h):
+        if side != -1 and (side <= 0 or side % 16):
+            raise InferenceError(f"--net-resolution '{text}': sides must be multiples of 16 (or -1)")
+    return w, h
+
+
+def net_input_size(image_size: Tuple[int, int], net_resolution: Tuple[int, int],
+                   dynamic: float = 1.0) -> Tuple[int, int]:
+    """Scale-0 net input (W, H) for an image (W, H) (OpenPose's flagsToPoint + dynamic rule)."""
+    iw, ih = image_size
+    w, h = net_resolution
+    cap = dynamic * 16 / 9 if dynamic > 0 else float("inf")
+
+    def side(known, ratio):
+        return 16 * int(min(known * cap, known * ratio) / 16 + 0.5)
+
+    if w == -1:
+        w = side(h, iw / ih)
+    elif h == -1:
+        h = side(w, ih / iw)
+    return max(w, 16), max(h, 16)
+
+
+def scale_factor(src: Tuple[int, int], dst: Tuple[int, int]) -> float:
+    """OpenPose's ``resizeGetScaleFactor``: align-corners ratio fitting (W, H) ``src`` in ``dst``."""
+    (sw, sh), (dw, dh) = src, dst
+    return min((dw - 1) / max(sw - 1, 1), (dh - 1) / max(sh - 1, 1))
+
+
+def scale_net_sizes(net_size: Tuple[int, int], scale_number: int = 1,
+                    scale_gap: float = 0.25) -> List[Tuple[float, Tuple[int, int]]]:
+    """[(scale, (W, H))] for scales ``1 - i * gap``, sizes floored to 16 and clamped."""
+    if scale_number < 1 or scale_number > 8:
+        raise InferenceError(f"--scale-number {scale_number}: must be 1..8")
+    out = []
+    for i in range(scale_number):
+        scale = 1 - i * scale_gap
+        if not 0 <= scale <= 1:
+            raise InferenceError(f"--scale-gap {scale_gap}: scale {i} = {scale} is outside [0, 1]")
+        size = tuple(min(max(int(round(n * scale)) // 16 * 16, 1), n) for n in net_size)
+        out.append((scale, size))
+    return out
+
+
+def net_to_image_scale(net_size: Tuple[int, int], image_size: Tuple[int, int]) -> float:
+    """``scaleNetToOutput``: multiplies a scale-0 net-input pixel into an image pixel (4.3)."""
+    k = scale_factor(image_size, net_size)
+    nw, nh = (int(round(k * d)) for d in image_size)
+    return min((image_size[0] - 1) / max(nw - 1, 1), (image_size[1] - 1) / max(nh - 1, 1))
+
+
+def preprocess(image: np.ndarray, net_size: Tuple[int, int]) -> Tuple[np.ndarray, float]:
+    """(3, H, W) float32 net input of a BGR uint8 image and its scale factor."""
+    if image is None or image.ndim != 3 or image.shape[2] != 3:
+        raise InferenceError(f"expected a BGR image (H, W, 3), got "
+                             f"{None if image is None else image.shape}")
+    ih, iw = image.shape[:2]
+    s = scale_factor((iw, ih), net_size)
+    if s == 1 and (iw, ih) == tuple(net_size):
+        placed = image
+    else:
+        m = np.array([[s, 0, 0], [0, s, 0]], dtype=np.float64)
+        interp = cv2.INTER_CUBIC if s > 1 else cv2.INTER_AREA
+        placed = cv2.warpAffine(image, m, tuple(net_size), flags=interp,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    x = placed.astype(np.float32).transpose(2, 0, 1) * np.float32(1 / 256) - np.float32(0.5)
+    return np.ascontiguousarray(x), s
+
+
+def cubic_resize_matrix(n_out: int, n_in: int, factor: float) -> np.ndarray:
+    """(n_out, n_in) weights of OpenPose's CUDA bicubic resize along one axis: output pixel x
+    reads the source at ``xs = (x + 0.5) / factor - 0.5``; Catmull-Rom (a = -0.5) through the
+    taps ``x1 - 1 .. x1 + 2`` with ``x1 = clamp(floor(xs))`` and the taps clamped, the offset
+    ``xs - x1`` itself unclamped (so the first rows extrapolate slightly, errata 3 of the spec)."""
+    xs = (np.arange(n_out) + 0.5) / factor - 0.5
+    x1 = np.clip(np.floor(xs), 0, n_in - 1).astype(np.int64)
+    t = xs - x1
+    t2, t3 = t * t, t * t * t
+    weights = np.stack([-0.5 * t3 + t2 - 0.5 * t, 1.5 * t3 - 2.5 * t2 + 1,
+                        -1.5 * t3 + 2 * t2 + 0.5 * t, 0.5 * t3 - 0.5 * t2], axis=1)
+    taps = np.clip(x1[:, None] + np.arange(-1, 3), 0, n_in - 1)
+    matrix = np.zeros((n_out, n_in))
+    np.add.at(matrix, (np.repeat(np.arange(n_out), 4), taps.reshape(-1)), weights.reshape(-1))
+    return matrix.astype(np.float32)
+
+
+def upsample_output(output: np.ndarray, target: Tuple[int, int], factor: float) -> np.ndarray:
+    """(C, h, w) net output -> (C, H, W) at ``target`` (W, H) with OpenPose's bicubic
+    (:func:`cubic_resize_matrix` along both axes; two batched matrix products)."""
+    src = np.asarray(output, dtype=np.float32)
+    c, h, w = src.shape
+    tw, th = target
+    along_x = (src.reshape(c * h, w) @ cubic_resize_matrix(tw, w, factor).T).reshape(c, h, tw)
+    along_y = cubic_resize_matrix(th, h, factor)
+    out = np.empty((c, th, tw), dtype=np.float32)
+    for i in range(c):      # one 2-D product per channel: faster than a batched matmul here
+        np.matmul(along_y, along_x[i], out=out[i])
+    return out
+
+
+def resize_and_merge(outputs: Sequence[np.ndarray], scales: Sequence[float],
+                     target: Tuple[int, int]) -> np.ndarray:
+    """Average of the per-scale net outputs upsampled to the scale-0 net input size ``target``;
+    ``scales`` are the per-scale image->net factors (``s_i``)."""
+    merged = None
+    for output, s in zip(outputs, scales):
+        up = upsample_output(output, target, NET_DECREASE_FACTOR * scales[0] / s)
+        merged = up if merged is None else merged + up
+    return merged / len(outputs)
+
+
+# ------------------------------------------------------------------------------- backends
+def output_layer_name(net_param, blob: str = OUTPUT_BLOB) -> str:
+    """Name of the last layer whose top is ``blob`` (OpenPose looks the blob up by name)."""
+    names = [layer.name for layer in net_param.layer if blob in layer.top]
+    if not names:
+        raise InferenceError(f"the prototxt has no blob named '{blob}': OpenPose reads its output "
+                             f"from a top called '{blob}'")
+    return names[-1]
+
+
+class TorchBackend:
+    """Our Caffe engine (``caffe_layers.net.CaffeNet``), CPU or CUDA, batched."""
+
+    name = "torch"
+
+    def __init__(self, prototxt, caffemodel, device: Optional[str] = None):
+        import torch
+
+        from openpose_train.caffe_layers.caffe_io import read_net_prototxt
+        from openpose_train.caffe_layers.net import CaffeNet
+        self.torch = torch
+        net_param = read_net_prototxt(str(prototxt))
+        output_layer_name(net_param)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.net = CaffeNet(net_param, phase="TEST")
+        self.net.load_caffe_weights(str(caffemodel), allow_missing=False)
+        self.net.to(self.device).eval()
+        self.input_name = next(iter(self.net.input_blobs))
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """(B, 3, H, W) float32 -> (B, C, H/8, W/8) float32."""
+        with self.torch.inference_mode():
+            x = self.torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+            y = self.net({self.input_name: x})[OUTPUT_BLOB]
+            return y.float().cpu().numpy()
+
+
+class OpenCVBackend:
+    """``cv2.dnn.readNetFromCaffe``; one image per forward (OpenCV reshapes per call)."""
+
+    name = "opencv"
+
+    def __init__(self, prototxt, caffemodel, device: Optional[str] = None):
+        from openpose_train.caffe_layers.caffe_io import read_net_prototxt
+        self.layer = output_layer_name(read_net_prototxt(str(prototxt)))
+        try:
+            self.net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+        except cv2.error as exc:
+            raise InferenceError(f"OpenCV could not load {prototxt} / {caffemodel}: "
+                                 f"{str(exc).strip().splitlines()[-1]}") from None
+        self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+        self.net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        outs = []
+        for x in np.asarray(batch, dtype=np.float32):
+            self.net.setInput(x[None])
+            outs.append(np.array(self.net.forward(self.layer), dtype=np.float32)[0])
+        return np.stack(outs)
+
+
+class CaffeBackend:
+    """pycaffe of a user's OpenPose Caffe build (``import caffe`` must work)."""
+
+    name = "caffe"
+
+    def __init__(self, prototxt, caffemodel, device: Optional[str] = None):
+        try:
+            import caffe  # noqa: F401  (not installable here; a user's own build)
+        except ImportError as exc:
+            raise InferenceError(f"--backend caffe needs pycaffe ('import caffe' failed: {exc})") \
+                from None
+        if device and device.startswith("cuda"):
+            caffe.set_mode_gpu()
+            caffe.set_device(int(device.split(":")[1]) if ":" in device else 0)
+        else:
+            caffe.set_mode_cpu()
+        self.net = caffe.Net(str(prototxt), str(caffemodel), caffe.TEST)
+        self.input_name = self.net.inputs[0]
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch, dtype=np.float32)
+        self.net.blobs[self.input_name].reshape(*batch.shape)
+        self.net.reshape()
+        self.net.blobs[self.input_name].data[...] = batch
+        self.net.forward()
+        return np.array(self.net.blobs[OUTPUT_BLOB].data, dtype=np.float32)
+
+
+BACKENDS = {"torch": TorchBackend, "opencv": OpenCVBackend, "caffe": CaffeBackend}
+
+
+def load_backend(name: str, prototxt, caffemodel, device: Optional[str] = None):
+    """A backend by name (``torch``, ``opencv``, ``caffe``); files are checked first."""
+    if name not in BACKENDS:
+        raise InferenceError(f"unknown backend '{name}'; choose one of {', '.join(BACKENDS)}")
+    for label, path in (("prototxt", prototxt), ("caffemodel", caffemodel)):
+        if not path or not os.path.isfile(path):
+            raise InferenceError(f"{label} file not found: {path}")
+    return BACKENDS[name](prototxt, caffemodel, device)
+
+
+def find_model_files(model: PoseModel, model_folder: Optional[str] = None,
+                     prototxt: Optional[str] = None,
+                     caffemodel: Optional[str] = None) -> Tuple[str, str]:
+    """(prototxt, caffemodel) of a model: explicit paths win; otherwise an OpenPose ``models/``
+    folder (``pose/body_25/pose_deploy.prototxt`` ...) or a folder holding a deploy prototxt and
+    a caffemodel (the highest ``pose_iter_N`` when several)."""
+    if prototxt and caffemodel:
+        return prototxt, caffemodel
+    if not model_folder:
+        raise InferenceError("give --model-folder or both --prototxt and --caffemodel")
+    candidates = [os.path.join(model_folder, model.model_folder), model_folder] \
+        if model.model_folder else [model_folder]
+    for folder in candidates:
+        deploy = prototxt or os.path.join(folder, model.deploy_name)
+        if not os.path.isfile(deploy):
+            found = sorted(glob.glob(os.path.join(folder, "*deploy*.prototxt")))
+            deploy = found[0] if found else None
+        if deploy is None or not os.path.isfile(deploy):
+            continue
+        weights = caffemodel
+        if weights is None:
+            named = os.path.join(folder, model.caffemodel_name)
+            found = sorted(glob.glob(os.path.join(folder, "*.caffemodel")), key=_iteration_key)
+            weights = named if os.path.isfile(named) else (found[-1] if found else None)
+        if weights:
+            return deploy, weights
+    raise InferenceError(f"no deploy prototxt + caffemodel for {model.name} in {model_folder} "
+                         f"(looked in {', '.join(candidates)})")
+
+
+def _iteration_key(path: str):
+    m = re.search(r"_iter_(\d+)", os.path.basename(path))
+    return (int(m.group(1)) if m else -1, path)
+
+
+# ------------------------------------------------------------------------------ estimator
+@dataclass
+class InferenceSettings:
+    """OpenPose's flags that shape inference."""
+
+    net_resolution: str = "-1x368"
+    scale_number: int = 1
+    scale_gap: float = 0.25
+    net_resolution_dynamic: float = 1.0
+    maximize_positives: bool = False
+
+    def describe(self) -> dict:
+        return dict(net_resolution=self.net_resolution, scale_number=self.scale_number,
+                    scale_gap=self.scale_gap, net_resolution_dynamic=self.net_resolution_dynamic,
+                    maximize_positives=self.maximize_positives)
+
+
+class PoseEstimator:
+    """Image -> people with a backend and a registry model, as ``openpose.bin`` would."""
+
+    def __init__(self, model: PoseModel, backend, settings: Optional[InferenceSettings] = None):
+        self.model = model
+        self.backend = backend
+        self.settings = settings or InferenceSettings()
+        self.resolution = parse_net_resolution(self.settings.net_resolution)
+        scale_net_sizes((16, 16), self.settings.scale_number, self.settings.scale_gap)
+
+    def plan(self, image_size: Tuple[int, int]):
+        """[(net size, s_i)] per scale and the scale-0 net size for an image (W, H)."""
+        net0 = net_input_size(image_size, self.resolution, self.settings.net_resolution_dynamic)
+        sizes = scale_net_sizes(net0, self.settings.scale_number, self.settings.scale_gap)
+        return [(size, scale_factor(image_size, size)) for _, size in sizes], net0
+
+    def heatmaps(self, image: np.ndarray) -> Tuple[np.ndarray, float]:
+        """Merged maps at the scale-0 net input size and the net->image scale."""
+        return self.heatmaps_batch([image])[0]
+
+    def heatmaps_batch(self, images: Sequence[np.ndarray]) -> List[Tuple[np.ndarray, float]]:
+        """Like :meth:`heatmaps` for several images; inputs of equal size share one forward."""
+        plans = []
+        for image in images:
+            if image is None or image.ndim != 3:
+                raise InferenceError("expected BGR images (H, W, 3)")
+            plans.append(self.plan((image.shape[1], image.shape[0])))
+        # (image index, scale index) -> input; grouped by net size for batched forwards
+        jobs = {}
+        for i, (image, (scales, _)) in enumerate(zip(images, plans)):
+            for j, (size, _) in enumerate(scales):
+                jobs.setdefault(size, []).append((i, j, preprocess(image, size)[0]))
+        outputs = {}
+        for size, items in jobs.items():
+            result = self.backend.forward(np.stack([x for _, _, x in items]))
+            for (i, j, _), out in zip(items, result):
+                outputs[(i, j)] = out
+        results = []
+        for i, (image, (scales, net0)) in enumerate(zip(images, plans)):
+            outs = [outputs[(i, j)] for j in range(len(scales))]
+            merged = resize_and_merge(outs, [s for _, s in scales], net0)
+            results.append((merged, net_to_image_scale(net0, (image.shape[1], image.shape[0]))))
+        return results
+
+    def estimate(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """(keypoints (people, N, 3) in image pixels, scores (people,))."""
+        return self.estimate_batch([image])[0]
+
+    def estimate_batch(self, images: Sequence[np.ndarray]) -> List[Tuple[np.ndarray, np.ndarray]]:
+        return [parse_people(self.model, maps, scale=s,
+                             maximize_positives=self.settings.maximize_positives)
+                for maps, s in self.heatmaps_batch(images)]
+
+
+def iter_batches(items: Iterable, size: int):
+    """Consecutive chunks of ``size`` items."""
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
