@@ -177,12 +177,76 @@ def parse_prototxt(text: str, message, path: PathLike = "<string>", upgrade_lega
     return message
 
 
+# Caffe's UpgradeV1LayerType: V1LayerParameter.LayerType enum name -> LayerParameter.type string
+V1_LAYER_TYPES = {
+    "NONE": "", "ABSVAL": "AbsVal", "ACCURACY": "Accuracy", "ARGMAX": "ArgMax", "BNLL": "BNLL", "CONCAT": "Concat",
+    "CONTRASTIVE_LOSS": "ContrastiveLoss", "CONVOLUTION": "Convolution", "DECONVOLUTION": "Deconvolution",
+    "DATA": "Data", "DROPOUT": "Dropout", "DUMMY_DATA": "DummyData", "EUCLIDEAN_LOSS": "EuclideanLoss",
+    "ELTWISE": "Eltwise", "EXP": "Exp", "FLATTEN": "Flatten", "HDF5_DATA": "HDF5Data", "HDF5_OUTPUT": "HDF5Output",
+    "HINGE_LOSS": "HingeLoss", "IM2COL": "Im2col", "IMAGE_DATA": "ImageData", "INFOGAIN_LOSS": "InfogainLoss",
+    "INNER_PRODUCT": "InnerProduct", "LRN": "LRN", "MEMORY_DATA": "MemoryData",
+    "MULTINOMIAL_LOGISTIC_LOSS": "MultinomialLogisticLoss", "MVN": "MVN", "POOLING": "Pooling", "POWER": "Power",
+    "RELU": "ReLU", "SIGMOID": "Sigmoid", "SIGMOID_CROSS_ENTROPY_LOSS": "SigmoidCrossEntropyLoss",
+    "SILENCE": "Silence", "SOFTMAX": "Softmax", "SOFTMAX_LOSS": "SoftmaxWithLoss", "SPLIT": "Split",
+    "SLICE": "Slice", "TANH": "TanH", "WINDOW_DATA": "WindowData", "THRESHOLD": "Threshold",
+}
+
+
+def upgrade_v1_net(net: caffe_pb2.NetParameter, path: PathLike = "<net>") -> caffe_pb2.NetParameter:
+    """A copy of ``net`` with V1 ``layers`` converted to ``layer`` (Caffe's UpgradeV1Net).
+
+    Types become strings, ``blobs_lr``/``weight_decay``/``param`` become ParamSpec entries, and the
+    ``*_param`` messages (same types in both formats) are copied. V0 layers are refused.
+    """
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(net)
+    if not len(net.layers):
+        return out
+    if len(net.layer):
+        raise PrototxtError(f"{path}: net mixes the V1 'layers' and the current 'layer' field")
+    out.ClearField("layers")
+    target_fields = caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name
+    for old in net.layers:
+        if old.HasField("layer"):
+            raise PrototxtError(f"{path}: layer '{old.name or old.layer.name}' uses the V0 format; "
+                                f"upgrade it with Caffe's upgrade_net_proto_text")
+        new = out.layer.add()
+        for fd, value in old.ListFields():
+            if fd.name == "type":
+                new.type = V1_LAYER_TYPES.get(caffe_pb2.V1LayerParameter.LayerType.Name(value), "")
+            elif fd.name in ("param", "blob_share_mode", "blobs_lr", "weight_decay"):
+                for i, v in enumerate(value):
+                    while len(new.param) <= i:
+                        new.param.add()
+                    spec = new.param[i]
+                    if fd.name == "param":
+                        spec.name = v
+                    elif fd.name == "blob_share_mode":
+                        spec.share_mode = v
+                    elif fd.name == "blobs_lr":
+                        spec.lr_mult = v
+                    else:
+                        spec.decay_mult = v
+            elif fd.name in target_fields:
+                target = getattr(new, fd.name)
+                if fd.is_repeated:
+                    target.extend(value)
+                elif fd.type == fd.TYPE_MESSAGE:
+                    target.CopyFrom(value)
+                else:
+                    setattr(new, fd.name, value)
+    log.info("%s: V1 'layers' upgraded to 'layer' (%d layers)", path, len(out.layer))
+    return out
+
+
 def read_net_prototxt(path: PathLike, upgrade_legacy: bool = True) -> caffe_pb2.NetParameter:
     """Read a text NetParameter (deploy or training prototxt).
 
-    ``upgrade_legacy`` maps the old OPData fields (module docstring) to today's fields.
+    ``upgrade_legacy`` maps the old OPData fields (module docstring) to today's fields and converts
+    V1 ``layers`` to ``layer`` (upgrade_v1_net), as Caffe does when it reads a net.
     """
-    return parse_prototxt(_read_text(path), caffe_pb2.NetParameter(), path, upgrade_legacy)
+    net = parse_prototxt(_read_text(path), caffe_pb2.NetParameter(), path, upgrade_legacy)
+    return upgrade_v1_net(net, path) if upgrade_legacy and len(net.layers) else net
 
 
 def read_solver_prototxt(path: PathLike) -> caffe_pb2.SolverParameter:
@@ -434,8 +498,8 @@ def _layer_record(buf, start, end, layer_field: int, where: str):
             ltype = bytes(buf[value[0]:value[1]]).decode("utf-8", "replace")
         elif number == type_f and wire == 0 and layer_field == 2:
             try:
-                ltype = caffe_pb2.V1LayerParameter.LayerType.Name(value)
-            except ValueError:
+                ltype = V1_LAYER_TYPES[caffe_pb2.V1LayerParameter.LayerType.Name(value)]
+            except (ValueError, KeyError):
                 ltype = str(value)
         elif number == blob_f and wire == 2:
             spans.append(value)
@@ -587,7 +651,7 @@ def check_weights_against_net(net_param: caffe_pb2.NetParameter, weights: Mappin
 
 __all__ = [
     "CaffeFormatError", "PrototxtError", "CaffemodelError", "WeightsMismatchError",
-    "LEGACY_OP_TRANSFORM_FIELDS", "parse_prototxt", "read_net_prototxt", "read_solver_prototxt",
+    "LEGACY_OP_TRANSFORM_FIELDS", "V1_LAYER_TYPES", "upgrade_v1_net", "parse_prototxt", "read_net_prototxt", "read_solver_prototxt",
     "prototxt_string", "write_prototxt", "write_caffemodel", "read_caffemodel", "SolverStateRecord",
     "write_solverstate", "read_solverstate", "check_weights_against_net",
 ]

@@ -316,7 +316,30 @@ def test_v1_layers_caffemodel_reads(tmp_path):
     np.testing.assert_array_equal(weights["conv1_1"][0], w)
     np.testing.assert_array_equal(weights["conv1_1"][1], b.reshape(1, 1, 1, 4))
     np.testing.assert_array_equal(weights["fc_v0"][0], np.array([[[[1, 2], [3, 4]]]], np.float32))
-    assert types["conv1_1"] == "CONVOLUTION" and types["relu1_1"] == "RELU"
+    assert types["conv1_1"] == "Convolution" and types["relu1_1"] == "ReLU"
+
+
+def test_v1_prototxt_is_upgraded(tmp_path):
+    path = tmp_path / "vgg_v1.prototxt"
+    path.write_text("""name: "VGG"
+input: "data" input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8
+layers { bottom: "data" top: "conv1_1" name: "conv1_1" type: CONVOLUTION
+  blobs_lr: 1 blobs_lr: 2 weight_decay: 1 weight_decay: 0
+  convolution_param { num_output: 4 pad: 1 kernel_size: 3 } }
+layers { bottom: "conv1_1" top: "conv1_1" name: "relu1_1" type: RELU }
+layers { bottom: "conv1_1" top: "pool1" name: "pool1" type: POOLING pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layers { bottom: "pool1" top: "prob" name: "prob" type: SOFTMAX_LOSS include { phase: TRAIN } }
+""")
+    net = read_net_prototxt(path)
+    assert not len(net.layers)
+    assert [(layer.name, layer.type) for layer in net.layer] == [
+        ("conv1_1", "Convolution"), ("relu1_1", "ReLU"), ("pool1", "Pooling"), ("prob", "SoftmaxWithLoss")]
+    conv = net.layer[0]
+    assert [(p.lr_mult, p.decay_mult) for p in conv.param] == [(1, 1), (2, 0)]
+    assert conv.convolution_param.num_output == 4 and list(conv.bottom) == ["data"]
+    assert net.layer[3].include[0].phase == caffe_pb2.TRAIN
+    assert param_shapes(net) == OrderedDict(conv1_1=[(4, 3, 3, 3), (4,)])
+    assert len(read_net_prototxt(path, upgrade_legacy=False).layers) == 4
 
 
 def test_hdf5_caffemodel_reads(tmp_path):
