@@ -114,6 +114,8 @@ def test_op_transform_param_matches_spec():
     ("SolverParameter", "type", 40), ("SolverParameter", "iter_size", 36), ("SolverParameter", "weights", 42),
     ("SolverParameter", "clip_gradients", 35), ("SolverState", "current_step", 4), ("Datum", "encoded", 7),
     ("V1LayerParameter", "blobs", 6), ("V0LayerParameter", "blobs", 50), ("ConvolutionParameter", "dilation", 18),
+    ("ConvolutionParameter", "binary", 19), ("LayerParameter", "clip_param", 148), ("LayerParameter", "swish_param", 147),
+    ("PoolingParameter", "round_mode", 13), ("DataParameter", "prefetch", 10),
 ])
 def test_caffe_field_numbers(message, field, number):
     assert getattr(caffe_pb2, message).DESCRIPTOR.fields_by_name[field].number == number
