@@ -434,6 +434,8 @@ def write_caffemodel(path: PathLike, weights: Mapping[str, Sequence[np.ndarray]]
     chunks: List = []
     written = set()
     if net is not None:
+        if len(net.layers):
+            net = upgrade_v1_net(net, net.name or "<net>")
         check_weights_against_net(net, weights, input_shapes)
         header = caffe_pb2.NetParameter()
         header.CopyFrom(net)
@@ -619,6 +621,8 @@ def check_weights_against_net(net_param: caffe_pb2.NetParameter, weights: Mappin
     """
     from .shapes import param_shapes
 
+    if len(net_param.layers):
+        net_param = upgrade_v1_net(net_param, net_param.name or "<net>")
     if input_shape is not None and not isinstance(input_shape, Mapping):
         input_shape = {None: tuple(input_shape)}
     expected = param_shapes(net_param, input_shape)

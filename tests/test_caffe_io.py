@@ -296,6 +296,16 @@ def test_writer_refuses_missing_bias_and_wrong_shape(tmp_path):
     assert check_weights_against_net(net, extra) == ["unknown"]
 
 
+def test_check_uses_the_given_input_shape():
+    net = text_format.Parse("""input: "x" input_dim: 1 input_dim: 2 input_dim: 4 input_dim: 4
+      layer { name: "fc" type: "InnerProduct" bottom: "x" top: "y" inner_product_param { num_output: 3 } }""",
+                            caffe_pb2.NetParameter())
+    weights = OrderedDict(fc=[np.zeros((3, 2 * 6 * 6), np.float32), np.zeros(3, np.float32)])
+    assert check_weights_against_net(net, weights, input_shape=(1, 2, 6, 6)) == []
+    with pytest.raises(WeightsMismatchError, match=r"'fc' \(InnerProduct\): blob 0.*\(3, 72\).*\(3, 32\)"):
+        check_weights_against_net(net, weights)
+
+
 def test_v1_layers_caffemodel_reads(tmp_path):
     """Old files (VGG-19) keep layers in the V1 `layers` field with legacy 4-D blob dims."""
     old = caffe_pb2.NetParameter(name="VGG_ILSVRC_19_layers")
@@ -341,7 +351,14 @@ layers { bottom: "pool1" top: "prob" name: "prob" type: SOFTMAX_LOSS include { p
     assert conv.convolution_param.num_output == 4 and list(conv.bottom) == ["data"]
     assert net.layer[3].include[0].phase == caffe_pb2.TRAIN
     assert param_shapes(net) == OrderedDict(conv1_1=[(4, 3, 3, 3), (4,)])
-    assert len(read_net_prototxt(path, upgrade_legacy=False).layers) == 4
+    v1 = read_net_prototxt(path, upgrade_legacy=False)
+    assert len(v1.layers) == 4
+    weights = OrderedDict(conv1_1=[np.ones((4, 3, 3, 3), np.float32), np.zeros(4, np.float32)])
+    write_caffemodel(tmp_path / "v1.caffemodel", weights, v1)   # checked and written as today's 'layer'
+    assert [layer.type for layer in caffe_pb2.NetParameter.FromString(
+        (tmp_path / "v1.caffemodel").read_bytes()).layer] == ["Convolution", "ReLU", "Pooling", "SoftmaxWithLoss"]
+    with pytest.raises(WeightsMismatchError, match="conv1_1"):
+        check_weights_against_net(v1, OrderedDict(conv1_1=weights["conv1_1"][:1]))
 
 
 def test_hdf5_caffemodel_reads(tmp_path):
