@@ -542,7 +542,7 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in (
         upstream_folder="100_135AlmostSameBatchAllGPUs", net_resolution="-1x480",
         multiscale_flags="--net_resolution 1712x960 --scale_number 4 --scale_gap 0.25",
         description="BODY_135 whole body (body, feet, hands, face in one network)"),
-    Preset("tiny", DenseFamily(front_end=VGGFrontEnd(blocks=((32,), (32,), (64,), (64, 64)), cpm=((64, 3), (32, 3))),
+    Preset("tiny", DenseFamily(front_end=VGGFrontEnd(blocks=((16,), (32,), (64,), (64, 64)), cpm=((64, 3), (32, 3))),
                                paf_stages=(DenseStage(2, 32, 64),), heat_stages=(DenseStage(2, 32, 64),)),
            header="plain",
            recipe=Recipe(batch_size=8, crop_size=(128, 128), base_lr=1e-3),

@@ -383,15 +383,32 @@ def test_cli_deploy_only_and_registered_in_main(tmp_path):
     assert md5((tmp_path / "pose_deploy_linevec.prototxt").read_text()) == "8a8f979261f89212676450b18f78ecc1"
 
 
-def test_cli_yaml_skeleton(tmp_path):
+def test_cli_yaml_skeleton_generates_and_loads(tmp_path):
     pytest.importorskip("openpose_train.generator.skeleton")
+    pytest.importorskip("openpose_train.caffe_layers.caffe_io")
+    from openpose_train.generator import registry
     example = Path(__file__).resolve().parents[1] / "generator" / "example_skeleton.yaml"
     if not example.exists():
         pytest.skip("no example skeleton YAML in generator/ yet")
-    r = CliRunner().invoke(prototxt, ["--yaml", str(example), "--preset", "tiny", "--deploy-only",
-                                      "--out", str(tmp_path)])
-    assert r.exit_code == 0, r.output
-    assert parse_net((tmp_path / "pose_deploy.prototxt").read_text()).layer[-1].top == ["net_output"]
+    try:
+        r = CliRunner().invoke(prototxt, ["--yaml", str(example), "--preset", "tiny", "--out", str(tmp_path),
+                                          "--lmdb", "/d/lmdb_coco", "--crop-size", "128"])
+        assert r.exit_code == 0, r.output
+        model = registry.load_skeleton_yaml(example)
+        net = parse_net((tmp_path / "pose_training.prototxt").read_text())
+        p = net.layer[0].op_transform_param
+        coco = [v.op_model for v in model.variants if v.dataset == "coco"]
+        assert [p.models] == coco                                 # the YAML's own model string, from the name
+        heat = model.num_parts + int(model.has_background)
+        assert list(net.layer[1].slice_param.slice_point) == [2 * model.num_pafs, 2 * model.num_pafs + heat,
+                                                              4 * model.num_pafs + heat]
+        deploy = tmp_path / "pose_deploy.prototxt"
+        _random_caffemodel(tmp_path / "w.caffemodel", render.build_net(model.name, "tiny").layers)
+        cv_net = cv2.dnn.readNetFromCaffe(str(deploy), str(tmp_path / "w.caffemodel"))
+        cv_net.setInput(np.zeros((1, 3, 96, 96), np.float32))
+        assert cv_net.forward().shape == (1, model.num_channels, 12, 12)
+    finally:
+        registry._REGISTRY.pop("BODY_19_EXAMPLE", None)
 
 
 def test_generate_prototxt_wrapper(tmp_path):
@@ -421,3 +438,21 @@ def test_experimental_models_folder_is_up_to_date(tmp_path):
     assert "--model_pose BODY_25B --net_resolution -1x480" in card and "GPU only" in card
     assert "97 channels" in card and "COCO_25B_23" in card
     assert "GPU only" not in (tmp_path / "body_25" / "body_25" / "MODEL_CARD.md").read_text()
+
+
+@pytest.mark.parametrize("num_keypoints,expected", [(17, "COCO_25_17"), (23, "COCO_25")])
+def test_lmdb_layout_inferred_from_first_record(tmp_path, num_keypoints, expected):
+    lmdb = pytest.importorskip("lmdb")
+    datum = pytest.importorskip("openpose_train.dataset_tools.datum")
+    from openpose_train.generator.cli import infer_op_model
+    joints = np.zeros((num_keypoints, 3), np.float32)
+    joints[:, 0], joints[:, 1], joints[:, 2] = np.arange(num_keypoints) + 5, 40, 1
+    meta = datum.Metadata(dataset="COCO", img_height=160, img_width=160, objpos=(50, 50), scale_provided=0.3,
+                          joints=joints)
+    value = datum.build_datum(np.zeros((160, 160, 3), np.uint8), meta, np.full((160, 160), 255, np.uint8))
+    path = tmp_path / "lmdb_synthetic"          # a name that says nothing about the layout
+    env = lmdb.open(str(path), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        txn.put(b"0000000", value)
+    env.close()
+    assert infer_op_model(str(path), get_model("BODY_25")) == expected
