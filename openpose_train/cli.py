@@ -18,7 +18,7 @@ SUBCOMMANDS = [
     ("train", "openpose_train.training.cli", "train"),
     ("time", "openpose_train.training.time_cli", "time_cmd"),
     ("export", "openpose_train.training.export_cli", "export"),
-    ("vgg", "openpose_train.training.vgg", "vgg"),
+    ("vgg", "openpose_train.training.vgg", "vgg_cmd"),
     ("validate", "openpose_train.validation.cli", "validate"),
     ("validate-snapshots", "openpose_train.validation.cli", "validate_snapshots"),
     ("plot", "openpose_train.validation.cli", "plot"),
