@@ -20,15 +20,20 @@ NAME_HINTS = (("hand_mpii", "hand42"), ("hand42", "hand42"), ("hand_dome", "hand
               ("whole_body", "wholebody"), ("mpii", "mpii"), ("posetrack", "posetrack"), ("coco", "coco"))
 
 
+def absolute(path: Optional[str]) -> Optional[str]:
+    """Paths written into the files are made absolute: train_pose.sh runs from the output folder."""
+    return str(Path(path).expanduser().resolve()) if path else path
+
+
 def parse_lmdb_arg(text: str):
-    """``PATH[:PROBABILITY]`` -> (path, probability or None)."""
+    """``PATH[:PROBABILITY]`` -> (absolute path, probability or None)."""
     path, sep, tail = text.rpartition(":")
     if sep and path:
         try:
-            return path, float(tail)
+            return absolute(path), float(tail)
         except ValueError:
             pass
-    return text, None
+    return absolute(text), None
 
 
 def parse_crop(text: Optional[str]):
@@ -153,7 +158,7 @@ def build_datasets(model, lmdbs, lmdb_models, scale_min, scale_max, sigma, max_r
 @click.option("--max-rotation", multiple=True, type=float, help="Max rotation (degrees), per --lmdb.")
 @click.option("--occlusions", multiple=True, type=int, help="Max background occlusions, per --lmdb.")
 @click.option("--dataset-dir", default="dataset", show_default=True,
-              help="Folder holding the preset's default LMDBs (lmdb_coco, ...).")
+              help="Folder holding the preset's default LMDBs (lmdb_coco, ...). Paths are written absolute.")
 @click.option("--background-lmdb", help="Background (no people) LMDB; default: the preset's with its own LMDBs, none with --lmdb.")
 @click.option("--prob-only-background", type=click.FloatRange(0.0, 1.0, max_open=True))
 @click.option("--media-directory", help="Image folder for DOME records.")
@@ -199,14 +204,14 @@ def prototxt(model_name, yaml_path, preset, out_dir, batch_size, crop_size, lmdb
             if len(numbers) > 2:
                 raise click.BadParameter(f"'{stages}' is not N or PAF,HEAT", param_hint="--stages")
         options = dict(
-            batch_size=batch_size, crop_size=parse_crop(crop_size), dataset_dir=dataset_dir,
+            batch_size=batch_size, crop_size=parse_crop(crop_size), dataset_dir=absolute(dataset_dir),
             datasets=build_datasets(model, lmdbs, lmdb_models, scale_min, scale_max, sigma, max_rotation,
                                     occlusions, prob_only_background),
-            background_lmdb=background_lmdb, prob_only_background=prob_only_background,
+            background_lmdb=absolute(background_lmdb), prob_only_background=prob_only_background,
             media_directory=media_directory, base_lr=base_lr, lr_policy=lr_policy,
             stepvalues=tuple(stepvalues) if stepvalues else None, stepsize=stepsize, gamma=gamma, power=power,
             max_iter=max_iter, snapshot_interval=snapshot_interval, snapshot_prefix=snapshot_prefix,
-            display=display, gpus=gpus, vgg_weights=vgg_weights, paf_stages=paf_stages,
+            display=display, gpus=gpus, vgg_weights=absolute(vgg_weights), paf_stages=paf_stages,
             heat_stages=heat_stages, width=width)
         out = Path(out_dir or f"out/{model.name}_{preset_name}")
         if deploy_only:

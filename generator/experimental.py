@@ -29,7 +29,9 @@ CPU_CONNECTOR_MODELS = ("BODY_25", "COCO_18", "MPI_15", "MPI_15_4")
 # openpose_train's experimental_models/README: every released snapshot is pose_iter_464000.
 RELEASED_ITERATIONS = {"body_25": 584000}
 DEFAULT_RELEASED_ITERATIONS = 464000
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "experimental_models"
+# The repository's folder (editable install / checkout); ./experimental_models for a site-packages install.
+_REPO_OUT = Path(__file__).resolve().parents[1] / "experimental_models"
+DEFAULT_OUT = _REPO_OUT if _REPO_OUT.is_dir() else Path("experimental_models")
 
 
 def experiment_files(preset_name: str, model_name: str) -> Dict[str, str]:

@@ -456,3 +456,37 @@ def test_lmdb_layout_inferred_from_first_record(tmp_path, num_keypoints, expecte
         txn.put(b"0000000", value)
     env.close()
     assert infer_op_model(str(path), get_model("BODY_25")) == expected
+
+
+def test_tiny_training_net_runs_in_the_engine():
+    """The generated training net builds in the project's Caffe engine and trains (loss decreases)."""
+    torch = pytest.importorskip("torch")
+    net_mod = pytest.importorskip("openpose_train.caffe_layers.net")
+    net = net_mod.CaffeNet(parse_net(render.render_training("BODY_25", "tiny", crop_size=(64, 64), batch_size=2)),
+                           phase="TRAIN", seed=0)
+    model = get_model("BODY_25")
+    assert net.input_blobs["label"][1] == model.label_channels
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(2, 3, 64, 64, generator=g) - 0.5
+    label = torch.rand(2, model.label_channels, 8, 8, generator=g)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(3):
+        loss = net.total_loss(net(image=image, label=label))
+        losses.append(float(loss.detach()))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+def test_cli_writes_absolute_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(prototxt, ["--model", "BODY_25B", "--out", "o"])
+    assert r.exit_code == 0, r.output
+    p = parse_net((tmp_path / "o" / "pose_training.prototxt").read_text()).layer[0].op_transform_param
+    assert p.sources.split(";") == [str(tmp_path / "dataset" / n) for n in ("lmdb_coco2017_foot", "lmdb_coco",
+                                                                           "lmdb_mpii")]
+    assert p.source_background == str(tmp_path / "dataset" / "lmdb_background")
+    assert str(tmp_path / "dataset" / "vgg" / "VGG_ILSVRC_19_layers.caffemodel") in \
+        (tmp_path / "o" / "train_pose.sh").read_text()
