@@ -1,0 +1,514 @@
+"""``make demo``: the whole chain on a synthetic dataset, end to end, on a CPU in minutes.
+
+    python -m openpose_train.demo --out out/demo [--images N] [--iterations N] [--quick]
+
+Steps (each one a real ``openpose-train`` command run in a subprocess, so the demo proves the
+commands a user types; its output goes to ``OUT/logs/<step>.log``):
+
+1. ``synth``     synthetic COCO-format stick-figure dataset, train + held-out val split
+2. ``lmdb``      the training images to an OpenPose LMDB
+3. ``prototxt``  training files for BODY_25 topology with the reduced ``tiny`` preset
+4. ``train``     our Caffe-compatible engine on the CPU (a progress bar follows the metrics file)
+5. ``export``    the last snapshot into an OpenPose ``models/`` folder
+6. OpenCV DNN loads the export; its output is compared with our engine's
+7. ``validate``  COCO keypoint AP on the held-out images, beside the same network with random weights
+8. loss / AP plot PNG and a summary of where everything landed
+
+Re-running overwrites the demo's own sub-folders of ``--out`` (nothing else there is touched).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import click
+
+MODEL = "BODY_25"
+PRESET = "tiny"
+# What re-running removes inside --out (the demo's own outputs only).
+DEMO_FOLDERS = ("data", "lmdb_coco", "model", "openpose_models", "random_model", "logs")
+DEMO_FILES = ("demo_summary.json", "loss_ap.png")
+
+
+class DemoError(RuntimeError):
+    """A demo step failed; the message names the step and its log file."""
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Everything that shapes the demo run (the defaults are the tuned `make demo`)."""
+
+    images: int = 480                 # synthetic images in total (train + val)
+    val_fraction: float = 0.125       # held-out share for validation
+    image_size: int = 192             # synthetic images are image_size x image_size
+    max_people: int = 3
+    seed: int = 0
+    crop: int = 128                   # training crop (multiple of 8)
+    batch_size: int = 8
+    iterations: int = 1500
+    base_lr: float = 1e-3
+    snapshot_interval: int = 250      # every snapshot is validated for the AP curve
+    scale_min: float = 0.5            # OPData scale multiplier range (person height ~ 0.6 * crop * mult)
+    scale_max: float = 1.1
+    max_rotation: float = 30.0
+    net_resolution: str = "-1x192"    # validation input (the synthetic images' own size)
+    min_ap_gain: float = 0.10         # trained AP must beat the random-weights AP by this much
+    check_learning: bool = True
+    threads: Optional[int] = None     # torch threads for training (None: torch's default)
+
+
+QUICK = DemoConfig(images=24, val_fraction=0.25, image_size=160, max_people=2, batch_size=2, iterations=4,
+                   snapshot_interval=2, net_resolution="-1x160", check_learning=False)
+
+
+@dataclass(frozen=True)
+class DemoPaths:
+    """Where each step writes, under ``--out``."""
+
+    out: Path
+    data: Path
+    lmdb: Path
+    model: Path
+    snapshots: Path
+    openpose_models: Path
+    random_model: Path
+    logs: Path
+    metrics: Path
+    plot: Path
+    summary: Path
+    val_images: Path
+    val_annotations: Path
+
+    @classmethod
+    def under(cls, out) -> "DemoPaths":
+        out = Path(out)
+        return cls(out=out, data=out / "data", lmdb=out / "lmdb_coco", model=out / "model",
+                   snapshots=out / "model" / "snapshots", openpose_models=out / "openpose_models",
+                   random_model=out / "random_model", logs=out / "logs",
+                   metrics=out / "logs" / "train_metrics.jsonl", plot=out / "loss_ap.png",
+                   summary=out / "demo_summary.json", val_images=out / "data" / "val2017",
+                   val_annotations=out / "data" / "annotations" / "person_keypoints_val2017.json")
+
+
+# ------------------------------------------------------------------------------------------ output
+class Reporter:
+    """Step headers with timings on stdout; the demo's own voice."""
+
+    def __init__(self, total: int, stream=None):
+        self.total = total
+        self.stream = stream or sys.stdout
+        self.index = 0
+        self.started = time.perf_counter()
+        self._step_start = None
+        self.timings: Dict[str, float] = {}
+        self._name = None
+
+    def step(self, name: str, title: str) -> None:
+        self._finish()
+        self.index += 1
+        self._name = name
+        self._step_start = time.perf_counter()
+        self.echo(f"\n[{self.index}/{self.total}] {title}")
+
+    def _finish(self) -> None:
+        if self._name is not None:
+            dt = time.perf_counter() - self._step_start
+            self.timings[self._name] = round(dt, 2)
+            self.echo(f"      done in {dt:.1f} s")
+            self._name = None
+
+    def close(self) -> float:
+        self._finish()
+        return time.perf_counter() - self.started
+
+    def echo(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+
+def _cli(*args: str) -> List[str]:
+    """The ``openpose-train`` command line, run with this interpreter (works without the venv on PATH)."""
+    return [sys.executable, "-m", "openpose_train.cli", *[str(a) for a in args]]
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def run_command(name: str, args: Sequence[str], log: Path, cwd: Optional[Path] = None,
+                env: Optional[dict] = None, show: bool = True, on_poll=None) -> str:
+    """Run one command with stdout+stderr into ``log``; return its stdout text.
+
+    ``on_poll`` (called about twice a second while it runs) drives progress bars. A non-zero exit
+    raises :class:`DemoError` with the log's tail.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    full_env = dict(os.environ, **(env or {}))
+    with open(log, "w") as f:
+        f.write("$ " + " ".join(str(a) for a in args) + "\n")
+        f.flush()
+        proc = subprocess.Popen(list(args), cwd=cwd, stdout=f, stderr=subprocess.STDOUT, env=full_env)
+        try:
+            while True:
+                try:
+                    rc = proc.wait(timeout=0.5)
+                    break
+                except subprocess.TimeoutExpired:
+                    if on_poll is not None:
+                        on_poll()
+        except KeyboardInterrupt:
+            proc.terminate()       # the train command snapshots on SIGTERM; give it a moment
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+    if on_poll is not None:
+        on_poll()
+    text = log.read_text(errors="replace")
+    if rc != 0:
+        raise DemoError(f"step '{name}' failed (exit status {rc}); log: {log}\n{_tail(log)}")
+    if show:
+        for line in text.splitlines()[1:]:
+            if line.strip():
+                print("      " + line, flush=True)
+    return text
+
+
+# ------------------------------------------------------------------------------------------ steps
+def clean_outputs(paths: DemoPaths) -> None:
+    """Remove the demo's previous outputs (only its own folders and files)."""
+    for name in DEMO_FOLDERS:
+        shutil.rmtree(paths.out / name, ignore_errors=True)
+    for name in DEMO_FILES:
+        (paths.out / name).unlink(missing_ok=True)
+    paths.out.mkdir(parents=True, exist_ok=True)
+
+
+def make_dataset(paths: DemoPaths, cfg: DemoConfig) -> None:
+    run_command("synth", _cli("synth", "--out", paths.data, "--images", cfg.images, "--seed", cfg.seed,
+                              "--width", cfg.image_size, "--height", cfg.image_size,
+                              "--max-people", cfg.max_people, "--val-fraction", cfg.val_fraction),
+                paths.logs / "synth.log")
+
+
+def make_lmdb(paths: DemoPaths, cfg: DemoConfig) -> None:
+    run_command("lmdb", _cli("lmdb", "--json", paths.data / "annotations" / "person_keypoints_train2017.json",
+                             "--images", paths.data / "train2017", "--out", paths.lmdb, "--dataset", "coco",
+                             "--seed", cfg.seed, "--workers", 1, "--overwrite", "--quiet"),
+                paths.logs / "lmdb.log")
+
+
+def make_training_files(paths: DemoPaths, cfg: DemoConfig) -> Dict[str, Path]:
+    run_command("prototxt", _cli(
+        "prototxt", "--model", MODEL, "--preset", PRESET, "--out", paths.model,
+        "--crop-size", cfg.crop, "--batch-size", cfg.batch_size, "--lmdb", paths.lmdb.resolve(),
+        "--scale-min", cfg.scale_min, "--scale-max", cfg.scale_max, "--max-rotation", cfg.max_rotation,
+        "--base-lr", cfg.base_lr, "--lr-policy", "fixed", "--max-iter", cfg.iterations,
+        "--snapshot-interval", cfg.snapshot_interval, "--snapshot-prefix", (paths.snapshots / "pose").resolve(),
+        "--display", max(1, min(50, cfg.iterations // 10)), "--gpus", "", "--vgg-weights", ""),
+        paths.logs / "prototxt.log")
+    files = {"deploy": paths.model / "pose_deploy.prototxt", "training": paths.model / "pose_training.prototxt",
+             "solver": paths.model / "pose_solver.prototxt"}
+    for kind, path in files.items():
+        if not path.is_file():
+            raise DemoError(f"step 'prototxt' did not write the {kind} file {path}")
+    return files
+
+
+def _read_metrics(path: Path) -> List[dict]:
+    rows = []
+    try:
+        with open(path) as f:
+            for line in f:
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    pass        # a line being written
+    except OSError:
+        pass
+    return rows
+
+
+def train(paths: DemoPaths, cfg: DemoConfig) -> Path:
+    """Train with ``openpose-train train``; a bar follows the JSONL metrics. Returns the last caffemodel."""
+    from tqdm import tqdm
+
+    paths.metrics.unlink(missing_ok=True)
+    bar = tqdm(total=cfg.iterations, unit="it", desc="      train", dynamic_ncols=True, file=sys.stderr,
+               disable=None, mininterval=1.0)
+    state = {"done": 0, "last_print": time.perf_counter()}
+
+    def poll():
+        rows = _read_metrics(paths.metrics)
+        if not rows:
+            return
+        done = rows[-1]["iteration"] + 1
+        if done > state["done"]:
+            bar.update(done - state["done"])
+            state["done"] = done
+            bar.set_postfix(loss=f"{rows[-1]['smoothed_loss']:.4g}", refresh=False)
+            if bar.disable and time.perf_counter() - state["last_print"] > 30:   # not a terminal
+                print(f"      iteration {done}/{cfg.iterations}, loss {rows[-1]['smoothed_loss']:.4g}", flush=True)
+                state["last_print"] = time.perf_counter()
+
+    env = {"OMP_NUM_THREADS": str(cfg.threads)} if cfg.threads else None
+    try:
+        run_command("train", _cli("train", "-solver", "pose_solver.prototxt", "--metrics", paths.metrics.resolve(),
+                                  "--workers", 1),
+                    paths.logs / "train.log", cwd=paths.model, env=env, show=False, on_poll=poll)
+    finally:
+        bar.close()
+    rows = _read_metrics(paths.metrics)
+    if rows:
+        print(f"      loss {rows[0]['loss']:.4g} (iteration 0) -> {rows[-1]['smoothed_loss']:.4g} "
+              f"(iteration {rows[-1]['iteration']}, smoothed); log {paths.logs / 'train.log'}", flush=True)
+    last = paths.snapshots / f"pose_iter_{cfg.iterations}.caffemodel"
+    if not last.is_file():
+        raise DemoError(f"training finished without its final snapshot {last}; log: {paths.logs / 'train.log'}")
+    return last
+
+
+def export(paths: DemoPaths, snapshot: Path, net_resolution: str) -> dict:
+    text = run_command("export", _cli("export", "--snapshot", snapshot, "--model", MODEL, "--preset", PRESET,
+                                      "--deploy", paths.model / "pose_deploy.prototxt",
+                                      "--to", paths.openpose_models, "--net-resolution", net_resolution),
+                       paths.logs / "export.log")
+    from openpose_train.generator.registry import get_model
+
+    model = get_model(MODEL)
+    folder = paths.openpose_models / model.model_folder
+    result = {"prototxt": folder / model.deploy_name, "caffemodel": folder / model.caffemodel_name,
+              "command": next((ln.strip() for ln in text.splitlines() if "openpose.bin" in ln), "")}
+    for key in ("prototxt", "caffemodel"):
+        if not result[key].is_file():
+            raise DemoError(f"step 'export' did not write {result[key]}")
+    return result
+
+
+def compare_opencv(prototxt: Path, caffemodel: Path, image_path: Path, net_resolution: str) -> dict:
+    """OpenCV DNN and our engine on one preprocessed val image: max |difference| of ``net_output``."""
+    import cv2
+    import numpy as np
+
+    from openpose_train.validation.inference import (OpenCVBackend, TorchBackend, net_input_size,
+                                                     parse_net_resolution, preprocess)
+    image = cv2.imread(str(image_path))
+    if image is None:
+        raise DemoError(f"cannot read {image_path}")
+    size = net_input_size((image.shape[1], image.shape[0]), parse_net_resolution(net_resolution))
+    x = preprocess(image, size)[0][None]
+    ours = TorchBackend(prototxt, caffemodel, device="cpu").forward(x)
+    theirs = OpenCVBackend(prototxt, caffemodel).forward(x)
+    diff = float(np.abs(ours - theirs).max())
+    return {"max_abs_diff": diff, "output_shape": list(ours.shape), "max_abs_output": float(np.abs(ours).max()),
+            "image": str(image_path)}
+
+
+def write_random_model(deploy: Path, folder: Path, seed: int) -> Path:
+    """The same network with its initial (random, filler-drawn) weights, as a caffemodel."""
+    import torch
+
+    from openpose_train.caffe_layers import caffe_io
+    from openpose_train.caffe_layers.net import CaffeNet
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    net_param = caffe_io.read_net_prototxt(str(deploy))
+    net = CaffeNet(net_param, phase="TEST", seed=seed)
+    shutil.copyfile(deploy, folder / "pose_deploy.prototxt")
+    path = folder / "pose_iter_0.caffemodel"
+    caffe_io.write_caffemodel(str(path), net.caffe_weights(), net=net_param)
+    return path
+
+
+def evaluate_model(prototxt: Path, caffemodel: Path, images: Path, annotations: Path,
+                   net_resolution: str) -> dict:
+    """COCO keypoint AP of one caffemodel on a folder of images (torch backend, in this process)."""
+    import cv2
+
+    from openpose_train.generator.registry import get_model
+    from openpose_train.validation import coco_eval
+    from openpose_train.validation.inference import InferenceSettings, PoseEstimator, load_backend
+
+    model = get_model(MODEL)
+    coco = coco_eval.load_coco(str(annotations))
+    ids = coco_eval.image_ids_by_name(coco)
+    estimator = PoseEstimator(model, load_backend("torch", str(prototxt), str(caffemodel), device="cpu"),
+                              InferenceSettings(net_resolution=net_resolution))
+    results, evaluated = [], []
+    for name in sorted(ids):
+        image = cv2.imread(str(images / name))
+        if image is None:
+            continue
+        keypoints, scores = estimator.estimate(image)
+        results.extend(coco_eval.people_to_coco(model, keypoints, scores, ids[name]))
+        evaluated.append(ids[name])
+    return coco_eval.evaluate(coco, results, evaluated)["stats"]
+
+
+def snapshot_curve(paths: DemoPaths, cfg: DemoConfig, deploy: Path) -> List[dict]:
+    """AP of every training snapshot (the curve of the plot)."""
+    from tqdm import tqdm
+
+    snaps = sorted(paths.snapshots.glob("pose_iter_*.caffemodel"), key=lambda p: int(p.stem.split("_")[-1]))
+    curve = []
+    for snap in tqdm(snaps, desc="      snapshots", unit="snapshot", file=sys.stderr, disable=None):
+        stats = evaluate_model(deploy, snap, paths.val_images, paths.val_annotations, cfg.net_resolution)
+        curve.append({"iteration": int(snap.stem.split("_")[-1]), "AP": stats["AP"], "AP50": stats["AP50"]})
+    return curve
+
+
+def plot_loss_ap(metrics: List[dict], curve: List[dict], random_ap: float, path: Path) -> Path:
+    """Training loss (raw and smoothed) and validation AP per snapshot, one PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_ap) = plt.subplots(1, 2, figsize=(11, 4))
+    if metrics:
+        its = [r["iteration"] for r in metrics]
+        ax_loss.plot(its, [r["loss"] for r in metrics], color="0.75", lw=0.8, label="loss")
+        ax_loss.plot(its, [r["smoothed_loss"] for r in metrics], color="C0", label="smoothed loss")
+        ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("iteration")
+    ax_loss.set_ylabel("training loss (sum of stage losses)")
+    ax_loss.set_title(f"{MODEL} ({PRESET} preset) training loss")
+    ax_loss.legend()
+    if curve:
+        ax_ap.plot([c["iteration"] for c in curve], [c["AP"] for c in curve], "o-", color="C1", label="AP")
+        ax_ap.plot([c["iteration"] for c in curve], [c["AP50"] for c in curve], "s--", color="C2", label="AP50")
+    ax_ap.axhline(random_ap, color="C3", ls=":", label=f"random weights AP = {random_ap:.3f}")
+    ax_ap.set_xlabel("iteration")
+    ax_ap.set_ylabel("COCO keypoint AP (held-out synthetic images)")
+    ax_ap.set_ylim(0, 1)
+    ax_ap.set_title("validation AP per snapshot")
+    ax_ap.legend()
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".partial.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def run_demo(out, cfg: DemoConfig = DemoConfig(), stream=None) -> dict:
+    """Run every step into ``out``; returns the summary (also written to ``out/demo_summary.json``).
+
+    Raises :class:`DemoError` when a step fails or, with ``cfg.check_learning``, when the trained
+    network is not clearly better than the same network with random weights.
+    """
+    paths = DemoPaths.under(out)
+    rep = Reporter(total=8, stream=stream)
+    rep.echo(f"openpose-train demo: {MODEL} topology (preset {PRESET}) on {cfg.images} synthetic images, "
+             f"{cfg.iterations} iterations -> {paths.out}")
+    clean_outputs(paths)
+
+    rep.step("synth", f"Synthetic COCO-format dataset: {cfg.images} images of {cfg.image_size}x{cfg.image_size} "
+                      f"px, up to {cfg.max_people} people, {cfg.val_fraction:.0%} held out for validation")
+    make_dataset(paths, cfg)
+
+    rep.step("lmdb", "Training images -> OpenPose LMDB (datum: image | metadata | mask_miss)")
+    make_lmdb(paths, cfg)
+
+    rep.step("prototxt", f"Training files for {MODEL} (preset {PRESET}, crop {cfg.crop}, batch {cfg.batch_size})")
+    files = make_training_files(paths, cfg)
+
+    rep.step("train", f"Training {cfg.iterations} iterations on the CPU with our engine "
+                      f"(openpose-train train -solver pose_solver.prototxt)")
+    snapshot = train(paths, cfg)
+
+    rep.step("export", f"Export to an OpenPose models folder: {paths.openpose_models}")
+    exported = export(paths, snapshot, cfg.net_resolution)
+
+    rep.step("opencv", "OpenCV DNN (cv2.dnn.readNetFromCaffe) loads the export; output vs our engine")
+    first_val = sorted(paths.val_images.glob("*.jpg"))
+    if not first_val:
+        raise DemoError(f"no validation images in {paths.val_images}")
+    parity = compare_opencv(exported["prototxt"], exported["caffemodel"], first_val[0], cfg.net_resolution)
+    rep.echo(f"      net_output {parity['output_shape']}: max |OpenCV - engine| = {parity['max_abs_diff']:.2e} "
+             f"(outputs up to {parity['max_abs_output']:.3g})")
+    if parity["max_abs_diff"] > 1e-4:
+        raise DemoError(f"OpenCV's output differs from the engine's by {parity['max_abs_diff']:.3g} (> 1e-4) "
+                        f"on {parity['image']}")
+
+    rep.step("validate", f"COCO keypoint AP on {paths.val_images} (net resolution {cfg.net_resolution}): "
+                         "trained vs random weights")
+    random_caffemodel = write_random_model(paths.model / "pose_deploy.prototxt", paths.random_model, cfg.seed)
+    trained = evaluate_model(exported["prototxt"], exported["caffemodel"], paths.val_images,
+                             paths.val_annotations, cfg.net_resolution)
+    random_stats = evaluate_model(paths.random_model / "pose_deploy.prototxt", random_caffemodel,
+                                  paths.val_images, paths.val_annotations, cfg.net_resolution)
+    rep.echo(f"      trained:        AP {trained['AP']:.3f}  AP50 {trained['AP50']:.3f}  AR {trained['AR']:.3f}")
+    rep.echo(f"      random weights: AP {random_stats['AP']:.3f}  AP50 {random_stats['AP50']:.3f}  "
+             f"AR {random_stats['AR']:.3f}")
+    curve = snapshot_curve(paths, cfg, files["deploy"])
+
+    rep.step("plot", "Loss and AP plot")
+    plot_loss_ap(_read_metrics(paths.metrics), curve, random_stats["AP"], paths.plot)
+    total = rep.close()
+    summary = {
+        "model": MODEL, "preset": PRESET, "config": asdict(cfg), "wall_s": round(total, 1),
+        "step_s": rep.timings, "openpose_models": paths.openpose_models, "prototxt": exported["prototxt"],
+        "caffemodel": exported["caffemodel"], "openpose_command": exported["command"],
+        "opencv_parity": parity, "trained": trained, "random_weights": random_stats, "ap_curve": curve,
+        "plot": paths.plot, "logs": paths.logs, "training_log": paths.logs / "train.log",
+        "metrics": paths.metrics, "snapshots": paths.snapshots,
+    }
+    _write_json(paths.summary, summary)
+    learned = trained["AP"] >= random_stats["AP"] + cfg.min_ap_gain
+    summary["learned"] = learned
+    _write_json(paths.summary, summary)
+    rep.echo(f"\nDone in {total / 60:.1f} min. Everything is under {paths.out}:")
+    rep.echo(f"  OpenPose model folder  {paths.openpose_models}  ({exported['caffemodel'].relative_to(paths.out)})")
+    rep.echo(f"  COCO AP (held out)     {trained['AP']:.3f}  vs  {random_stats['AP']:.3f} with random weights")
+    rep.echo(f"  loss / AP plot         {paths.plot}")
+    rep.echo(f"  training log, metrics  {paths.logs / 'train.log'}, {paths.metrics}")
+    rep.echo(f"  snapshots              {paths.snapshots}")
+    rep.echo(f"  summary                {paths.summary}")
+    rep.echo("Run it with OpenPose (CPU or GPU build):")
+    rep.echo(f"  {exported['command']}")
+    if cfg.check_learning and not learned:
+        raise DemoError(f"the network did not learn: AP {trained['AP']:.3f} is not {cfg.min_ap_gain} above the "
+                        f"random-weights AP {random_stats['AP']:.3f}; see {paths.plot} and {paths.logs / 'train.log'}")
+    return summary
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--out", default="out/demo", show_default=True, type=click.Path(file_okay=False),
+              help="Output folder (its demo sub-folders are replaced on every run).")
+@click.option("--images", type=click.IntRange(min=8), help=f"Synthetic images [{DemoConfig.images}].")
+@click.option("--iterations", type=click.IntRange(min=1), help=f"Training iterations [{DemoConfig.iterations}].")
+@click.option("--quick", is_flag=True, help="A seconds-long smoke run (tiny data, a few iterations; "
+              "no learning check).")
+def main(out, images, iterations, quick):
+    """Run the whole openpose-train chain on a synthetic dataset and print where everything landed."""
+    cfg = QUICK if quick else DemoConfig()
+    if images:
+        cfg = replace(cfg, images=images)
+    if iterations:
+        cfg = replace(cfg, iterations=iterations, snapshot_interval=max(1, min(cfg.snapshot_interval,
+                                                                                iterations)))
+    try:
+        run_demo(out, cfg)
+    except DemoError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+if __name__ == "__main__":
+    main()

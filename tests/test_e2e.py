@@ -1,0 +1,105 @@
+"""End-to-end smoke test: synthetic data -> LMDB -> prototxt -> train -> export -> OpenCV -> validation.
+
+Runs the demo's own pipeline (``openpose_train.demo.run_demo``) with a tiny configuration: every
+step is a real ``openpose-train`` command in a subprocess. The checks below are independent of
+the demo's own checks (OpenCV is driven directly, files are byte-compared, the plot is decoded).
+"""
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from openpose_train import demo
+
+AP_FIELDS = ("AP", "AP50", "AP75", "APm", "APl", "AR")
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("e2e") / "demo"
+    cfg = replace(demo.QUICK, images=20, iterations=3, snapshot_interval=3)
+    summary = demo.run_demo(out, cfg)
+    return out, cfg, summary
+
+
+def test_export_is_the_trained_snapshot_in_openpose_layout(demo_run):
+    out, cfg, summary = demo_run
+    folder = out / "openpose_models" / "pose" / "body_25"
+    prototxt, caffemodel = folder / "pose_deploy.prototxt", folder / "pose_iter_584000.caffemodel"
+    assert Path(summary["prototxt"]) == prototxt and Path(summary["caffemodel"]) == caffemodel
+    snapshot = out / "model" / "snapshots" / f"pose_iter_{cfg.iterations}.caffemodel"
+    assert caffemodel.read_bytes() == snapshot.read_bytes()
+    assert prototxt.read_bytes() == (out / "model" / "pose_deploy.prototxt").read_bytes()
+    assert "--model_pose BODY_25" in summary["openpose_command"]
+    assert str((out / "openpose_models").resolve()) in summary["openpose_command"]
+
+
+def test_training_ran_every_iteration(demo_run):
+    out, cfg, _ = demo_run
+    rows = [json.loads(line) for line in (out / "logs" / "train_metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == list(range(cfg.iterations))
+    assert all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in rows)
+    assert "Optimization Done." in (out / "logs" / "train.log").read_text()
+
+
+def test_opencv_loads_export_and_matches_engine(demo_run):
+    """cv2.dnn reads the exported files; its net_output equals our engine's within 1e-4."""
+    import torch
+
+    from openpose_train.caffe_layers.net import CaffeNet
+
+    _, _, summary = demo_run
+    prototxt, caffemodel = str(summary["prototxt"]), str(summary["caffemodel"])
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, (1, 3, 96, 64)).astype(np.float32)
+    cv_net = cv2.dnn.readNetFromCaffe(prototxt, caffemodel)
+    cv_net.setInput(x)
+    theirs = cv_net.forward("net_output")
+    net = CaffeNet(prototxt, phase="TEST")
+    report = net.load_caffe_weights(caffemodel, allow_missing=False)
+    assert not report.missing
+    with torch.no_grad():
+        ours = net({"image": torch.from_numpy(x)})["net_output"].numpy()
+    assert ours.shape == theirs.shape == (1, 78, 12, 8)
+    assert np.abs(ours).max() > 0
+    np.testing.assert_allclose(theirs, ours, atol=1e-4, rtol=0)
+    assert summary["opencv_parity"]["max_abs_diff"] <= 1e-4
+
+
+def test_validation_summary_has_ap_fields(demo_run):
+    out, _, summary = demo_run
+    on_disk = json.loads((out / "demo_summary.json").read_text())
+    for key in ("trained", "random_weights"):
+        for field in AP_FIELDS:
+            value = on_disk[key][field]
+            assert isinstance(value, float) and (0.0 <= value <= 1.0 or value == -1.0), (key, field, value)
+    assert [c["iteration"] for c in on_disk["ap_curve"]] == [3]
+
+
+def test_plot_is_a_png(demo_run):
+    out, _, _ = demo_run
+    image = cv2.imread(str(out / "loss_ap.png"))
+    assert image is not None and image.shape[0] > 200 and image.shape[1] > 400
+    assert image.std() > 5          # not a blank canvas
+
+
+def test_rerun_cleans_only_demo_outputs(tmp_path):
+    paths = demo.DemoPaths.under(tmp_path)
+    (paths.snapshots).mkdir(parents=True)
+    (paths.snapshots / "pose_iter_9.caffemodel").write_bytes(b"stale")
+    paths.summary.write_text("{}")
+    keep = tmp_path / "my_notes.txt"
+    keep.write_text("mine")
+    demo.clean_outputs(paths)
+    assert not paths.model.exists() and not paths.summary.exists()
+    assert keep.read_text() == "mine"
+
+
+def test_failed_step_names_step_and_log(tmp_path):
+    log = tmp_path / "logs" / "bad.log"
+    with pytest.raises(demo.DemoError, match=r"step 'bad' failed .*bad\.log"):
+        demo.run_command("bad", demo._cli("export", "--snapshot", tmp_path / "nope.caffemodel", "--model",
+                                          "BODY_25", "--to", tmp_path / "m"), log, show=False)
+    assert "nope.caffemodel" in log.read_text()
