@@ -65,6 +65,15 @@ class WeightsMismatchError(CaffeFormatError):
 # ----------------------------------------------------------------------------------------------
 # atomic writes
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()   # read once: os.umask() is process-wide, flipping it later would race with threads
+
+
 def _atomic_write(path: PathLike, write_fn, mode: str = "wb") -> None:
     """Write through ``write_fn(file)`` to a temporary file next to ``path``, then rename."""
     path = Path(path)
@@ -73,6 +82,7 @@ def _atomic_write(path: PathLike, write_fn, mode: str = "wb") -> None:
     try:
         with os.fdopen(fd, mode) as f:
             write_fn(f)
+        os.chmod(tmp, 0o666 & ~_UMASK)   # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -156,6 +156,9 @@ def test_text_round_trip(tmp_path):
     write_prototxt(solver, tmp_path / "solver.prototxt")
     assert read_solver_prototxt(tmp_path / "solver.prototxt") == solver
     assert [p.name for p in tmp_path.iterdir()] and not list(tmp_path.glob(".*tmp"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "net.prototxt").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_syntax_error_reports_file_line_column(tmp_path):
