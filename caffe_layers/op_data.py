@@ -1,0 +1,607 @@
+"""The ``OPData`` layer as a data source: LMDB records -> augmented images + labels, batched.
+
+``OPDataSource`` is what the training engine reads from and a plain Python iterator
+(``spec/op_data_layer.md`` §3). Per batch it draws one source with the configured
+probabilities (or a background-only batch), takes the next records of that source (and of the
+background LMDB), augments each one (``augment.py``) and renders its label (``labels.py``, or
+``labels_torch.py`` on ``label_device``).
+
+Determinism: the main process *plans* every batch (source draw, record keys, a per-batch seed
+derived from ``(seed, rank, batch number)``); workers only execute plans. The same seed
+therefore gives identical batches whatever the number of workers, and ``state_dict()`` (planning
+RNG, LMDB cursors, batch counter of the next batch to be consumed) resumes exactly.
+
+Multi-GPU: ``rank``/``world_size`` shard every LMDB as the fork's ``Skip()`` does (record offset
+``% world_size == rank``); the source draw uses the un-ranked seed, so all ranks pick the same
+source for the same step (the fork shares it through static atomics).
+
+Workers are processes writing into shared-memory slots (uint8 images, float32 labels); the main
+process only copies a finished slot into torch tensors and normalises the image.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import traceback
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+from pathlib import Path
+from typing import List, Optional
+
+import cv2
+import numpy as np
+
+from ..generator.registry import get_training_variant
+from . import augment as A
+from . import labels as L
+
+#: categories whose datum carries mask_miss in channel 4 (§1.4); plus the face70_mask_out dataset
+MASK_CATEGORIES = frozenset({"COCO", "CAR", "MPII", "PT", "HAND"})
+#: fork model strings whose mask_miss is replaced by the padding mask (§5.4 step 7)
+MASK_IS_BACKGROUND = frozenset({"MPII_65_42", "CAR_12"})
+
+
+class OPDataError(ValueError):
+    """Bad OPData configuration or record (the message names the layer, LMDB or record)."""
+
+
+# ----------------------------------------------------------------------------- configuration
+
+@dataclass(frozen=True)
+class SourceSpec:
+    path: str
+    op_model: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class OPDataConfig:
+    """Everything a worker needs, picklable."""
+
+    layer_name: str
+    sources: tuple                      # SourceSpec per source
+    background: Optional[str]
+    prob_only_background: float
+    batch_size: int
+    augment: A.AugmentConfig
+    phase: str
+    media_directory: str
+    top_names: tuple
+
+
+def parse_layer(layer_param, phase: str = "TRAIN", **augment_overrides) -> OPDataConfig:
+    """Validate an OPData ``LayerParameter`` (§2, §3.1 checks) into an :class:`OPDataConfig`."""
+    name = layer_param.name or "OPData"
+    if layer_param.type and layer_param.type != "OPData":
+        raise OPDataError(f"layer '{name}' has type '{layer_param.type}', expected 'OPData'")
+    tp = layer_param.op_transform_param
+    try:
+        aug = A.AugmentConfig.from_proto(tp, **augment_overrides)
+    except A.AugmentError as exc:
+        raise OPDataError(f"layer '{name}': {exc}") from None
+    paths = A.parse_list(tp.sources, str)
+    if not paths:
+        raise OPDataError(f"layer '{name}': op_transform_param.sources is empty")
+    models = A.parse_list(tp.models, str)
+    probs = A.parse_list(tp.probabilities, float)
+    if len(models) == 1:
+        models = models * len(paths)
+    if not (len(paths) == len(models) == len(probs)):
+        raise OPDataError(f"layer '{name}': {len(paths)} sources, {len(models)} models and "
+                          f"{len(probs)} probabilities must match")
+    if any(not 0 <= p <= 1 for p in probs):
+        raise OPDataError(f"layer '{name}': probabilities {probs} must lie in [0, 1]")
+    background = tp.source_background or None
+    only_bkg = float(tp.prob_only_background) if background else 0.0
+    if not 0 <= only_bkg < 1:
+        raise OPDataError(f"layer '{name}': prob_only_background {only_bkg} must lie in [0, 1)")
+    if abs(sum(probs) + only_bkg - 1) > 1e-6:
+        raise OPDataError(f"layer '{name}': probabilities sum to {sum(probs)} + prob_only_background "
+                          f"{only_bkg}, not 1")
+    channels = set()
+    for m in models:
+        try:
+            model, variant = get_training_variant(m)
+        except KeyError as exc:
+            raise OPDataError(f"layer '{name}': {exc}") from None
+        if variant.op_model in L.UNSUPPORTED_OP_MODELS:
+            raise OPDataError(f"layer '{name}': model string {m}: its special label rules are not implemented")
+        channels.add(model.label_channels)
+    if len(channels) != 1:
+        raise OPDataError(f"layer '{name}': the models {models} give different label channel counts "
+                          f"{sorted(channels)} (are you using compatible models?)")
+    if phase not in ("TRAIN", "TEST"):
+        raise OPDataError(f"phase must be TRAIN or TEST, got {phase}")
+    tops = tuple(layer_param.top) or ("image", "label")
+    return OPDataConfig(
+        layer_name=name, sources=tuple(SourceSpec(p, m, float(q)) for p, m, q in zip(paths, models, probs)),
+        background=background, prob_only_background=only_bkg,
+        batch_size=int(layer_param.data_param.batch_size) or 1, augment=aug, phase=phase,
+        media_directory=tp.media_directory, top_names=tops)
+
+
+def choose_source(probabilities, dice: float) -> int:
+    """§3.2: the first source whose cumulative probability exceeds ``dice``; -1 = background only."""
+    total = 0.0
+    for i, p in enumerate(probabilities):
+        total += p
+        if dice < total:
+            return i
+    return -1
+
+
+# ----------------------------------------------------------------------------- records
+
+def sample_from_record(record, model, variant, config: A.AugmentConfig, dataset_index: int,
+                       media_directory: str = "", expected_dataset: Optional[str] = None):
+    """A decoded datum -> :class:`augment.Sample` in model keypoints, or None when invalid (§5.8).
+
+    Applies the fork's metadata rules: COCO category -1 shift, v rounding and out-of-image -> 2,
+    the LMDB->model remap, scale_self normalised to the crop height. Invalid: a dataset string
+    different from the source's first record, or a main-person visibility > 4 or NaN.
+    """
+    meta = record.meta
+    if meta is None:
+        raise OPDataError("record has no metadata plane")
+    if expected_dataset is not None and meta.dataset != expected_dataset:
+        return None
+    joints = np.asarray(meta.joints, np.float32)
+    if np.isnan(joints).any() or (joints[:, 2] > 4).any():
+        return None
+    shift = np.float32(1) if variant.category == "COCO" else np.float32(0)
+    people = np.concatenate([joints[None], np.asarray(meta.others_joints, np.float32)], 0).copy()
+    people[..., :2] -= shift
+    width, height = int(meta.img_width), int(meta.img_height)
+    people = L.sanitize_visibility(people, width, height)
+    people = L.remap_keypoints(variant, people)
+    image = record.image
+    if variant.category == "DOME":
+        path = Path(media_directory + (meta.image_path or ""))
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise OPDataError(f"DOME image {path} cannot be read")
+    mask = record.mask_miss if (variant.category in MASK_CATEGORIES or meta.dataset == "face70_mask_out") else None
+    return A.Sample(image=image, mask_miss=mask, people=people,
+                    objpos=np.asarray(meta.objpos, np.float32) - shift,
+                    scale_self=float(np.float32(meta.scale_provided) * np.float32(A.LEGACY_CROP / config.crop_y)),
+                    num_other_people=meta.num_other_people, dataset_index=dataset_index)
+
+
+_OPEN_LMDBS = {}     # (pid, path) -> [LmdbReader, users]: LMDB allows one handle per file per process
+
+
+def _acquire(path, num_lmdb_parts=None):
+    import os
+    from ..dataset_tools.lmdb_reader import LmdbReader
+    key = (os.getpid(), str(Path(path).resolve()))
+    entry = _OPEN_LMDBS.get(key)
+    if entry is None:
+        entry = _OPEN_LMDBS[key] = [LmdbReader(path), 0]
+    entry[1] += 1
+    reader = entry[0]
+    return reader if num_lmdb_parts is None else _PartsView(reader, num_lmdb_parts)
+
+
+def _release(reader):
+    import os
+    base = reader.reader if isinstance(reader, _PartsView) else reader
+    for key, entry in list(_OPEN_LMDBS.items()):
+        if entry[0] is base and key[0] == os.getpid():
+            entry[1] -= 1
+            if entry[1] <= 0:
+                base.close()
+                del _OPEN_LMDBS[key]
+
+
+class _PartsView:
+    """A shared LmdbReader decoding metadata with this source's LMDB keypoint count."""
+
+    def __init__(self, reader, num_lmdb_parts):
+        self.reader, self.num_lmdb_parts = reader, num_lmdb_parts
+        self.path = reader.path
+
+    def __len__(self):
+        return len(self.reader)
+
+    def __getitem__(self, index):
+        from ..dataset_tools.datum import read_datum
+        return read_datum(self.reader.raw(index), num_lmdb_parts=self.num_lmdb_parts)
+
+
+class _Readers:
+    """Per-process LMDB handles (opened lazily: LMDB environments must not cross a fork)."""
+
+    def __init__(self, config: OPDataConfig):
+        self.config = config
+        self.sources = [None] * len(config.sources)
+        self.background = None
+        self.models = [get_training_variant(s.op_model) for s in config.sources]
+        self.first_dataset = [None] * len(config.sources)
+
+    def source(self, i):
+        if self.sources[i] is None:
+            self.sources[i] = _acquire(self.config.sources[i].path, self.models[i][1].num_lmdb_parts)
+            if self.first_dataset[i] is None:
+                self.first_dataset[i] = self.sources[i][0].meta.dataset
+        return self.sources[i]
+
+    def background_reader(self):
+        if self.background is None:
+            self.background = _acquire(self.config.background)
+        return self.background
+
+    def close(self):
+        for r in self.sources + [self.background]:
+            if r is not None:
+                _release(r)
+        self.sources = [None] * len(self.sources)
+        self.background = None
+
+
+def render_item(readers: _Readers, source: int, key: Optional[int], bg_key: Optional[int], rng,
+                with_labels: bool = True):
+    """One batch item: (uint8 image (H, W, 3), label or None, AugmentedSample or None when invalid)."""
+    cfg = readers.config
+    aug_cfg = cfg.augment
+    background = None
+    if bg_key is not None:
+        background = readers.background_reader()[bg_key].image
+    if source < 0:
+        model, variant = readers.models[0]
+        out = A.background_only_sample(rng, aug_cfg, background, model.num_parts)
+    else:
+        model, variant = readers.models[source]
+        reader = readers.source(source)
+        try:
+            record = reader[key]
+            sample = sample_from_record(record, model, variant, aug_cfg, source, cfg.media_directory,
+                                        readers.first_dataset[source])
+        except (ValueError, KeyError) as exc:
+            raise OPDataError(f"{reader.path} record {key:07d}: {exc}") from None
+        if sample is None:
+            return None, None, None
+        if cfg.phase == "TEST":
+            out = A.unaugmented_sample(aug_cfg, sample)
+        else:
+            out = A.augment_sample(rng, aug_cfg, sample, variant.category, variant.op_model, model.flip_pairs,
+                                   background=background,
+                                   mask_is_background=variant.op_model in MASK_IS_BACKGROUND)
+    label = None
+    if with_labels:
+        label = L.render_labels(model, variant, out.people, out.mask_grid, aug_cfg.grid_size, aug_cfg.stride,
+                                aug_cfg.sigma(max(source, 0)), filled=out.filled)
+    return out.image, label, out
+
+
+@dataclass
+class BatchPlan:
+    number: int
+    source: int
+    keys: tuple          # record index per item (None for background-only)
+    bg_keys: tuple       # background record index per item (None without a background LMDB)
+    seed: tuple
+
+
+def run_plan(readers: _Readers, plan: BatchPlan, images: np.ndarray, labels: Optional[np.ndarray]):
+    """Fill ``images`` (N, 3, H, W) uint8 BGR planes and ``labels`` (N, 2C, gy, gx) for one plan.
+
+    Returns the label inputs for device-side rendering: ``{"source": i, "items": [(people,
+    mask grid, filled) or None per item]}``.
+    """
+    rng = np.random.default_rng(list(plan.seed))
+    inputs = []
+    for i, (key, bg_key) in enumerate(zip(plan.keys, plan.bg_keys)):
+        image, label, out = render_item(readers, plan.source, key, bg_key, rng, with_labels=labels is not None)
+        if out is None:                                 # invalid metadata (§5.8): zero label and image
+            images[i] = 0
+            if labels is not None:
+                labels[i] = 0
+            inputs.append(None)
+            continue
+        if image.shape != images.shape[2:] + (3,):
+            raise OPDataError(f"{readers.config.layer_name}: item image {image.shape} differs from the batch "
+                              f"shape {images.shape[2:] + (3,)}")
+        images[i] = image.transpose(2, 0, 1)
+        if labels is not None:
+            labels[i] = label
+        inputs.append((out.people, out.mask_grid, out.filled))
+    return {"source": plan.source, "items": inputs}
+
+
+def _worker_main(config, slot_names, shapes, with_labels, tasks, results):
+    cv2.setNumThreads(1)            # the workers are the parallelism
+    readers = _Readers(config)
+    slots = [shared_memory.SharedMemory(name=n) for n in slot_names]
+    try:
+        while True:
+            task = tasks.get()
+            if task is None:
+                break
+            plan, slot = task
+            buf = slots[slot].buf
+            images = np.ndarray(shapes[0], np.uint8, buffer=buf)
+            labels = np.ndarray(shapes[1], np.float32, buffer=buf, offset=images.nbytes) if with_labels else None
+            try:
+                inputs = run_plan(readers, plan, images, labels)
+                results.put((plan.number, slot, None if with_labels else inputs, None))
+            except Exception as exc:  # reported to the main process, which raises it
+                msg = str(exc) if isinstance(exc, (OPDataError, A.AugmentError, L.LabelError)) \
+                    else f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+                results.put((plan.number, slot, None, msg))
+    finally:
+        for s in slots:
+            s.close()
+        readers.close()
+
+
+# ----------------------------------------------------------------------------- the source
+
+class OPDataSource:
+    """Batches of the OPData layer: ``{top_name: torch.float32 tensor}`` per ``next()``.
+
+    ``layer_param``: caffe_pb2.LayerParameter of type "OPData". ``num_workers`` 0 runs in the
+    calling thread. ``label_device`` "cpu": workers render labels with numpy; otherwise workers
+    send keypoints and masks and the labels of the whole batch are rendered there in one pass
+    (``labels_torch``).
+    """
+
+    def __init__(self, layer_param, phase: str = "TRAIN", seed: Optional[int] = None, rank: int = 0,
+                 world_size: int = 1, num_workers: int = 2, prefetch: int = 4, label_device="cpu",
+                 mp_context: Optional[str] = None, **augment_overrides):
+        self.config = parse_layer(layer_param, phase, **augment_overrides)
+        if not 0 <= rank < world_size:
+            raise OPDataError(f"rank {rank} outside world_size {world_size}")
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.seed = int(np.random.SeedSequence().entropy % (2 ** 63)) if seed is None else int(seed)
+        self.num_workers = int(num_workers)
+        self.prefetch = max(1, int(prefetch or layer_param.data_param.prefetch or 4))
+        self.label_device = str(label_device)
+        self._readers = _Readers(self.config)
+        self.sizes = []
+        for i in range(len(self.config.sources)):
+            try:
+                self.sizes.append(len(self._readers.source(i)))
+            except Exception as exc:
+                raise OPDataError(f"layer '{self.config.layer_name}': source {self.config.sources[i].path}: "
+                                  f"{exc}") from None
+            if self.sizes[-1] == 0:
+                raise OPDataError(f"{self.config.sources[i].path}: the LMDB is empty")
+        self.background_size = len(self._readers.background_reader()) if self.config.background else 0
+        if self.config.background and self.background_size == 0:
+            raise OPDataError(f"{self.config.background}: the background LMDB is empty")
+        model, _ = self._readers.models[0]
+        self.model = model
+        aug = self.config.augment
+        if phase == "TEST":
+            first = self._readers.source(0)[0].image
+            height, width = first.shape[:2]
+        else:
+            width, height = aug.crop_x, aug.crop_y
+        grid_w, grid_h = aug.grid_size
+        n = self.config.batch_size
+        self.image_shape = (n, 3, height, width)
+        self.label_shape = (n, model.label_channels, grid_h, grid_w)
+        self._mp_context = mp_context
+        self._workers: List = []
+        self._reset_planning(self._initial_state())
+
+    # --- planning ---------------------------------------------------------------------------
+    def _initial_state(self):
+        return {"seed": self.seed, "rank": self.rank, "world_size": self.world_size, "batch": 0,
+                "dice_rng": np.random.default_rng(self.seed).bit_generator.state,
+                "offsets": [0] * len(self.sizes), "bg_offset": 0}
+
+    def _reset_planning(self, state):
+        self._plan_state = {k: (list(v) if isinstance(v, list) else v) for k, v in state.items()}
+        self._dice = np.random.default_rng(self.seed)
+        self._dice.bit_generator.state = state["dice_rng"]
+        self._pending = {}          # batch number -> state before it was planned
+        self._ready = {}            # batch number -> (images, labels, inputs)
+        self._next_out = state["batch"]
+
+    def _next_key(self, offset, size, shard):
+        # the fork's Skip()/Next(): walk every record, keep offset % world_size == rank (TRAIN)
+        if shard and self.world_size > 1:
+            offset += (self.rank - offset) % self.world_size
+        return offset % size, offset + 1
+
+    def _plan(self) -> BatchPlan:
+        st = self._plan_state
+        snapshot = {k: (list(v) if isinstance(v, list) else v) for k, v in st.items()}
+        snapshot["dice_rng"] = self._dice.bit_generator.state
+        shard = self.config.phase == "TRAIN"
+        source = choose_source([s.probability for s in self.config.sources], self._dice.random())
+        keys, bg_keys = [], []
+        for _ in range(self.config.batch_size):
+            if source >= 0:
+                key, st["offsets"][source] = self._next_key(st["offsets"][source], self.sizes[source], shard)
+                keys.append(key)
+            else:
+                if not self.config.background:
+                    raise OPDataError(f"layer '{self.config.layer_name}': background-only batch drawn "
+                                      f"without source_background")
+                keys.append(None)
+            if self.config.background:
+                bg, st["bg_offset"] = self._next_key(st["bg_offset"], self.background_size, shard)
+                bg_keys.append(bg)
+            else:
+                bg_keys.append(None)
+        number = st["batch"]
+        st["batch"] = number + 1
+        self._pending[number] = snapshot
+        return BatchPlan(number, source, tuple(keys), tuple(bg_keys), (self.seed, self.rank, number))
+
+    # --- execution --------------------------------------------------------------------------
+    @property
+    def _with_worker_labels(self):
+        return self.label_device == "cpu"
+
+    def _start_workers(self):
+        # LMDB environments must not cross a fork: children open their own
+        self._readers.close()
+        ctx = mp.get_context(self._mp_context or ("fork" if "fork" in mp.get_all_start_methods() else "spawn"))
+        n_slots = self.prefetch + self.num_workers
+        size = int(np.prod(self.image_shape))
+        if self._with_worker_labels:
+            size += 4 * int(np.prod(self.label_shape))
+        self._slots = [shared_memory.SharedMemory(create=True, size=size) for _ in range(n_slots)]
+        self._free = list(range(n_slots))
+        self._tasks = ctx.Queue()
+        self._results = ctx.Queue()
+        shapes = (self.image_shape, self.label_shape)
+        for _ in range(self.num_workers):
+            p = ctx.Process(target=_worker_main, daemon=True,
+                            args=(self.config, [s.name for s in self._slots], shapes, self._with_worker_labels,
+                                  self._tasks, self._results))
+            p.start()
+            self._workers.append(p)
+        self._in_flight = 0
+
+    def _fill(self):
+        while self._free:
+            slot = self._free.pop()
+            self._tasks.put((self._plan(), slot))
+            self._in_flight += 1
+
+    def _slot_arrays(self, slot):
+        buf = self._slots[slot].buf
+        images = np.ndarray(self.image_shape, np.uint8, buffer=buf)
+        labels = None
+        if self._with_worker_labels:
+            labels = np.ndarray(self.label_shape, np.float32, buffer=buf, offset=images.nbytes)
+        return images, labels
+
+    def _next_arrays(self):
+        if self.num_workers <= 0:
+            plan = self._plan()
+            images = np.empty(self.image_shape, np.uint8)
+            labels = np.empty(self.label_shape, np.float32) if self._with_worker_labels else None
+            inputs = run_plan(self._readers, plan, images, labels)
+            self._pending.pop(plan.number, None)
+            self._next_out = plan.number + 1
+            return images, labels, inputs
+        if not self._workers:
+            self._start_workers()
+        self._fill()
+        while self._next_out not in self._ready:
+            try:
+                number, slot, inputs, error = self._results.get(timeout=5)
+            except queue.Empty:
+                dead = [p for p in self._workers if not p.is_alive()]
+                if dead:
+                    raise OPDataError(f"layer '{self.config.layer_name}': a data worker died "
+                                      f"(exit code {dead[0].exitcode})") from None
+                continue
+            self._in_flight -= 1
+            if error is not None:
+                self._free.append(slot)
+                raise OPDataError(f"layer '{self.config.layer_name}': {error}")
+            images, labels = self._slot_arrays(slot)
+            self._ready[number] = (images.copy(), None if labels is None else labels.copy(), inputs)
+            self._free.append(slot)
+            self._fill()
+        number = self._next_out
+        self._next_out += 1
+        self._pending.pop(number, None)
+        return self._ready.pop(number)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        import torch
+        images, labels, inputs = self._next_arrays()
+        out = {}
+        names = self.config.top_names
+        image = torch.from_numpy(images)
+        device = None if self._with_worker_labels else torch.device(self.label_device)
+        if device is not None:
+            image = image.to(device)
+        out[names[0]] = normalize_batch(image, self.config.augment.normalization)
+        if len(names) > 1:
+            if labels is not None:
+                out[names[1]] = torch.from_numpy(labels)
+            else:
+                out[names[1]] = self._device_labels(inputs, device)
+        return out
+
+    def _device_labels(self, inputs, device):
+        from .labels_torch import render_labels_batch
+        source = inputs["source"]
+        model, variant = self._readers.models[max(source, 0)]
+        aug = self.config.augment
+        return render_labels_batch(model, variant, inputs["items"], aug.grid_size, aug.stride,
+                                   aug.sigma(max(source, 0)), device=device)
+
+    # --- state ------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Planning state as of the next batch ``next()`` returns (exact resume)."""
+        state = self._pending.get(self._next_out)
+        if state is None:                      # nothing planned ahead: the live planning state
+            state = {k: (list(v) if isinstance(v, list) else v) for k, v in self._plan_state.items()}
+            state["dice_rng"] = self._dice.bit_generator.state
+        return {k: (list(v) if isinstance(v, list) else v) for k, v in state.items()}
+
+    def load_state_dict(self, state: dict):
+        """Resume at ``state`` (from :meth:`state_dict`); in-flight batches are discarded."""
+        if state.get("world_size", self.world_size) != self.world_size or state.get("rank", self.rank) != self.rank:
+            raise OPDataError(f"state of rank {state.get('rank')}/{state.get('world_size')} loaded into rank "
+                              f"{self.rank}/{self.world_size}")
+        if len(state["offsets"]) != len(self.sizes):
+            raise OPDataError(f"state has {len(state['offsets'])} sources, the layer {len(self.sizes)}")
+        self.close()
+        self.seed = int(state["seed"])
+        self._reset_planning(state)
+
+    def close(self):
+        """Stop the workers and release the shared memory."""
+        if self._workers:
+            for _ in self._workers:
+                self._tasks.put(None)
+            for p in self._workers:
+                p.join(timeout=5)
+                if p.is_alive():
+                    p.terminate()
+            self._workers = []
+            for s in self._slots:
+                s.close()
+                s.unlink()
+            self._slots = []
+        self._readers.close()
+        self._ready = {}
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def normalize_batch(image, mode: int):
+    """Torch version of ``augment.normalize_image``: uint8 (N, 3, H, W) BGR -> float32, same float32 ops."""
+    import torch
+    out = image.to(torch.float32)
+    if mode == 0:
+        return out.sub_(128).div_(256)
+    means = A.MEAN_BGR_1 if mode == 1 else A.MEAN_BGR_2
+    out.sub_(torch.tensor(np.asarray(means, np.float32), device=out.device).view(1, 3, 1, 1))
+    return out if mode == 1 else out.mul_(float(np.float32(0.017)))
+
+
+def source_from_prototxt(path, layer_name: Optional[str] = None, phase: str = "TRAIN", **kwargs) -> OPDataSource:
+    """The :class:`OPDataSource` of the (first, or named) OPData layer of a training prototxt."""
+    from .caffe_io import read_net_prototxt
+    net = read_net_prototxt(path)
+    for layer in net.layer:
+        if layer.type == "OPData" and (layer_name is None or layer.name == layer_name):
+            phases = {rule.phase for rule in layer.include}
+            if phases and {"TRAIN": 0, "TEST": 1}[phase] not in phases and layer_name is None:
+                continue
+            return OPDataSource(layer, phase=phase, **kwargs)
+    raise OPDataError(f"{path}: no OPData layer" + (f" named '{layer_name}'" if layer_name else ""))

@@ -1,0 +1,177 @@
+"""OPDataSource (caffe_layers/op_data.py): configuration checks, determinism, resume, sharding, real data."""
+import numpy as np
+import pytest
+import torch
+
+from conftest import shared_path
+from openpose_train.caffe_layers import caffe_pb2
+from openpose_train.caffe_layers import op_data as OD
+from openpose_train.dataset_tools.datum import decode_metadata
+from openpose_train.dataset_tools.lmdb_writer import BuildOptions, build_lmdb
+from openpose_train.dataset_tools.synth import SynthConfig, make_synthetic_dataset
+from openpose_train.generator.registry import get_training_variant
+
+
+@pytest.fixture(scope="module")
+def synth_lmdbs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("opdata_synth")
+    res = make_synthetic_dataset(root / "data", SynthConfig(images=12, seed=1, width=320, height=240))
+    json_path, images = res.splits["train2017"], res.image_dirs["train2017"]
+    build_lmdb(json_path, images, root / "coco", BuildOptions(workers=1, progress=False))
+    build_lmdb(json_path, images, root / "bg", BuildOptions(workers=1, progress=False, background=True))
+    return root / "coco", root / "bg"
+
+
+def layer(sources, models="COCO_25_17", probabilities="1", background="", only_bkg=0.0, batch=4, **fields):
+    lp = caffe_pb2.LayerParameter(name="data", type="OPData", top=["image", "label"])
+    lp.data_param.batch_size = batch
+    tp = lp.op_transform_param
+    tp.stride, tp.crop_size_x, tp.crop_size_y = 8, 184, 184
+    tp.target_dist, tp.scale_prob, tp.scale_mins, tp.scale_maxs = 0.6, 1, "0.5", "1.5"
+    tp.center_perterb_max, tp.max_degree_rotations, tp.number_max_occlusions = 40, "45", "2"
+    tp.sources, tp.models, tp.probabilities = sources, models, probabilities
+    tp.source_background, tp.prob_only_background = background, only_bkg
+    for key, value in fields.items():
+        setattr(tp, key, value)
+    return lp
+
+
+def batches(src, n):
+    return [next(src) for _ in range(n)]
+
+
+def assert_same(a, b):
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for k in x:
+            assert torch.equal(x[k], y[k]), k
+
+
+def test_choose_source_walks_the_cumulative_probabilities():
+    assert OD.choose_source([0.05, 0.9, 0.03], 0.04) == 0
+    assert OD.choose_source([0.05, 0.9, 0.03], 0.05) == 1
+    assert OD.choose_source([0.05, 0.9, 0.03], 0.99) == -1      # background-only
+
+
+def test_configuration_errors(synth_lmdbs):
+    coco, bg = synth_lmdbs
+    with pytest.raises(OD.OPDataError, match="sum"):
+        OD.parse_layer(layer(str(coco), probabilities="0.5"))
+    with pytest.raises(OD.OPDataError, match="NOPE"):
+        OD.parse_layer(layer(str(coco), models="NOPE"))
+    with pytest.raises(OD.OPDataError, match="compatible"):
+        OD.parse_layer(layer(f"{coco};{coco}", models="COCO_25_17;COCO_18", probabilities="0.5;0.5"))
+    with pytest.raises(OD.OPDataError, match="must match"):
+        OD.parse_layer(layer(f"{coco};{coco}", probabilities="1"))
+    with pytest.raises(OD.OPDataError, match="no such LMDB"):
+        OD.OPDataSource(layer("/nonexistent/lmdb"), num_workers=0)
+    # prob_only_background is forced to 0 without a background LMDB (then the sum must be 1)
+    assert OD.parse_layer(layer(str(coco), only_bkg=0.3)).prob_only_background == 0
+
+
+def test_shapes_normalisation_and_background_batches(synth_lmdbs):
+    coco, bg = synth_lmdbs
+    src = OD.OPDataSource(layer(str(coco), probabilities="0.5", background=str(bg), only_bkg=0.5),
+                          seed=5, num_workers=0)
+    kinds = set()
+    for b in batches(src, 6):
+        assert b["image"].shape == (4, 3, 184, 184) and b["image"].dtype == torch.float32
+        assert b["label"].shape == (4, 156, 23, 23)
+        assert b["image"].min() >= -0.5 and b["image"].max() <= 127 / 256
+        weights, targets = b["label"][:, :78], b["label"][:, 78:]
+        bkg_only = bool((weights == 1).all() and (targets[:, :77] == 0).all() and (targets[:, 77] == 1).all())
+        kinds.add(bkg_only)
+    assert kinds == {True, False}          # p=0.5 over 6 batches with this seed: both kinds occur
+    src.close()
+
+
+def test_same_seed_same_batches_whatever_the_workers(synth_lmdbs):
+    coco, bg = synth_lmdbs
+    lp = layer(str(coco), background=str(bg))
+    with OD.OPDataSource(lp, seed=11, num_workers=0) as a:
+        ref = batches(a, 3)
+    with OD.OPDataSource(lp, seed=11, num_workers=2, prefetch=2) as b:
+        got = batches(b, 3)
+    assert_same(ref, got)
+    with OD.OPDataSource(lp, seed=12, num_workers=0) as c:
+        other = batches(c, 1)
+    assert not torch.equal(other[0]["image"], ref[0]["image"])
+
+
+def test_state_dict_resumes_exactly(synth_lmdbs):
+    coco, bg = synth_lmdbs
+    lp = layer(str(coco), background=str(bg))
+    with OD.OPDataSource(lp, seed=3, num_workers=2, prefetch=3) as src:
+        batches(src, 2)
+        state = src.state_dict()
+        expected = batches(src, 3)
+    with OD.OPDataSource(lp, seed=999, num_workers=0) as fresh:
+        fresh.load_state_dict(state)
+        assert_same(expected, batches(fresh, 3))
+
+
+def test_rank_sharding_takes_disjoint_records(synth_lmdbs):
+    coco, _ = synth_lmdbs
+    lp = layer(str(coco))
+    keys = []
+    for rank in (0, 1):
+        src = OD.OPDataSource(lp, seed=1, rank=rank, world_size=2, num_workers=0)
+        plans = [src._plan() for _ in range(3)]
+        keys.append([k for p in plans for k in p.keys])
+        assert all(k % 2 == rank for k in keys[-1][:src.sizes[0] // 2])
+        src.close()
+    assert not set(keys[0][:5]) & set(keys[1][:5])
+
+
+def test_label_device_path_matches_worker_labels(synth_lmdbs):
+    coco, bg = synth_lmdbs
+    lp = layer(str(coco), background=str(bg))
+    with OD.OPDataSource(lp, seed=4, num_workers=0) as a, \
+            OD.OPDataSource(lp, seed=4, num_workers=0, label_device="cpu:0") as b:
+        for x, y in zip(batches(a, 2), batches(b, 2)):
+            assert torch.equal(x["image"], y["image"])
+            torch.testing.assert_close(x["label"], y["label"], atol=1e-5, rtol=0)
+
+
+def test_real_data_keypoints_on_heatmap_peaks(tmp_path_factory):
+    """64 augmented minicoco samples: every visible keypoint, warped with the IMAGE's matrix from the raw
+    stored metadata, sits on its heatmap peak (within one cell) in the channel of the (flipped) part."""
+    ann = shared_path("data", "minicoco", "annotations", "person_keypoints_train2017.json")
+    images = shared_path("data", "minicoco", "images", "train2017")
+    out = tmp_path_factory.mktemp("minicoco") / "lmdb"
+    build_lmdb(ann, images, out, BuildOptions(workers=1, progress=False))
+    model, variant = get_training_variant("COCO_25_17")
+    lp = layer(str(out), batch=1)
+    lp.op_transform_param.crop_size_x = lp.op_transform_param.crop_size_y = 368
+    cfg = OD.parse_layer(lp)
+    readers = OD._Readers(cfg)
+    raw = readers.source(0)
+    heat0 = 2 * model.num_pafs
+    flip = {a: b for a, b in model.flip_pairs} | {b: a for a, b in model.flip_pairs}
+    checked = 0
+    for i in range(64):
+        key = i % len(raw)
+        _, label, aug = OD.render_item(readers, 0, key, None, np.random.default_rng(i))
+        targets = label[model.num_channels:]
+        meta = decode_metadata(raw[key].meta_plane, num_lmdb_parts=17)
+        people = np.concatenate([meta.joints[None], meta.others_joints], 0)
+        for person in people:
+            for j in range(17):
+                x, y, v = person[j]
+                if v > 1:                      # stored visibility: 0 occluded, 1 visible
+                    continue
+                src = np.array([x - 1, y - 1, 1.0])          # stored 1-based (COCO category)
+                px, py = aug.params.warp @ src
+                part = model.to_coco17[j]
+                if aug.params.flip:
+                    part = flip.get(part, part)
+                gx, gy = int(round((px - 3.5) / 8)), int(round((py - 3.5) / 8))
+                if not (1 <= gx < 45 and 1 <= gy < 45):
+                    continue
+                # >= 0.7 at the nearest cell means a Gaussian centred within 5.9 px of that cell's
+                # centre (exp(-d^2 / 98) >= 0.7): the peak is within one cell of the keypoint
+                heat = targets[heat0 + part]
+                assert heat[gy, gx] >= 0.7, (i, j, px, py, heat[gy, gx])
+                checked += 1
+    readers.close()
+    assert checked > 100
