@@ -355,7 +355,9 @@ class CaffeNet(nn.Module):
         """Sum of loss_weight x blob (summed), Caffe's objective."""
         total = None
         for name, weight in self.loss_blobs:
-            term = outputs[name].float().sum() * weight
+            term = outputs[name].float().sum()
+            if weight != 1.0:
+                term = term * weight
             total = term if total is None else total + term
         if total is None:
             raise NetDefinitionError(f"net '{self.name}' ({self.phase}) has no loss blobs")

@@ -93,7 +93,7 @@ def test_forward_losses_and_gradients_match_formulas(small_net):
     ssum = out["conv2"] + out["conv3"]
     assert out["loss"].item() == pytest.approx(((ssum - target) ** 2).sum().item() / 4, rel=1e-5)
     total = small_net.total_loss(out)
-    assert float(total) == pytest.approx(float(out["loss"]) + 0.5 * float(out["loss_aux"]), rel=1e-6)
+    assert total.item() == pytest.approx(out["loss"].item() + 0.5 * out["loss_aux"].item(), rel=1e-6)
     total.backward()
     # the implicit split of conv1 (3 consumers) sums the gradients, as Caffe's Split layer does
     assert m("conv1").weight.grad is not None and m("conv1").weight.grad.abs().sum() > 0
