@@ -19,10 +19,6 @@ from typing import Optional
 
 from openpose_train.generator.registry import get_model
 
-# OpenPose runs these models only with its CUDA build (its CPU body connector supports only
-# BODY_25, COCO_18, MPI_15 and MPI_15_4: spec/openpose_runtime.md 2.6).
-CPU_CONNECTOR_MODELS = ("BODY_25", "COCO_18", "MPI_15", "MPI_15_4")
-
 
 class ExportError(Exception):
     """The snapshot cannot be exported; the message names the file or layer."""
@@ -128,12 +124,13 @@ def export_snapshot(snapshot, model_name: str, to, preset: Optional[str] = None,
         if rendered_text is not None:
             deploy_path.unlink(missing_ok=True)
 
-    resolution = net_resolution or ("-1x480" if preset in ("1_25BSuperModel11FullVGG", "100_135AlmostSameBatchAllGPUs")
-                                    else "-1x368")
+    if net_resolution is None:
+        from openpose_train.generator.render import resolve_preset
+        net_resolution = resolve_preset(model.name, preset).net_resolution
     notes = []
-    if model.name not in CPU_CONNECTOR_MODELS and not model.model_folder.startswith(("hand", "face")):
+    if model.openpose_name and not model.openpose_cpu_connector:
         notes.append(f"{model.name} runs only with OpenPose's CUDA build (its CPU body connector "
                      "supports BODY_25, COCO, MPI and MPI_4_layers).")
     return ExportResult(model=model.name, prototxt=target_prototxt, caffemodel=target_caffemodel,
-                        models_dir=models_dir, command=openpose_command(model, models_dir.resolve(), resolution),
+                        models_dir=models_dir, command=openpose_command(model, models_dir.resolve(), net_resolution),
                         notes=tuple(notes))
