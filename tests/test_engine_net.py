@@ -107,7 +107,7 @@ def test_euclidean_loss_gradient_is_formula():
     b = torch.randn(3, 2, 4, 5, dtype=torch.float64, requires_grad=True)
     (loss,) = layer(a, b)
     assert loss.shape == ()
-    assert float(loss) == pytest.approx(float(((a - b) ** 2).sum()) / (2 * 3))
+    assert loss.item() == pytest.approx(((a - b) ** 2).sum().item() / (2 * 3))
     (2.0 * loss).backward()   # loss_weight 2
     torch.testing.assert_close(a.grad, 2.0 * (a - b).detach() / 3)
     torch.testing.assert_close(b.grad, -2.0 * (a - b).detach() / 3)
