@@ -121,6 +121,7 @@ class Sample:
     scale_self: float                 # person height / crop_size_y (scale_provided * 368 / crop_y)
     num_other_people: int = 0
     dataset_index: int = 0
+    planes: Optional[np.ndarray] = None   # (H, W, 4) B, G, R, mask_miss in one array: one warp for both
 
 
 @dataclass
@@ -359,16 +360,24 @@ def augment_sample(rng, config: AugmentConfig, sample: Sample, category: str, op
     params, people = sample_params(rng, config, sample, category, op_model, flip_pairs)
     if background is not None:
         params.background_offset = bg_offset
-    image = _warp(sample.image, params.warp, config, (0, 0, 0))
     src_h, src_w = sample.image.shape[:2]
+    mask_border = 255 if bg is not None else 0
+    mask = None
+    if sample.planes is not None and not mask_is_background:
+        # image and mask_miss in one 4-channel warp: OpenCV interpolates channels independently
+        warped = _warp(sample.planes, params.warp, config, (0, 0, 0, mask_border))
+        image = cv2.cvtColor(warped, cv2.COLOR_BGRA2BGR)
+        mask = cv2.extractChannel(warped, 3)
+    else:
+        image = _warp(sample.image, params.warp, config, (0, 0, 0))
     mask_bg = None
     if bg is not None:
         mask_bg = _warp(np.zeros((src_h, src_w), np.uint8), params.warp, config, 255)
     if mask_is_background:
         mask = mask_bg if mask_bg is not None else np.zeros((config.crop_y, config.crop_x), np.uint8)
-    else:
+    elif mask is None:
         src_mask = sample.mask_miss if sample.mask_miss is not None else np.full((src_h, src_w), 255, np.uint8)
-        mask = _warp(src_mask, params.warp, config, 255 if bg is not None else 0)
+        mask = _warp(src_mask, params.warp, config, mask_border)
     if bg is not None and sample.num_other_people == 0:
         params.occlusions = sample_occlusions(rng, config, sample.dataset_index, people,
                                               config.target_dist * params.scale_mult)

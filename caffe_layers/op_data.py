@@ -160,8 +160,10 @@ def sample_from_record(record, model, variant, config: A.AugmentConfig, dataset_
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise OPDataError(f"DOME image {path} cannot be read")
-    mask = record.mask_miss if (variant.category in MASK_CATEGORIES or meta.dataset == "face70_mask_out") else None
-    return A.Sample(image=image, mask_miss=mask, people=people,
+    use_mask = variant.category in MASK_CATEGORIES or meta.dataset == "face70_mask_out"
+    mask = record.mask_miss if use_mask else None
+    planes = getattr(record, "planes", None) if use_mask and mask is not None else None
+    return A.Sample(image=image, mask_miss=mask, people=people, planes=planes,
                     objpos=np.asarray(meta.objpos, np.float32) - shift,
                     scale_self=float(np.float32(meta.scale_provided) * np.float32(A.LEGACY_CROP / config.crop_y)),
                     num_other_people=meta.num_other_people, dataset_index=dataset_index)
@@ -204,8 +206,46 @@ class _PartsView:
         return len(self.reader)
 
     def __getitem__(self, index):
-        from ..dataset_tools.datum import read_datum
-        return read_datum(self.reader.raw(index), num_lmdb_parts=self.num_lmdb_parts)
+        return read_record(self.reader.raw(index), self.num_lmdb_parts)
+
+
+@dataclass
+class FastRecord:
+    """A raw 5-channel datum decoded with one interleaving copy (``planes``: B, G, R, mask_miss)."""
+
+    planes: np.ndarray
+    meta: object
+    meta_plane: np.ndarray
+
+    @property
+    def image(self):
+        return self.planes[..., :3]
+
+    @property
+    def mask_miss(self):
+        return self.planes[..., 3]
+
+
+def read_record(value: bytes, num_lmdb_parts: Optional[int] = None):
+    """Decode a datum; raw image+metadata+mask datums take a fast path (cv2.merge of the planes,
+    about 30x cheaper than a CHW->HWC transpose), everything else ``dataset_tools.datum.read_datum``."""
+    from ..dataset_tools.datum import decode_metadata, parse_datum, read_datum
+    fields = parse_datum(value)
+    if fields.encoded or fields.channels != 5 or len(fields.data) != 5 * fields.height * fields.width:
+        return read_datum(value, num_lmdb_parts=num_lmdb_parts)
+    arr = np.frombuffer(fields.data, np.uint8).reshape(5, fields.height, fields.width)
+    planes = cv2.merge([arr[0], arr[1], arr[2], arr[4]])
+    return FastRecord(planes=planes, meta=decode_metadata(arr[3], num_lmdb_parts=num_lmdb_parts), meta_plane=arr[3])
+
+
+def read_background_image(value: bytes) -> np.ndarray:
+    """BGR image of a background (negatives) datum; raw 3-channel datums via cv2.merge."""
+    from ..dataset_tools.datum import parse_datum, read_datum
+    fields = parse_datum(value)
+    if not fields.encoded and fields.channels >= 3 and len(fields.data) == fields.channels * fields.height * fields.width:
+        arr = np.frombuffer(fields.data, np.uint8).reshape(fields.channels, fields.height, fields.width)
+        return cv2.merge([arr[0], arr[1], arr[2]])
+    return read_datum(value, decode_meta=False).image
 
 
 class _Readers:
@@ -245,7 +285,7 @@ def render_item(readers: _Readers, source: int, key: Optional[int], bg_key: Opti
     aug_cfg = cfg.augment
     background = None
     if bg_key is not None:
-        background = readers.background_reader()[bg_key].image
+        background = read_background_image(readers.background_reader().raw(bg_key))
     if source < 0:
         model, variant = readers.models[0]
         out = A.background_only_sample(rng, aug_cfg, background, model.num_parts)
