@@ -61,9 +61,9 @@ def synth(out, n_images, seed, width, height, max_people, val_fraction, foot, wh
               help="negatives LMDB: JSON images without people, or every image of --images")
 @click.option("--encoded", is_flag=True, help="store JPEG-encoded images (smaller; our data layer reads both)")
 @click.option("--seed", default=0, show_default=True, type=int, help="record shuffle seed")
-@click.option("--workers", default=0, show_default=True, type=click.IntRange(0),
-              help="decode processes (0 = one per CPU)")
-@click.option("--txn-mb", default=128, show_default=True, type=click.IntRange(1), help="write transaction size")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(0),
+              help="decode processes (1 = in-process, 0 = one per CPU; helps when the disk is fast)")
+@click.option("--txn-mb", default=64, show_default=True, type=click.IntRange(1), help="write transaction size")
 @click.option("--overwrite", is_flag=True, help="replace an existing --out")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def lmdb(json_path, images_dir, out, dataset, background, encoded, seed, workers, txn_mb, overwrite, quiet):

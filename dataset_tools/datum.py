@@ -310,6 +310,66 @@ def pad_to_minimum_width(image: np.ndarray, mask_miss: Optional[np.ndarray], min
     return image, mask_miss
 
 
+class DatumBuilder:
+    """Datums of the records of one image: the image planes (or its JPEG) and mask are prepared once.
+
+    ``image`` BGR uint8 (H, W, 3) or None (Dome: metadata-only datums); ``mask_miss`` (H, W) uint8
+    or None (dataset without a mask channel); ``min_width``: pad narrow images on the right to it
+    (the writer does for records with metadata; None = never).
+    """
+
+    def __init__(self, image: Optional[np.ndarray], mask_miss: Optional[np.ndarray] = None,
+                 encoded: bool = False, jpeg_quality: int = 95, min_width: Optional[int] = None):
+        self.encoded = encoded
+        self.image = None
+        if image is None:
+            return
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise DatumError(f"image must be uint8 (H, W, 3) BGR, got {image.dtype} {image.shape}")
+        if mask_miss is not None and mask_miss.shape != image.shape[:2]:
+            raise DatumError(f"mask_miss {mask_miss.shape} differs from the image {image.shape[:2]}")
+        if min_width is not None:
+            image, mask_miss = pad_to_minimum_width(image, mask_miss, min_width)
+        self.image = image
+        self.height, self.width = image.shape[:2]
+        self.mask = None if mask_miss is None else np.ascontiguousarray(mask_miss, np.uint8)
+        if encoded:
+            ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
+            if not ok:
+                raise DatumError("JPEG encoding failed")
+            self._jpeg = jpeg.tobytes()
+        else:
+            self._planes = image.transpose(2, 0, 1).tobytes()
+
+    def build(self, metadata: Optional[Metadata] = None) -> bytes:
+        """The serialized Datum of one record (``metadata`` in stored form; None: negatives)."""
+        if self.image is None:
+            if metadata is None:
+                raise DatumError("a datum needs an image or metadata")
+            plane = encode_metadata(metadata, *DOME_CANVAS)
+            return serialize_datum(1, DOME_CANVAS[0], DOME_CANVAS[1], plane.tobytes())
+        extra = []
+        if metadata is not None:
+            extra.append(encode_metadata(metadata, self.height, self.width))
+            if self.mask is not None:
+                extra.append(self.mask)
+        elif self.mask is not None:
+            raise DatumError("a mask_miss channel needs metadata (channel 3)")
+        channels = 3 + len(extra)
+        if not self.encoded:
+            data = b"".join([self._planes] + [plane.tobytes() for plane in extra])
+            return serialize_datum(channels, self.height, self.width, data)
+        png = b""
+        if extra:
+            ok, png_arr = cv2.imencode(".png", np.concatenate(extra, axis=0), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+            if not ok:
+                raise DatumError("PNG encoding failed")
+            png = png_arr.tobytes()
+        data = b"".join([self._jpeg, png, _TRAILER.pack(len(self._jpeg), len(png), ENCODED_MAGIC)])
+        return serialize_datum(channels, self.height, self.width, data, encoded=True)
+
+
 def build_datum(image: Optional[np.ndarray], metadata: Optional[Metadata] = None,
                 mask_miss: Optional[np.ndarray] = None, encoded: bool = False,
                 jpeg_quality: int = 95) -> bytes:
@@ -320,45 +380,8 @@ def build_datum(image: Optional[np.ndarray], metadata: Optional[Metadata] = None
     padded to the minimum width. ``image`` None with metadata: a Dome metadata-only datum.
     No metadata: a negatives (background) datum of 3 channels.
     """
-    if image is None:
-        if metadata is None:
-            raise DatumError("build_datum needs an image or metadata")
-        plane = encode_metadata(metadata, *DOME_CANVAS)
-        return serialize_datum(1, DOME_CANVAS[0], DOME_CANVAS[1], plane.tobytes())
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise DatumError(f"image must be uint8 (H, W, 3) BGR, got {image.dtype} {image.shape}")
-    if mask_miss is not None and mask_miss.shape != image.shape[:2]:
-        raise DatumError(f"mask_miss {mask_miss.shape} differs from the image {image.shape[:2]}")
-    if metadata is not None:
-        image, mask_miss = pad_to_minimum_width(image, mask_miss, minimum_width(metadata.dataset))
-    height, width = image.shape[:2]
-    extra = []
-    if metadata is not None:
-        extra.append(encode_metadata(metadata, height, width))
-        if mask_miss is not None:
-            extra.append(np.asarray(mask_miss, np.uint8))
-    elif mask_miss is not None:
-        raise DatumError("a mask_miss channel needs metadata (channel 3)")
-    channels = 3 + len(extra)
-    if not encoded:
-        arr = np.empty((channels, height, width), np.uint8)
-        arr[:3] = image.transpose(2, 0, 1)
-        for i, plane in enumerate(extra):
-            arr[3 + i] = plane
-        return serialize_datum(channels, height, width, arr.tobytes())
-    ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
-    if not ok:
-        raise DatumError("JPEG encoding failed")
-    png = b""
-    if extra:
-        ok, png_arr = cv2.imencode(".png", np.concatenate(extra, axis=0), [cv2.IMWRITE_PNG_COMPRESSION, 1])
-        if not ok:
-            raise DatumError("PNG encoding failed")
-        png = png_arr.tobytes()
-    jpeg = jpeg.tobytes()
-    data = jpeg + png + _TRAILER.pack(len(jpeg), len(png), ENCODED_MAGIC)
-    return serialize_datum(channels, height, width, data, encoded=True)
+    min_width = minimum_width(metadata.dataset) if metadata is not None else None
+    return DatumBuilder(image, mask_miss, encoded, jpeg_quality, min_width).build(metadata)
 
 
 def _decode_encoded(fields):

@@ -25,6 +25,7 @@ import os
 import shutil
 import time
 from collections import Counter, deque
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -36,7 +37,7 @@ import numpy as np
 from openpose_train.generator.registry import get_dataset_layout
 
 from . import coco
-from .datum import DatumError, build_datum, minimum_width, one_based, set_write_number
+from .datum import DatumBuilder, DatumError, build_datum, minimum_width, one_based, set_write_number
 
 PROGRESS_FILE = "progress.jsonl"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -47,6 +48,7 @@ MISSING = "missing image"
 CORRUPT = "corrupt image"
 SIZE_MISMATCH = "image size differs from the JSON"
 NO_FIT = "metadata does not fit the image"
+BAD_SEGMENTATION = "unreadable segmentation"
 
 
 class LmdbBuildError(RuntimeError):
@@ -59,8 +61,10 @@ class BuildOptions:
     seed: int = 0
     encoded: bool = False              # JPEG + PNG encoded datums (see datum.py)
     background: bool = False           # negatives LMDB: images without people, 3 channels
-    workers: int = 0                   # decode/mask processes; 0 = one per CPU, 1 = in-process
-    txn_bytes: int = 128 << 20         # commit a write transaction after this many value bytes
+    workers: int = 1                   # decode/mask processes; 1 = in-process, 0 = one per CPU
+                                       # (the datum bytes cross a pipe: pays off only when decoding, not
+                                       # the disk, is the bottleneck; on a 2-core disk-bound box 1 is faster)
+    txn_bytes: int = 64 << 20          # commit a write transaction after this many value bytes
     map_size: Optional[int] = None     # initial LMDB map size; None = estimate from the plan
     jpeg_quality: int = 95
     progress: bool = True
@@ -121,7 +125,7 @@ class ImageResult:
     index: int
     records: List[Tuple[bytes, bytes]]
     reason: Optional[str] = None        # image skipped
-    failed_records: int = 0             # records that did not fit (metadata too big)
+    failed_keys: List[int] = field(default_factory=list)   # records that did not fit (metadata too big)
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -155,8 +159,12 @@ def process_image(item: WorkItem, config: WorkerConfig) -> ImageResult:
     if image.shape[:2] != (item.entry.height, item.entry.width):
         return ImageResult(item.index, [], SIZE_MISMATCH)
     layout = get_dataset_layout(config.dataset)
-    mask_miss = coco.image_masks(item.entry, layout)[0] if layout.has_mask else None
-    out, failed = [], 0
+    try:
+        mask_miss = coco.image_masks(item.entry, layout)[0] if layout.has_mask else None
+    except (ValueError, TypeError):
+        return ImageResult(item.index, [], BAD_SEGMENTATION)
+    builder = DatumBuilder(image, mask_miss, config.encoded, config.jpeg_quality, minimum_width(layout.lmdb_dataset))
+    out, failed = [], []
     for key, person in item.records:
         meta = coco.build_metadata(item.entry, person, layout)
         if layout.category == "COCO":
@@ -164,11 +172,10 @@ def process_image(item: WorkItem, config: WorkerConfig) -> ImageResult:
         meta.write_number = float(key)
         meta.total_write_number = float(config.total)
         try:
-            out.append((b"%07d" % key, build_datum(image, meta, mask_miss, encoded=config.encoded,
-                                                   jpeg_quality=config.jpeg_quality)))
+            out.append((b"%07d" % key, builder.build(meta)))
         except DatumError:
-            failed += 1
-    return ImageResult(item.index, out, failed_records=failed)
+            failed.append(key)
+    return ImageResult(item.index, out, failed_keys=failed)
 
 
 def _worker_init():
@@ -264,9 +271,9 @@ def _write_batch(env, batch) -> None:
 
 
 def _read_progress(partial: Path, fingerprint: str):
-    """(done image indexes, skip reasons by index, failed record count) of an earlier run."""
+    """(done image indexes, skip reasons by index, keys of records that failed) of an earlier run."""
     progress = partial / PROGRESS_FILE
-    done, reasons, failed = set(), {}, 0
+    done, reasons, failed = set(), {}, []
     with open(progress) as f:
         lines = f.read().splitlines()
     header = json.loads(lines[0]) if lines else {}
@@ -281,29 +288,31 @@ def _read_progress(partial: Path, fingerprint: str):
             break                   # a line cut by a kill: the images after it are redone
         done.update(entry.get("done", []))
         reasons.update({int(k): v for k, v in entry.get("skipped", {}).items()})
-        failed += entry.get("failed_records", 0)
+        failed.extend(entry.get("failed_keys", []))
     return done, reasons, failed
 
 
-def _close_gaps(env) -> int:
-    """Move the highest-keyed records into missing keys so keys are 0..n-1; returns moves."""
-    with env.begin() as txn:
-        keys = [int(k) for k in txn.cursor().iternext(keys=True, values=False)]
-    n = len(keys)
-    present = set(keys)
-    holes = [k for k in range(n) if k not in present]
-    movers = sorted(k for k in keys if k >= n)
-    if not holes:
+def _close_gaps(env, holes, total: int) -> int:
+    """Move the highest-keyed records into the missing keys ``holes`` so that keys are 0..n-1.
+
+    Computed from the plan (no scan of the database); one transaction, so a run killed here
+    either moved everything or nothing (a mover already gone means it was done)."""
+    holes = set(holes)
+    n = total - len(holes)
+    targets = sorted(k for k in holes if k < n)
+    movers = sorted(k for k in range(n, total) if k not in holes)
+    if not targets:
         return 0
-    moves = list(zip(holes, movers))
     while True:
         try:
             with env.begin(write=True) as txn:
-                for hole, mover in moves:
+                if txn.get(b"%07d" % movers[0]) is None:
+                    return 0
+                for hole, mover in zip(targets, movers):
                     value = txn.get(b"%07d" % mover)
                     txn.put(b"%07d" % hole, set_write_number(value, hole))
                     txn.delete(b"%07d" % mover)
-            return len(moves)
+            return len(targets)
         except lmdb.MapFullError:
             env.set_mapsize(env.info()["map_size"] * 2)
 
@@ -362,9 +371,9 @@ def build_lmdb(json_path, images_dir, out, options: Optional[BuildOptions] = Non
     summary.records_planned, summary.images_planned = total, len(items)
     fingerprint = _fingerprint(json_path, images_dir, options, items)
 
-    done, reasons, failed_records = set(), {}, 0
+    done = set()
     if partial.exists() and (partial / PROGRESS_FILE).exists():
-        done, reasons, failed_records = _read_progress(partial, fingerprint)
+        done = _read_progress(partial, fingerprint)[0]
     else:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
@@ -372,7 +381,7 @@ def build_lmdb(json_path, images_dir, out, options: Optional[BuildOptions] = Non
             f.write(json.dumps({"fingerprint": fingerprint, "records": total, "images": len(items)}) + "\n")
     summary.resumed_images = len(done)
     env = lmdb.open(str(partial), map_size=options.map_size or _estimate_map_size(items, options, channels),
-                    subdir=True, meminit=False, max_dbs=0)
+                    subdir=True, meminit=False, max_dbs=0, sync=False, readahead=False)
     config = WorkerConfig(options.dataset, total, options.encoded, options.jpeg_quality)
     todo = [item for item in items if item.index not in done]
     workers = options.workers or min(os.cpu_count() or 1, 8)
@@ -383,7 +392,7 @@ def build_lmdb(json_path, images_dir, out, options: Optional[BuildOptions] = Non
         from tqdm import tqdm
         bar = tqdm(total=len(items), initial=len(done), unit="img", desc=f"lmdb {out.name}",
                    dynamic_ncols=True, mininterval=0.5)
-    batch, batch_bytes, batch_done, batch_skipped, batch_failed = [], 0, [], {}, 0
+    batch, batch_bytes, batch_done, batch_skipped, batch_failed = [], 0, [], {}, []
     progress_file = open(partial / PROGRESS_FILE, "a")
 
     def commit():
@@ -391,11 +400,11 @@ def build_lmdb(json_path, images_dir, out, options: Optional[BuildOptions] = Non
         if batch:
             _write_batch(env, batch)
         if batch_done:
+            # after the LMDB commit: a kill in between only makes the next run redo these images
             progress_file.write(json.dumps({"done": batch_done, "skipped": batch_skipped,
-                                            "failed_records": batch_failed}) + "\n")
+                                            "failed_keys": batch_failed}) + "\n")
             progress_file.flush()
-            os.fsync(progress_file.fileno())
-        batch, batch_bytes, batch_done, batch_skipped, batch_failed = [], 0, [], {}, 0
+        batch, batch_bytes, batch_done, batch_skipped, batch_failed = [], 0, [], {}, []
 
     processed = 0
     try:
@@ -405,7 +414,7 @@ def build_lmdb(json_path, images_dir, out, options: Optional[BuildOptions] = Non
             batch_done.append(result.index)
             if result.reason:
                 batch_skipped[result.index] = result.reason
-            batch_failed += result.failed_records
+            batch_failed.extend(result.failed_keys)
             processed += 1
             if bar is not None:
                 bar.update(1)
@@ -414,6 +423,10 @@ def build_lmdb(json_path, images_dir, out, options: Optional[BuildOptions] = Non
             if options.stop_after_images is not None and processed >= options.stop_after_images:
                 raise KeyboardInterrupt
         commit()
+    except BrokenProcessPool:
+        progress_file.close()
+        env.close()
+        raise LmdbBuildError(f"a worker process died (out of memory?); rerun to resume from {partial}") from None
     except KeyboardInterrupt:
         progress_file.close()
         env.close()
@@ -425,13 +438,15 @@ def build_lmdb(json_path, images_dir, out, options: Optional[BuildOptions] = Non
     progress_file.close()
     if bar is not None:
         bar.close()
-    _, reasons, failed_records = _read_progress(partial, fingerprint)
+    _, reasons, failed_keys = _read_progress(partial, fingerprint)
+    holes = list(failed_keys)
     for index, reason in reasons.items():
         summary.images_skipped[reason] += 1
         summary.people_skipped[reason] += len(items[index].records)
-    if failed_records:
-        summary.people_skipped[NO_FIT] += failed_records
-    summary.records_moved = _close_gaps(env)
+        holes.extend(key for key, _ in items[index].records)
+    if failed_keys:
+        summary.people_skipped[NO_FIT] += len(failed_keys)
+    summary.records_moved = _close_gaps(env, holes, total)
     summary.records_written = int(env.stat()["entries"])
     summary.images_read = len(items) - len(reasons)
     env.sync(True)
