@@ -465,3 +465,162 @@ def test_two_gloo_processes_match_one_process_with_double_batch(tmp_path):
     init = CaffeNet(caffe_io.parse_prototxt(DDP_NET % (4, 4), caffe_pb2.NetParameter()), seed=11).caffe_weights()
     moved = max(np.abs(init["conv1"][0] - a["conv1_0"]).max(), np.abs(init["conv2"][0] - a["conv2_0"]).max())
     assert moved > 1e-3
+
+
+# ---- end to end: generated tiny net, synthetic LMDB, OPData, snapshot in cv2.dnn -----------------------------------
+@pytest.fixture
+def one_thread():
+    # 2 threads on a busy 2-core machine is several times slower than 1
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_generated_tiny_net_trains_on_synthetic_lmdb(tmp_path, one_thread):
+    for mod in ("openpose_train.generator.cli", "openpose_train.dataset_tools.cli", "openpose_train.caffe_layers.op_data"):
+        pytest.importorskip(mod)
+    cv2 = pytest.importorskip("cv2")
+    from openpose_train.caffe_layers.op_data import OPDataSource
+    from openpose_train.cli import main
+
+    runner = CliRunner()
+
+    def cli(*args):
+        r = runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+    cli("synth", "--out", tmp_path / "synth", "--images", 12, "--width", 160, "--height", 160, "--max-people", 2)
+    cli("lmdb", "--json", tmp_path / "synth/annotations/person_keypoints_train2017.json",
+        "--images", tmp_path / "synth/train2017", "--out", tmp_path / "lmdb_coco", "--workers", 1, "--quiet")
+    out = tmp_path / "net"
+    cli("prototxt", "--model", "COCO_18", "--preset", "tiny", "--out", out, "--crop-size", 128, "--batch-size", 2,
+        "--lmdb", tmp_path / "lmdb_coco", "--vgg-weights", "", "--display", 10, "--snapshot-interval", 50,
+        "--max-iter", 50, "--base-lr", 1e-3)
+    with open(out / "pose_solver.prototxt", "a") as f:
+        f.write("random_seed: 5\n")
+    t0 = time.time()
+    r = run_cli(["-solver", "pose_solver.prototxt"], out)
+    assert r.exit_code == 0, r.output
+    assert "Optimization Done." in r.output
+    train_seconds = time.time() - t0
+    model = out / "model/pose_iter_50.caffemodel"
+    assert model.exists() and (out / "model/pose_iter_50.solverstate").exists()
+
+    # loss on fixed held-out batches: the seed-5 initialisation against the trained snapshot
+    net_param = caffe_io.read_net_prototxt(out / "pose_training.prototxt")
+    init = CaffeNet(net_param, "TRAIN", seed=5)
+    final = CaffeNet(net_param, "TRAIN", seed=5)
+    final.load_caffe_weights(str(model), allow_missing=False)
+    it = iter(OPDataSource(init.data_layers[0], "TRAIN", seed=123, num_workers=0))
+    batches = [next(it) for _ in range(4)]
+    with torch.no_grad():
+        loss_init = np.mean([float(init.total_loss(init(b))) for b in batches])
+        loss_final = np.mean([float(final.total_loss(final(b))) for b in batches])
+    assert loss_final < 0.85 * loss_init, (loss_init, loss_final, train_seconds)
+
+    # the snapshot loads in OpenCV's Caffe importer with the deploy prototxt and matches the engine
+    deploy = next(out.glob("pose_deploy*.prototxt"))
+    cvnet = cv2.dnn.readNetFromCaffe(str(deploy), str(model))
+    x = np.random.RandomState(1).uniform(-0.5, 0.5, (1, 3, 128, 128)).astype(np.float32)
+    cvnet.setInput(x)
+    ref = cvnet.forward()
+    eng = CaffeNet(caffe_io.read_net_prototxt(deploy), phase="TEST", input_shapes={"image": (1, 3, 128, 128)})
+    eng.load_caffe_weights(str(model), allow_missing=False)
+    with torch.no_grad():
+        outputs = eng({"image": torch.from_numpy(x)})
+    got = outputs[eng.output_blobs[-1]].numpy()
+    assert got.shape == ref.shape == (1, 57, 16, 16)
+    assert np.abs(got - ref).max() < 1e-4
+
+
+class HalvesSource(ArraySource):
+    """Call k returns half k % 2 of iteration k // 2's 4-row batch (for iter_size 2)."""
+
+    def next_batch(self):
+        k = self.i
+        self.i = k // 2
+        half = k % 2
+        self.lo, self.hi = 2 * half, 2 * half + 2
+        batch = ArraySource.next_batch(self)
+        self.i = k + 1
+        return batch
+
+
+def test_iter_size_two_half_batches_equal_one_full_batch(tmp_path):
+    from openpose_train.caffe_layers import caffe_pb2
+    from openpose_train.training.logging_utils import GlogLogger
+
+    full = tmp_path / "full.npz"
+    _ddp_train(4, 0, 4, full)
+    sp = caffe_pb2.SolverParameter(iter_size=2, **DDP_SOLVER)
+    net = CaffeNet(caffe_io.parse_prototxt(DDP_NET % (2, 2), caffe_pb2.NetParameter()), seed=11)
+    Trainer(sp, net, [HalvesSource(0, 2)], options=TrainOptions(progress=False, install_signal_handlers=False),
+            logger=GlogLogger(enabled=False)).solve()
+    a = np.load(full)
+    got = net.caffe_weights()
+    for layer in ("conv1", "conv2"):
+        for i in range(2):
+            np.testing.assert_allclose(got[layer][i], a[f"{layer}_{i}"], rtol=1e-5, atol=1e-6)
+
+
+TEST_NET = NET.replace('layer { name: "data" type: "DummyData"', 'layer { name: "data" type: "DummyData" include { phase: TRAIN }') \
+    .replace('layer { name: "drop1" type: "Dropout" bottom: "conv1" top: "conv1" dropout_param { dropout_ratio: 0.3 } }', "") + """
+layer { name: "testdata" type: "DummyData" top: "data" top: "label" include { phase: TEST }
+  dummy_data_param { shape { dim: 1 dim: 2 dim: 6 dim: 6 } shape { dim: 1 dim: 3 dim: 6 dim: 6 }
+    data_filler { type: "constant" value: 0.7 } data_filler { type: "constant" value: -0.1 } } }
+"""
+
+
+def test_test_net_every_test_interval(tmp_path):
+    # the test data layer comes after the loss in the file: move it first so bottoms resolve
+    body = TEST_NET.split('layer { name: "testdata"')
+    net_text = 'layer { name: "testdata"' + body[1] + body[0]
+    solver = SOLVER.replace("display: 5", "display: 5\ntest_iter: 2\ntest_interval: 5\ntest_compute_loss: true")
+    d = make_dir(tmp_path, solver=solver, net=net_text)
+    r = run_cli(["-solver", "solver.prototxt", "-iterations", "10"], d)
+    assert r.exit_code == 0, r.output
+    for it in (0, 5, 10):
+        assert f"Iteration {it}, Testing net (#0)" in r.output
+    values = [float(v) for v in re.findall(r"Test net output #0: loss = ([\d.e+-]+) \(\* 1 = ", r.output)]
+    assert len(values) == 3
+    # iteration 0: the seed-3 initial weights on the constant test batch
+    from openpose_train.training.data_sources import known_input_shapes
+    net_param = caffe_io.parse_prototxt(net_text, __import__("openpose_train.caffe_layers.caffe_pb2",
+                                                             fromlist=["x"]).NetParameter())
+    test_net = CaffeNet(net_param, "TEST", seed=3, input_shapes=known_input_shapes(net_param, "TEST"))
+    batch = {"data": torch.full((1, 2, 6, 6), 0.7), "label": torch.full((1, 3, 6, 6), -0.1)}
+    with torch.no_grad():
+        assert values[0] == pytest.approx(float(test_net(batch)["loss"]), rel=1e-5)
+        # iteration 10: the test net shares the trained weights (those of the iteration-10 snapshot)
+        test_net.load_caffe_weights(str(d / "model/pose_iter_10.caffemodel"))
+        assert values[2] == pytest.approx(float(test_net(batch)["loss"]), rel=1e-5)
+    assert values[2] != values[0]
+
+
+def test_sighup_snapshot_effect_keeps_training(tmp_path):
+    from openpose_train.training.loop import ACTION_NONE, ACTION_SNAPSHOT, ACTION_STOP, SignalActions
+
+    actions = SignalActions("none", "snapshot")
+    try:
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert actions.take() == ACTION_SNAPSHOT and actions.take() == ACTION_NONE
+        os.kill(os.getpid(), signal.SIGINT)  # sigint_effect none: ignored, no KeyboardInterrupt
+        assert actions.take() == ACTION_NONE
+    finally:
+        actions.restore()
+    actions = SignalActions("stop", "none")
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert actions.take() == ACTION_STOP
+    finally:
+        actions.restore()
+
+
+def test_gpu_options_are_noops_with_a_warning_on_cpu(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU behaviour")
+    d = make_dir(tmp_path)
+    r = run_cli(["-solver", "solver.prototxt", "-iterations", "5", "--bf16", "--channels-last"], d)
+    assert r.exit_code == 0, r.output
+    assert "--bf16 is a GPU option; ignored on the CPU" in r.output
+    assert "--channels-last is a GPU option; ignored on the CPU" in r.output

@@ -138,24 +138,36 @@ def run_training(cfg: TrainConfig) -> int:
     from .solver import SolverConfigError, check_solver_param
 
     os.chdir(cfg.cwd)
-    use_cuda = bool(cfg.gpus)
+    solver_param = load_solver(cfg.solver)
+    gpus = list(cfg.gpus)
+    # Caffe: without -gpu, the solver's solver_mode (default GPU) and device_id choose the device
+    cpu_fallback = False
+    if not gpus and solver_param.solver_mode == solver_param.GPU:
+        if torch.cuda.is_available():
+            gpus = [int(solver_param.device_id)]
+        else:
+            cpu_fallback = True
+    use_cuda = bool(gpus)
     ctx = distributed.init_from_env(use_cuda)
     rank = ctx.rank if ctx else 0
     world = ctx.world_size if ctx else 1
     logger = GlogLogger(log_file=cfg.log_file, enabled=rank == 0)
+    sources, test_sources = [], []
     try:
         if use_cuda:
-            gpu = cfg.gpus[ctx.local_rank if ctx else 0]
+            gpu = gpus[ctx.local_rank if ctx else 0]
             torch.cuda.set_device(gpu)
             device = torch.device("cuda", gpu)
-            logger.info("caffe.cpp:248", f"Using GPUs {','.join(map(str, cfg.gpus))}")
+            logger.info("caffe.cpp:248", f"Using GPUs {','.join(map(str, gpus))}")
         else:
             device = torch.device("cpu")
+            if cpu_fallback:
+                logger.warning("caffe.cpp:237", "the solver says solver_mode: GPU but no CUDA device is visible; "
+                               "training on the CPU")
             logger.info("caffe.cpp:238", "Use CPU.")
             for name, flag in (("--bf16", cfg.bf16), ("--channels-last", cfg.channels_last)):
                 if flag:
                     logger.warning("caffe.cpp:239", f"{name} is a GPU option; ignored on the CPU")
-        solver_param = load_solver(cfg.solver)
         try:
             check_solver_param(solver_param)
         except SolverConfigError as exc:
@@ -175,11 +187,11 @@ def run_training(cfg: TrainConfig) -> int:
         random.seed(seed)
         logger.info("solver.cpp:91", f"Creating training net from net file: {net_path}")
         try:
-            shapes = known_input_shapes(net_param)
-            net = CaffeNet(net_param, phase="TRAIN", seed=seed, input_shapes=shapes)
+            net = CaffeNet(net_param, phase="TRAIN", seed=seed, input_shapes=known_input_shapes(net_param, "TRAIN"))
             test_net = None
             if len(solver_param.test_iter):
-                test_net = CaffeNet(net_param, phase="TEST", seed=seed, input_shapes=shapes)
+                test_net = CaffeNet(net_param, phase="TEST", seed=seed,
+                                    input_shapes=known_input_shapes(net_param, "TEST"))
         except (NetDefinitionError, LayerConfigError, UnsupportedLayerError) as exc:
             raise TrainingError(f"bad net file {net_path}: {exc}") from exc
         configure_precision(net, device, bf16=cfg.bf16 and use_cuda, channels_last=cfg.channels_last and use_cuda)
@@ -200,9 +212,10 @@ def run_training(cfg: TrainConfig) -> int:
         if cfg.snapshot:
             logger.info("caffe.cpp:253", f"Resuming from {cfg.snapshot}")
         logger.info("caffe.cpp:263", "Starting Optimization")
-        final = trainer.solve(resume_file=cfg.snapshot)
-        return final
+        return trainer.solve(resume_file=cfg.snapshot)
     finally:
+        for src in list(sources) + [s for group in test_sources for s in group]:
+            src.close()
         logger.close()
         distributed.shutdown(ctx)
 

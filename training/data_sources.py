@@ -31,6 +31,9 @@ class BatchSource:
     def load_state_dict(self, state: Dict) -> None:
         pass
 
+    def close(self) -> None:
+        """Stop worker processes, close files."""
+
 
 class IterableSource(BatchSource):
     """Wraps an iterable data source that has state_dict/load_state_dict (e.g. OPDataSource)."""
@@ -52,6 +55,10 @@ class IterableSource(BatchSource):
             self.source.load_state_dict(state)
         self._it = None
 
+    def close(self):
+        if hasattr(self.source, "close"):
+            self.source.close()
+
 
 def dummy_data_shapes(layer) -> List[tuple]:
     """Top shapes of a DummyData layer (``shape`` or the legacy num/channels/height/width lists)."""
@@ -66,11 +73,13 @@ def dummy_data_shapes(layer) -> List[tuple]:
     return shapes
 
 
-def known_input_shapes(net_param) -> Dict[str, tuple]:
-    """Input blob shapes the net builder cannot infer itself (DummyData tops), by blob name."""
+def known_input_shapes(net_param, phase: str = "TRAIN") -> Dict[str, tuple]:
+    """Input blob shapes the net builder cannot infer itself (DummyData tops of ``phase``), by blob name."""
+    from openpose_train.caffe_layers.net import layer_included
+
     shapes = {}
     for layer in net_param.layer:
-        if layer.type == "DummyData":
+        if layer.type == "DummyData" and layer_included(layer, phase):
             shapes.update(zip(layer.top, dummy_data_shapes(layer)))
     return shapes
 
@@ -126,8 +135,12 @@ def make_sources(net, phase: str, seed: int, rank: int = 0, world_size: int = 1,
             except ImportError as exc:
                 raise TrainingError(f"layer '{layer.name}' ({layer.type}): the OPData reader is not "
                                     f"available ({exc})") from exc
-            sources.append(IterableSource(OPDataSource(layer, phase=phase, seed=seed, rank=rank,
-                                                       world_size=world_size, num_workers=num_workers)))
+            try:
+                source = OPDataSource(layer, phase=phase, seed=seed, rank=rank, world_size=world_size,
+                                      num_workers=num_workers)
+            except (ValueError, OSError) as exc:  # OPDataError, a missing LMDB: one clear line
+                raise TrainingError(f"layer '{layer.name}' ({layer.type}): {exc}") from exc
+            sources.append(IterableSource(source))
         else:
             raise TrainingError(f"layer '{layer.name}' ({layer.type}): the train command cannot read inputs "
                                 f"for this layer type (use OPData, Data or DummyData)")
