@@ -261,3 +261,19 @@ layer { name: "quiet" type: "Silence" bottom: "a2" }
     assert out["r"].shape == (2, 36) and out["f"].shape == (2, 3, 12)
     assert net.blob_shapes["r"] == (2, 36) and net.blob_shapes["f"] == (2, 3, 12)
     assert set(net.output_blobs) == {"r", "f"}
+
+
+@pytest.mark.parametrize("folder,label_channels,losses,batch", [
+    ("body_25", 156, 6, 10), ("1_25BBkg", 194, 6, 10), ("1_25BSuperModel11FullVGG", 194, 2, 3),
+    ("100_135AlmostSameBatchAllGPUs", 878, 5, 10)])
+def test_reference_training_nets_build(shared, folder, label_channels, losses, batch):
+    """The shipped training prototxts (spec/openpose_train.md section 5 table): OPData shapes with the
+    label channels from the registry, one loss per stage and branch."""
+    from openpose_train.caffe_layers.caffe_io import read_net_prototxt
+    path = shared("reference", "openpose_models", "experimental", folder, "training_results", "pose_training.prototxt")
+    net = CaffeNet(read_net_prototxt(path), phase="TRAIN")
+    image, label = net.input_blobs["image"], net.input_blobs["label"]
+    assert image[:2] == (batch, 3) and label[:2] == (batch, label_channels)
+    assert label[2:] == (image[2] // 8, image[3] // 8)
+    assert len(net.loss_blobs) == losses and all(w == 1.0 for _, w in net.loss_blobs)
+    assert [l.type for l in net.data_layers] == ["OPData"]
