@@ -280,6 +280,14 @@ class CaffeNet(nn.Module):
             for t in step.tops:
                 available[t] = True
         self.output_blobs = list(available)
+        # blob names whose final read (or final write, if never read again) happens at step i
+        last = {}
+        for i, step in enumerate(self._steps):
+            for name in step.bottoms + step.tops:
+                last[name] = i
+        self._last_use: List[List[str]] = [[] for _ in self._steps]
+        for name, i in last.items():
+            self._last_use[i].append(name)
         self.loss_blobs: List[Tuple[str, float]] = [
             (top, w) for step in self._steps for top, w in zip(step.tops, step.loss_weights) if w != 0.0]
         self.autocast_dtype: Optional[torch.dtype] = None
@@ -328,6 +336,11 @@ class CaffeNet(nn.Module):
                 inputs = {**args[0], **inputs}
             else:
                 raise TypeError("CaffeNet.forward takes input blobs by name (keywords or one dict)")
+        return self.run(inputs)
+
+    def run(self, inputs: Mapping[str, torch.Tensor], keep: Optional[Iterable[str]] = None) -> Dict[str, torch.Tensor]:
+        """Forward pass. Returns every blob (final versions), or with ``keep`` only those blobs: the
+        others are released as soon as their last consumer ran (lower peak memory for inference)."""
         blobs: Dict[str, torch.Tensor] = {}
         for name in self.input_blobs:
             if name not in inputs:
@@ -339,16 +352,26 @@ class CaffeNet(nn.Module):
             blobs[name] = x
         for name, value in inputs.items():
             blobs.setdefault(name, value)
+        keep = None if keep is None else set(keep)
+        if keep is not None and not keep <= set(self.blob_shapes):
+            raise NetDefinitionError(f"unknown blob(s) to keep: {', '.join(sorted(keep - set(self.blob_shapes)))}")
         ctx = contextlib.nullcontext()
         if self.autocast_dtype is not None:
             device_type = next((t.device.type for t in blobs.values() if torch.is_tensor(t)), "cpu")
             ctx = torch.autocast(device_type, dtype=self.autocast_dtype)
         with ctx:
-            for step in self._steps:
+            for i, step in enumerate(self._steps):
                 bottoms = [blobs[b].detach() if d else blobs[b] for b, d in zip(step.bottoms, step.detach)]
                 tops = step.module(*bottoms)
                 for name, value in zip(step.tops, tops):
                     blobs[name] = value
+                if keep is not None:
+                    del bottoms, tops
+                    for name in self._last_use[i]:
+                        if name not in keep:
+                            blobs.pop(name, None)
+        if keep is not None:
+            return {name: blobs[name] for name in keep if name in blobs}
         return blobs
 
     def total_loss(self, outputs: Mapping[str, torch.Tensor]) -> torch.Tensor:

@@ -277,3 +277,15 @@ def test_reference_training_nets_build(shared, folder, label_channels, losses, b
     assert label[2:] == (image[2] // 8, image[3] // 8)
     assert len(net.loss_blobs) == losses and all(w == 1.0 for _, w in net.loss_blobs)
     assert [l.type for l in net.data_layers] == ["OPData"]
+
+
+def test_run_with_keep_returns_the_same_values(small_net):
+    g = torch.Generator().manual_seed(1)
+    inputs = {"data": torch.randn(2, 3, 8, 8, generator=g), "target": torch.randn(2, 4, 8, 8, generator=g)}
+    with torch.no_grad():
+        full = small_net(inputs)
+        kept = small_net.run(inputs, keep=["sum", "loss"])
+    assert set(kept) == {"sum", "loss"}
+    torch.testing.assert_close(kept["sum"], full["sum"])
+    with pytest.raises(NetDefinitionError, match="nope"):
+        small_net.run(inputs, keep=["nope"])
