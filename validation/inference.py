@@ -133,16 +133,17 @@ def cubic_resize_matrix(n_out: int, n_in: int, factor: float) -> np.ndarray:
 
 def upsample_output(output: np.ndarray, target: Tuple[int, int], factor: float) -> np.ndarray:
     """(C, h, w) net output -> (C, H, W) at ``target`` (W, H) with OpenPose's bicubic
-    (:func:`cubic_resize_matrix` along both axes; two batched matrix products)."""
-    src = np.asarray(output, dtype=np.float32)
+    (:func:`cubic_resize_matrix` along both axes). The two matrix products run in torch, whose
+    CPU GEMM is an order of magnitude faster than numpy's here on these skinny shapes."""
+    import torch
+    src = torch.from_numpy(np.ascontiguousarray(output, dtype=np.float32))
     c, h, w = src.shape
     tw, th = target
-    along_x = (src.reshape(c * h, w) @ cubic_resize_matrix(tw, w, factor).T).reshape(c, h, tw)
-    along_y = cubic_resize_matrix(th, h, factor)
-    out = np.empty((c, th, tw), dtype=np.float32)
-    for i in range(c):      # one 2-D product per channel: faster than a batched matmul here
-        np.matmul(along_y, along_x[i], out=out[i])
-    return out
+    along_x = torch.from_numpy(cubic_resize_matrix(tw, w, factor))
+    along_y = torch.from_numpy(cubic_resize_matrix(th, h, factor))
+    with torch.inference_mode():
+        rows = (src.reshape(c * h, w) @ along_x.T).reshape(c, h, tw)
+        return torch.matmul(along_y, rows).numpy()
 
 
 def resize_and_merge(outputs: Sequence[np.ndarray], scales: Sequence[float],
