@@ -477,13 +477,14 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
-def test_generated_tiny_net_trains_on_synthetic_lmdb(tmp_path, one_thread):
+@pytest.fixture(scope="module")
+def tiny_project(tmp_path_factory):
+    """Synthetic COCO dataset -> LMDB -> generated COCO_18 'tiny' net (crop 128, batch 2, 50 iterations)."""
     for mod in ("openpose_train.generator.cli", "openpose_train.dataset_tools.cli", "openpose_train.caffe_layers.op_data"):
         pytest.importorskip(mod)
-    cv2 = pytest.importorskip("cv2")
-    from openpose_train.caffe_layers.op_data import OPDataSource
     from openpose_train.cli import main
 
+    tmp_path = tmp_path_factory.mktemp("tiny")
     runner = CliRunner()
 
     def cli(*args):
@@ -498,6 +499,14 @@ def test_generated_tiny_net_trains_on_synthetic_lmdb(tmp_path, one_thread):
         "--max-iter", 50, "--base-lr", 1e-3)
     with open(out / "pose_solver.prototxt", "a") as f:
         f.write("random_seed: 5\n")
+    return out
+
+
+def test_generated_tiny_net_trains_on_synthetic_lmdb(tiny_project, one_thread):
+    cv2 = pytest.importorskip("cv2")
+    from openpose_train.caffe_layers.op_data import OPDataSource
+
+    out = tiny_project
     t0 = time.time()
     r = run_cli(["-solver", "pose_solver.prototxt"], out)
     assert r.exit_code == 0, r.output
@@ -624,3 +633,26 @@ def test_gpu_options_are_noops_with_a_warning_on_cpu(tmp_path):
     assert r.exit_code == 0, r.output
     assert "--bf16 is a GPU option; ignored on the CPU" in r.output
     assert "--channels-last is a GPU option; ignored on the CPU" in r.output
+
+
+def test_generated_net_resumes_exactly_with_opdata_state(tiny_project, tmp_path, one_thread):
+    import shutil
+
+    runs = {}
+    for name in ("straight", "split"):
+        d = tmp_path / name
+        shutil.copytree(tiny_project, d, ignore=shutil.ignore_patterns("model"))
+        text = (d / "pose_solver.prototxt").read_text()
+        (d / "pose_solver.prototxt").write_text(text.replace("snapshot: 50", "snapshot: 6"))
+        runs[name] = d
+    assert run_cli(["-solver", "pose_solver.prototxt", "-iterations", "12"], runs["straight"]).exit_code == 0
+    r = run_cli(["-solver", "pose_solver.prototxt", "-iterations", "6"], runs["split"])
+    assert r.exit_code == 0, r.output
+    r = run_cli(["-solver", "pose_solver.prototxt", "-iterations", "12", "-snapshot", "model/pose_iter_6.solverstate"],
+                runs["split"])
+    assert r.exit_code == 0, r.output
+    a = (runs["straight"] / "model/pose_iter_12.caffemodel").read_bytes()
+    b = (runs["split"] / "model/pose_iter_12.caffemodel").read_bytes()
+    assert a == b
+    a6 = (runs["straight"] / "model/pose_iter_6.caffemodel").read_bytes()
+    assert a6 != a

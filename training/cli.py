@@ -143,10 +143,12 @@ def run_training(cfg: TrainConfig) -> int:
     # Caffe: without -gpu, the solver's solver_mode (default GPU) and device_id choose the device
     cpu_fallback = False
     if not gpus and solver_param.solver_mode == solver_param.GPU:
-        if torch.cuda.is_available():
-            gpus = [int(solver_param.device_id)]
-        else:
+        if not torch.cuda.is_available():
             cpu_fallback = True
+        elif distributed.launched_by_torchrun():  # one device per local process
+            gpus = list(range(torch.cuda.device_count()))
+        else:
+            gpus = [int(solver_param.device_id)]
     use_cuda = bool(gpus)
     ctx = distributed.init_from_env(use_cuda)
     rank = ctx.rank if ctx else 0
@@ -155,7 +157,11 @@ def run_training(cfg: TrainConfig) -> int:
     sources, test_sources = [], []
     try:
         if use_cuda:
-            gpu = gpus[ctx.local_rank if ctx else 0]
+            local_rank = ctx.local_rank if ctx else 0
+            if local_rank >= len(gpus):
+                raise TrainingError(f"local rank {local_rank} has no GPU: -gpu lists {len(gpus)} devices "
+                                    f"(start one process per listed GPU)")
+            gpu = gpus[local_rank]
             torch.cuda.set_device(gpu)
             device = torch.device("cuda", gpu)
             logger.info("caffe.cpp:248", f"Using GPUs {','.join(map(str, gpus))}")

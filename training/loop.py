@@ -7,8 +7,8 @@ last iteration: snapshot (``snapshot_after_train``), a final display forward, ``
 
 Snapshots are Caffe's files, ``<snapshot_prefix>_iter_N.caffemodel`` (NetParameter with blobs) and
 ``<snapshot_prefix>_iter_N.solverstate`` (SolverState: iter, learned_net, current_step, history),
-plus our side file ``<snapshot_prefix>_iter_N.trainstate`` (torch.save: data-layer state per
-rank, torch / numpy / python RNG states) that Caffe never reads. Each file is written to a
+plus our side file ``<snapshot_prefix>_iter_N.trainstate`` (a pickle: per rank, the data-layer
+state and the torch / numpy / python RNG states) that Caffe never reads. Each file is written to a
 temporary name and renamed; the solverstate goes last, so a solverstate on disk always has its
 caffemodel (and trainstate) beside it. Resuming from a solverstate with its trainstate continues
 bit for bit on CPU; without one (a Caffe-written snapshot) the weights and solver history resume
@@ -379,11 +379,9 @@ class Trainer:
         """Write caffemodel, trainstate, solverstate (rank 0); returns the solverstate path."""
         from openpose_train.caffe_layers import caffe_io
 
-        data_states = [src.state_dict() for src in self.sources]
-        if self.dist is not None:
-            data_states = self.dist.gather_objects(data_states)  # list per rank on rank 0
-        else:
-            data_states = [data_states]
+        # every rank's data-layer and RNG state (collective: all ranks take part)
+        mine = {"data": [src.state_dict() for src in self.sources], "rng": rng_state()}
+        ranks = self.dist.gather_objects(mine) if self.dist is not None else [mine]
         if not self.is_root:
             return None
         prefix = self.param.snapshot_prefix
@@ -396,7 +394,7 @@ class Trainer:
         # caffe_io writes through a temporary name and renames
         caffe_io.write_caffemodel(model_path, self.net.caffe_weights(), net=self.net_param)
         state_path = snapshot_filename(prefix, it, ".solverstate")
-        side = {"format": 1, "iter": it, "world_size": self.world_size, "data": data_states, "rng": rng_state()}
+        side = {"format": 1, "iter": it, "world_size": self.world_size, "ranks": ranks}
         _atomic_write_bytes(trainstate_path(state_path), pickle.dumps(side, protocol=4))
         self.logger.info("sgd_solver.cpp:284", f"Snapshotting solver state to binary proto file {state_path}")
         caffe_io.write_solverstate(state_path, iter=it, learned_net=model_path,
@@ -435,15 +433,14 @@ class Trainer:
             if side.get("iter") != self.solver.iter:
                 raise TrainingError(f"{side_path}: iteration {side.get('iter')} does not match "
                                     f"{state_file} ({self.solver.iter})")
-            per_rank = side["data"]
+            per_rank = side["ranks"]
             if len(per_rank) != self.world_size:
                 self.logger.warning("solver.cpp:300", f"{side_path} was written by {len(per_rank)} processes, "
                                     f"this run has {self.world_size}: data-layer state starts afresh")
             else:
-                for src, st in zip(self.sources, per_rank[self.rank]):
+                for src, st in zip(self.sources, per_rank[self.rank]["data"]):
                     src.load_state_dict(st)
-            if self.world_size == 1:
-                set_rng_state(side["rng"])
+                set_rng_state(per_rank[self.rank]["rng"])
         else:
             self.logger.warning("solver.cpp:300", f"no {side_path} beside the solverstate (a Caffe snapshot?): "
                                 "weights and solver history resume exactly, the data order starts afresh")
