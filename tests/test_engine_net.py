@@ -289,3 +289,19 @@ def test_run_with_keep_returns_the_same_values(small_net):
     torch.testing.assert_close(kept["sum"], full["sum"])
     with pytest.raises(NetDefinitionError, match="nope"):
         small_net.run(inputs, keep=["nope"])
+
+
+def test_configure_precision_bf16_channels_last_runs_on_cpu(small_net):
+    from openpose_train.caffe_layers.net import configure_precision
+    g = torch.Generator().manual_seed(2)
+    inputs = {"data": torch.randn(2, 3, 8, 8, generator=g), "target": torch.randn(2, 4, 8, 8, generator=g)}
+    ref = small_net.total_loss(small_net(inputs)).item()
+    configure_precision(small_net, "cpu", bf16=True, channels_last=True)
+    out = small_net(inputs)
+    assert out["conv1"].dtype == torch.bfloat16 and out["loss"].dtype == torch.float32
+    loss = small_net.total_loss(out)
+    loss.backward()
+    assert loss.item() == pytest.approx(ref, rel=5e-2)
+    assert small_net.layer_module("conv1").weight.dtype == torch.float32   # master weights stay fp32
+    configure_precision(small_net)
+    assert small_net.total_loss(small_net(inputs)).item() == pytest.approx(ref, rel=1e-5)
