@@ -109,6 +109,14 @@ def _run_child(mode, json_path, images_dir, out, counts=None):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _vm_hwm_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _line(bench, case, value, unit, baseline=None, baseline_name="", **extra):
     print(json.dumps({"bench": bench, "case": case, "value": round(value, 3), "unit": unit,
                       "baseline": None if baseline is None else round(baseline, 3),
@@ -123,7 +131,8 @@ def main():
     if args.child:
         mode, json_path, images_dir, out, *counts = args.child
         result = (_child_floor if mode == "floor" else _child_build)(json_path, images_dir, out, *counts)
-        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forking parent
+        result["peak_rss_mb"] = _vm_hwm_mb()
         result["workers_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         print(json.dumps(result))
         return

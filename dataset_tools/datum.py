@@ -264,13 +264,22 @@ def decode_metadata(plane, width: Optional[int] = None, num_lmdb_parts: Optional
 
 # ----------------------------------------------------------------------------- protobuf
 
-def serialize_datum(channels: int, height: int, width: int, data: bytes, label: int = 0,
+def serialize_datum(channels: int, height: int, width: int, data, label: int = 0,
                     encoded: bool = False) -> bytes:
-    """Caffe ``Datum`` wire bytes (caffe_pb2; equal to pycaffe's ``array_to_datum`` output)."""
-    datum = caffe_pb2.Datum(channels=channels, height=height, width=width, data=data, label=label)
+    """Caffe ``Datum`` wire bytes, equal to pycaffe's ``array_to_datum(...).SerializeToString()``.
+
+    ``data`` is bytes or a list of bytes-like chunks (1-D uint8 arrays too) concatenated in place (one copy of the image
+    instead of three): the small fields are serialised by caffe_pb2 and the ``data`` field
+    (number 4, length-delimited) is spliced in between, in field-number order as protobuf does.
+    """
+    chunks = data if isinstance(data, list) else [data]
+    length = sum(memoryview(c).nbytes for c in chunks)
+    head = caffe_pb2.Datum(channels=channels, height=height, width=width).SerializeToString()
+    length_varint = caffe_pb2.Datum(channels=length).SerializeToString()[1:]   # the varint of `length`
+    tail = caffe_pb2.Datum(label=label).SerializeToString()
     if encoded:
-        datum.encoded = True
-    return datum.SerializeToString()
+        tail += caffe_pb2.Datum(encoded=True).SerializeToString()
+    return b"".join([head, b"\x22", length_varint, *chunks, tail])
 
 
 def parse_datum(value) -> "caffe_pb2.Datum":
@@ -358,8 +367,8 @@ class DatumBuilder:
             raise DatumError("a mask_miss channel needs metadata (channel 3)")
         channels = 3 + len(extra)
         if not self.encoded:
-            data = b"".join([self._planes] + [plane.tobytes() for plane in extra])
-            return serialize_datum(channels, self.height, self.width, data)
+            return serialize_datum(channels, self.height, self.width,
+                                   [self._planes] + [np.ascontiguousarray(p).reshape(-1) for p in extra])
         png = b""
         if extra:
             ok, png_arr = cv2.imencode(".png", np.concatenate(extra, axis=0), [cv2.IMWRITE_PNG_COMPRESSION, 1])

@@ -160,7 +160,7 @@ def process_image(item: WorkItem, config: WorkerConfig) -> ImageResult:
         return ImageResult(item.index, [], SIZE_MISMATCH)
     layout = get_dataset_layout(config.dataset)
     try:
-        mask_miss = coco.image_masks(item.entry, layout)[0] if layout.has_mask else None
+        mask_miss = coco.mask_miss(item.entry, layout) if layout.has_mask else None
     except (ValueError, TypeError):
         return ImageResult(item.index, [], BAD_SEGMENTATION)
     builder = DatumBuilder(image, mask_miss, config.encoded, config.jpeg_quality, minimum_width(layout.lmdb_dataset))

@@ -190,3 +190,10 @@ def test_minicoco_background_lmdb(tmp_path):
     with LmdbReader(tmp_path / "bg") as reader:
         rec = reader[0]
         assert rec.meta is None and rec.image.ndim == 3
+
+
+def test_fast_mask_miss_equals_the_full_composition():
+    dataset = coco.load_keypoint_json(_minicoco(), "coco")
+    layout = get_dataset_layout("coco")
+    for entry in dataset.images:
+        assert np.array_equal(coco.mask_miss(entry, layout), coco.image_masks(entry, layout)[0])

@@ -153,3 +153,39 @@ def test_truncated_datum_is_a_clear_error():
         read_datum(value[:20])
     with pytest.raises(DatumError, match="expected"):
         read_datum(serialize_datum(3, 4, 5, bytes(48)))
+
+
+def test_reads_a_datum_written_like_the_original_generate_lmdb_file():
+    """An independent emulation of generateLmdbFile.py (struct '<f' bytes per row, pycaffe Datum)."""
+    h, w, n = 64, 130, 17
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    mask = np.full((h, w), 255, np.uint8)
+    joints = [[float(rng.integers(1, 120)), float(rng.integers(1, 60)), float(rng.integers(0, 3))] for _ in range(n)]
+    other = [[float(rng.integers(1, 120)), float(rng.integers(1, 60)), 1.0] for _ in range(n)]
+    meta = np.zeros((h, w), np.uint8)
+
+    def put(row, data):
+        meta[row, :len(data)] = np.frombuffer(data, np.uint8)
+    put(0, b"COCO")
+    put(1, struct.pack("<ff", 427, 640))
+    put(2, bytes([1, 2]) + struct.pack("<fff", 9, 4, 100))
+    put(3, struct.pack("<ff", 50.5, 30.5))
+    put(4, struct.pack("<f", 0.8))
+    for axis in range(3):
+        put(5 + axis, b"".join(struct.pack("<f", j[axis]) for j in joints))
+    put(8, struct.pack("<ff", 20, 25))
+    put(9, struct.pack("<f", 0.4))
+    for axis in range(3):
+        put(10 + axis, b"".join(struct.pack("<f", j[axis]) for j in other))
+    arr = np.concatenate([img.transpose(2, 0, 1), meta[None], mask[None]])
+    value = _datum_class()(channels=5, height=h, width=w, data=arr.tobytes(), label=0).SerializeToString()
+    rec = read_datum(value)
+    m = rec.meta
+    assert (m.dataset, m.img_height, m.img_width, m.people_index, m.annolist_index) == ("COCO", 427, 640, 2, 9)
+    assert (m.write_number, m.total_write_number, m.scale_provided) == (4, 100, pytest.approx(0.8))
+    assert np.array_equal(m.joints, np.asarray(joints, np.float32)) and m.num_parts == n
+    assert np.array_equal(m.others_joints[0], np.asarray(other, np.float32))
+    assert np.array_equal(m.others_objpos, [[20, 25]]) and np.allclose(m.others_scale, [0.4])
+    assert np.allclose(m.zero_based().objpos, [49.5, 29.5])         # the fork's COCO -1
+    assert np.array_equal(rec.image, img) and np.array_equal(rec.mask_miss, mask)

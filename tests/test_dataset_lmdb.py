@@ -258,3 +258,37 @@ def test_resume_after_sigkill_inside_a_transaction(tmp_path, synth):
     assert summary.finished and summary.resumed_images > 0
     build_lmdb(json_path, images, tmp_path / "full", _options(seed=5))
     assert _records(out) == _records(tmp_path / "full")
+
+
+@pytest.mark.parametrize("name,n_kp,key,dataset_string,width", [
+    ("hand", 21, "hand21", "hand21_dome", 200), ("hand", 42, "hand42", "hand42_mpii", 200),
+    ("face", 70, "face70", "face70_mask_out", 200)])
+def test_hand_and_face_coco_style(tmp_path, synth, name, n_kp, key, dataset_string, width):
+    from openpose_train.dataset_tools.cli import resolve_dataset_key
+    _, images = synth
+    src = sorted(images.iterdir())[:3]
+    rng = np.random.default_rng(n_kp)
+    doc = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "person"}]}
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, p in enumerate(src):
+        img = cv2.resize(cv2.imread(str(p)), (width, 150))
+        cv2.imwrite(str(folder / p.name), img)
+        doc["images"].append({"id": i + 1, "file_name": p.name, "width": width, "height": 150})
+        kp = np.concatenate([rng.uniform(40, 140, (n_kp, 2)), np.full((n_kp, 1), 2)], 1)
+        doc["annotations"].append({"id": i + 1, "image_id": i + 1, "iscrowd": 0, "num_keypoints": n_kp,
+                                   "area": 4000.0, "bbox": [30, 30, 120, 100], "category_id": 1,
+                                   "keypoints": kp.reshape(-1).tolist(), "segmentation": [[30, 30, 150, 30, 150, 130]]})
+        doc["annotations"].append({"id": 100 + i, "image_id": i + 1, "iscrowd": 0, "num_keypoints": 0,
+                                   "area": 400.0, "bbox": [0, 0, 20, 20], "category_id": 1,
+                                   "keypoints": [0] * (3 * n_kp), "segmentation": [[0, 0, 20, 0, 20, 20, 0, 20]]})
+    json_path = tmp_path / "kp.json"
+    json_path.write_text(json.dumps(doc))
+    assert resolve_dataset_key(name, json_path) == key
+    summary = build_lmdb(json_path, folder, tmp_path / "out", _options(dataset=key))
+    assert summary.records_written == 3
+    for _, rec in iter_records(tmp_path / "out"):
+        assert rec.meta.dataset == dataset_string and rec.meta.num_parts == n_kp
+        assert rec.mask_miss is not None and rec.mask_miss[5, 5] == 0 and rec.mask_miss[80, 80] == 255
+        expected_width = 300 if dataset_string == "face70_mask_out" else width    # narrow face images padded
+        assert rec.image.shape[1] == expected_width and rec.meta.img_width == width
