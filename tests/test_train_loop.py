@@ -345,6 +345,32 @@ def test_signal_snapshots_then_exits(tmp_path, sig):
     assert not list(d.glob("model/*.tmp*")) and not list(d.glob("model/.*.tmp"))
 
 
+def test_kill_9_loses_at_most_one_snapshot_interval(tmp_path):
+    solver = SOLVER.replace("max_iter: 20", "max_iter: 100000000").replace("snapshot: 10", "snapshot: 2").replace(
+        "display: 5", "display: 1")
+    d = make_dir(tmp_path, solver=solver)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([PY, "-m", "openpose_train.cli", "train", "-solver", "solver.prototxt", "--workers", "0"],
+                            cwd=d, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    reached = 0
+    deadline = time.time() + 60
+    for line in proc.stderr:
+        m = re.search(r"\] Iteration (\d+) \(", line)
+        if m:
+            reached = int(m.group(1))
+        if reached >= 9 or time.time() > deadline:
+            break
+    proc.kill()
+    proc.wait(timeout=30)
+    states = sorted(d.glob("model/pose_iter_*.solverstate"), key=lambda p: int(re.search(r"_iter_(\d+)", p.name).group(1)))
+    assert states
+    last = int(re.search(r"_iter_(\d+)", states[-1].name).group(1))
+    assert reached - last <= 2, (reached, last)
+    r = run_cli(["-solver", "solver.prototxt", "-iterations", str(last + 2), "-snapshot", f"model/{states[-1].name}"], d)
+    assert r.exit_code == 0, r.output
+    assert caffe_io.read_solverstate(d / f"model/pose_iter_{last + 2}.solverstate").iter == last + 2
+
+
 # ---- external caffe binary ----------------------------------------------------------------------------------
 FAKE_CAFFE = """#!/usr/bin/env python3
 import sys
@@ -656,3 +682,42 @@ def test_generated_net_resumes_exactly_with_opdata_state(tiny_project, tmp_path,
     assert a == b
     a6 = (runs["straight"] / "model/pose_iter_6.caffemodel").read_bytes()
     assert a6 != a
+
+
+class FakeTTY:
+    def __init__(self):
+        self.parts = []
+
+    def write(self, text):
+        self.parts.append(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return True
+
+    def text(self):
+        return "".join(self.parts)
+
+
+def test_progress_bar_on_terminal_only_and_log_file_without_it(tmp_path):
+    from openpose_train.training.logging_utils import GlogLogger, Progress
+
+    term = FakeTTY()
+    logger = GlogLogger(stream=term, log_file=str(tmp_path / "log.txt"))
+    bar = Progress(10, 110, stream=term)
+    logger.progress = bar
+    for it in range(11, 31):
+        bar.update(it, loss=1.0 / it, lr=0.001)
+    logger.info("solver.cpp:218", "Iteration 30 (1 iter/s, 1s/20 iters), loss = 0.5")
+    bar.close()
+    logger.close()
+    shown = term.text()
+    assert "30/110" in shown and "<" in shown  # tqdm's count and ETA
+    assert "Iteration 30 (1 iter/s" in shown
+    logged = (tmp_path / "log.txt").read_text()
+    assert logged.count("\n") == 1 and "30/110" not in logged and "solver.cpp:218] Iteration 30" in logged
+    # not a terminal (e.g. piped through tee): no bar at all
+    with open(tmp_path / "pipe.txt", "w") as pipe:
+        assert not Progress(0, 10, stream=pipe).active
