@@ -270,8 +270,11 @@ def _write_batch(env, batch) -> None:
             env.set_mapsize(env.info()["map_size"] * 2)
 
 
-def _read_progress(partial: Path, fingerprint: str):
-    """(done image indexes, skip reasons by index, keys of records that failed) of an earlier run."""
+def _read_progress(partial: Path, fingerprint: str, repair: bool = False):
+    """(done image indexes, skip reasons by index, keys of records that failed) of an earlier run.
+
+    ``repair``: rewrite the file without a last line cut by a kill, so that lines appended by
+    this run stay readable."""
     progress = partial / PROGRESS_FILE
     done, reasons, failed = set(), {}, []
     with open(progress) as f:
@@ -281,14 +284,20 @@ def _read_progress(partial: Path, fingerprint: str):
         raise LmdbBuildError(
             f"{partial} is a partial build made from other inputs or options; delete it or rerun "
             "the command that started it")
+    valid = lines[:1]
     for line in lines[1:]:
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:
             break                   # a line cut by a kill: the images after it are redone
+        valid.append(line)
         done.update(entry.get("done", []))
         reasons.update({int(k): v for k, v in entry.get("skipped", {}).items()})
         failed.extend(entry.get("failed_keys", []))
+    if repair and len(valid) < len(lines):
+        tmp = progress.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in valid))
+        os.replace(tmp, progress)
     return done, reasons, failed
 
 
@@ -373,7 +382,7 @@ def build_lmdb(json_path, images_dir, out, options: Optional[BuildOptions] = Non
 
     done = set()
     if partial.exists() and (partial / PROGRESS_FILE).exists():
-        done = _read_progress(partial, fingerprint)[0]
+        done = _read_progress(partial, fingerprint, repair=True)[0]
     else:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)

@@ -292,3 +292,46 @@ def test_hand_and_face_coco_style(tmp_path, synth, name, n_kp, key, dataset_stri
         assert rec.mask_miss is not None and rec.mask_miss[5, 5] == 0 and rec.mask_miss[80, 80] == 255
         expected_width = 300 if dataset_string == "face70_mask_out" else width    # narrow face images padded
         assert rec.image.shape[1] == expected_width and rec.meta.img_width == width
+
+
+def test_inspect_overlays_labels_when_the_data_layer_is_installed(tmp_path, synth):
+    pytest.importorskip("openpose_train.caffe_layers.augment")
+    from openpose_train.dataset_tools.inspect import render_grid
+    json_path, images = synth
+    build_lmdb(json_path, images, tmp_path / "l", _options())
+    info = render_grid(tmp_path / "l", tmp_path / "g.png", model="BODY_25", count=2, labels=True)
+    grid = cv2.imread(str(tmp_path / "g.png"))
+    assert "not installed" not in info and grid.shape[1] == 8 * 320
+    label_tile = grid[:320, 320:640].astype(int)
+    assert (label_tile[..., 2] - label_tile[..., 0]).max() > 100       # red heatmap peaks drawn
+
+
+@pytest.mark.slow
+def test_benchmark_quick_prints_the_contract_lines():
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "lmdb_build.py"
+    proc = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    benches = {(x["bench"], x["case"]) for x in lines}
+    assert ("lmdb_images_per_s", "images=40") in benches and ("lmdb_rss_growth_mb", "20->40") in benches
+    for x in lines:
+        assert set(x) >= {"bench", "case", "value", "unit", "baseline", "baseline_name"}
+        assert x["value"] == x["value"]                                    # not NaN
+
+
+def test_progress_line_cut_by_a_kill_is_repaired(tmp_path, synth):
+    json_path, images = synth
+    out = tmp_path / "cut"
+    build_lmdb(json_path, images, out, _options(seed=5, txn_bytes=350_000, stop_after_images=10))
+    progress = tmp_path / "cut.partial" / PROGRESS_FILE
+    progress.write_text(progress.read_text() + '{"done": [40, 41')             # killed mid-write
+    build_lmdb(json_path, images, out, _options(seed=5, txn_bytes=350_000, stop_after_images=10))
+    lines = progress.read_text().splitlines()
+    assert all(json.loads(line) for line in lines)
+    summary = build_lmdb(json_path, images, out, _options(seed=5))
+    assert summary.resumed_images >= 10
+    build_lmdb(json_path, images, tmp_path / "full", _options(seed=5))
+    assert _records(out) == _records(tmp_path / "full")
