@@ -253,9 +253,13 @@ def _crowd(model, rng, people, h, w, template_scale):
     return np.concatenate([xy, v], axis=2)
 
 
-@pytest.mark.parametrize("name", ["BODY_25", "COCO_18", "MPI_15", "BODY_25B", "BODY_135"])
-def test_matches_reference_on_crowded_scene(name):
-    model = get_model(name)
+@pytest.mark.parametrize("name", ["BODY_25", "COCO_18", "MPI_15", "BODY_25B", "BODY_135", "yaml"])
+def test_matches_reference_on_crowded_scene(name, repo_root):
+    if name == "yaml":
+        from openpose_train.generator.skeleton import load_skeleton_yaml
+        model = load_skeleton_yaml(repo_root / "generator" / "example_skeleton.yaml")
+    else:
+        model = get_model(name)
     rng = np.random.default_rng(sum(map(ord, name)))
     h, w = (48, 56) if model.num_parts > 70 else (72, 80)
     kp = _crowd(model, rng, 5, h, w, template_scale=10)
@@ -268,3 +272,18 @@ def test_matches_reference_on_crowded_scene(name):
     assert fast[0].shape[0] > 0
     np.testing.assert_allclose(fast[0], ref[0], atol=1e-4)
     np.testing.assert_allclose(fast[1], ref[1], atol=1e-5)
+
+
+def test_benchmark_quick_prints_json_lines(repo_root):
+    import json
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, str(repo_root / "benchmarks" / "postprocess.py"), "--quick"],
+                         capture_output=True, text=True, timeout=300, check=True)
+    lines = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
+    assert {line["case"] for line in lines} == {f"people={n},input={s}" for n in (1, 3, 6, 12)
+                                                for s in ("368x368", "656x368")}
+    for line in lines:
+        assert line["bench"] == "postprocess_ms" and line["unit"] == "ms"
+        assert line["value"] > 0 and line["baseline"] > 0
+        assert line["same_result_as_baseline"]

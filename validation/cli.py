@@ -1,0 +1,201 @@
+"""``openpose-train validate``, ``validate-snapshots`` and ``plot``."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+import click
+
+MODEL_ERRORS = (ValueError, KeyError, OSError)
+
+
+def _fail(exc: BaseException) -> click.ClickException:
+    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    return click.ClickException(str(text))
+
+
+def _common_options(fn):
+    options = [
+        click.option("--model", "model_name", default="BODY_25", show_default=True,
+                     help="registry model or --model_pose string (BODY_25, COCO, BODY_25B, ...)"),
+        click.option("--model-yaml", default=None, type=click.Path(dir_okay=False),
+                     help="custom skeleton YAML (used instead of --model)"),
+        click.option("--images", required=True, type=click.Path(file_okay=False),
+                     help="image folder"),
+        click.option("--annotations", default=None, type=click.Path(dir_okay=False),
+                     help="COCO keypoint JSON; without it (test-dev) only the results JSON is written"),
+        click.option("--net-resolution", default="-1x368", show_default=True),
+        click.option("--net-resolution-dynamic", default=1.0, show_default=True, type=float),
+        click.option("--scale-number", default=1, show_default=True, type=int),
+        click.option("--scale-gap", default=0.25, show_default=True, type=float),
+        click.option("--maximize-positives", is_flag=True, help="OpenPose's --maximize_positives"),
+        click.option("--backend", type=click.Choice(["torch", "opencv", "caffe"]), default="torch",
+                     show_default=True),
+        click.option("--device", default=None, help="torch/caffe device, e.g. cpu, cuda, cuda:1"),
+        click.option("--batch-size", default=1, show_default=True, type=int,
+                     help="images per forward (torch; equal net sizes share a batch)"),
+        click.option("--limit", default=None, type=int, help="validate only the first N images"),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _model(model_name: str, model_yaml: Optional[str]):
+    from openpose_train.generator.registry import get_model
+    if model_yaml:
+        from openpose_train.generator.skeleton import load_skeleton_yaml
+        return load_skeleton_yaml(model_yaml)
+    return get_model(model_name)
+
+
+def _estimator(model, prototxt, caffemodel, opts):
+    from openpose_train.validation.inference import (InferenceSettings, PoseEstimator,
+                                                     load_backend)
+    settings = InferenceSettings(net_resolution=opts["net_resolution"],
+                                 scale_number=opts["scale_number"], scale_gap=opts["scale_gap"],
+                                 net_resolution_dynamic=opts["net_resolution_dynamic"],
+                                 maximize_positives=opts["maximize_positives"])
+    backend = load_backend(opts["backend"], prototxt, caffemodel, opts["device"])
+    return PoseEstimator(model, backend, settings)
+
+
+def _settings(model, prototxt, caffemodel, opts) -> dict:
+    estimator_settings = {k: opts[k] for k in ("net_resolution", "net_resolution_dynamic",
+                                               "scale_number", "scale_gap", "maximize_positives",
+                                               "backend", "device", "batch_size")}
+    return dict(estimator_settings, model=model.name, prototxt=os.path.abspath(prototxt),
+                caffemodel=os.path.abspath(caffemodel))
+
+
+def _echo_stats(summary: dict) -> None:
+    if summary.get("AP") is not None:
+        click.echo("  ".join(f"{k} {summary[k]:.3f}" for k in ("AP", "AP50", "AP75", "APm", "APl", "AR")
+                             if summary.get(k) is not None))
+    if summary.get("note"):
+        click.echo(summary["note"], err=True)
+
+
+@click.command("validate")
+@click.option("--model-folder", default=None, type=click.Path(file_okay=False),
+              help="OpenPose models/ folder, or a folder with a deploy prototxt and a caffemodel")
+@click.option("--prototxt", default=None, type=click.Path(dir_okay=False))
+@click.option("--caffemodel", default=None, type=click.Path(dir_okay=False))
+@_common_options
+@click.option("--out", default="results.json", show_default=True,
+              help="COCO results JSON; the summary goes to <out>_summary.json")
+@click.option("--write-json", "write_json", default=None, type=click.Path(file_okay=False),
+              help="also write OpenPose --write_json files here")
+@click.option("--render", default=None, type=click.Path(file_okay=False),
+              help="also write PNGs with the detected skeletons here")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def validate(model_folder, prototxt, caffemodel, model_name, model_yaml, images, annotations,
+             out, write_json, render, quiet, **opts):
+    """COCO keypoint AP of a model, detected as OpenPose would."""
+    from openpose_train.validation.inference import find_model_files
+    from openpose_train.validation.runner import run_validation
+    try:
+        model = _model(model_name, model_yaml)
+        prototxt, caffemodel = find_model_files(model, model_folder, prototxt, caffemodel)
+        estimator = _estimator(model, prototxt, caffemodel, opts)
+        summary = run_validation(estimator, images, out, annotations, write_json, render,
+                                 batch_size=opts["batch_size"], limit=opts["limit"],
+                                 settings=_settings(model, prototxt, caffemodel, opts),
+                                 progress=not quiet, echo=click.echo)
+    except MODEL_ERRORS as exc:
+        raise _fail(exc) from None
+    _echo_stats(summary)
+    click.echo(f"results: {out}")
+
+
+@click.command("validate-snapshots")
+@click.argument("training_dir", type=click.Path(file_okay=False))
+@click.option("--prototxt", default=None, type=click.Path(dir_okay=False),
+              help="deploy prototxt (default: the *deploy*.prototxt of TRAINING_DIR)")
+@_common_options
+@click.option("--out-dir", default=None, type=click.Path(file_okay=False),
+              help="where results, ap.jsonl and the PNG go (default TRAINING_DIR/validation)")
+@click.option("--every", default=1, show_default=True, type=int, help="validate every N-th snapshot")
+@click.option("--quiet", is_flag=True, help="no progress bars")
+def validate_snapshots(training_dir, prototxt, model_name, model_yaml, images, annotations,
+                       out_dir, every, quiet, **opts):
+    """Validate every pose_iter_N.caffemodel of TRAINING_DIR; plot AP against iteration beside
+    the training loss (PNG). Snapshots already in ap.jsonl are not validated again."""
+    from openpose_train.validation.inference import find_model_files
+    from openpose_train.validation.plots import (PlotError, find_loss_sources, plot_ap_and_loss,
+                                                 read_loss_curve)
+    from openpose_train.validation.runner import ap_table_row, list_snapshots, run_validation
+    try:
+        model = _model(model_name, model_yaml)
+        snapshots = list_snapshots(training_dir)[::max(1, every)]
+        if not snapshots:
+            raise click.ClickException(f"no *_iter_N.caffemodel snapshots in {training_dir}")
+        if prototxt is None:
+            prototxt = find_model_files(model, training_dir)[0]
+        out_dir = out_dir or os.path.join(training_dir, "validation")
+        os.makedirs(out_dir, exist_ok=True)
+        table_path = os.path.join(out_dir, "ap.jsonl")
+        done = {}
+        if os.path.isfile(table_path):
+            with open(table_path) as f:
+                for line in f:
+                    if line.strip():
+                        row = json.loads(line)
+                        done[row["iteration"]] = row
+        for iteration, caffemodel in snapshots:
+            if iteration in done:
+                continue
+            click.echo(f"snapshot {os.path.basename(caffemodel)}")
+            estimator = _estimator(model, prototxt, caffemodel, opts)
+            summary = run_validation(
+                estimator, images, os.path.join(out_dir, f"results_iter_{iteration}.json"),
+                annotations, batch_size=opts["batch_size"], limit=opts["limit"],
+                settings=_settings(model, prototxt, caffemodel, opts), progress=not quiet)
+            _echo_stats(summary)
+            done[iteration] = ap_table_row(iteration, summary)
+            with open(table_path, "a") as f:
+                f.write(json.dumps(done[iteration]) + "\n")
+        loss = {}
+        for source in find_loss_sources(training_dir):
+            try:
+                loss[os.path.basename(source)] = read_loss_curve(source)
+            except PlotError:
+                continue
+            break           # one source: the metrics file, else the first log with losses
+        png = plot_ap_and_loss(list(done.values()), loss, os.path.join(out_dir, "ap_vs_iteration.png"),
+                               title=f"{model.name}: COCO keypoint AP per snapshot")
+    except click.ClickException:
+        raise
+    except MODEL_ERRORS as exc:
+        raise _fail(exc) from None
+    best = max(done.values(), key=lambda r: r.get("AP") or -1)
+    if best.get("AP") is not None:
+        click.echo(f"best: iteration {best['iteration']} AP {best['AP']:.3f}")
+    click.echo(f"plot: {png}")
+
+
+@click.command("plot")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--out", default="loss.png", show_default=True, help="PNG to write")
+@click.option("--smooth", default=20, show_default=True, type=int,
+              help="running-mean window (displayed iterations)")
+def plot(sources, out, smooth):
+    """Loss curve(s) from training logs, metrics JSONL files or training folders."""
+    from openpose_train.validation.plots import (PlotError, find_loss_sources, plot_loss,
+                                                 read_loss_curve)
+    files = []
+    for source in sources:
+        files += find_loss_sources(source) if os.path.isdir(source) else [source]
+    curves = {}
+    for path in files:
+        try:
+            curves[path] = read_loss_curve(path)
+        except PlotError as exc:
+            if len(files) == 1:
+                raise click.ClickException(str(exc)) from None
+            click.echo(f"skipped: {exc}", err=True)
+    if not curves:
+        raise click.ClickException(f"no loss values in {', '.join(sources)}")
+    plot_loss(curves, out, smooth=smooth)
+    click.echo(f"plot: {out}")

@@ -1,0 +1,151 @@
+"""One validation run: images -> people -> COCO results JSON (+ summary, OpenPose JSONs, PNGs),
+and the per-snapshot loop of ``validate-snapshots``.
+
+Never crashes on data: a missing or unreadable image, an image without people or a run without
+any detection is counted and reported in the summary; test-dev mode (no annotations) writes the
+results JSON only (ids from the file names' trailing digits, as OpenPose does).
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+import cv2
+import numpy as np
+
+from openpose_train.generator.registry import PoseModel
+from openpose_train.validation.coco_eval import (
+    CocoEvalError, STAT_NAMES, evaluate, image_id_from_name, image_ids_by_name, load_coco,
+    people_to_coco, write_json_atomic, write_openpose_json)
+from openpose_train.validation.inference import PoseEstimator, iter_batches
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+@dataclass
+class ImageEntry:
+    path: str
+    image_id: int
+
+
+@dataclass
+class ImageList:
+    entries: List[ImageEntry] = field(default_factory=list)
+    missing: List[str] = field(default_factory=list)       # listed in the annotations, no file
+
+
+def list_images(images_dir: str, coco=None, limit: Optional[int] = None) -> ImageList:
+    """Images to validate: those of the annotation file (ids from it) or, without annotations,
+    every image file of the folder (ids from the file names)."""
+    if not os.path.isdir(images_dir):
+        raise CocoEvalError(f"image folder not found: {images_dir}")
+    out = ImageList()
+    if coco is not None:
+        ids = image_ids_by_name(coco)
+        for name in sorted(ids, key=lambda n: ids[n]):
+            path = os.path.join(images_dir, name)
+            if os.path.isfile(path):
+                out.entries.append(ImageEntry(path, ids[name]))
+            else:
+                out.missing.append(name)
+    else:
+        for name in sorted(os.listdir(images_dir)):
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                out.entries.append(ImageEntry(os.path.join(images_dir, name),
+                                              image_id_from_name(name)))
+    if limit:
+        out.entries = out.entries[:limit]
+    return out
+
+
+def summary_path_for(results_path: str) -> str:
+    stem, _ = os.path.splitext(results_path)
+    return f"{stem}_summary.json"
+
+
+def run_validation(estimator: PoseEstimator, images_dir: str, out: str,
+                   annotations: Optional[str] = None, write_json_dir: Optional[str] = None,
+                   render_dir: Optional[str] = None, batch_size: int = 1,
+                   limit: Optional[int] = None, settings: Optional[dict] = None,
+                   progress: bool = True, echo: Callable[[str], None] = lambda s: None) -> dict:
+    """Validate one model; writes ``out`` (COCO results) and ``<out>_summary.json``; returns
+    the summary (AP..ARl are None in test-dev mode)."""
+    from tqdm import tqdm
+    model: PoseModel = estimator.model
+    coco = load_coco(annotations) if annotations else None
+    images = list_images(images_dir, coco, limit)
+    results, evaluated, unreadable = [], [], []
+    without_people = 0
+    bar = tqdm(total=len(images.entries), desc="validate", unit="img", disable=not progress,
+               dynamic_ncols=True)
+    for chunk in iter_batches(images.entries, max(1, batch_size)):
+        loaded = []
+        for entry in chunk:
+            image = cv2.imread(entry.path, cv2.IMREAD_COLOR)
+            if image is None:
+                unreadable.append(os.path.basename(entry.path))
+            else:
+                loaded.append((entry, image))
+        people = estimator.estimate_batch([img for _, img in loaded]) if loaded else []
+        for (entry, image), (keypoints, scores) in zip(loaded, people):
+            evaluated.append(entry.image_id)
+            entries = people_to_coco(model, keypoints, scores, entry.image_id)
+            results += entries
+            without_people += not entries
+            if write_json_dir:
+                write_openpose_json(write_json_dir, entry.path, keypoints)
+            if render_dir:
+                from openpose_train.validation.plots import draw_people
+                os.makedirs(render_dir, exist_ok=True)
+                stem = os.path.splitext(os.path.basename(entry.path))[0]
+                cv2.imwrite(os.path.join(render_dir, f"{stem}_rendered.png"),
+                            draw_people(image, model, keypoints))
+        bar.update(len(chunk))
+    bar.close()
+    write_json_atomic(out, results)
+    summary = {name: None for name in STAT_NAMES}
+    note = "test-dev mode: no annotations, results JSON only"
+    if coco is not None:
+        ev = evaluate(coco, results, evaluated)
+        summary.update(ev["stats"])
+        note = ev["note"]
+        if ev["summary"]:
+            echo(ev["summary"])
+    for problem, items in (("missing", images.missing), ("unreadable", unreadable)):
+        if items:
+            echo(f"{len(items)} {problem} image(s) skipped, e.g. {', '.join(items[:3])}")
+    summary.update({
+        "model": model.name, "images": len(images.entries) + len(images.missing),
+        "images_evaluated": len(evaluated), "images_missing": images.missing,
+        "images_unreadable": unreadable, "images_without_detections": without_people,
+        "detections": len(results), "results": os.path.abspath(out),
+        "annotations": os.path.abspath(annotations) if annotations else None,
+        "settings": settings or estimator.settings.describe(), "note": note})
+    write_json_atomic(summary_path_for(out), summary, indent=2)
+    return summary
+
+
+_SNAPSHOT = re.compile(r"_iter_(\d+)\.caffemodel$")
+
+
+def list_snapshots(training_dir: str) -> List[tuple]:
+    """[(iteration, path)] of ``*_iter_N.caffemodel`` in a training folder, by iteration."""
+    if not os.path.isdir(training_dir):
+        raise CocoEvalError(f"training folder not found: {training_dir}")
+    found = []
+    for name in os.listdir(training_dir):
+        m = _SNAPSHOT.search(name)
+        if m:
+            found.append((int(m.group(1)), os.path.join(training_dir, name)))
+    return sorted(found)
+
+
+def ap_table_row(iteration: int, summary: dict) -> dict:
+    """The per-snapshot record ``validate-snapshots`` keeps (iteration + the 10 numbers)."""
+    row = {"iteration": iteration}
+    row.update({k: summary.get(k) for k in STAT_NAMES})
+    return row
+
+
