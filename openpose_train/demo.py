@@ -33,7 +33,7 @@ import click
 MODEL = "BODY_25"
 PRESET = "tiny"
 # What re-running removes inside --out (the demo's own outputs only).
-DEMO_FOLDERS = ("data", "lmdb_coco", "model", "openpose_models", "random_model", "logs")
+DEMO_FOLDERS = ("data", "lmdb_coco", "model", "openpose_models", "logs")
 DEMO_FILES = ("demo_summary.json", "loss_ap.png")
 
 
@@ -78,7 +78,7 @@ class DemoPaths:
     model: Path
     snapshots: Path
     openpose_models: Path
-    random_model: Path
+    initial_weights: Path
     logs: Path
     metrics: Path
     plot: Path
@@ -91,7 +91,7 @@ class DemoPaths:
         out = Path(out)
         return cls(out=out, data=out / "data", lmdb=out / "lmdb_coco", model=out / "model",
                    snapshots=out / "model" / "snapshots", openpose_models=out / "openpose_models",
-                   random_model=out / "random_model", logs=out / "logs",
+                   initial_weights=out / "model" / "initial_weights.caffemodel", logs=out / "logs",
                    metrics=out / "logs" / "train_metrics.jsonl", plot=out / "loss_ap.png",
                    summary=out / "demo_summary.json", val_images=out / "data" / "val2017",
                    val_annotations=out / "data" / "annotations" / "person_keypoints_val2017.json")
@@ -222,6 +222,8 @@ def make_training_files(paths: DemoPaths, cfg: DemoConfig) -> Dict[str, Path]:
     for kind, path in files.items():
         if not path.is_file():
             raise DemoError(f"step 'prototxt' did not write the {kind} file {path}")
+    write_initial_weights(files["deploy"], paths.initial_weights, cfg.seed)
+    print(f"      initial weights (He initialisation, seed {cfg.seed}): {paths.initial_weights}", flush=True)
     return files
 
 
@@ -263,8 +265,8 @@ def train(paths: DemoPaths, cfg: DemoConfig) -> Path:
 
     env = {"OMP_NUM_THREADS": str(cfg.threads)} if cfg.threads else None
     try:
-        run_command("train", _cli("train", "-solver", "pose_solver.prototxt", "--metrics", paths.metrics.resolve(),
-                                  "--workers", 1),
+        run_command("train", _cli("train", "-solver", "pose_solver.prototxt", "-weights", paths.initial_weights.resolve(),
+                                  "--metrics", paths.metrics.resolve(), "--workers", 1),
                     paths.logs / "train.log", cwd=paths.model, env=env, show=False, on_poll=poll)
     finally:
         bar.close()
@@ -314,20 +316,34 @@ def compare_opencv(prototxt: Path, caffemodel: Path, image_path: Path, net_resol
             "image": str(image_path)}
 
 
-def write_random_model(deploy: Path, folder: Path, seed: int) -> Path:
-    """The same network with its initial (random, filler-drawn) weights, as a caffemodel."""
-    import torch
+def write_initial_weights(deploy: Path, path: Path, seed: int) -> Path:
+    """He-initialised weights for every convolution: the demo's stand-in for the VGG-19 start.
+
+    The preset's Caffe fillers (gaussian std 0.01) assume a pre-trained VGG front end; from scratch
+    they shrink the signal ~4x per layer (net_output std ~1e-7 at the start) and a few minutes of
+    CPU training barely move it. Convolutions feeding a ReLU/PReLU get std sqrt(2 / fan_in), the
+    others (the stage outputs) a small sqrt(1 / fan_in) / 10 so that the first predictions are near 0.
+    """
+    import numpy as np
 
     from openpose_train.caffe_layers import caffe_io
     from openpose_train.caffe_layers.net import CaffeNet
 
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
     net_param = caffe_io.read_net_prototxt(str(deploy))
-    net = CaffeNet(net_param, phase="TEST", seed=seed)
-    shutil.copyfile(deploy, folder / "pose_deploy.prototxt")
-    path = folder / "pose_iter_0.caffemodel"
-    caffe_io.write_caffemodel(str(path), net.caffe_weights(), net=net_param)
+    rectified = {layer.bottom[0] for layer in net_param.layer if layer.type in ("ReLU", "PReLU")}
+    conv_tops = {layer.name: layer.top[0] for layer in net_param.layer if layer.type == "Convolution"}
+    rng = np.random.default_rng(seed)
+    weights = CaffeNet(net_param, phase="TEST", seed=seed).caffe_weights()
+    for name, blobs in weights.items():
+        if name not in conv_tops:
+            continue                      # PReLU slopes keep their filler value
+        fan_in = int(np.prod(blobs[0].shape[1:]))
+        std = np.sqrt(2.0 / fan_in) if conv_tops[name] in rectified else 0.1 * np.sqrt(1.0 / fan_in)
+        blobs[0] = rng.normal(0.0, std, blobs[0].shape).astype(np.float32)
+        for b in blobs[1:]:
+            b[...] = 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    caffe_io.write_caffemodel(str(path), weights, net=net_param)
     return path
 
 
@@ -387,7 +403,7 @@ def plot_loss_ap(metrics: List[dict], curve: List[dict], random_ap: float, path:
     if curve:
         ax_ap.plot([c["iteration"] for c in curve], [c["AP"] for c in curve], "o-", color="C1", label="AP")
         ax_ap.plot([c["iteration"] for c in curve], [c["AP50"] for c in curve], "s--", color="C2", label="AP50")
-    ax_ap.axhline(random_ap, color="C3", ls=":", label=f"random weights AP = {random_ap:.3f}")
+    ax_ap.axhline(random_ap, color="C3", ls=":", label=f"initial (random) weights AP = {random_ap:.3f}")
     ax_ap.set_xlabel("iteration")
     ax_ap.set_ylabel("COCO keypoint AP (held-out synthetic images)")
     ax_ap.set_ylim(0, 1)
@@ -448,16 +464,16 @@ def run_demo(out, cfg: DemoConfig = DemoConfig(), stream=None) -> dict:
                         f"on {parity['image']}")
 
     rep.step("validate", f"COCO keypoint AP on {paths.val_images} (net resolution {cfg.net_resolution}): "
-                         "trained vs random weights")
-    random_caffemodel = write_random_model(paths.model / "pose_deploy.prototxt", paths.random_model, cfg.seed)
+                         "trained vs the same network with its random initial weights")
     trained = evaluate_model(exported["prototxt"], exported["caffemodel"], paths.val_images,
                              paths.val_annotations, cfg.net_resolution)
-    random_stats = evaluate_model(paths.random_model / "pose_deploy.prototxt", random_caffemodel,
+    random_stats = evaluate_model(files["deploy"], paths.initial_weights,
                                   paths.val_images, paths.val_annotations, cfg.net_resolution)
     rep.echo(f"      trained:        AP {trained['AP']:.3f}  AP50 {trained['AP50']:.3f}  AR {trained['AR']:.3f}")
     rep.echo(f"      random weights: AP {random_stats['AP']:.3f}  AP50 {random_stats['AP50']:.3f}  "
              f"AR {random_stats['AR']:.3f}")
-    curve = snapshot_curve(paths, cfg, files["deploy"])
+    curve = [{"iteration": 0, "AP": random_stats["AP"], "AP50": random_stats["AP50"]}]
+    curve += snapshot_curve(paths, cfg, files["deploy"])
 
     rep.step("plot", "Loss and AP plot")
     plot_loss_ap(_read_metrics(paths.metrics), curve, random_stats["AP"], paths.plot)

@@ -75,7 +75,8 @@ def test_validation_summary_has_ap_fields(demo_run):
         for field in AP_FIELDS:
             value = on_disk[key][field]
             assert isinstance(value, float) and (0.0 <= value <= 1.0 or value == -1.0), (key, field, value)
-    assert [c["iteration"] for c in on_disk["ap_curve"]] == [3]
+    assert [c["iteration"] for c in on_disk["ap_curve"]] == [0, 3]
+    assert on_disk["ap_curve"][0]["AP"] == on_disk["random_weights"]["AP"]
 
 
 def test_plot_is_a_png(demo_run):
