@@ -198,3 +198,30 @@ def test_estimator_batches_equal_sizes_and_multi_scale(tiny_model_files):
     maps, s = results[0]
     assert maps.shape == (11, 64, 80)
     assert s == pytest.approx(net_to_image_scale((80, 64), (80, 60)))
+
+
+def test_backends_agree_on_generated_body25_tiny_deploy(tmp_path):
+    """The generator's small BODY_25-layout deploy (78 outputs, PReLU dense blocks), He-scaled
+    random weights so activations stay O(1) through the stages."""
+    render = pytest.importorskip("openpose_train.generator.render",
+                                 reason="prototxt generator not available")
+    from openpose_train.caffe_layers.caffe_io import read_net_prototxt, write_caffemodel
+    from openpose_train.caffe_layers.shapes import random_weights
+    proto = tmp_path / "pose_deploy.prototxt"
+    proto.write_text(render.render_deploy("BODY_25", preset="tiny"))
+    net = read_net_prototxt(str(proto))
+    rng = np.random.default_rng(4)
+    weights = random_weights(net, seed=4)
+    for blobs in weights.values():
+        if blobs[0].ndim == 4:
+            fan_in = blobs[0][0].size
+            blobs[0][...] = rng.normal(0, np.sqrt(2 / fan_in), blobs[0].shape)
+    caffemodel = tmp_path / "pose_iter_1.caffemodel"
+    write_caffemodel(str(caffemodel), weights, net=net)
+    batch = rng.uniform(-0.5, 0.5, (2, 3, 64, 96)).astype(np.float32)
+    a = load_backend("torch", str(proto), str(caffemodel), device="cpu").forward(batch)
+    b = load_backend("opencv", str(proto), str(caffemodel)).forward(batch)
+    assert a.shape == (2, get_model("BODY_25").num_channels, 8, 12)
+    scale = np.abs(a).max()
+    assert scale > 0.1
+    np.testing.assert_allclose(a, b, atol=1e-4 * scale)
