@@ -287,3 +287,17 @@ def test_benchmark_quick_prints_json_lines(repo_root):
         assert line["bench"] == "postprocess_ms" and line["unit"] == "ms"
         assert line["value"] > 0 and line["baseline"] > 0
         assert line["same_result_as_baseline"]
+
+
+def test_hand_model_takes_global_maxima():
+    hand = get_model("HAND_21")
+    maps = np.zeros((hand.num_channels, 40, 50), np.float32)
+    for p in range(21):
+        maps[p, 5 + p, 2 * p] = 0.3 + p / 100
+        maps[p, 30, 40] = 0.1                      # a lower second maximum: ignored
+    keypoints, scores = parse_people(hand, maps, scale=2.0)
+    assert keypoints.shape == (1, 21, 3)
+    assert keypoints[0, :, 0].tolist() == [4.0 * p for p in range(21)]
+    assert keypoints[0, :, 1].tolist() == [2.0 * (5 + p) for p in range(21)]
+    assert keypoints[0, 20, 2] == pytest.approx(0.5)
+    assert scores[0] == pytest.approx(np.mean([0.3 + p / 100 for p in range(21)]))

@@ -304,6 +304,19 @@ def check_maps(model: PoseModel, maps: np.ndarray) -> None:
             f"{int(model.has_background)} + PAFs {2 * model.num_pafs})")
 
 
+def find_maximum_keypoints(model: PoseModel, maps: np.ndarray, scale: float = 1.0) -> Tuple[np.ndarray, np.ndarray]:
+    """Hand / face networks (OpenPose's ``MaximumCaffe``, spec 4.10): one "person" whose part p
+    is the global maximum of heatmap p (first occurrence in raster order), score = that value;
+    no NMS, no threshold. Returns ((1, N, 3), (1,)) with the mean keypoint score."""
+    n = model.num_parts
+    hm = np.asarray(maps[:n], dtype=np.float32).reshape(n, -1)
+    best = hm.argmax(axis=1)
+    y, x = np.divmod(best, maps.shape[2])
+    score = hm[np.arange(n), best]
+    keypoints = np.stack([x * scale, y * scale, score], axis=1).astype(np.float32)[None]
+    return keypoints, np.array([score.mean()], dtype=np.float32)
+
+
 def parse_people(model: PoseModel, heatmaps_and_pafs: np.ndarray, scale: float = 1.0,
                  thresholds: Optional[PostprocessThresholds] = None,
                  maximize_positives: bool = False) -> Tuple[np.ndarray, np.ndarray]:
@@ -313,12 +326,15 @@ def parse_people(model: PoseModel, heatmaps_and_pafs: np.ndarray, scale: float =
     at image resolution, ``s`` of :func:`openpose_train.validation.inference.net_to_image_scale`
     for maps at net input resolution. ``thresholds`` defaults to the model's (with the
     ``maximize_positives`` variant when asked). Returns ``keypoints`` (people, N, 3) float32 in
-    image pixels (x, y, score; zeros for missing parts) and ``scores`` (people,).
+    image pixels (x, y, score; zeros for missing parts) and ``scores`` (people,). Models without
+    pairs (HAND_21, FACE_70) take each heatmap's global maximum (:func:`find_maximum_keypoints`).
     """
     maps = np.asarray(heatmaps_and_pafs)
     check_maps(model, maps)
     if maps.dtype != np.float32:
         maps = maps.astype(np.float32)
+    if not model.runtime_pairs:         # hand / face: no PAFs, one global maximum per part
+        return find_maximum_keypoints(model, maps, scale)
     t = thresholds or model.thresholds
     if maximize_positives and thresholds is None:
         t = maximize_positives_thresholds(t)
