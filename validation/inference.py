@@ -131,30 +131,41 @@ def cubic_resize_matrix(n_out: int, n_in: int, factor: float) -> np.ndarray:
     return matrix.astype(np.float32)
 
 
-def upsample_output(output: np.ndarray, target: Tuple[int, int], factor: float) -> np.ndarray:
-    """(C, h, w) net output -> (C, H, W) at ``target`` (W, H) with OpenPose's bicubic
-    (:func:`cubic_resize_matrix` along both axes). The two matrix products run in torch, whose
-    CPU GEMM is an order of magnitude faster than numpy's here on these skinny shapes."""
+def _upsample_tensor(src, target: Tuple[int, int], factor: float):
     import torch
-    src = torch.from_numpy(np.ascontiguousarray(output, dtype=np.float32))
     c, h, w = src.shape
     tw, th = target
-    along_x = torch.from_numpy(cubic_resize_matrix(tw, w, factor))
-    along_y = torch.from_numpy(cubic_resize_matrix(th, h, factor))
-    with torch.inference_mode():
-        rows = (src.reshape(c * h, w) @ along_x.T).reshape(c, h, tw)
-        return torch.matmul(along_y, rows).numpy()
+    along_x = torch.from_numpy(cubic_resize_matrix(tw, w, factor)).to(src.device)
+    along_y = torch.from_numpy(cubic_resize_matrix(th, h, factor)).to(src.device)
+    rows = (src.reshape(c * h, w) @ along_x.T).reshape(c, h, tw)
+    return torch.matmul(along_y, rows)
+
+
+def upsample_output(output: np.ndarray, target: Tuple[int, int], factor: float,
+                    device: Optional[str] = None) -> np.ndarray:
+    """(C, h, w) net output -> (C, H, W) at ``target`` (W, H) with OpenPose's bicubic
+    (:func:`cubic_resize_matrix` along both axes). The two matrix products run in torch (on
+    ``device`` when given, e.g. the GPU of the torch backend); torch's CPU GEMM is also an order
+    of magnitude faster than numpy's on these skinny shapes."""
+    return resize_and_merge([output], [1.0], target, device, factor=factor)
 
 
 def resize_and_merge(outputs: Sequence[np.ndarray], scales: Sequence[float],
-                     target: Tuple[int, int]) -> np.ndarray:
+                     target: Tuple[int, int], device: Optional[str] = None,
+                     factor: float = NET_DECREASE_FACTOR) -> np.ndarray:
     """Average of the per-scale net outputs upsampled to the scale-0 net input size ``target``;
-    ``scales`` are the per-scale image->net factors (``s_i``)."""
-    merged = None
-    for output, s in zip(outputs, scales):
-        up = upsample_output(output, target, NET_DECREASE_FACTOR * scales[0] / s)
-        merged = up if merged is None else merged + up
-    return merged / len(outputs)
+    ``scales`` are the per-scale image->net factors (``s_i``); scale i is upsampled by
+    ``factor * s_0 / s_i``."""
+    import torch
+    with torch.inference_mode():
+        merged = None
+        for output, s in zip(outputs, scales):
+            src = torch.from_numpy(np.ascontiguousarray(output, dtype=np.float32))
+            up = _upsample_tensor(src.to(device or "cpu"), target, factor * scales[0] / s)
+            merged = up if merged is None else merged + up
+        if len(outputs) > 1:
+            merged /= len(outputs)
+        return merged.cpu().numpy()
 
 
 # ------------------------------------------------------------------------------- backends
@@ -319,6 +330,10 @@ class PoseEstimator:
         self.backend = backend
         self.settings = settings or InferenceSettings()
         self.resolution = parse_net_resolution(self.settings.net_resolution)
+        # resize on the backend's GPU when it has one (the maps come back to the CPU for NMS)
+        device = getattr(backend, "device", None)
+        self.resize_device = str(device) if device is not None and str(device).startswith("cuda") \
+            else None
         scale_net_sizes((16, 16), self.settings.scale_number, self.settings.scale_gap)
 
     def plan(self, image_size: Tuple[int, int]):
@@ -351,7 +366,7 @@ class PoseEstimator:
         results = []
         for i, (image, (scales, net0)) in enumerate(zip(images, plans)):
             outs = [outputs[(i, j)] for j in range(len(scales))]
-            merged = resize_and_merge(outs, [s for _, s in scales], net0)
+            merged = resize_and_merge(outs, [s for _, s in scales], net0, self.resize_device)
             results.append((merged, net_to_image_scale(net0, (image.shape[1], image.shape[0]))))
         return results
 
