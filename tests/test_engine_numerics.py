@@ -158,9 +158,12 @@ layer { name: "fc" type: "InnerProduct" bottom: "c" top: "fc" inner_product_para
 layer { name: "flat" type: "Flatten" bottom: "c" top: "flat" }
 layer { name: "fc2" type: "InnerProduct" bottom: "flat" top: "fc2" inner_product_param { num_output: 5 bias_term: false } }
 layer { name: "prob" type: "Softmax" bottom: "fc2" top: "prob" }
+layer { name: "split" type: "Split" bottom: "fc" top: "fc_a" top: "fc_b" }
+layer { name: "r" type: "Reshape" bottom: "fc_a" top: "r" reshape_param { shape { dim: 0 dim: -1 dim: 1 dim: 1 } } }
+layer { name: "r2" type: "Eltwise" bottom: "fc_b" bottom: "fc" top: "r2" eltwise_param { operation: SUM coeff: 1 coeff: -0.5 } }
 """
     x = np.random.default_rng(5).standard_normal((3, 2, 5, 4)).astype(np.float32)
-    net, _ = compare_with_opencv(tmp_path, text, {"data": x}, ["fc", "flat", "fc2", "prob"])
+    net, _ = compare_with_opencv(tmp_path, text, {"data": x}, ["fc", "flat", "fc2", "prob", "r", "r2"])
     assert net.caffe_weights()["fc"][0].shape == (7, 60)
 
 
