@@ -84,7 +84,7 @@ def scale_net_sizes(net_size: Tuple[int, int], scale_number: int = 1,
         scale = 1 - i * scale_gap
         if not 0 <= scale <= 1:
             raise InferenceError(f"--scale-gap {scale_gap}: scale {i} = {scale} is outside [0, 1]")
-        size = tuple(min(max(int(round(n * scale)) // 16 * 16, 1), n) for n in net_size)
+        size = tuple(min(max(int(n * scale + 0.5) // 16 * 16, 1), n) for n in net_size)
         out.append((scale, size))
     return out
 
@@ -92,7 +92,7 @@ def scale_net_sizes(net_size: Tuple[int, int], scale_number: int = 1,
 def net_to_image_scale(net_size: Tuple[int, int], image_size: Tuple[int, int]) -> float:
     """``scaleNetToOutput``: multiplies a scale-0 net-input pixel into an image pixel (4.3)."""
     k = scale_factor(image_size, net_size)
-    nw, nh = (int(round(k * d)) for d in image_size)
+    nw, nh = (int(k * d + 0.5) for d in image_size)
     return min((image_size[0] - 1) / max(nw - 1, 1), (image_size[1] - 1) / max(nh - 1, 1))
 
 
