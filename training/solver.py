@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -154,7 +154,7 @@ class CaffeSolver:
         self.log = log or (lambda where, msg: None)
         sets = 2 if self.type in TWO_HISTORY_SETS else 1
         self.history: List[torch.Tensor] = [
-            torch.zeros_like(p.tensor, dtype=torch.float32) for _ in range(sets) for p in self.params]
+            torch.zeros_like(p.tensor) for _ in range(sets) for p in self.params]
 
     # ---- learning rate -------------------------------------------------------------------------
     def learning_rate(self) -> float:
@@ -170,8 +170,9 @@ class CaffeSolver:
         diffs = []
         for p in self.params:
             g = p.tensor.grad
-            diffs.append(torch.zeros_like(p.tensor, dtype=torch.float32) if g is None
-                         else g.detach().to(torch.float32).clone())
+            # like Caffe's diff, the gradient buffer itself is scaled and regularised in place
+            # (the training loop clears .grad before the next iteration)
+            diffs.append(torch.zeros_like(p.tensor) if g is None else g.detach().to(p.tensor.dtype))
         return diffs
 
     def clip_gradients(self, diffs: List[torch.Tensor]) -> None:
@@ -179,8 +180,8 @@ class CaffeSolver:
         clip = float(self.param.clip_gradients)
         if clip < 0 or not diffs:
             return
-        sumsq = sum(float(torch.sum(d.double() * d.double())) for d in diffs)
-        l2norm = math.sqrt(sumsq)
+        sumsq = torch.stack([torch.sum(d.double() * d.double()) for d in diffs]).sum()
+        l2norm = math.sqrt(float(sumsq))  # one device sync for all params
         if l2norm > clip:
             scale = clip / l2norm
             self.log("sgd_solver.cpp:92", "Gradient clipping: scaling down gradients (L2 norm "
@@ -190,63 +191,96 @@ class CaffeSolver:
 
     @torch.no_grad()
     def apply_update(self, display: bool = False) -> float:
-        """One Caffe ``ApplyUpdate``: returns the learning rate used. Does not advance ``iter``."""
+        """One Caffe ``ApplyUpdate``: returns the learning rate used. Does not advance ``iter``.
+
+        The per-param steps run as fused ``torch._foreach_*`` ops over the params that share
+        (lr_mult, decay_mult); the arithmetic is Caffe's, step by step.
+        """
         rate = self.learning_rate()
         if display:
             self.log("sgd_solver.cpp:105", f"Iteration {self.iter}, lr = {_g(rate)}")
         diffs = self._diffs()
         self.clip_gradients(diffs)
         p = self.param
-        n = len(self.params)
-        for i, (lp, diff) in enumerate(zip(self.params, diffs)):
-            data = lp.tensor.data
-            if p.iter_size != 1:
-                diff.mul_(1.0 / p.iter_size)
-            local_decay = float(np.float32(p.weight_decay) * np.float32(lp.decay_mult))
+        if p.iter_size != 1:
+            torch._foreach_mul_(diffs, 1.0 / p.iter_size)
+        for (lr_mult, decay_mult), idx in self._groups().items():
+            ds = [diffs[i] for i in idx]
+            ws = [self.params[i].tensor for i in idx]
+            local_decay = float(np.float32(p.weight_decay) * np.float32(decay_mult))
             if local_decay:
                 if p.regularization_type == "L2":
-                    diff.add_(data.float(), alpha=local_decay)
+                    torch._foreach_add_(ds, ws, alpha=local_decay)
                 else:
-                    diff.add_(torch.sign(data.float()), alpha=local_decay)
-            local_rate = float(np.float32(rate) * np.float32(lp.lr_mult))
-            update = self._update_value(i, n, diff, local_rate)
-            data.sub_(update.to(data.dtype))
+                    torch._foreach_add_(ds, torch._foreach_sign(ws), alpha=local_decay)
+            local_rate = float(np.float32(rate) * np.float32(lr_mult))
+            self._update_group(idx, ds, ws, local_rate)
         return rate
 
-    def _update_value(self, i: int, n: int, diff: torch.Tensor, local_rate: float) -> torch.Tensor:
+    def _groups(self) -> Dict[tuple, List[int]]:
+        groups: Dict[tuple, List[int]] = {}
+        for i, lp in enumerate(self.params):
+            groups.setdefault((lp.lr_mult, lp.decay_mult), []).append(i)
+        return groups
+
+    def _update_group(self, idx: List[int], ds: List[torch.Tensor], ws: List[torch.Tensor], local_rate: float) -> None:
+        """ComputeUpdateValue (history and diff) then ``data -= diff`` for one group of params."""
         p = self.param
-        h = self.history[i]
+        n = len(self.params)
+        hs = [self.history[i] for i in idx]
         momentum = float(p.momentum)
         delta = float(p.delta)
-        if self.type == "SGD":
-            h.mul_(momentum).add_(diff, alpha=local_rate)
-            return h.clone()
-        if self.type == "Nesterov":
-            previous = h.clone()
-            h.mul_(momentum).add_(diff, alpha=local_rate)
-            return h * (1.0 + momentum) - previous * momentum
-        if self.type == "AdaGrad":
-            h.add_(diff * diff)
-            return diff / (torch.sqrt(h) + delta) * local_rate
-        if self.type == "RMSProp":
+        if self.type == "SGD":      # h = momentum h + rate g ; w -= h
+            torch._foreach_mul_(hs, momentum)
+            torch._foreach_add_(hs, ds, alpha=local_rate)
+            torch._foreach_sub_(ws, hs)
+        elif self.type == "Nesterov":  # h' = momentum h + rate g ; w -= (1 + momentum) h' - momentum h
+            previous = torch._foreach_mul(hs, momentum)
+            torch._foreach_mul_(hs, momentum)
+            torch._foreach_add_(hs, ds, alpha=local_rate)
+            update = torch._foreach_mul(hs, 1.0 + momentum)
+            torch._foreach_sub_(update, previous)
+            torch._foreach_sub_(ws, update)
+        elif self.type == "AdaGrad":  # h += g^2 ; w -= rate g / (sqrt(h) + delta)
+            torch._foreach_addcmul_(hs, ds, ds)
+            denom = torch._foreach_sqrt(hs)
+            torch._foreach_add_(denom, delta)
+            torch._foreach_addcdiv_(ws, ds, denom, value=-local_rate)
+        elif self.type == "RMSProp":  # h = d h + (1 - d) g^2 ; w -= rate g / (sqrt(h) + delta)
             rms_decay = float(p.rms_decay)
-            h.mul_(rms_decay).add_(diff * diff, alpha=1.0 - rms_decay)
-            return diff / (torch.sqrt(h) + delta) * local_rate
-        if self.type == "AdaDelta":
-            h_update = self.history[n + i]
-            h.mul_(momentum).add_(diff * diff, alpha=1.0 - momentum)
-            step = diff * torch.sqrt((h_update + delta) / (h + delta))
-            h_update.mul_(momentum).add_(step * step, alpha=1.0 - momentum)
-            return step * local_rate
-        if self.type == "Adam":
+            torch._foreach_mul_(hs, rms_decay)
+            torch._foreach_addcmul_(hs, ds, ds, value=1.0 - rms_decay)
+            denom = torch._foreach_sqrt(hs)
+            torch._foreach_add_(denom, delta)
+            torch._foreach_addcdiv_(ws, ds, denom, value=-local_rate)
+        elif self.type == "AdaDelta":
+            # h = m h + (1-m) g^2 ; s = g sqrt((u + delta) / (h + delta)) ; u = m u + (1-m) s^2 ; w -= rate s
+            us = [self.history[n + i] for i in idx]
+            torch._foreach_mul_(hs, momentum)
+            torch._foreach_addcmul_(hs, ds, ds, value=1.0 - momentum)
+            ratio = torch._foreach_add(us, delta)
+            torch._foreach_div_(ratio, torch._foreach_add(hs, delta))
+            torch._foreach_sqrt_(ratio)
+            torch._foreach_mul_(ds, ratio)
+            torch._foreach_mul_(us, momentum)
+            torch._foreach_addcmul_(us, ds, ds, value=1.0 - momentum)
+            torch._foreach_add_(ws, ds, alpha=-local_rate)
+        elif self.type == "Adam":
+            # m = b1 m + (1-b1) g ; v = b2 v + (1-b2) g^2 ;
+            # w -= rate sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + delta), t = iter + 1
             beta1, beta2 = momentum, float(p.momentum2)
-            m, v = h, self.history[n + i]
+            vs = [self.history[n + i] for i in idx]
             t = self.iter + 1
             correction = math.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t)
-            m.mul_(beta1).add_(diff, alpha=1.0 - beta1)
-            v.mul_(beta2).add_(diff * diff, alpha=1.0 - beta2)
-            return m / (torch.sqrt(v) + delta) * (local_rate * correction)
-        raise SolverConfigError(f"unknown solver type {self.type!r}")  # unreachable: checked in __init__
+            torch._foreach_mul_(hs, beta1)
+            torch._foreach_add_(hs, ds, alpha=1.0 - beta1)
+            torch._foreach_mul_(vs, beta2)
+            torch._foreach_addcmul_(vs, ds, ds, value=1.0 - beta2)
+            denom = torch._foreach_sqrt(vs)
+            torch._foreach_add_(denom, delta)
+            torch._foreach_addcdiv_(ws, hs, denom, value=-local_rate * correction)
+        else:  # unreachable: checked in __init__
+            raise SolverConfigError(f"unknown solver type {self.type!r}")
 
     # ---- state ---------------------------------------------------------------------------------
     def history_arrays(self) -> List[np.ndarray]:
