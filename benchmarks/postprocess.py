@@ -23,17 +23,10 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from openpose_train.generator.registry import get_model  # noqa: E402
-from openpose_train.validation.groundtruth_maps import render_ground_truth_maps  # noqa: E402
+from openpose_train.validation.groundtruth_maps import (  # noqa: E402
+    BODY_25_UPRIGHT, render_ground_truth_maps)
 from openpose_train.validation.postprocess import parse_people  # noqa: E402
 from openpose_train.validation.postprocess_reference import parse_people_reference  # noqa: E402
-
-# An upright BODY_25 person facing the camera, (x, y) in units of body height from the head top.
-BODY_25_TEMPLATE = np.array([
-    (0, .06), (0, .17), (-.11, .18), (-.14, .33), (-.15, .46), (.11, .18), (.14, .33),
-    (.15, .46), (0, .5), (-.06, .5), (-.07, .72), (-.07, .93), (.06, .5), (.07, .72), (.07, .93),
-    (-.025, .04), (.025, .04), (-.05, .05), (.05, .05), (.09, .99), (.11, .98), (.06, .95),
-    (-.09, .99), (-.11, .98), (-.06, .95)])
-
 
 def make_maps(model, people, width, height, rng):
     """Upsampled (8x, INTER_CUBIC) stride-8 maps of ``people`` random upright persons."""
@@ -42,7 +35,7 @@ def make_maps(model, people, width, height, rng):
         tall = rng.uniform(60, min(300, height - 10))
         angle = np.deg2rad(rng.uniform(-30, 30))
         rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-        xy = (BODY_25_TEMPLATE - [0, .5]) @ rot.T * tall
+        xy = (BODY_25_UPRIGHT - [0, .5]) @ rot.T * tall
         lo, hi = xy.min(0), xy.max(0)
         centre = rng.uniform(-lo, [width, height] - hi)
         v = (rng.random(len(xy)) > 0.1).astype(float)

@@ -225,3 +225,41 @@ def test_backends_agree_on_generated_body25_tiny_deploy(tmp_path):
     scale = np.abs(a).max()
     assert scale > 0.1
     np.testing.assert_allclose(a, b, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("scales", [1, 3])
+def test_estimator_coordinate_chain_with_ideal_net(scales):
+    """A fake net that outputs ideal stride-8 maps of known people, in the geometry of whatever
+    input it gets: letterbox scale, upsampling, multi-scale merge and net->image scale must bring
+    the keypoints back to image pixels (OpenPose's +0.5 included)."""
+    from openpose_train.validation.groundtruth_maps import (BODY_25_UPRIGHT,
+                                                            render_ground_truth_maps)
+    model = get_model("BODY_25")
+    rng = np.random.default_rng(7)
+    image_size = (640, 480)
+    centres = np.array([[[180, 60]], [[450, 90]]])
+    people = np.concatenate([centres + BODY_25_UPRIGHT * 300 + rng.normal(0, 2, (2, 25, 2)),
+                             np.ones((2, 25, 1))], axis=2)
+
+    class IdealNet:
+        def forward(self, batch):
+            out = []
+            for x in batch:
+                h, w = x.shape[1:]
+                s = scale_factor(image_size, (w, h))
+                scaled = people.copy()
+                scaled[..., :2] *= s
+                out.append(render_ground_truth_maps(model, scaled, h, w, sigma=7 * s + 2,
+                                                    paf_width=8, stride=8))
+            return np.stack(out)
+
+    est = PoseEstimator(model, IdealNet(), InferenceSettings(net_resolution="-1x368",
+                                                             scale_number=scales, scale_gap=0.25))
+    keypoints, scores = est.estimate(np.zeros((480, 640, 3), np.uint8))
+    assert keypoints.shape == (2, 25, 3)
+    order = np.argsort(keypoints[:, 0, 0])
+    found = keypoints[order, :, 2] > 0
+    assert found.all()
+    err = np.abs(keypoints[order, :, :2] - people[:, :, :2] - 0.5)[found]
+    assert err.max() < (2.0 if scales == 1 else 3.0), err.max()
+    assert (scores > 0.5).all()

@@ -4,7 +4,7 @@ Used by the post-processing benchmark and the self-contained round-trip tests (t
 label renderer of ``caffe_layers/labels.py`` works on the stride-8 training grid; here the maps
 are drawn directly at the resolution the parser reads, e.g. OpenPose's 8x upsampled maps).
 Gaussians are combined by max, PAFs (unit vectors A->B within ``paf_width`` of the segment) are
-averaged where limbs overlap, the background is ``max(1 - max_parts, 0)``: the conventions of
+averaged where limbs overlap (the band reaches ``paf_width`` past both ends), the background is ``max(1 - max_parts, 0)``: the conventions of
 ``spec/openpose_runtime.md`` section 7. Only the window a Gaussian or limb can reach is touched.
 """
 from __future__ import annotations
@@ -14,6 +14,14 @@ import math
 import numpy as np
 
 from openpose_train.generator.registry import PoseModel
+
+
+# An upright BODY_25 person facing the camera, (x, y) in units of body height from the head top.
+BODY_25_UPRIGHT = np.array([
+    (0, .06), (0, .17), (-.11, .18), (-.14, .33), (-.15, .46), (.11, .18), (.14, .33),
+    (.15, .46), (0, .5), (-.06, .5), (-.07, .72), (-.07, .93), (.06, .5), (.07, .72), (.07, .93),
+    (-.025, .04), (.025, .04), (-.05, .05), (.05, .05), (.09, .99), (.11, .98), (.06, .95),
+    (-.09, .99), (-.11, .98), (-.06, .95)])
 
 
 def render_ground_truth_maps(model: PoseModel, keypoints: np.ndarray, height: int, width: int,
@@ -69,7 +77,9 @@ def render_ground_truth_maps(model: PoseModel, keypoints: np.ndarray, height: in
             gy = np.arange(y0, y1) * stride + centre - pa[1]
             along = gx[None, :] * u[0] + gy[:, None] * u[1]
             across = np.abs(gx[None, :] * u[1] - gy[:, None] * u[0])
-            on = (along >= 0) & (along <= length) & (across <= paf_width)
+            # like the fork's limb band: a little past both ends, so the PAF is full strength
+            # at the keypoints themselves (the first PAF sample is taken at A)
+            on = (along >= -paf_width) & (along <= length + paf_width) & (across <= paf_width)
             acc[0, y0:y1, x0:x1] += on * u[0]
             acc[1, y0:y1, x0:x1] += on * u[1]
             hits[y0:y1, x0:x1] += on
