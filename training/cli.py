@@ -256,7 +256,13 @@ def _worker(cfg: TrainConfig) -> None:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def train(solver, weights, snapshot, gpu, iterations, sigint_effect, sighup_effect, backend, bf16,
           channels_last, workers, log_file, metrics, no_progress):
-    """Train a net like `caffe train` (same flags), writing Caffe snapshots."""
+    """Train a net like `caffe train` (same flags), writing Caffe snapshots.
+
+    \b
+    Paths in the solver (net:, snapshot_prefix) are relative to the current directory, as in Caffe.
+    Without -gpu, the solver's solver_mode/device_id choose the device (CPU when CUDA is absent).
+    Several machines: torchrun --nnodes N --nproc_per_node G -m openpose_train.cli train -solver S -gpu all
+    """
     backend = backend or ("caffe" if os.environ.get("CAFFE") else "torch")
     weight_list = [w for w in weights.split(",") if w]
     if workers is None:
