@@ -5,7 +5,8 @@ datums of the same size as our build writes for it (image planes + zero planes),
 transactions, no annotation work (no selection, masks or metadata), one process. Also reported:
 ``floor_one_3ch_datum_per_image`` (one 3-channel datum per image; it writes ~1/3 of the bytes,
 so on a disk-bound machine it mostly measures the difference in bytes). Ours: ``build_lmdb``
-(plan, masks, one 5-channel datum per main person, worker processes). Each measurement runs in a fresh
+(plan, masks, one 5-channel datum per main person, in-process); for the large case also with
+``--encoded`` (case ``images=N,encoded``, compared with the one-datum-per-image floor). Each measurement runs in a fresh
 subprocess so that peak RSS (ru_maxrss of the writer process; workers reported apart) belongs to
 that build alone. Prints JSON lines:
 
@@ -90,10 +91,10 @@ def _child_floor(json_path, images_dir, out, counts_path=None):
     return {"images": len(doc["images"]), "records": key, "seconds": time.perf_counter() - start}
 
 
-def _child_build(json_path, images_dir, out, counts_path=None):
+def _child_build(json_path, images_dir, out, counts_path=None, encoded=False):
     from openpose_train.dataset_tools.lmdb_writer import BuildOptions, build_lmdb
     start = time.perf_counter()
-    summary = build_lmdb(json_path, images_dir, out, BuildOptions(progress=False))
+    summary = build_lmdb(json_path, images_dir, out, BuildOptions(progress=False, encoded=encoded))
     doc = json.load(open(json_path))
     return {"images": len(doc["images"]), "records": summary.records_written,
             "seconds": time.perf_counter() - start}
@@ -130,7 +131,10 @@ def main():
     args = parser.parse_args()
     if args.child:
         mode, json_path, images_dir, out, *counts = args.child
-        result = (_child_floor if mode == "floor" else _child_build)(json_path, images_dir, out, *counts)
+        if mode == "floor":
+            result = _child_floor(json_path, images_dir, out, *counts)
+        else:
+            result = _child_build(json_path, images_dir, out, encoded=mode == "encoded")
         # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forking parent
         result["peak_rss_mb"] = _vm_hwm_mb()
         result["workers_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -149,8 +153,10 @@ def main():
             subset = _subset_json(json_all, n, tmp / f"subset_{n}.json")
             counts_path = _record_counts(subset, tmp / f"counts_{n}.json")
             runs = {}
-            for name, mode, counts in (("floor", "floor", counts_path), ("floor1", "floor", None),
-                                       ("ours", "build", None)):
+            modes = [("floor", "floor", counts_path), ("floor1", "floor", None), ("ours", "build", None)]
+            if n == large:
+                modes.append(("encoded", "encoded", None))
+            for name, mode, counts in modes:
                 runs[name] = _run_child(mode, subset, images, tmp / f"{name}_{n}", counts)
                 subprocess.run(["rm", "-rf", str(tmp / f"{name}_{n}")], check=False)
             floor, ours = runs["floor"], runs["ours"]
@@ -162,6 +168,10 @@ def main():
                   ratio=round(rate["ours"] / rate["floor"], 3), records=ours["records"],
                   floor_one_3ch_datum_per_image=round(rate["floor1"], 3),
                   ratio_vs_one_datum_per_image=round(rate["ours"] / rate["floor1"], 3), cpus=os.cpu_count())
+            if "encoded" in runs:
+                _line("lmdb_images_per_s", f"images={n},encoded", rate["encoded"], "images/s", rate["floor1"],
+                      "JPEG decode + one raw 3-channel datum per image, no annotation work (one process)",
+                      ratio=round(rate["encoded"] / rate["floor1"], 3), records=runs["encoded"]["records"])
             _line("lmdb_peak_rss_mb", f"images={n}", ours["peak_rss_mb"], "MB", floor["peak_rss_mb"],
                   "floor process peak RSS", workers_peak_rss_mb=round(ours["workers_peak_rss_mb"], 1))
         growth = results[large]["peak_rss_mb"] - results[small]["peak_rss_mb"]

@@ -171,8 +171,12 @@ def _person(index, ann, layout, width, height, path, where) -> Person:
     return person
 
 
-def parse_keypoint_json(doc, layout: DatasetLayout, path="<json>") -> KeypointDataset:
-    """A loaded COCO-style document to :class:`KeypointDataset` (images in a2 order)."""
+def parse_keypoint_json(doc, layout: DatasetLayout, path="<json>", mask_miss_only: bool = False) -> KeypointDataset:
+    """A loaded COCO-style document to :class:`KeypointDataset` (images in a2 order).
+
+    ``mask_miss_only``: keep only the segmentations :func:`mask_miss` needs (unlabeled people,
+    crowds, everyone in images with a crowd), so that a large plan stays small in memory;
+    :func:`image_masks`' ``mask_all`` is then incomplete."""
     images_list = _need(doc, "images", path, "the document")
     annotations = _need(doc, "annotations", path, "the document")
     if not isinstance(images_list, list) or not isinstance(annotations, list):
@@ -203,10 +207,16 @@ def parse_keypoint_json(doc, layout: DatasetLayout, path="<json>") -> KeypointDa
         if person.problem:
             problems[person.problem] += 1
         entry.people.append(person)
+    if mask_miss_only:
+        for entry in entries.values():
+            if not any(p.iscrowd for p in entry.people):
+                for p in entry.people:
+                    if p.num_keypoints > 0:
+                        p.segmentation = None
     return KeypointDataset(path=Path(path), layout=layout, images=list(entries.values()), problems=problems)
 
 
-def load_keypoint_json(path, layout, images_dir=None) -> KeypointDataset:
+def load_keypoint_json(path, layout, images_dir=None, mask_miss_only: bool = False) -> KeypointDataset:
     """Load a COCO-style keypoint JSON for a dataset key or layout. MPII list files are converted
     (their image sizes are read from ``images_dir``, default the JSON's folder)."""
     layout = get_dataset_layout(layout) if isinstance(layout, str) else layout
@@ -221,7 +231,7 @@ def load_keypoint_json(path, layout, images_dir=None) -> KeypointDataset:
     if isinstance(doc, list) and layout.key in ZERO_BASED_INDEXES:
         from .mpii import mpii_list_to_coco
         doc = mpii_list_to_coco(doc, path=path, images_dir=images_dir)
-    return parse_keypoint_json(doc, layout, path)
+    return parse_keypoint_json(doc, layout, path, mask_miss_only)
 
 
 def _visibility_to_openpose(v: np.ndarray) -> np.ndarray:

@@ -185,7 +185,7 @@ def _worker_init():
 # ----------------------------------------------------------------------------- planning
 
 def _plan_keypoints(json_path, images_dir, options, summary) -> List[WorkItem]:
-    dataset = coco.load_keypoint_json(json_path, options.dataset, images_dir=images_dir)
+    dataset = coco.load_keypoint_json(json_path, options.dataset, images_dir=images_dir, mask_miss_only=True)
     for reason, n in dataset.problems.items():
         summary.people_skipped[reason] += n
     plans = coco.plan_records(dataset, summary.people_skipped)

@@ -153,6 +153,7 @@ def _polygons(mask):
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     polys = []
     for c in contours:
+        c = cv2.approxPolyDP(c, 1.0, True)       # COCO-like vertex counts (tens, not hundreds)
         if len(c) >= 3:
             polys.append([float(v) + 0.5 for v in c.reshape(-1)])
     return polys

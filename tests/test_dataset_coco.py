@@ -197,3 +197,6 @@ def test_fast_mask_miss_equals_the_full_composition():
     layout = get_dataset_layout("coco")
     for entry in dataset.images:
         assert np.array_equal(coco.mask_miss(entry, layout), coco.image_masks(entry, layout)[0])
+    light = coco.load_keypoint_json(_minicoco(), "coco", mask_miss_only=True)
+    for entry in light.images:
+        assert np.array_equal(coco.mask_miss(entry, layout), coco.image_masks(dataset.images[entry.index], layout)[0])
