@@ -118,6 +118,10 @@ def test_resume_without_trainstate_warns_and_still_restores_weights(tmp_path):
     d = make_dir(tmp_path)
     assert run_cli(["-solver", "solver.prototxt", "-iterations", "10"], d).exit_code == 0
     (d / "model/pose_iter_10.trainstate").unlink()
+    # as written by Caffe on another machine: an absolute learned_net that does not exist here
+    st = caffe_io.read_solverstate(d / "model/pose_iter_10.solverstate")
+    caffe_io.write_solverstate(d / "model/pose_iter_10.solverstate", iter=st.iter, current_step=st.current_step,
+                               learned_net="/home/gines/openpose_train/model/pose_iter_10.caffemodel", history=st.history)
     r = run_cli(["-solver", "solver.prototxt", "-snapshot", "model/pose_iter_10.solverstate"], d)
     assert r.exit_code == 0, r.output
     assert "the data order starts afresh" in r.output

@@ -181,6 +181,11 @@ def run_training(cfg: TrainConfig) -> int:
         if not solver_param.snapshot_prefix and (solver_param.snapshot or solver_param.snapshot_after_train):
             raise TrainingError(f"{cfg.solver}: snapshot_prefix is not set (Caffe needs it to write snapshots)")
         logger.info("solver.cpp:48", "Initializing solver from parameters: \n" + _solver_text(solver_param))
+        if solver_param.snapshot_format == solver_param.HDF5:
+            logger.warning("solver.cpp:49", "snapshot_format: HDF5 is not written by this engine; snapshots are "
+                           "binary protos (.caffemodel / .solverstate), which Caffe reads as well")
+        if solver_param.snapshot_diff:
+            logger.warning("solver.cpp:50", "snapshot_diff is ignored: snapshots hold weights only")
         net_param, net_path = train_net_param(solver_param, cfg.solver, logger)
         seed = int(solver_param.random_seed)
         if seed < 0:
