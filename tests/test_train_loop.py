@@ -407,6 +407,9 @@ def test_caffe_backend_streams_and_parses_log(tmp_path, monkeypatch):
     assert [x["iteration"] for x in recs] == [0, 20, 40]
     assert [x["lr"] for x in recs] == [0.001, 0.001, 0.0005]
     assert recs[2]["loss"] == 0.625 and recs[2]["outputs"] == {"loss_stage0_L1": 0.3125, "loss_stage0_L2": 0.3125}
+    # default metrics path: beside the snapshots, as with the torch engine
+    r = run_cli(["-solver", "solver.prototxt"], d)
+    assert r.exit_code == 0 and len((d / "model/pose_metrics.jsonl").read_text().splitlines()) == 3
 
 
 def test_caffe_backend_missing_binary(tmp_path, monkeypatch):

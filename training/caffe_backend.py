@@ -49,13 +49,15 @@ def caffe_command(binary: str, solver: str, weights: List[str], snapshot: Option
     return cmd
 
 
-def _max_iter(solver: str) -> Optional[int]:
+def _solver_fields(solver: str):
+    """(max_iter, snapshot_prefix) of the solver, or (None, None) when it does not parse."""
     try:
         from openpose_train.caffe_layers import caffe_io
 
-        return int(caffe_io.read_solver_prototxt(solver).max_iter)
+        p = caffe_io.read_solver_prototxt(solver)
+        return int(p.max_iter), p.snapshot_prefix or None
     except Exception:  # the binary reports solver errors itself
-        return None
+        return None, None
 
 
 def run_caffe(solver: str, weights: List[str], snapshot: Optional[str], gpu: str, iterations: Optional[int],
@@ -68,9 +70,10 @@ def run_caffe(solver: str, weights: List[str], snapshot: Optional[str], gpu: str
     cmd = caffe_command(binary, solver, weights, snapshot, gpu, iterations, sigint_effect, sighup_effect)
     logger = GlogLogger(log_file=log_file)
     follower = CaffeLogFollower()
-    max_iter = iterations if iterations is not None else _max_iter(solver)
-    if metrics is None:
-        metrics = os.path.splitext(solver)[0] + "_metrics.jsonl"
+    solver_max_iter, prefix = _solver_fields(solver)
+    max_iter = iterations if iterations is not None else solver_max_iter
+    if metrics is None:  # same place as the torch engine's
+        metrics = f"{prefix}_metrics.jsonl" if prefix else os.path.splitext(solver)[0] + "_metrics.jsonl"
     writer = MetricsWriter(metrics)
     bar = Progress(0, max_iter or 0, enabled=progress and bool(max_iter))
     logger.progress = bar
