@@ -150,6 +150,12 @@ def run_training(cfg: TrainConfig) -> int:
         else:
             gpus = [int(solver_param.device_id)]
     use_cuda = bool(gpus)
+    if use_cuda:  # pick this process's GPU before NCCL starts (it binds to the current device)
+        local_rank = int(os.environ.get("LOCAL_RANK", "0")) if distributed.launched_by_torchrun() else 0
+        if local_rank >= len(gpus):
+            raise TrainingError(f"local rank {local_rank} has no GPU: -gpu lists {len(gpus)} devices "
+                                f"(start one process per listed GPU)")
+        torch.cuda.set_device(gpus[local_rank])
     ctx = distributed.init_from_env(use_cuda)
     rank = ctx.rank if ctx else 0
     world = ctx.world_size if ctx else 1
@@ -157,13 +163,7 @@ def run_training(cfg: TrainConfig) -> int:
     sources, test_sources = [], []
     try:
         if use_cuda:
-            local_rank = ctx.local_rank if ctx else 0
-            if local_rank >= len(gpus):
-                raise TrainingError(f"local rank {local_rank} has no GPU: -gpu lists {len(gpus)} devices "
-                                    f"(start one process per listed GPU)")
-            gpu = gpus[local_rank]
-            torch.cuda.set_device(gpu)
-            device = torch.device("cuda", gpu)
+            device = torch.device("cuda", torch.cuda.current_device())
             logger.info("caffe.cpp:248", f"Using GPUs {','.join(map(str, gpus))}")
         else:
             device = torch.device("cpu")
