@@ -236,3 +236,19 @@ def test_history_restore_checks_count_and_shape():
         solver.load_history([np.zeros((2, 3)), np.zeros(5)])
     solver.load_history([np.ones((2, 3)), np.full((2, 3), 2.0)])
     assert solver.history[1].sum().item() == 12.0
+
+
+def test_benchmark_quick_prints_json_lines():
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "solver_update.py"
+    out = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, check=True,
+                         timeout=300).stdout
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["case"].split(",")[0] for r in rows] == ["Adam", "SGD"]
+    for r in rows:
+        assert r["bench"] == "solver_update_ms" and r["unit"] == "ms"
+        assert r["value"] > 0 and r["baseline"] > 0 and r["baseline_name"].startswith("torch.optim.")
