@@ -11,8 +11,9 @@ commands a user types; its output goes to ``OUT/logs/<step>.log``):
 4. ``train``     our Caffe-compatible engine on the CPU (a progress bar follows the metrics file)
 5. ``export``    the last snapshot into an OpenPose ``models/`` folder
 6. OpenCV DNN loads the export; its output is compared with our engine's
-7. ``validate``  COCO keypoint AP on the held-out images, beside the same network with random weights
-8. loss / AP plot PNG and a summary of where everything landed
+7. ``validate`` / ``validate-snapshots``  COCO keypoint AP of the export on the held-out images, and
+   of every snapshot from iteration 0 (the random initial weights) on, with the AP / loss plot;
+   then a summary of where everything landed
 
 Re-running overwrites the demo's own sub-folders of ``--out`` (nothing else there is touched).
 """
@@ -33,8 +34,8 @@ import click
 MODEL = "BODY_25"
 PRESET = "tiny"
 # What re-running removes inside --out (the demo's own outputs only).
-DEMO_FOLDERS = ("data", "lmdb_coco", "model", "openpose_models", "logs")
-DEMO_FILES = ("demo_summary.json", "loss_ap.png")
+DEMO_FOLDERS = ("data", "lmdb_coco", "model", "openpose_models", "validation", "logs")
+DEMO_FILES = ("demo_summary.json",)
 
 
 class DemoError(RuntimeError):
@@ -81,7 +82,7 @@ class DemoPaths:
     initial_weights: Path
     logs: Path
     metrics: Path
-    plot: Path
+    validation: Path
     summary: Path
     val_images: Path
     val_annotations: Path
@@ -92,7 +93,7 @@ class DemoPaths:
         return cls(out=out, data=out / "data", lmdb=out / "lmdb_coco", model=out / "model",
                    snapshots=out / "model" / "snapshots", openpose_models=out / "openpose_models",
                    initial_weights=out / "model" / "initial_weights.caffemodel", logs=out / "logs",
-                   metrics=out / "logs" / "train_metrics.jsonl", plot=out / "loss_ap.png",
+                   metrics=out / "model" / "snapshots" / "pose_metrics.jsonl", validation=out / "validation",
                    summary=out / "demo_summary.json", val_images=out / "data" / "val2017",
                    val_annotations=out / "data" / "annotations" / "person_keypoints_val2017.json")
 
@@ -266,7 +267,7 @@ def train(paths: DemoPaths, cfg: DemoConfig) -> Path:
     env = {"OMP_NUM_THREADS": str(cfg.threads)} if cfg.threads else None
     try:
         run_command("train", _cli("train", "-solver", "pose_solver.prototxt", "-weights", paths.initial_weights.resolve(),
-                                  "--metrics", paths.metrics.resolve(), "--workers", 1),
+                                  "--workers", 1),
                     paths.logs / "train.log", cwd=paths.model, env=env, show=False, on_poll=poll)
     finally:
         bar.close()
@@ -347,74 +348,31 @@ def write_initial_weights(deploy: Path, path: Path, seed: int) -> Path:
     return path
 
 
-def evaluate_model(prototxt: Path, caffemodel: Path, images: Path, annotations: Path,
-                   net_resolution: str) -> dict:
-    """COCO keypoint AP of one caffemodel on a folder of images (torch backend, in this process)."""
-    import cv2
-
-    from openpose_train.generator.registry import get_model
-    from openpose_train.validation import coco_eval
-    from openpose_train.validation.inference import InferenceSettings, PoseEstimator, load_backend
-
-    model = get_model(MODEL)
-    coco = coco_eval.load_coco(str(annotations))
-    ids = coco_eval.image_ids_by_name(coco)
-    estimator = PoseEstimator(model, load_backend("torch", str(prototxt), str(caffemodel), device="cpu"),
-                              InferenceSettings(net_resolution=net_resolution))
-    results, evaluated = [], []
-    for name in sorted(ids):
-        image = cv2.imread(str(images / name))
-        if image is None:
-            continue
-        keypoints, scores = estimator.estimate(image)
-        results.extend(coco_eval.people_to_coco(model, keypoints, scores, ids[name]))
-        evaluated.append(ids[name])
-    return coco_eval.evaluate(coco, results, evaluated)["stats"]
+def _validate_args(paths: DemoPaths, cfg: DemoConfig) -> List[str]:
+    return ["--model", MODEL, "--images", paths.val_images, "--annotations", paths.val_annotations,
+            "--net-resolution", cfg.net_resolution, "--backend", "torch", "--device", "cpu", "--quiet"]
 
 
-def snapshot_curve(paths: DemoPaths, cfg: DemoConfig, deploy: Path) -> List[dict]:
-    """AP of every training snapshot (the curve of the plot)."""
-    from tqdm import tqdm
-
-    snaps = sorted(paths.snapshots.glob("pose_iter_*.caffemodel"), key=lambda p: int(p.stem.split("_")[-1]))
-    curve = []
-    for snap in tqdm(snaps, desc="      snapshots", unit="snapshot", file=sys.stderr, disable=None):
-        stats = evaluate_model(deploy, snap, paths.val_images, paths.val_annotations, cfg.net_resolution)
-        curve.append({"iteration": int(snap.stem.split("_")[-1]), "AP": stats["AP"], "AP50": stats["AP50"]})
-    return curve
+def validate_export(paths: DemoPaths, cfg: DemoConfig) -> dict:
+    """``openpose-train validate`` on the exported OpenPose models folder; returns its summary JSON."""
+    results = paths.validation / "results_exported.json"
+    run_command("validate", _cli("validate", "--model-folder", paths.openpose_models, *_validate_args(paths, cfg),
+                                 "--out", results, "--render", paths.validation / "rendered"),
+                paths.logs / "validate.log", show=False)
+    return json.loads(results.with_name(results.stem + "_summary.json").read_text())
 
 
-def plot_loss_ap(metrics: List[dict], curve: List[dict], random_ap: float, path: Path) -> Path:
-    """Training loss (raw and smoothed) and validation AP per snapshot, one PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_ap) = plt.subplots(1, 2, figsize=(11, 4))
-    if metrics:
-        its = [r["iteration"] for r in metrics]
-        ax_loss.plot(its, [r["loss"] for r in metrics], color="0.75", lw=0.8, label="loss")
-        ax_loss.plot(its, [r["smoothed_loss"] for r in metrics], color="C0", label="smoothed loss")
-        ax_loss.set_yscale("log")
-    ax_loss.set_xlabel("iteration")
-    ax_loss.set_ylabel("training loss (sum of stage losses)")
-    ax_loss.set_title(f"{MODEL} ({PRESET} preset) training loss")
-    ax_loss.legend()
-    if curve:
-        ax_ap.plot([c["iteration"] for c in curve], [c["AP"] for c in curve], "o-", color="C1", label="AP")
-        ax_ap.plot([c["iteration"] for c in curve], [c["AP50"] for c in curve], "s--", color="C2", label="AP50")
-    ax_ap.axhline(random_ap, color="C3", ls=":", label=f"initial (random) weights AP = {random_ap:.3f}")
-    ax_ap.set_xlabel("iteration")
-    ax_ap.set_ylabel("COCO keypoint AP (held-out synthetic images)")
-    ax_ap.set_ylim(0, 1)
-    ax_ap.set_title("validation AP per snapshot")
-    ax_ap.legend()
-    fig.tight_layout()
-    tmp = path.with_name(path.stem + ".partial.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+def validate_snapshots(paths: DemoPaths, cfg: DemoConfig) -> List[dict]:
+    """``openpose-train validate-snapshots``: AP of every snapshot, iteration 0 being the initial
+    (random) weights, and its AP / loss plot. Returns the AP rows by iteration."""
+    shutil.copyfile(paths.initial_weights, paths.snapshots / "pose_iter_0.caffemodel")
+    out_dir = paths.validation / "snapshots"
+    run_command("validate-snapshots", _cli("validate-snapshots", paths.snapshots, "--prototxt",
+                                           paths.model / "pose_deploy.prototxt", *_validate_args(paths, cfg),
+                                           "--out-dir", out_dir),
+                paths.logs / "validate_snapshots.log", show=False)
+    rows = [json.loads(line) for line in (out_dir / "ap.jsonl").read_text().splitlines() if line.strip()]
+    return sorted(rows, key=lambda r: r["iteration"])
 
 
 def _write_json(path: Path, data) -> None:
@@ -430,7 +388,7 @@ def run_demo(out, cfg: DemoConfig = DemoConfig(), stream=None) -> dict:
     network is not clearly better than the same network with random weights.
     """
     paths = DemoPaths.under(out)
-    rep = Reporter(total=8, stream=stream)
+    rep = Reporter(total=7, stream=stream)
     rep.echo(f"openpose-train demo: {MODEL} topology (preset {PRESET}) on {cfg.images} synthetic images, "
              f"{cfg.iterations} iterations -> {paths.out}")
     clean_outputs(paths)
@@ -463,37 +421,35 @@ def run_demo(out, cfg: DemoConfig = DemoConfig(), stream=None) -> dict:
         raise DemoError(f"OpenCV's output differs from the engine's by {parity['max_abs_diff']:.3g} (> 1e-4) "
                         f"on {parity['image']}")
 
-    rep.step("validate", f"COCO keypoint AP on {paths.val_images} (net resolution {cfg.net_resolution}): "
-                         "trained vs the same network with its random initial weights")
-    trained = evaluate_model(exported["prototxt"], exported["caffemodel"], paths.val_images,
-                             paths.val_annotations, cfg.net_resolution)
-    random_stats = evaluate_model(files["deploy"], paths.initial_weights,
-                                  paths.val_images, paths.val_annotations, cfg.net_resolution)
-    rep.echo(f"      trained:        AP {trained['AP']:.3f}  AP50 {trained['AP50']:.3f}  AR {trained['AR']:.3f}")
-    rep.echo(f"      random weights: AP {random_stats['AP']:.3f}  AP50 {random_stats['AP50']:.3f}  "
-             f"AR {random_stats['AR']:.3f}")
-    curve = [{"iteration": 0, "AP": random_stats["AP"], "AP50": random_stats["AP50"]}]
-    curve += snapshot_curve(paths, cfg, files["deploy"])
-
-    rep.step("plot", "Loss and AP plot")
-    plot_loss_ap(_read_metrics(paths.metrics), curve, random_stats["AP"], paths.plot)
+    rep.step("validate", f"COCO keypoint AP on the {paths.val_images} images (net resolution "
+                         f"{cfg.net_resolution}): the export, and every snapshot from the random initial weights on")
+    trained = validate_export(paths, cfg)
+    curve = validate_snapshots(paths, cfg)
+    random_stats = curve[0]
+    if random_stats["iteration"] != 0 or curve[-1]["iteration"] != cfg.iterations:
+        raise DemoError(f"validate-snapshots missed the first or last snapshot: {[r['iteration'] for r in curve]}")
+    for row in curve:
+        rep.echo(f"      iteration {row['iteration']:>5}: AP {row['AP']:.3f}  AP50 {row['AP50']:.3f}  AR {row['AR']:.3f}")
+    rep.echo(f"      exported model: AP {trained['AP']:.3f}  AP50 {trained['AP50']:.3f}  AR {trained['AR']:.3f}"
+             f"  (random initial weights: AP {random_stats['AP']:.3f})")
+    plot = paths.validation / "snapshots" / "ap_vs_iteration.png"
     total = rep.close()
     summary = {
         "model": MODEL, "preset": PRESET, "config": asdict(cfg), "wall_s": round(total, 1),
         "step_s": rep.timings, "openpose_models": paths.openpose_models, "prototxt": exported["prototxt"],
         "caffemodel": exported["caffemodel"], "openpose_command": exported["command"],
         "opencv_parity": parity, "trained": trained, "random_weights": random_stats, "ap_curve": curve,
-        "plot": paths.plot, "logs": paths.logs, "training_log": paths.logs / "train.log",
-        "metrics": paths.metrics, "snapshots": paths.snapshots,
+        "plot": plot, "rendered": paths.validation / "rendered", "logs": paths.logs,
+        "training_log": paths.logs / "train.log", "metrics": paths.metrics, "snapshots": paths.snapshots,
     }
-    _write_json(paths.summary, summary)
     learned = trained["AP"] >= random_stats["AP"] + cfg.min_ap_gain
     summary["learned"] = learned
     _write_json(paths.summary, summary)
     rep.echo(f"\nDone in {total / 60:.1f} min. Everything is under {paths.out}:")
     rep.echo(f"  OpenPose model folder  {paths.openpose_models}  ({exported['caffemodel'].relative_to(paths.out)})")
-    rep.echo(f"  COCO AP (held out)     {trained['AP']:.3f}  vs  {random_stats['AP']:.3f} with random weights")
-    rep.echo(f"  loss / AP plot         {paths.plot}")
+    rep.echo(f"  COCO AP (held out)     {trained['AP']:.3f}  vs  {random_stats['AP']:.3f} with the random initial weights")
+    rep.echo(f"  loss / AP plot         {plot}")
+    rep.echo(f"  detections drawn       {paths.validation / 'rendered'}")
     rep.echo(f"  training log, metrics  {paths.logs / 'train.log'}, {paths.metrics}")
     rep.echo(f"  snapshots              {paths.snapshots}")
     rep.echo(f"  summary                {paths.summary}")
@@ -501,7 +457,7 @@ def run_demo(out, cfg: DemoConfig = DemoConfig(), stream=None) -> dict:
     rep.echo(f"  {exported['command']}")
     if cfg.check_learning and not learned:
         raise DemoError(f"the network did not learn: AP {trained['AP']:.3f} is not {cfg.min_ap_gain} above the "
-                        f"random-weights AP {random_stats['AP']:.3f}; see {paths.plot} and {paths.logs / 'train.log'}")
+                        f"random-weights AP {random_stats['AP']:.3f}; see {plot} and {paths.logs / 'train.log'}")
     return summary
 
 

@@ -39,7 +39,7 @@ def test_export_is_the_trained_snapshot_in_openpose_layout(demo_run):
 
 def test_training_ran_every_iteration(demo_run):
     out, cfg, _ = demo_run
-    rows = [json.loads(line) for line in (out / "logs" / "train_metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (out / "model" / "snapshots" / "pose_metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == list(range(cfg.iterations))
     assert all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in rows)
     assert "Optimization Done." in (out / "logs" / "train.log").read_text()
@@ -76,12 +76,15 @@ def test_validation_summary_has_ap_fields(demo_run):
             value = on_disk[key][field]
             assert isinstance(value, float) and (0.0 <= value <= 1.0 or value == -1.0), (key, field, value)
     assert [c["iteration"] for c in on_disk["ap_curve"]] == [0, 3]
-    assert on_disk["ap_curve"][0]["AP"] == on_disk["random_weights"]["AP"]
+    assert on_disk["ap_curve"][0] == on_disk["random_weights"]
+    # the exported model is the last snapshot: validating the models folder gives its numbers
+    assert on_disk["trained"]["AP"] == pytest.approx(on_disk["ap_curve"][-1]["AP"], abs=1e-12)
+    assert on_disk["trained"]["images_evaluated"] == len(list((out / "data" / "val2017").glob("*.jpg")))
 
 
 def test_plot_is_a_png(demo_run):
     out, _, _ = demo_run
-    image = cv2.imread(str(out / "loss_ap.png"))
+    image = cv2.imread(str(out / "validation" / "snapshots" / "ap_vs_iteration.png"))
     assert image is not None and image.shape[0] > 200 and image.shape[1] > 400
     assert image.std() > 5          # not a blank canvas
 
