@@ -119,7 +119,9 @@ def label_layout(model, variant) -> LabelLayout:
         op_model=variant.op_model, category=variant.category, num_parts=n_parts, num_pafs=n_pafs,
         has_background=bool(model.has_background), paf_a=pairs[:, 0].copy(), paf_b=pairs[:, 1].copy(),
         sigma_ratios=ratios, part_channels=part_channels,
-        global_masking=n_parts > variant.num_lmdb_parts or variant.op_model == "MPII_59",
+        # the registry flags its own extensions (e.g. WholeBody 133 -> BODY_25B) that need step 5
+        global_masking=(bool(getattr(variant, "global_missing_mask", False))
+                        or n_parts > variant.num_lmdb_parts or variant.op_model == "MPII_59"),
         missing_threshold=MISSING_THRESHOLD.get(variant.op_model, 4), empty_parts=empty,
         minus1_masking=(variant.category == "COCO" and variant.op_model in MINUS1_OP_MODELS) or n_parts > 70,
         minus1_parts=minus1,
@@ -261,13 +263,18 @@ def roi_masks(x, y, w, h, grid_w: int, grid_h: int) -> np.ndarray:
     return in_y[:, :, None] & in_x[:, None, :]
 
 
-def _zero_in_rois(weights, layout, parts, rects):
-    """Zero, inside each person's rect, the weights of that person's flagged parts (+PAFs, +bkg)."""
+def _zero_in_rois(weights, layout, parts, rects, already_zero=None):
+    """Zero, inside each person's rect, the weights of that person's flagged parts (+PAFs, +bkg).
+
+    ``already_zero`` (C,) bool: channels known to be zero everywhere (skipped).
+    """
     if not parts.any():
         return
     chans = (parts.astype(np.float32) @ layout.part_channels.astype(np.float32)) > 0   # (n, C)
     if layout.has_background:
         chans[:, layout.bkg_channel] = parts.any(-1)
+    if already_zero is not None:
+        chans[:, already_zero] = False
     used = np.flatnonzero(chans.any(0))
     if used.size == 0:
         return
@@ -286,7 +293,10 @@ def gaussian_window(sigma_max: float, stride: int) -> int:
 
 
 def _gaussian_cells(px, py, sigma, stride, grid_w, grid_h, window):
-    """Per keypoint, the window cells in the Gaussian's support: (valid, gx, gy, value) arrays (K, w, w)."""
+    """Per keypoint, its window of cells: (inside grid, cell_x, cell_y, value or 0 past the cut-off).
+
+    Shapes (K, w, w) for the mask and values, (K, w) for the cell coordinates.
+    """
     start = np.float32(stride / 2.0 - 0.5)
     s = np.float32(stride)
     radius = sigma.astype(np.float64) * np.sqrt(2 * GAUSSIAN_CUTOFF)
@@ -300,15 +310,19 @@ def _gaussian_cells(px, py, sigma, stride, grid_w, grid_h, window):
     d2 = (dx * dx)[:, None, :] + (dy * dy)[:, :, None]   # float32, as the fork (K, wy, wx)
     sig = sigma.astype(np.float64)[:, None, None]
     exponent = d2.astype(np.float64) / 2.0 / sig / sig
-    valid = ((exponent <= GAUSSIAN_CUTOFF)
-             & ((cell_x >= 0) & (cell_x < grid_w))[:, None, :]
-             & ((cell_y >= 0) & (cell_y < grid_h))[:, :, None])
-    value = np.exp(-exponent).astype(np.float32)
-    return valid, cell_x, cell_y, value
+    value = np.where(exponent <= GAUSSIAN_CUTOFF, np.exp(-exponent), 0).astype(np.float32)
+    inside = (((cell_x >= 0) & (cell_x < grid_w))[:, None, :]
+              & ((cell_y >= 0) & (cell_y < grid_h))[:, :, None])
+    return inside, cell_x, cell_y, value
 
 
 def render_heatmaps(targets, weights, layout, people, sigma, stride, grid_w, grid_h):
-    """§6 step 7 in place: Gaussians of every v <= 1 keypoint (max over people, capped at 1)."""
+    """§6 step 7 in place: Gaussians of every v <= 1 keypoint (max over people).
+
+    exp(-e) <= 1 already, so the fork's cap at 1 changes nothing; a cell is in some Gaussian's
+    support exactly when its target is > 0 (the cut-off keeps values >= 0.01), which gives the
+    weight override without tracking the support.
+    """
     vis = people[..., 2] <= 1
     person, part = np.nonzero(vis)
     if person.size == 0:
@@ -317,15 +331,18 @@ def render_heatmaps(targets, weights, layout, people, sigma, stride, grid_w, gri
     py = people[person, part, 1]
     sig = (np.float32(sigma) * layout.sigma_ratios)[part]
     window = gaussian_window(sig.max(), stride)
-    valid, cell_x, cell_y, value = _gaussian_cells(px, py, sig, stride, grid_w, grid_h, window)
-    k, wy, wx = np.nonzero(valid)
+    inside, cell_x, cell_y, value = _gaussian_cells(px, py, sig, stride, grid_w, grid_h, window)
     cells = grid_w * grid_h
-    flat = (layout.heat_offset + part[k]) * cells + cell_y[k, wy] * grid_w + cell_x[k, wx]
-    target_flat = targets.reshape(-1)
-    np.maximum.at(target_flat, flat, value[k, wy, wx])
-    heat = targets[layout.heat_offset:layout.heat_offset + layout.num_parts]
-    np.minimum(heat, 1, out=heat)
-    weights.reshape(-1)[flat] = (np.float32(1) / layout.sigma_ratios)[part[k]]
+    trash = layout.num_parts * cells                   # cells outside the grid land here
+    flat = (part * cells)[:, None, None] + cell_y[:, :, None] * grid_w + cell_x[:, None, :]
+    flat = np.where(inside, flat, trash)
+    scratch = np.zeros(trash + 1, np.float32)
+    np.maximum.at(scratch, flat.reshape(-1), value.reshape(-1))
+    heat = scratch[:trash].reshape(layout.num_parts, grid_h, grid_w)
+    hs = slice(layout.heat_offset, layout.heat_offset + layout.num_parts)
+    targets[hs] = heat
+    inv_ratio = (np.float32(1) / layout.sigma_ratios)[:, None, None]
+    np.copyto(weights[hs], np.broadcast_to(inv_ratio, heat.shape), where=heat > 0)
 
 
 def limb_band_cells(ax, ay, bx, by, grid_w, grid_h):
@@ -401,8 +418,8 @@ def render_pafs(targets, weights, layout, people, stride, grid_w, grid_h):
         return
     cells = grid_w * grid_h
     cell = cy * grid_w + cx
-    count = np.bincount(pair[limb] * cells + cell, minlength=layout.num_pafs * cells)
-    share = count[pair[limb] * cells + cell].astype(np.float32)
+    local = pair[limb] * cells + cell
+    share = np.bincount(local, minlength=layout.num_pafs * cells)[local].astype(np.float32)
     # mean over the people whose limb covers the cell == the fork's running average by count
     base = 2 * pair[limb] * cells + cell
     t = targets.reshape(-1)
@@ -432,18 +449,26 @@ def _mask_feet(weights, layout, people, stride, grid_w, grid_h):
 
 
 def render_labels(model, variant, people, mask_miss_grid, grid_size, stride, sigma,
-                  filled: bool = True) -> np.ndarray:
+                  filled: bool = True, out: Optional[np.ndarray] = None) -> np.ndarray:
     """The OPData label of one sample: float32 ``(2C, gy, gx)`` (§6, steps in the fork's order).
 
     ``model``/``variant``: registry PoseModel and TrainingVariant; ``people`` ``(n, P, 3)`` crop
     pixel coordinates, row 0 the main person; ``mask_miss_grid`` uint8 ``(gy, gx)`` (255 = train)
     or None for all 255; ``grid_size`` ``(gx, gy)`` (width, height, as ``crop_size / stride``);
-    ``sigma`` the dataset sigma in input pixels; ``filled`` False renders a background-only sample.
+    ``sigma`` the dataset sigma in input pixels; ``filled`` False renders a background-only sample;
+    ``out``: a C-contiguous float32 ``(2C, gy, gx)`` array to render into (e.g. a batch slot).
     """
     layout = label_layout(model, variant)
     grid_w, grid_h = int(grid_size[0]), int(grid_size[1])
     n_ch = layout.num_channels
-    label = np.zeros((2 * n_ch, grid_h, grid_w), np.float32)
+    if out is None:
+        label = np.empty((2 * n_ch, grid_h, grid_w), np.float32)   # every element is written below
+        label[n_ch:] = 0
+    else:
+        if out.shape != (2 * n_ch, grid_h, grid_w) or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise LabelError(f"out must be C-contiguous float32 {(2 * n_ch, grid_h, grid_w)}, got {out.dtype} {out.shape}")
+        label = out
+        label[n_ch:] = 0
     weights, targets = label[:n_ch], label[n_ch:]
     if not filled:                                     # steps 4 and 10
         weights[:] = 1
@@ -462,10 +487,12 @@ def render_labels(model, variant, people, mask_miss_grid, grid_size, stride, sig
         raise LabelError(f"people must be (n, {layout.num_parts}, 3) for {layout.op_model}, got {people.shape}")
     n_people = people.shape[0]
     vis = people[..., 2]
+    zeroed = None
     if n_people and layout.global_masking:             # step 5
         missing = layout.empty_parts | (vis[0] >= layout.missing_threshold)
         if missing.any():
-            weights[layout.part_channels[missing].any(0)] = 0
+            zeroed = layout.part_channels[missing].any(0)
+            weights[zeroed] = 0
         if layout.has_background and layout.feet_pairs:
             _mask_feet(weights, layout, people, stride, grid_w, grid_h)
     if n_people:                                       # step 6
@@ -474,7 +501,7 @@ def render_labels(model, variant, people, mask_miss_grid, grid_size, stride, sig
             flagged |= vis == code
         if flagged.any():
             rects = roi_masks(*person_rois(people, stride, ROI_RATIO_VISIBILITY, grid_w, grid_h), grid_w, grid_h)
-            _zero_in_rois(weights, layout, flagged, rects)
+            _zero_in_rois(weights, layout, flagged, rects, zeroed)
     render_heatmaps(targets, weights, layout, people, sigma, stride, grid_w, grid_h)   # step 7
     if n_people and layout.minus1_masking:            # step 8
         parts = layout.minus1_parts | (vis[0] >= 4)

@@ -279,7 +279,7 @@ class _Readers:
 
 
 def render_item(readers: _Readers, source: int, key: Optional[int], bg_key: Optional[int], rng,
-                with_labels: bool = True):
+                with_labels: bool = True, label_out: Optional[np.ndarray] = None):
     """One batch item: (uint8 image (H, W, 3), label or None, AugmentedSample or None when invalid)."""
     cfg = readers.config
     aug_cfg = cfg.augment
@@ -309,7 +309,7 @@ def render_item(readers: _Readers, source: int, key: Optional[int], bg_key: Opti
     label = None
     if with_labels:
         label = L.render_labels(model, variant, out.people, out.mask_grid, aug_cfg.grid_size, aug_cfg.stride,
-                                aug_cfg.sigma(max(source, 0)), filled=out.filled)
+                                aug_cfg.sigma(max(source, 0)), filled=out.filled, out=label_out)
     return out.image, label, out
 
 
@@ -331,7 +331,8 @@ def run_plan(readers: _Readers, plan: BatchPlan, images: np.ndarray, labels: Opt
     rng = np.random.default_rng(list(plan.seed))
     inputs = []
     for i, (key, bg_key) in enumerate(zip(plan.keys, plan.bg_keys)):
-        image, label, out = render_item(readers, plan.source, key, bg_key, rng, with_labels=labels is not None)
+        image, label, out = render_item(readers, plan.source, key, bg_key, rng, with_labels=labels is not None,
+                                        label_out=None if labels is None else labels[i])
         if out is None:                                 # invalid metadata (§5.8): zero label and image
             images[i] = 0
             if labels is not None:
@@ -341,15 +342,24 @@ def run_plan(readers: _Readers, plan: BatchPlan, images: np.ndarray, labels: Opt
         if image.shape != images.shape[2:] + (3,):
             raise OPDataError(f"{readers.config.layer_name}: item image {image.shape} differs from the batch "
                               f"shape {images.shape[2:] + (3,)}")
-        images[i] = image.transpose(2, 0, 1)
-        if labels is not None:
-            labels[i] = label
+        images[i] = image.transpose(2, 0, 1)      # labels[i] was rendered in place
         inputs.append((out.people, out.mask_grid, out.filled))
     return {"source": plan.source, "items": inputs}
 
 
+def _default_start_method() -> str:
+    """forkserver where available: workers start from a clean process. A plain fork would inherit
+    the caller's OpenCV/OpenMP thread pools (and CUDA state), which deadlock in the child."""
+    methods = mp.get_all_start_methods()
+    if "forkserver" in methods:
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])     # imported once in the server, not per worker
+        return "forkserver"
+    return "spawn"
+
+
 def _worker_main(config, slot_names, shapes, with_labels, tasks, results):
-    cv2.setNumThreads(1)            # the workers are the parallelism
+    cv2.setNumThreads(1)            # the workers are the parallelism (a fresh process: safe)
     readers = _Readers(config)
     slots = [shared_memory.SharedMemory(name=n) for n in slot_names]
     try:
@@ -479,7 +489,7 @@ class OPDataSource:
     def _start_workers(self):
         # LMDB environments must not cross a fork: children open their own
         self._readers.close()
-        ctx = mp.get_context(self._mp_context or ("fork" if "fork" in mp.get_all_start_methods() else "spawn"))
+        ctx = mp.get_context(self._mp_context or _default_start_method())
         n_slots = self.prefetch + self.num_workers
         size = int(np.prod(self.image_shape))
         if self._with_worker_labels:
