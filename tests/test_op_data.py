@@ -175,3 +175,20 @@ def test_real_data_keypoints_on_heatmap_peaks(tmp_path_factory):
                 checked += 1
     readers.close()
     assert checked > 100
+
+
+def test_source_from_generated_training_prototxt(synth_lmdbs, tmp_path):
+    from openpose_train.generator.families import DatasetSpec
+    from openpose_train.generator.render import render_training
+    coco, bg = synth_lmdbs
+    text = render_training("BODY_25", datasets=(DatasetSpec(str(coco), 0.9, "COCO_25_17", "coco"),),
+                           background_lmdb=str(bg), prob_only_background=0.1, batch_size=2, crop_size=(184, 184))
+    path = tmp_path / "pose_training.prototxt"
+    path.write_text(text)
+    with OD.source_from_prototxt(path, seed=0, num_workers=0) as src:
+        batch = next(src)
+        assert src.config.sources[0].op_model == "COCO_25_17"
+    assert batch["image"].shape == (2, 3, 184, 184)
+    assert batch["label"].shape == (2, 156, 23, 23)
+    with pytest.raises(OD.OPDataError, match="no OPData layer named"):
+        OD.source_from_prototxt(path, layer_name="nope")
