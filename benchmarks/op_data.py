@@ -119,9 +119,9 @@ def emit(bench, case, value, unit, baseline, baseline_name, **extra):
 def bench_labels(quick):
     model, variant = get_training_variant(OP_MODEL)
     rng = np.random.default_rng(0)
-    repeats = 30 if quick else 300
+    repeats = 10 if quick else 300
     for count in (1, 3, 6, 12):
-        samples = [make_people(rng, count) for _ in range(8)]
+        samples = [make_people(rng, count) for _ in range(3 if quick else 8)]
         c = model.num_channels
         for people in samples:                 # same targets as the baseline before timing
             ours = L.render_labels(model, variant, people, None, (GRID, GRID), STRIDE, SIGMA)[c:]
@@ -169,7 +169,7 @@ def bench_samples(quick):
         build_lmdb(json_path, images, tmp / "coco", BuildOptions(workers=1, progress=False))
         build_lmdb(json_path, images, tmp / "bg", BuildOptions(workers=1, progress=False, background=True))
         lp = _layer(tmp / "coco", tmp / "bg", 10)
-        n = 3 if quick else 40
+        n = 2 if quick else 40
         base = _samples_per_s(lp, 0, max(2, n // 4))
         value = _samples_per_s(lp, 2, n)
         emit("samples_per_s", "workers=2", value, "samples/s", base, "same source, num_workers=0 (same run)",

@@ -192,3 +192,18 @@ def test_source_from_generated_training_prototxt(synth_lmdbs, tmp_path):
     assert batch["label"].shape == (2, 156, 23, 23)
     with pytest.raises(OD.OPDataError, match="no OPData layer named"):
         OD.source_from_prototxt(path, layer_name="nope")
+
+
+def test_benchmark_quick_smoke(repo_root):
+    import json
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, str(repo_root / "benchmarks" / "op_data.py"), "--quick"],
+                         capture_output=True, text=True, timeout=300, check=True)
+    lines = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
+    cases = {(line["bench"], line["case"]) for line in lines}
+    assert {("labels_ms", f"people={n}") for n in (1, 3, 6, 12)} | {("samples_per_s", "workers=2")} <= cases
+    for line in lines:
+        assert line["value"] > 0 and line["baseline"] > 0 and line["baseline_name"]
+    if not torch.cuda.is_available():
+        assert "skipped" in run.stderr
