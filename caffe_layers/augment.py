@@ -386,7 +386,8 @@ def augment_sample(rng, config: AugmentConfig, sample: Sample, category: str, op
     grid_w, grid_h = config.grid_size
     mask_grid = cv2.resize(mask, (grid_w, grid_h), interpolation=cv2.INTER_AREA)
     if bg is not None:
-        image = cv2.add(image, np.where((mask_bg != 0)[..., None], bg, 0).astype(np.uint8))
+        # image + (bg where maskBackground != 0), saturated: cv2.add with a mask leaves the rest as is
+        cv2.add(image, bg, dst=image, mask=(mask_bg != 0).view(np.uint8))
     return AugmentedSample(image=image, mask_grid=mask_grid, people=people, params=params)
 
 

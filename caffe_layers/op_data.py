@@ -529,7 +529,7 @@ class OPDataSource:
             inputs = run_plan(self._readers, plan, images, labels)
             self._pending.pop(plan.number, None)
             self._next_out = plan.number + 1
-            return images, labels, inputs
+            return self._to_tensors(images, labels, inputs)
         if not self._workers:
             self._start_workers()
         self._fill()
@@ -547,7 +547,7 @@ class OPDataSource:
                 self._free.append(slot)
                 raise OPDataError(f"layer '{self.config.layer_name}': {error}")
             images, labels = self._slot_arrays(slot)
-            self._ready[number] = (images.copy(), None if labels is None else labels.copy(), inputs)
+            self._ready[number] = self._to_tensors(images, labels, inputs)   # copies out of the slot
             self._free.append(slot)
             self._fill()
         number = self._next_out
@@ -558,21 +558,23 @@ class OPDataSource:
     def __iter__(self):
         return self
 
-    def __next__(self):
+    def _to_tensors(self, images, labels, inputs):
+        """Normalised image tensor (a new tensor, read straight from ``images``), label tensor (a copy)."""
         import torch
-        images, labels, inputs = self._next_arrays()
-        out = {}
-        names = self.config.top_names
-        image = torch.from_numpy(images)
         device = None if self._with_worker_labels else torch.device(self.label_device)
+        image = torch.from_numpy(images)
         if device is not None:
             image = image.to(device)
-        out[names[0]] = normalize_batch(image, self.config.augment.normalization)
+        image = normalize_batch(image, self.config.augment.normalization)
+        label = torch.from_numpy(labels.copy()) if labels is not None else None
+        return image, label, inputs
+
+    def __next__(self):
+        image, label, inputs = self._next_arrays()
+        names = self.config.top_names
+        out = {names[0]: image}
         if len(names) > 1:
-            if labels is not None:
-                out[names[1]] = torch.from_numpy(labels)
-            else:
-                out[names[1]] = self._device_labels(inputs, device)
+            out[names[1]] = label if label is not None else self._device_labels(inputs, image.device)
         return out
 
     def _device_labels(self, inputs, device):

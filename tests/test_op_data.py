@@ -207,3 +207,12 @@ def test_benchmark_quick_smoke(repo_root):
         assert line["value"] > 0 and line["baseline"] > 0 and line["baseline_name"]
     if not torch.cuda.is_available():
         assert "skipped" in run.stderr
+
+
+@pytest.mark.parametrize("mode", [0, 1, 2])
+def test_batch_normalisation_equals_the_reference(mode):
+    from openpose_train.caffe_layers.augment import normalize_image
+    img = np.random.default_rng(mode).integers(0, 256, (5, 7, 3), np.uint8)
+    ref = normalize_image(img, mode)
+    got = OD.normalize_batch(torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None], mode)[0]
+    np.testing.assert_array_equal(got.numpy(), ref)
