@@ -258,16 +258,62 @@ def _estimate_map_size(items, options, channels) -> int:
 
 # ----------------------------------------------------------------------------- writing
 
-def _write_batch(env, batch) -> None:
-    """Put ``batch`` in one transaction, growing the map and retrying when it is full."""
-    while True:
-        try:
-            with env.begin(write=True) as txn:
-                for key, value in batch:
-                    txn.put(key, value)
-            return
-        except lmdb.MapFullError:
-            env.set_mapsize(env.info()["map_size"] * 2)
+def _open_env(path: Path, map_size: int) -> lmdb.Environment:
+    # no fsync per commit: a killed process loses nothing (the OS has the pages); one sync at the end
+    return lmdb.open(str(path), map_size=map_size, subdir=True, meminit=False, max_dbs=0, sync=False,
+                     readahead=False)
+
+
+class TxnWriter:
+    """One large write transaction at a time, filled as image results arrive (no second copy
+    of the datums in Python). When the map is full, the transaction is aborted, the map doubled
+    and the images of this transaction are processed again (rare: the map starts at an estimate)."""
+
+    def __init__(self, env, redo):
+        self.env, self.redo = env, redo       # redo(image index) -> records
+        self.txn = env.begin(write=True)
+        self.indexes: List[int] = []
+        self.bytes = 0
+
+    def _grow_and_replay(self, indexes):
+        while True:
+            self.txn.abort()
+            self.env.set_mapsize(self.env.info()["map_size"] * 2)
+            self.txn = self.env.begin(write=True)
+            try:
+                for index in indexes:
+                    self.put_records(self.redo(index))
+                return
+            except lmdb.MapFullError:
+                continue
+
+    def put_records(self, records):
+        for key, value in records:
+            self.txn.put(key, value)
+
+    def add(self, index: int, records) -> None:
+        self.indexes.append(index)
+        while True:
+            try:
+                self.put_records(records)
+                break
+            except lmdb.MapFullError:
+                self._grow_and_replay(self.indexes[:-1])
+        self.bytes += sum(len(v) for _, v in records)
+
+    def commit(self) -> None:
+        while True:
+            try:
+                self.txn.commit()
+                break
+            except lmdb.MapFullError:          # a failed commit has aborted the transaction
+                self.txn = self.env.begin(write=True)
+                self._grow_and_replay(self.indexes)
+        self.txn = self.env.begin(write=True)
+        self.indexes, self.bytes = [], 0
+
+    def abort(self) -> None:
+        self.txn.abort()
 
 
 def _read_progress(partial: Path, fingerprint: str, repair: bool = False):
@@ -389,8 +435,7 @@ def build_lmdb(json_path, images_dir, out, options: Optional[BuildOptions] = Non
         with open(partial / PROGRESS_FILE, "w") as f:
             f.write(json.dumps({"fingerprint": fingerprint, "records": total, "images": len(items)}) + "\n")
     summary.resumed_images = len(done)
-    env = lmdb.open(str(partial), map_size=options.map_size or _estimate_map_size(items, options, channels),
-                    subdir=True, meminit=False, max_dbs=0, sync=False, readahead=False)
+    env = _open_env(partial, options.map_size or _estimate_map_size(items, options, channels))
     config = WorkerConfig(options.dataset, total, options.encoded, options.jpeg_quality)
     todo = [item for item in items if item.index not in done]
     workers = options.workers or min(os.cpu_count() or 1, 8)
@@ -401,42 +446,43 @@ def build_lmdb(json_path, images_dir, out, options: Optional[BuildOptions] = Non
         from tqdm import tqdm
         bar = tqdm(total=len(items), initial=len(done), unit="img", desc=f"lmdb {out.name}",
                    dynamic_ncols=True, mininterval=0.5)
-    batch, batch_bytes, batch_done, batch_skipped, batch_failed = [], 0, [], {}, []
+    writer = TxnWriter(env, lambda index: process_image(items[index], config).records)
+    batch_skipped, batch_failed = {}, []
     progress_file = open(partial / PROGRESS_FILE, "a")
 
     def commit():
-        nonlocal batch, batch_bytes, batch_done, batch_skipped, batch_failed
-        if batch:
-            _write_batch(env, batch)
-        if batch_done:
+        nonlocal batch_skipped, batch_failed
+        done_now = writer.indexes
+        writer.commit()
+        if done_now:
             # after the LMDB commit: a kill in between only makes the next run redo these images
-            progress_file.write(json.dumps({"done": batch_done, "skipped": batch_skipped,
+            progress_file.write(json.dumps({"done": done_now, "skipped": batch_skipped,
                                             "failed_keys": batch_failed}) + "\n")
             progress_file.flush()
-        batch, batch_bytes, batch_done, batch_skipped, batch_failed = [], 0, [], {}, []
+        batch_skipped, batch_failed = {}, []
 
     processed = 0
     try:
         for result in _results(todo, config, workers):
-            batch.extend(result.records)
-            batch_bytes += sum(len(v) for _, v in result.records)
-            batch_done.append(result.index)
+            writer.add(result.index, result.records)
             if result.reason:
                 batch_skipped[result.index] = result.reason
             batch_failed.extend(result.failed_keys)
             processed += 1
             if bar is not None:
                 bar.update(1)
-            if batch_bytes >= options.txn_bytes:
+            if writer.bytes >= options.txn_bytes:
                 commit()
             if options.stop_after_images is not None and processed >= options.stop_after_images:
                 raise KeyboardInterrupt
         commit()
     except BrokenProcessPool:
+        writer.abort()
         progress_file.close()
         env.close()
         raise LmdbBuildError(f"a worker process died (out of memory?); rerun to resume from {partial}") from None
     except KeyboardInterrupt:
+        writer.abort()
         progress_file.close()
         env.close()
         if bar is not None:
@@ -444,6 +490,7 @@ def build_lmdb(json_path, images_dir, out, options: Optional[BuildOptions] = Non
         summary.seconds = time.time() - start
         summary.images_read = processed
         return summary
+    writer.abort()          # the empty transaction opened after the last commit
     progress_file.close()
     if bar is not None:
         bar.close()

@@ -230,16 +230,13 @@ KILL_SCRIPT = """
 import os, signal, sys
 from openpose_train.dataset_tools import lmdb_writer as w
 calls = {"n": 0}
-original = w._write_batch
-def dying_write_batch(env, batch):
+original = w.TxnWriter.add
+def dying_add(self, index, records):
     calls["n"] += 1
-    if calls["n"] == 3:                    # killed inside an open write transaction
-        with env.begin(write=True) as txn:
-            for key, value in batch[: len(batch) // 2]:
-                txn.put(key, value)
-            os.kill(os.getpid(), signal.SIGKILL)
-    original(env, batch)
-w._write_batch = dying_write_batch
+    original(self, index, records)
+    if calls["n"] == 9:                    # killed inside an open write transaction
+        os.kill(os.getpid(), signal.SIGKILL)
+w.TxnWriter.add = dying_add
 w.build_lmdb(sys.argv[1], sys.argv[2], sys.argv[3], w.BuildOptions(seed=5, txn_bytes=350_000, workers=1,
              progress=False))
 """
