@@ -341,6 +341,21 @@ def sample_params(rng, config: AugmentConfig, sample: Sample, category: str, op_
     return params, people
 
 
+def crop_inside_source(matrix: np.ndarray, config: AugmentConfig, src_w: int, src_h: int, margin: float = 3.0) -> bool:
+    """True when every bicubic tap of every crop pixel lies inside the source image.
+
+    The map is affine, so the crop corners bound it; the 4x4 taps reach 1 px before and 2 px after
+    the sample point (plus 1 px of slack for OpenCV's fixed-point coordinates). Then the warp of
+    the all-zero padding mask is all zero and can be skipped.
+    """
+    inv = cv2.invertAffineTransform(matrix)
+    corners = np.array([[0, 0, 1], [config.crop_x - 1, 0, 1], [0, config.crop_y - 1, 1],
+                        [config.crop_x - 1, config.crop_y - 1, 1]], np.float64)
+    src = corners @ inv.T
+    return bool(src[:, 0].min() >= margin - 1 and src[:, 0].max() <= src_w - 1 - margin
+                and src[:, 1].min() >= margin - 1 and src[:, 1].max() <= src_h - 1 - margin)
+
+
 def _warp(src, matrix, config, border):
     return cv2.warpAffine(src, matrix, (config.crop_x, config.crop_y), flags=cv2.INTER_CUBIC,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=border)
@@ -371,7 +386,7 @@ def augment_sample(rng, config: AugmentConfig, sample: Sample, category: str, op
     else:
         image = _warp(sample.image, params.warp, config, (0, 0, 0))
     mask_bg = None
-    if bg is not None:
+    if bg is not None and (mask_is_background or not crop_inside_source(params.warp, config, src_w, src_h)):
         mask_bg = _warp(np.zeros((src_h, src_w), np.uint8), params.warp, config, 255)
     if mask_is_background:
         mask = mask_bg if mask_bg is not None else np.zeros((config.crop_y, config.crop_x), np.uint8)
@@ -385,7 +400,7 @@ def augment_sample(rng, config: AugmentConfig, sample: Sample, category: str, op
             image[y:y + h, x:x + w] = bg[y:y + h, x:x + w]
     grid_w, grid_h = config.grid_size
     mask_grid = cv2.resize(mask, (grid_w, grid_h), interpolation=cv2.INTER_AREA)
-    if bg is not None:
+    if mask_bg is not None:
         # image + (bg where maskBackground != 0), saturated: cv2.add with a mask leaves the rest as is
         cv2.add(image, bg, dst=image, mask=(mask_bg != 0).view(np.uint8))
     return AugmentedSample(image=image, mask_grid=mask_grid, people=people, params=params)

@@ -109,3 +109,21 @@ def test_normalization_modes():
     np.testing.assert_allclose(A.normalize_image(img, 1)[:, 0, 0], 128 - np.float32(A.MEAN_BGR_1), rtol=1e-6)
     with pytest.raises(A.AugmentError):
         A.normalize_image(img, 3)
+
+
+def test_skipping_the_padding_mask_warp_is_exact():
+    # whenever crop_inside_source says so, the padding mask warp is all zero
+    import cv2
+    config = A.AugmentConfig(crop_x=368, crop_y=368)
+    rng = np.random.default_rng(0)
+    inside = 0
+    for _ in range(200):
+        m = cv2.getRotationMatrix2D((float(rng.uniform(100, 540)), float(rng.uniform(100, 380))),
+                                    float(rng.uniform(-45, 45)), float(rng.uniform(0.6, 2.5)))
+        m[:, 2] += rng.uniform(-250, 50, 2)
+        warped = cv2.warpAffine(np.zeros((480, 640), np.uint8), m, (368, 368), flags=cv2.INTER_CUBIC,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=255)
+        if A.crop_inside_source(m, config, 640, 480):
+            inside += 1
+            assert warped.max() == 0
+    assert inside > 20
