@@ -79,6 +79,10 @@ def parse_layer(layer_param, phase: str = "TRAIN", **augment_overrides) -> OPDat
         aug = A.AugmentConfig.from_proto(tp, **augment_overrides)
     except A.AugmentError as exc:
         raise OPDataError(f"layer '{name}': {exc}") from None
+    if tp.add_distance:
+        raise OPDataError(f"layer '{name}': add_distance (deprecated distance channels) is not supported")
+    if tp.taf_topology:
+        raise OPDataError(f"layer '{name}': taf_topology {tp.taf_topology} (video TAFs) is not supported")
     paths = A.parse_list(tp.sources, str)
     if not paths:
         raise OPDataError(f"layer '{name}': op_transform_param.sources is empty")

@@ -216,3 +216,28 @@ def test_batch_normalisation_equals_the_reference(mode):
     ref = normalize_image(img, mode)
     got = OD.normalize_batch(torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None], mode)[0]
     np.testing.assert_array_equal(got.numpy(), ref)
+
+
+def test_test_phase_is_unaugmented_and_unsharded(synth_lmdbs):
+    coco, _ = synth_lmdbs
+    lp = layer(str(coco), batch=2)
+    lp.op_transform_param.crop_size_x, lp.op_transform_param.crop_size_y = 320, 240
+    with OD.OPDataSource(lp, phase="TEST", seed=0, num_workers=0, rank=1, world_size=2) as src:
+        plan = src._plan()
+        assert plan.keys == (0, 1)                       # TEST keeps every record
+        readers = src._readers
+        image, label, out = OD.render_item(readers, 0, 0, None, np.random.default_rng(0))
+        record = readers.source(0)[0]
+        np.testing.assert_array_equal(image, record.image)
+        model, variant = readers.models[0]
+        meta = record.meta
+        expected = np.concatenate([meta.joints[None], meta.others_joints])[..., :2] - 1    # COCO: 1-based
+        got = out.people[..., :2]
+        np.testing.assert_allclose(got[:, model.to_coco17[0]], expected[:, 0], atol=1e-4)   # nose
+        assert label.shape == (156, 30, 40)
+
+
+def test_unsupported_fields_are_refused(synth_lmdbs):
+    coco, _ = synth_lmdbs
+    with pytest.raises(OD.OPDataError, match="add_distance"):
+        OD.parse_layer(layer(str(coco), add_distance=True))
