@@ -301,3 +301,23 @@ def test_hand_model_takes_global_maxima():
     assert keypoints[0, :, 1].tolist() == [2.0 * (5 + p) for p in range(21)]
     assert keypoints[0, 20, 2] == pytest.approx(0.5)
     assert scores[0] == pytest.approx(np.mean([0.3 + p / 100 for p in range(21)]))
+
+
+def test_body135_face_and_hands_count_once():
+    from openpose_train.validation.postprocess import _Person
+    body135 = get_model("BODY_135")
+    t = body135.thresholds
+
+    def person(parts):
+        p = _Person([-1] * 135, len(parts), 1.0 * len(parts))
+        for g, part in enumerate(parts):
+            p.parts[part] = g
+        return p
+    lone_face = person(list(range(65, 90)))             # 25 face points count as 1 -> dropped
+    face_and_nose = person([0] + list(range(65, 70)))   # nose + face -> count 2 < 3
+    body = person([0, 5, 6] + list(range(25, 45)))      # 3 body points + a hand (counts 1) = 4
+    assert filter_people([lone_face, face_and_nose, body], body135, t) == [body]
+    # the count (and so score / count) uses the capped count: 23 points, count 4
+    weak = person([0, 5, 6] + list(range(25, 45)))
+    weak.score = 4 * 0.39
+    assert filter_people([weak, body], body135, t) == [body]

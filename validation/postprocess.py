@@ -15,7 +15,8 @@ every body model runs with (the CPU connector only knows BODY_25/COCO/MPI):
   descending, with the five cases (new person, attach A or B, redundant PAF, merge of disjoint
   people).
 * Filtering: foot keypoints do not count for 25-part and > 70-part models unless maximising
-  positives (a person left with <= 4 keypoints after the discount is dropped); keep iff
+  positives (a person left with <= 4 keypoints after the discount is dropped); for BODY_135
+  the face and each hand count as one keypoint (a lone face is dropped); keep iff
   ``count >= min_subset_cnt`` and ``score / count >= min_subset_score``; when nobody survives
   the filter runs once more with ``maximize_positives``.
 * Output: keypoints ``(people, N, 3)`` = (x * scale, y * scale, peak score), zeros for missing
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -255,16 +256,25 @@ def assemble_people(connections: Connections, peaks: Peaks, model: PoseModel) ->
     return [p for p in people if p.alive]
 
 
+def _capped(person: _Person, group: Sequence[int], limit: int) -> int:
+    """How many keypoints of ``group`` the count loses when the group counts at most ``limit``."""
+    present = sum(person.parts[i] >= 0 for i in group)
+    return max(present - limit, 0)
+
+
 def _effective_count(person: _Person, n_parts: int, maximize_positives: bool) -> Optional[int]:
-    """Keypoint count used by the keep rule, or None when the foot rule drops the person."""
+    """Keypoint count used by the keep rule, or None when a count rule drops the person."""
     count = person.count
-    if n_parts == 135:
-        # BODY_135: each hand and the face count as at most one keypoint.
-        for group in BODY_135_GROUPS:
-            present = sum(person.parts[i] >= 0 for i in group)
-            count -= max(present - 1, 0)
+    if n_parts >= 135:
+        # BODY_135: the face counts as one keypoint; a person that is then a single keypoint
+        # (a lone face) is dropped; each hand counts as one keypoint.
+        face, right_hand, left_hand = BODY_135_GROUPS[2], BODY_135_GROUPS[1], BODY_135_GROUPS[0]
+        count -= _capped(person, face, 1)
+        if count == 1:
+            return None
+        count -= _capped(person, right_hand, 1) + _capped(person, left_hand, 1)
     if not maximize_positives and (n_parts == 25 or n_parts > 70):
-        feet = sum(person.parts[i] >= 0 for i in FOOT_PARTS)
+        feet = _capped(person, FOOT_PARTS, 0)
         count -= feet
         if feet and count <= 4:
             return None
@@ -273,7 +283,9 @@ def _effective_count(person: _Person, n_parts: int, maximize_positives: bool) ->
 
 def filter_people(people: List[_Person], model: PoseModel, thresholds: PostprocessThresholds,
                   maximize_positives: bool = False) -> List[_Person]:
-    """OpenPose's keep rule (min subset count and score, foot rule, POSE_MAX_PEOPLE cap)."""
+    """OpenPose's keep rule: min subset count and score after the count rules (no cap on the
+    number of people, as in current OpenPose); re-run with ``maximize_positives`` when nobody
+    survives."""
     def run(maximize):
         kept = []
         for person in people:
@@ -283,8 +295,6 @@ def filter_people(people: List[_Person], model: PoseModel, thresholds: Postproce
             if (count >= thresholds.connect_min_subset_cnt
                     and person.score / count >= thresholds.connect_min_subset_score):
                 kept.append(person)
-                if len(kept) == thresholds.max_peaks:
-                    break
         return kept
 
     kept = run(maximize_positives)

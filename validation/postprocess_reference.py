@@ -117,9 +117,13 @@ def parse_people_reference(model, maps, scale=1.0, thresholds=None, maximize_pos
     def keep(maximize):
         out = []
         for parts, count, score, _ in alive:
-            if n == 135:
-                for group in BODY_135_GROUPS:
-                    count -= max(sum(g in parts for g in group) - 1, 0)
+            if n >= 135:
+                left, right, face = BODY_135_GROUPS
+                count -= max(sum(g in parts for g in face) - 1, 0)
+                if count == 1:
+                    continue
+                for hand in (right, left):
+                    count -= max(sum(g in parts for g in hand) - 1, 0)
             if not maximize and (n == 25 or n > 70):
                 feet = sum(f in parts for f in FOOT_PARTS)
                 count -= feet
@@ -128,7 +132,7 @@ def parse_people_reference(model, maps, scale=1.0, thresholds=None, maximize_pos
             if count > 0 and count >= t.connect_min_subset_cnt \
                     and score / count >= t.connect_min_subset_score:
                 out.append((parts, score))
-        return out[:t.max_peaks]
+        return out
 
     kept = keep(maximize_positives) or (keep(True) if not maximize_positives else [])
     keypoints = np.zeros((len(kept), n, 3), dtype=np.float32)
