@@ -15,8 +15,17 @@ Multi-GPU: ``rank``/``world_size`` shard every LMDB as the fork's ``Skip()`` doe
 ``% world_size == rank``); the source draw uses the un-ranked seed, so all ranks pick the same
 source for the same step (the fork shares it through static atomics).
 
-Workers are processes writing into shared-memory slots (uint8 images, float32 labels); the main
-process only copies a finished slot into torch tensors and normalises the image.
+Workers are processes (started from a ``forkserver``: a plain fork would inherit the caller's
+OpenCV/OpenMP thread pools and CUDA state) writing into shared-memory slots (uint8 images,
+float32 labels rendered in place); the main process only normalises a finished slot's image into a
+torch tensor and copies its label. ``num_workers=0`` does everything in the calling thread.
+
+LMDB allows one handle per file and process: sources in one process share readers
+(reference-counted); a source with workers holds no LMDB open in the calling process.
+
+Not implemented (refused with a clear message): ``add_distance``, ``taf_topology`` and the
+MPII_65_42 / CAR_12 / COCO_59_17 label rules. Deliberate deviation: an invalid record (§5.8) gives
+a zero image instead of the fork's stale buffer contents.
 """
 from __future__ import annotations
 
