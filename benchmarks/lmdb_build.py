@@ -61,13 +61,8 @@ def _child_floor(json_path, images_dir, out, counts_path=None):
     doc = json.load(open(json_path))
     counts = json.load(open(counts_path)) if counts_path else None
     start = time.perf_counter()
-    env = lmdb.open(out, map_size=1 << 35, subdir=True, meminit=False, sync=False, readahead=False)
-    batch, size, key = [], 0, 0
-
-    def flush():
-        with env.begin(write=True) as txn:
-            for k, v in batch:
-                txn.put(k, v)
+    env = lmdb.open(out, map_size=1 << 35, subdir=True, meminit=False, sync=False, readahead=False)  # as the writer
+    txn, size, key = env.begin(write=True), 0, 0      # values go straight into the transaction, as the writer
     for img in doc["images"]:
         image = cv2.imread(os.path.join(images_dir, img["file_name"]), cv2.IMREAD_COLOR)
         h, w = image.shape[:2]
@@ -75,17 +70,16 @@ def _child_floor(json_path, images_dir, out, counts_path=None):
         if counts is None:
             values = [serialize_datum(3, h, w, planes)]
         else:
-            extra = bytes(2 * h * w)
-            values = [serialize_datum(5, h, w, b"".join([planes, extra]))
-                      for _ in range(counts.get(img["file_name"], 0))]
+            extra = np.zeros(2 * h * w, np.uint8)
+            values = [serialize_datum(5, h, w, [planes, extra]) for _ in range(counts.get(img["file_name"], 0))]
         for value in values:
-            batch.append((b"%07d" % key, value))
+            txn.put(b"%07d" % key, value)
             key += 1
             size += len(value)
         if size >= 64 << 20:
-            flush()
-            batch, size = [], 0
-    flush()
+            txn.commit()
+            txn, size = env.begin(write=True), 0
+    txn.commit()
     env.sync(True)
     env.close()
     return {"images": len(doc["images"]), "records": key, "seconds": time.perf_counter() - start}
@@ -95,9 +89,9 @@ def _child_build(json_path, images_dir, out, counts_path=None, encoded=False):
     from openpose_train.dataset_tools.lmdb_writer import BuildOptions, build_lmdb
     start = time.perf_counter()
     summary = build_lmdb(json_path, images_dir, out, BuildOptions(progress=False, encoded=encoded))
-    doc = json.load(open(json_path))
-    return {"images": len(doc["images"]), "records": summary.records_written,
-            "seconds": time.perf_counter() - start}
+    seconds = time.perf_counter() - start
+    n_images = len(json.load(open(json_path))["images"])     # the floor's denominator: every image
+    return {"images": n_images, "records": summary.records_written, "seconds": seconds}
 
 
 def _run_child(mode, json_path, images_dir, out, counts=None):
