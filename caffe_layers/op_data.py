@@ -355,7 +355,7 @@ def run_plan(readers: _Readers, plan: BatchPlan, images: np.ndarray, labels: Opt
         if image.shape != images.shape[2:] + (3,):
             raise OPDataError(f"{readers.config.layer_name}: item image {image.shape} differs from the batch "
                               f"shape {images.shape[2:] + (3,)}")
-        images[i] = image.transpose(2, 0, 1)      # labels[i] was rendered in place
+        _write_planes(image, images[i])           # labels[i] was rendered in place
         inputs.append((out.people, out.mask_grid, out.filled))
     return {"source": plan.source, "items": inputs}
 
@@ -369,6 +369,14 @@ def _default_start_method() -> str:
         ctx.set_forkserver_preload([__name__])     # imported once in the server, not per worker
         return "forkserver"
     return "spawn"
+
+
+def _write_planes(image: np.ndarray, planes: np.ndarray) -> None:
+    """HWC image -> the (3, H, W) planes of a batch slot (cv2.split writes in place: 5x a transpose)."""
+    dst = [planes[0], planes[1], planes[2]]
+    out = cv2.split(np.ascontiguousarray(image), dst)
+    if any(o.__array_interface__["data"][0] != d.__array_interface__["data"][0] for o, d in zip(out, dst)):
+        planes[:] = image.transpose(2, 0, 1)      # the binding allocated new arrays: copy
 
 
 def _worker_main(config, slot_names, shapes, with_labels, tasks, results):

@@ -241,3 +241,17 @@ def test_unsupported_fields_are_refused(synth_lmdbs):
     coco, _ = synth_lmdbs
     with pytest.raises(OD.OPDataError, match="add_distance"):
         OD.parse_layer(layer(str(coco), add_distance=True))
+
+
+def test_batch_images_are_the_augmented_crops(synth_lmdbs):
+    coco, bg = synth_lmdbs
+    with OD.OPDataSource(layer(str(coco), background=str(bg), batch=3), seed=2, num_workers=0) as src:
+        plan = src._plan()
+        images = np.zeros((3, 3, 184, 184), np.uint8)
+        labels = np.zeros((3, 156, 23, 23), np.float32)
+        OD.run_plan(src._readers, plan, images, labels)
+        rng = np.random.default_rng(list(plan.seed))
+        for i, (key, bg_key) in enumerate(zip(plan.keys, plan.bg_keys)):
+            image, label, _ = OD.render_item(src._readers, plan.source, key, bg_key, rng)
+            np.testing.assert_array_equal(images[i], image.transpose(2, 0, 1))
+            np.testing.assert_array_equal(labels[i], label)
