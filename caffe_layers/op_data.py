@@ -29,8 +29,10 @@ a zero image instead of the fork's stale buffer contents.
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import queue
+import sys
 import traceback
 from dataclasses import dataclass
 from multiprocessing import shared_memory
@@ -371,6 +373,29 @@ def _default_start_method() -> str:
     return "spawn"
 
 
+@contextlib.contextmanager
+def _main_module_hidden():
+    """Start workers without re-running the caller's main script in them.
+
+    spawn/forkserver children import ``__main__`` (by path or module name) so that pickled
+    objects defined there resolve; ours live in this package, so hiding the main module's path and
+    spec while the processes start keeps unguarded scripts (no ``if __name__ == "__main__"``)
+    working, as with a plain fork.
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__dict__["__spec__"] = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
+
+
 def _write_planes(image: np.ndarray, planes: np.ndarray) -> None:
     """HWC image -> the (3, H, W) planes of a batch slot (cv2.split writes in place: 5x a transpose)."""
     dst = [planes[0], planes[1], planes[2]]
@@ -520,12 +545,13 @@ class OPDataSource:
         self._tasks = ctx.Queue()
         self._results = ctx.Queue()
         shapes = (self.image_shape, self.label_shape)
-        for _ in range(self.num_workers):
-            p = ctx.Process(target=_worker_main, daemon=True,
-                            args=(self.config, [s.name for s in self._slots], shapes, self._with_worker_labels,
-                                  self._tasks, self._results))
-            p.start()
-            self._workers.append(p)
+        with _main_module_hidden():
+            for _ in range(self.num_workers):
+                p = ctx.Process(target=_worker_main, daemon=True,
+                                args=(self.config, [s.name for s in self._slots], shapes, self._with_worker_labels,
+                                      self._tasks, self._results))
+                p.start()
+                self._workers.append(p)
         self._in_flight = 0
 
     def _fill(self):

@@ -255,3 +255,25 @@ def test_batch_images_are_the_augmented_crops(synth_lmdbs):
             image, label, _ = OD.render_item(src._readers, plan.source, key, bg_key, rng)
             np.testing.assert_array_equal(images[i], image.transpose(2, 0, 1))
             np.testing.assert_array_equal(labels[i], label)
+
+
+def test_workers_from_an_unguarded_script(synth_lmdbs, tmp_path):
+    """A plain script without ``if __name__ == "__main__"`` must not be re-run in the workers."""
+    import subprocess
+    import sys
+    coco, _ = synth_lmdbs
+    script = tmp_path / "plain.py"
+    script.write_text(
+        "from openpose_train.caffe_layers import caffe_pb2\n"
+        "from openpose_train.caffe_layers.op_data import OPDataSource\n"
+        "lp = caffe_pb2.LayerParameter(name='data', type='OPData', top=['image', 'label'])\n"
+        "lp.data_param.batch_size = 2\n"
+        "tp = lp.op_transform_param\n"
+        "tp.stride, tp.crop_size_x, tp.crop_size_y = 8, 184, 184\n"
+        f"tp.sources, tp.models = {str(coco)!r}, 'COCO_25_17'\n"
+        "print('RUN', flush=True)\n"
+        "with OPDataSource(lp, seed=0, num_workers=2) as src:\n"
+        "    print(tuple(next(src)['label'].shape))\n")
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["RUN", "(2,", "156,", "23,", "23)"]
