@@ -11,7 +11,7 @@ grey level), for pipelines that move the warps to the GPU.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
