@@ -303,8 +303,12 @@ class Record:
     encoded: bool = False
 
 
-def minimum_width(dataset: Optional[str]) -> int:
-    return MINIMUM_WIDTH_FACE_MASK_OUT if dataset and "face70_mask_out" in dataset else MINIMUM_WIDTH
+def minimum_width(dataset: Optional[str], num_parts: int = 0) -> int:
+    """Datum width below which the writer pads: 128 (300 for face70_mask_out) as the original,
+    and at least 4 bytes per keypoint so that a metadata row holds them (the original did not
+    check; e.g. COCO-WholeBody's 133 keypoints need 532)."""
+    base = MINIMUM_WIDTH_FACE_MASK_OUT if dataset and "face70_mask_out" in dataset else MINIMUM_WIDTH
+    return max(base, 4 * num_parts)
 
 
 def pad_to_minimum_width(image: np.ndarray, mask_miss: Optional[np.ndarray], min_width: int):
@@ -389,7 +393,7 @@ def build_datum(image: Optional[np.ndarray], metadata: Optional[Metadata] = None
     padded to the minimum width. ``image`` None with metadata: a Dome metadata-only datum.
     No metadata: a negatives (background) datum of 3 channels.
     """
-    min_width = minimum_width(metadata.dataset) if metadata is not None else None
+    min_width = minimum_width(metadata.dataset, metadata.num_parts) if metadata is not None else None
     return DatumBuilder(image, mask_miss, encoded, jpeg_quality, min_width).build(metadata)
 
 

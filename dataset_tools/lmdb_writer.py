@@ -163,7 +163,8 @@ def process_image(item: WorkItem, config: WorkerConfig) -> ImageResult:
         mask_miss = coco.mask_miss(item.entry, layout) if layout.has_mask else None
     except (ValueError, TypeError):
         return ImageResult(item.index, [], BAD_SEGMENTATION)
-    builder = DatumBuilder(image, mask_miss, config.encoded, config.jpeg_quality, minimum_width(layout.lmdb_dataset))
+    builder = DatumBuilder(image, mask_miss, config.encoded, config.jpeg_quality,
+                           minimum_width(layout.lmdb_dataset, layout.num_keypoints))
     out, failed = [], []
     for key, person in item.records:
         meta = coco.build_metadata(item.entry, person, layout)
@@ -248,7 +249,7 @@ def _estimate_map_size(items, options, channels) -> int:
     total = 0
     for item in items:
         if item.width and item.height:
-            w = max(item.width, minimum_width(None))
+            w = max(item.width, minimum_width(None, 135))
             per = channels * item.height * w + 64
             total += len(item.records) * (per // 3 if options.encoded else per)
         else:

@@ -332,3 +332,13 @@ def test_progress_line_cut_by_a_kill_is_repaired(tmp_path, synth):
     assert summary.resumed_images >= 10
     build_lmdb(json_path, images, tmp_path / "full", _options(seed=5))
     assert _records(out) == _records(tmp_path / "full")
+
+
+def test_wholebody_lmdb_pads_to_fit_133_keypoints(tmp_path):
+    r = make_synthetic_dataset(tmp_path / "wb", SynthConfig(images=12, seed=2, width=256, height=192, wholebody=True))
+    summary = build_lmdb(r.splits["train2017"], r.image_dirs["train2017"], tmp_path / "l", _options(dataset="wholebody"))
+    assert summary.records_written > 5 and "metadata does not fit" not in "\n".join(summary.lines())
+    for _, rec in iter_records(tmp_path / "l"):
+        assert rec.meta.dataset == "COCO_WholeBody" and rec.meta.num_parts == 133
+        assert rec.image.shape[1] == 532 and rec.meta.img_width == 256
+        assert (rec.image[:, 256:] == 128).all() and not rec.mask_miss[:, 256:].any()
