@@ -146,3 +146,22 @@ def test_finetune_copies_by_name_and_reports(tiny_snapshot):
         net.load_caffe_weights(conflicting)
     report = net.load_caffe_weights(conflicting, reinit_on_shape_mismatch=True)
     assert report.reinitialised == [name]
+
+
+def test_finetune_body25_weights_into_body25b(tiny_snapshot):
+    """BODY_25 weights into BODY_25B (other keypoints and PAFs): the backbone is copied, the output
+    layers conflict; the conflict stops with both shapes unless re-initialisation is asked for."""
+    from openpose_train.training.loop import TrainingError, load_weights
+
+    _, _, snapshot, weights = tiny_snapshot
+    from openpose_train.caffe_layers import caffe_pb2
+
+    deploy_b = caffe_io.parse_prototxt(render_deploy("BODY_25B", preset="tiny"), caffe_pb2.NetParameter())
+    net_b = CaffeNet(deploy_b, phase="TEST", seed=0)
+    with pytest.raises(TrainingError, match="--reinit-mismatched"):
+        load_weights(net_b, [str(snapshot)])
+    (report,) = load_weights(net_b, [str(snapshot)], reinit_on_shape_mismatch=True)
+    assert "conv1_1" in report.matched
+    assert report.reinitialised, "the output convolutions of BODY_25 (78 ch) cannot fit BODY_25B (97 ch)"
+    loaded = net_b.caffe_weights()
+    np.testing.assert_array_equal(loaded["conv1_1"][0], weights["conv1_1"][0])

@@ -36,6 +36,7 @@ class TrainConfig:
 
     solver: str
     weights: List[str] = field(default_factory=list)
+    reinit_mismatched: bool = False
     snapshot: Optional[str] = None
     gpus: List[int] = field(default_factory=list)
     iterations: Optional[int] = None
@@ -214,7 +215,7 @@ def run_training(cfg: TrainConfig) -> int:
         if cfg.snapshot and cfg.weights:
             raise TrainingError("give -snapshot to resume training or -weights to fine-tune, not both")
         if cfg.weights:
-            load_weights(net, cfg.weights, logger)
+            load_weights(net, cfg.weights, logger, reinit_on_shape_mismatch=cfg.reinit_mismatched)
         options = TrainOptions(max_iter=cfg.iterations, sigint_effect=cfg.sigint_effect,
                                sighup_effect=cfg.sighup_effect, bf16=cfg.bf16, channels_last=cfg.channels_last,
                                workers=cfg.workers, metrics_path=cfg.metrics, progress=cfg.progress)
@@ -251,6 +252,9 @@ def _worker(cfg: TrainConfig) -> None:
               help="Action on SIGINT/SIGTERM (Caffe: snapshot, stop, none). 'stop' snapshots, then exits.")
 @caffe_option("sighup_effect", default="snapshot", type=click.Choice(["snapshot", "stop", "none"]),
               help="Action on SIGHUP.")
+@click.option("--reinit-mismatched", "reinit_mismatched", is_flag=True,
+              help="Fine-tuning into a changed model: layers whose shapes differ from -weights keep their "
+                   "filler initialisation (reported) instead of stopping.")
 @click.option("--backend", type=click.Choice(["torch", "caffe"]), default=None,
               help="torch (default) or an external Caffe binary ($CAFFE or 'caffe' on PATH; $CAFFE selects it).")
 @click.option("--bf16", is_flag=True, help="bf16 autocast on CUDA (ignored on the CPU).")
@@ -259,8 +263,8 @@ def _worker(cfg: TrainConfig) -> None:
 @click.option("--log", "log_file", default=None, help="Also append the glog-style log to this file.")
 @click.option("--metrics", default=None, help="JSONL metrics file (default <snapshot_prefix>_metrics.jsonl).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def train(solver, weights, snapshot, gpu, iterations, sigint_effect, sighup_effect, backend, bf16,
-          channels_last, workers, log_file, metrics, no_progress):
+def train(solver, weights, snapshot, gpu, iterations, sigint_effect, sighup_effect, reinit_mismatched, backend,
+          bf16, channels_last, workers, log_file, metrics, no_progress):
     """Train a net like `caffe train` (same flags), writing Caffe snapshots.
 
     \b
@@ -282,7 +286,8 @@ def train(solver, weights, snapshot, gpu, iterations, sigint_effect, sighup_effe
             if rc != 0:
                 raise click.ClickException(f"caffe exited with status {rc}")
             return
-        cfg = TrainConfig(solver=solver, weights=weight_list, snapshot=snapshot or None, gpus=parse_gpus(gpu),
+        cfg = TrainConfig(solver=solver, weights=weight_list, reinit_mismatched=reinit_mismatched,
+                          snapshot=snapshot or None, gpus=parse_gpus(gpu),
                           iterations=iterations, sigint_effect=sigint_effect, sighup_effect=sighup_effect,
                           bf16=bf16, channels_last=channels_last, workers=workers, log_file=log_file,
                           metrics=metrics, progress=not no_progress)

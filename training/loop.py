@@ -448,8 +448,14 @@ class Trainer:
 
 
 # ---- caffe_io adapters ------------------------------------------------------------------------------
-def load_weights(net, paths: Iterable[str], logger: Optional[GlogLogger] = None):
-    """Copy layers by name from each caffemodel (Caffe's ``CopyTrainedLayersFrom``); returns the reports."""
+def load_weights(net, paths: Iterable[str], logger: Optional[GlogLogger] = None,
+                 reinit_on_shape_mismatch: bool = False):
+    """Copy layers by name from each caffemodel (Caffe's ``CopyTrainedLayersFrom``); returns the reports.
+
+    A shape conflict stops with the layer and both shapes, unless ``reinit_on_shape_mismatch``
+    (fine-tuning into a model with other keypoints/PAFs): then the layer keeps its initialisation
+    and is reported as re-initialised.
+    """
     from openpose_train.caffe_layers import caffe_io
     from openpose_train.caffe_layers.net import WeightShapeError
 
@@ -462,15 +468,19 @@ def load_weights(net, paths: Iterable[str], logger: Optional[GlogLogger] = None)
         except Exception as exc:  # a corrupt or truncated file: name it
             raise TrainingError(f"{path}: cannot read caffemodel: {exc}") from exc
         try:
-            report = net.load_caffe_weights(weights)
+            report = net.load_caffe_weights(weights, reinit_on_shape_mismatch=reinit_on_shape_mismatch)
         except WeightShapeError as exc:
-            raise TrainingError(f"{path}: {exc}") from exc
+            raise TrainingError(f"{path}: {exc} (fine-tuning into a changed model? "
+                                f"--reinit-mismatched re-initialises such layers)") from exc
         if logger is not None:
             for name in report.unmatched:
                 logger.info("net.cpp:761", f"Ignoring source layer {name}")
             logger.info("caffe.cpp:140", f"Copied weights from {path}: {report.summary()}")
             if report.matched:
                 logger.info("caffe.cpp:141", f"  matched layers: {', '.join(report.matched)}")
+            if report.reinitialised:
+                logger.info("caffe.cpp:142", f"  re-initialised on shape mismatch: "
+                            f"{', '.join(report.reinitialised)}")
             if report.missing:
                 logger.info("caffe.cpp:142", f"  net layers not in {os.path.basename(path)} (keep their "
                             f"initialisation): {', '.join(report.missing)}")
