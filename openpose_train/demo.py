@@ -2,10 +2,10 @@
 
     python -m openpose_train.demo --out out/demo [--images N] [--iterations N] [--quick]
 
-Steps (each one a real ``openpose-train`` command run in a subprocess, so the demo proves the
-commands a user types; its output goes to ``OUT/logs/<step>.log``):
+Steps (from step 2 on, each one a real ``openpose-train`` command run in a subprocess, so the demo
+proves the commands a user types; its output goes to ``OUT/logs/<step>.log``):
 
-1. ``synth``     synthetic COCO-format stick-figure dataset, train + held-out val split
+1. synthetic COCO-format stick-figure dataset, train + held-out val split (``dataset_tools.synth``)
 2. ``lmdb``      the training images to an OpenPose LMDB
 3. ``prototxt``  training files for BODY_25 topology with the reduced ``tiny`` preset
 4. ``train``     our Caffe-compatible engine on the CPU (a progress bar follows the metrics file)
@@ -27,7 +27,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import click
 
@@ -50,6 +50,7 @@ class DemoConfig:
     val_fraction: float = 0.125       # held-out share for validation
     image_size: int = 192             # synthetic images are image_size x image_size
     max_people: int = 3
+    person_height: Tuple[float, float] = (0.4, 0.75)   # fraction of the image height
     seed: int = 0
     crop: int = 128                   # training crop (multiple of 8)
     batch_size: int = 8
@@ -59,6 +60,7 @@ class DemoConfig:
     scale_min: float = 0.5            # OPData scale multiplier range (person height ~ 0.6 * crop * mult)
     scale_max: float = 1.1
     max_rotation: float = 30.0
+    occlusions: int = 0               # OPData's random background patches over people (the preset: 2)
     net_resolution: str = "-1x192"    # validation input (the synthetic images' own size)
     min_ap_gain: float = 0.10         # trained AP must beat the random-weights AP by this much
     check_learning: bool = True
@@ -196,10 +198,16 @@ def clean_outputs(paths: DemoPaths) -> None:
 
 
 def make_dataset(paths: DemoPaths, cfg: DemoConfig) -> None:
-    run_command("synth", _cli("synth", "--out", paths.data, "--images", cfg.images, "--seed", cfg.seed,
-                              "--width", cfg.image_size, "--height", cfg.image_size,
-                              "--max-people", cfg.max_people, "--val-fraction", cfg.val_fraction),
-                paths.logs / "synth.log")
+    """The synthetic dataset through the Python API (the ``synth`` command has no person-size flags)."""
+    from openpose_train.dataset_tools.synth import SynthConfig, make_synthetic_dataset
+
+    config = SynthConfig(images=cfg.images, seed=cfg.seed, width=cfg.image_size, height=cfg.image_size,
+                         max_people=cfg.max_people, val_fraction=cfg.val_fraction,
+                         min_person_height=cfg.person_height[0], max_person_height=cfg.person_height[1])
+    result = make_synthetic_dataset(paths.data, config, progress=sys.stderr.isatty())
+    for split in result.splits:
+        print(f"      {split}: {result.num_images[split]} images in {result.image_dirs[split]}", flush=True)
+    print(f"      {result.num_people} people", flush=True)
 
 
 def make_lmdb(paths: DemoPaths, cfg: DemoConfig) -> None:
@@ -214,6 +222,7 @@ def make_training_files(paths: DemoPaths, cfg: DemoConfig) -> Dict[str, Path]:
         "prototxt", "--model", MODEL, "--preset", PRESET, "--out", paths.model,
         "--crop-size", cfg.crop, "--batch-size", cfg.batch_size, "--lmdb", paths.lmdb.resolve(),
         "--scale-min", cfg.scale_min, "--scale-max", cfg.scale_max, "--max-rotation", cfg.max_rotation,
+        "--occlusions", cfg.occlusions,
         "--base-lr", cfg.base_lr, "--lr-policy", "fixed", "--max-iter", cfg.iterations,
         "--snapshot-interval", cfg.snapshot_interval, "--snapshot-prefix", (paths.snapshots / "pose").resolve(),
         "--display", max(1, min(50, cfg.iterations // 10)), "--gpus", "", "--vgg-weights", ""),
