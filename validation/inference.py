@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import re
@@ -26,7 +27,7 @@ import cv2
 import numpy as np
 
 from openpose_train.generator.registry import PoseModel
-from openpose_train.validation.postprocess import parse_people
+from openpose_train.validation.postprocess import PEAK_BLOCK, parse_people, peak_block_grid
 
 OUTPUT_BLOB = "net_output"
 NET_DECREASE_FACTOR = 8
@@ -166,6 +167,42 @@ def resize_and_merge(outputs: Sequence[np.ndarray], scales: Sequence[float],
         if len(outputs) > 1:
             merged /= len(outputs)
         return merged.cpu().numpy()
+
+
+@functools.lru_cache(maxsize=64)
+def _block_envelope(n_out: int, n_in: int, factor: float) -> np.ndarray:
+    """(blocks, n_in) largest ``|weight|`` of :func:`cubic_resize_matrix` over the output rows
+    of each :data:`~openpose_train.validation.postprocess.PEAK_BLOCK` block (rows 8b+1..8b+8)."""
+    nb = peak_block_grid(n_out, n_out)[0]
+    weights = np.abs(cubic_resize_matrix(n_out, n_in, factor))[1:1 + nb * PEAK_BLOCK]
+    weights = np.pad(weights, ((0, nb * PEAK_BLOCK - weights.shape[0]), (0, 0)))
+    envelope = weights.reshape(nb, PEAK_BLOCK, n_in).max(axis=1)
+    envelope.flags.writeable = False        # shared through the cache
+    return envelope
+
+
+def heatmap_block_bounds(outputs: Sequence[np.ndarray], scales: Sequence[float],
+                         target: Tuple[int, int], num_parts: int,
+                         factor: float = NET_DECREASE_FACTOR) -> np.ndarray:
+    """Upper bound of ``|value|`` over every peak-search block of the first ``num_parts``
+    channels of :func:`resize_and_merge` (same arguments), from the small net outputs alone:
+    a resized pixel is ``sum Ay[y, i] Ax[x, j] src[i, j]``, so over a block it is at most
+    ``sum_ij max_y|Ay[y, i]| max_x|Ax[x, j]| |src[i, j]|``, and the merge averages. Passed to
+    :func:`~openpose_train.validation.postprocess.parse_people` as ``block_bound`` it lets the
+    NMS skip the blocks that cannot reach the threshold (a few hundred thousand flops here
+    against a scan of every full-resolution pixel)."""
+    tw, th = target
+    bound = None
+    for output, s in zip(outputs, scales):
+        src = np.abs(np.asarray(output[:num_parts], dtype=np.float32))
+        n, h, w = src.shape
+        f = factor * scales[0] / s
+        along_x = _block_envelope(tw, w, f)
+        along_y = _block_envelope(th, h, f)
+        rows = (src.reshape(n * h, w) @ along_x.T).reshape(n, h, -1)
+        b = np.matmul(along_y, rows)
+        bound = b if bound is None else bound + b
+    return bound / len(outputs)
 
 
 # ------------------------------------------------------------------------------- backends
@@ -348,6 +385,10 @@ class PoseEstimator:
 
     def heatmaps_batch(self, images: Sequence[np.ndarray]) -> List[Tuple[np.ndarray, float]]:
         """Like :meth:`heatmaps` for several images; inputs of equal size share one forward."""
+        return [(merged, scale) for merged, scale, _ in self._maps_batch(images)]
+
+    def _maps_batch(self, images: Sequence[np.ndarray]):
+        """[(merged maps, net->image scale, heatmap block bounds)] per image."""
         plans = []
         for image in images:
             if image is None or image.ndim != 3:
@@ -367,7 +408,10 @@ class PoseEstimator:
         for i, (image, (scales, net0)) in enumerate(zip(images, plans)):
             outs = [outputs[(i, j)] for j in range(len(scales))]
             merged = resize_and_merge(outs, [s for _, s in scales], net0, self.resize_device)
-            results.append((merged, net_to_image_scale(net0, (image.shape[1], image.shape[0]))))
+            bound = heatmap_block_bounds(outs, [s for _, s in scales], net0, self.model.num_parts) \
+                if self.model.runtime_pairs else None
+            results.append((merged, net_to_image_scale(net0, (image.shape[1], image.shape[0])),
+                            bound))
         return results
 
     def estimate(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -376,8 +420,9 @@ class PoseEstimator:
 
     def estimate_batch(self, images: Sequence[np.ndarray]) -> List[Tuple[np.ndarray, np.ndarray]]:
         return [parse_people(self.model, maps, scale=s,
-                             maximize_positives=self.settings.maximize_positives)
-                for maps, s in self.heatmaps_batch(images)]
+                             maximize_positives=self.settings.maximize_positives,
+                             block_bound=bound)
+                for maps, s, bound in self._maps_batch(images)]
 
 
 def iter_batches(items: Iterable, size: int):

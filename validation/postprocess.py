@@ -89,40 +89,50 @@ def maximize_positives_thresholds(t: PostprocessThresholds) -> PostprocessThresh
     )
 
 
+# Block grid of the bounded peak search: block (j, i) holds the pixels of rows 8j+1..8j+8 and
+# columns 8i+1..8i+8 (row/column 0 is border and never a peak), so its 10x10 window with the
+# one-pixel halo starts at (8j, 8i) and never reaches before the map.
+PEAK_BLOCK = 8
+# Relative slack on a block's bound: covers float32 (or TF32 on a GPU) rounding of the resize.
+BLOCK_BOUND_SLACK = 1e-2
+_WIN = PEAK_BLOCK + 2
+
+
+def peak_block_grid(height: int, width: int) -> Tuple[int, int]:
+    """(rows, columns) of the :data:`PEAK_BLOCK` grid that covers every possible peak pixel."""
+    return max(-(-(height - 2) // PEAK_BLOCK), 0), max(-(-(width - 2) // PEAK_BLOCK), 0)
+
+
 def find_peaks(heatmaps: np.ndarray, threshold: float, offset: float = 0.5,
-               max_peaks: int = 127) -> Peaks:
+               max_peaks: int = 127, block_bound: Optional[np.ndarray] = None) -> Peaks:
     """OpenPose NMS (CUDA rules) on ``heatmaps`` (N, H, W).
 
-    Sparse and exact: only pixels above ``threshold`` are examined. Neighbours at or below the
-    threshold can never beat a pixel above it, so the horizontal test needs only the runs of
-    above-threshold pixels; the few survivors are then checked against their other 6 neighbours.
+    Sparse and exact: only pixels above ``threshold`` are examined. ``block_bound`` (optional,
+    (N, rows, cols) of :func:`peak_block_grid`) is an upper bound of ``|value|`` over each
+    block (e.g. :func:`openpose_train.validation.inference.heatmap_block_bounds`, from the net
+    output the maps were upsampled from); blocks whose bound is below the threshold are skipped
+    unread, which gives the same peaks as the full scan as long as the bound holds.
     """
     hm = np.ascontiguousarray(heatmaps, dtype=np.float32)
     if hm.ndim != 3:
         raise MapShapeError(f"heatmaps must be (N, H, W), got shape {hm.shape}")
-    n, h, w = hm.shape
+    return _find_peaks(hm.reshape(-1), hm.shape, threshold, offset, max_peaks, block_bound)
+
+
+def _find_peaks(flat: np.ndarray, shape: Tuple[int, int, int], threshold: float, offset: float,
+                max_peaks: int, block_bound: Optional[np.ndarray]) -> Peaks:
+    """:func:`find_peaks` on a flat float32 buffer whose start holds the (N, H, W) heatmaps
+    (the block search reads a few rows past them: other channels when the buffer has them,
+    otherwise a zero-padded copy)."""
+    n, h, w = shape
     empty_start = np.zeros(n + 1, dtype=np.int64)
     if h < 3 or w < 3:
         e = np.zeros(0, np.float32)
         return Peaks(np.zeros(0, np.int64), e, e, e, empty_start)
-    flat = hm.reshape(-1)
-    idx = np.flatnonzero(flat > threshold)
-    v = flat[idx]
-    # Horizontal strict maximum using the runs of consecutive above-threshold indices.
-    consecutive = idx[1:] == idx[:-1] + 1
-    keep = np.ones(idx.size, dtype=bool)
-    keep[:-1] &= ~consecutive | (v[:-1] > v[1:])
-    keep[1:] &= ~consecutive | (v[1:] > v[:-1])
-    idx = idx[keep]
-    v = v[keep]
-    # CUDA never takes a peak on the outermost 1-pixel border of a map.
-    within = idx % (h * w)
-    yy, xx = np.divmod(within, w)
-    inside = (yy > 0) & (yy < h - 1) & (xx > 0) & (xx < w - 1)
-    idx, v = idx[inside], v[inside]
-    for step in (-w - 1, -w, -w + 1, w - 1, w, w + 1):
-        ok = v > flat[idx + step]
-        idx, v = idx[ok], v[ok]
+    if block_bound is None:
+        idx, v = _strict_peaks_full_scan(flat[:n * h * w], h, w, threshold)
+    else:
+        idx, v = _strict_peaks_in_blocks(flat, n, h, w, threshold, block_bound)
     part = idx // (h * w)
     # Peak cap per part, first ones in raster order (idx is sorted).
     counts = np.bincount(part, minlength=n)
@@ -146,6 +156,84 @@ def find_peaks(heatmaps: np.ndarray, threshold: float, offset: float = 0.5,
     cy = (vals * wy).sum(axis=(1, 2)) / total
     return Peaks(part=part, x=(cx + offset).astype(np.float32), y=(cy + offset).astype(np.float32),
                  score=v.astype(np.float32), start=start)
+
+
+def _strict_peaks_full_scan(flat: np.ndarray, h: int, w: int,
+                            threshold: float) -> Tuple[np.ndarray, np.ndarray]:
+    """Sorted flat indices and values of the strict 8-neighbour peaks above ``threshold``,
+    off the outer border. Neighbours at or below the threshold can never beat a pixel above it,
+    so the horizontal test needs only the runs of above-threshold pixels; the few survivors are
+    then checked against their other 6 neighbours."""
+    idx = np.flatnonzero(flat > threshold)
+    v = flat[idx]
+    # Horizontal strict maximum using the runs of consecutive above-threshold indices.
+    consecutive = idx[1:] == idx[:-1] + 1
+    keep = np.ones(idx.size, dtype=bool)
+    keep[:-1] &= ~consecutive | (v[:-1] > v[1:])
+    keep[1:] &= ~consecutive | (v[1:] > v[:-1])
+    idx = idx[keep]
+    v = v[keep]
+    # CUDA never takes a peak on the outermost 1-pixel border of a map.
+    yy, xx = np.divmod(idx % (h * w), w)
+    inside = (yy > 0) & (yy < h - 1) & (xx > 0) & (xx < w - 1)
+    idx, v = idx[inside], v[inside]
+    for step in (-w - 1, -w, -w + 1, w - 1, w, w + 1):
+        ok = v > flat[idx + step]
+        idx, v = idx[ok], v[ok]
+    return idx, v
+
+
+# Centre pixels of a flattened 10x10 window (rows/columns 1..8).
+_WINDOW_CENTRE = np.zeros((_WIN, _WIN), dtype=bool)
+_WINDOW_CENTRE[1:-1, 1:-1] = True
+_WINDOW_CENTRE = _WINDOW_CENTRE.reshape(-1)
+
+
+def _strict_peaks_in_blocks(flat: np.ndarray, n: int, h: int, w: int, threshold: float,
+                            block_bound: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """:func:`_strict_peaks_full_scan` restricted to the blocks whose bound reaches the
+    threshold: their 10x10 windows (block + one-pixel halo) are gathered side by side into one
+    1-D array, where the threshold and horizontal tests are contiguous vector operations and
+    the vertical/diagonal neighbours are fixed offsets (+-9, +-10, +-11)."""
+    nby, nbx = peak_block_grid(h, w)
+    bound = np.asarray(block_bound)
+    if bound.shape != (n, nby, nbx):
+        raise MapShapeError(f"block_bound must have shape {(n, nby, nbx)} for heatmaps "
+                            f"{(n, h, w)}, got {bound.shape}")
+    # the windows of the last blocks reach up to 7 rows past the maps (none when 8 divides H - 2)
+    need = (n - 1) * h * w + (PEAK_BLOCK * (nby - 1) + _WIN - 1) * w + PEAK_BLOCK * (nbx - 1) + _WIN
+    if flat.size < need:
+        flat = np.concatenate([flat[:n * h * w], np.zeros(need - n * h * w, np.float32)])
+    # written as "not below" so that a NaN bound keeps its block
+    blocks = np.flatnonzero(~(bound * (1 + BLOCK_BOUND_SLACK) <= threshold))
+    if blocks.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    p, j = np.divmod(blocks, nby * nbx)
+    j, i = np.divmod(j, nbx)
+    s = flat.strides[0]
+    windows = np.lib.stride_tricks.as_strided(
+        flat, shape=(n, nby, nbx, _WIN, _WIN),
+        strides=(h * w * s, PEAK_BLOCK * w * s, PEAK_BLOCK * s, w * s, s), writeable=False)
+    g = windows[p, j, i].reshape(-1)               # (blocks * 100,) window values
+    centre = g[_WIN + 1:-_WIN - 1]
+    hit = (centre > threshold) & (centre > g[_WIN:-_WIN - 2]) & (centre > g[_WIN + 2:-_WIN])
+    hit &= np.tile(_WINDOW_CENTRE, blocks.size)[_WIN + 1:-_WIN - 1]
+    q = np.flatnonzero(hit) + (_WIN + 1)
+    v = g[q]
+    for step in (-_WIN - 1, -_WIN, -_WIN + 1, _WIN - 1, _WIN, _WIN + 1):
+        ok = v > g[q + step]
+        q, v = q[ok], v[ok]
+    block, within = np.divmod(q, _WIN * _WIN)
+    r, c = np.divmod(within, _WIN)
+    y = PEAK_BLOCK * j[block] + r
+    x = PEAK_BLOCK * i[block] + c
+    # the last blocks reach past the map (and wrap into the next row / map): drop those pixels,
+    # and the bottom/right border (CUDA never takes a peak on the outer 1-pixel border)
+    inside = (y < h - 1) & (x < w - 1)
+    idx = p[block[inside]] * (h * w) + y[inside] * w + x[inside]
+    v = v[inside]
+    order = np.argsort(idx, kind="stable")
+    return idx[order], v[order]
 
 
 def _paf_channels(model: PoseModel) -> np.ndarray:
@@ -329,7 +417,8 @@ def find_maximum_keypoints(model: PoseModel, maps: np.ndarray, scale: float = 1.
 
 def parse_people(model: PoseModel, heatmaps_and_pafs: np.ndarray, scale: float = 1.0,
                  thresholds: Optional[PostprocessThresholds] = None,
-                 maximize_positives: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+                 maximize_positives: bool = False,
+                 block_bound: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
     """People from net_output-ordered maps (C, H, W), as OpenPose finds them.
 
     ``scale`` maps a map pixel to an image pixel (OpenPose's ``scaleNetToOutput``): 1 for maps
@@ -338,18 +427,21 @@ def parse_people(model: PoseModel, heatmaps_and_pafs: np.ndarray, scale: float =
     ``maximize_positives`` variant when asked). Returns ``keypoints`` (people, N, 3) float32 in
     image pixels (x, y, score; zeros for missing parts) and ``scores`` (people,). Models without
     pairs (HAND_21, FACE_70) take each heatmap's global maximum (:func:`find_maximum_keypoints`).
+    ``block_bound`` (optional): per-block bounds of the heatmaps that let the NMS skip blocks
+    that cannot reach the threshold (see :func:`find_peaks`); the result is the same.
     """
     maps = np.asarray(heatmaps_and_pafs)
     check_maps(model, maps)
-    if maps.dtype != np.float32:
-        maps = maps.astype(np.float32)
+    maps = np.ascontiguousarray(maps, dtype=np.float32)
     if not model.runtime_pairs:         # hand / face: no PAFs, one global maximum per part
         return find_maximum_keypoints(model, maps, scale)
     t = thresholds or model.thresholds
     if maximize_positives and thresholds is None:
         t = maximize_positives_thresholds(t)
     n = model.num_parts
-    peaks = find_peaks(maps[:n], t.nms_threshold, offset=0.5 / scale, max_peaks=t.max_peaks)
+    # the maps' own buffer: the PAF channels after the heatmaps give the block search its margin
+    peaks = _find_peaks(maps.reshape(-1), (n,) + maps.shape[1:], t.nms_threshold, 0.5 / scale,
+                        t.max_peaks, block_bound)
     connections = score_connections(maps, model, peaks, t)
     people = filter_people(assemble_people(connections, peaks, model), model, t, maximize_positives)
     keypoints = np.zeros((len(people), n, 3), dtype=np.float32)
