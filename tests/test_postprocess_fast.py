@@ -1,15 +1,20 @@
-"""The bounded peak search (``block_bound``): the NMS that skips blocks whose bound from the net
-output is below the threshold must give exactly the peaks (and people) of the full scan, on
-random, crowded, tied and boundary-threshold maps, and the bound must hold for OpenPose's resize."""
+"""The post-processing fast paths give exactly the plain paths' results.
+
+* Bounded peak search (``block_bound``): the NMS that skips blocks whose bound from the net
+  output is below the threshold gives the peaks (and people) of the full scan, on random,
+  crowded, tied and boundary-threshold maps, and the bound holds for OpenPose's resize.
+* PAF probes: ruling pairs out with three probe samples gives the connections of scoring every
+  sample, also with samples exactly at the threshold and failures exactly at the probes."""
 import numpy as np
 import pytest
 
-from openpose_train.generator.registry import get_model
+from openpose_train.generator.registry import PoseModel, get_model
 from openpose_train.validation.groundtruth_maps import BODY_25_UPRIGHT, render_ground_truth_maps
 from openpose_train.validation.inference import (
     InferenceSettings, PoseEstimator, heatmap_block_bounds, resize_and_merge, upsample_output)
 from openpose_train.validation.postprocess import (
-    BLOCK_BOUND_SLACK, PEAK_BLOCK, MapShapeError, find_peaks, parse_people, peak_block_grid)
+    BLOCK_BOUND_SLACK, PEAK_BLOCK, MapShapeError, Peaks, find_peaks, maximize_positives_thresholds,
+    parse_people, peak_block_grid, score_connections)
 
 
 def assert_same_peaks(a, b):
@@ -160,3 +165,65 @@ def test_estimator_uses_bounds_and_matches_plain_parse():
     assert keypoints.shape[0] > 0
     np.testing.assert_array_equal(keypoints, plain[0])
     np.testing.assert_array_equal(scores, plain[1])
+
+
+# ------------------------------------------------------------------------------ PAF probes
+def assert_same_connections(a, b):
+    for field in ("pair", "a", "b", "paf"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
+
+
+def random_peaks(model, rng, per_part, h, w):
+    counts = rng.integers(0, per_part + 1, model.num_parts)
+    start = np.concatenate([[0], np.cumsum(counts)])
+    k = int(start[-1])
+    return Peaks(part=np.repeat(np.arange(model.num_parts), counts),
+                 x=rng.uniform(0, w, k).astype(np.float32),
+                 y=rng.uniform(0, h, k).astype(np.float32),
+                 score=rng.uniform(0.05, 1, k).astype(np.float32), start=start)
+
+
+@pytest.mark.parametrize("name", ["BODY_25", "COCO_18", "MPI_15"])
+def test_probes_equal_full_sampling_on_quantised_pafs(name):
+    """PAF values on a 0.05 grid: many samples exactly at the inter threshold (not above it);
+    long and short limbs, both threshold sets (0.95 and maximize_positives' 0.75)."""
+    model = get_model(name)
+    rng = np.random.default_rng(len(name))
+    h, w = 60, 90
+    for trial in range(6):
+        maps = np.zeros((model.num_channels, h, w), np.float32)
+        paf = maps[model.num_parts + int(model.has_background):]
+        paf[:] = np.float32(0.05) * rng.integers(-2, 22, paf.shape)
+        if trial % 2:
+            paf[:] = np.abs(paf)              # mostly passing: the full path decides
+        peaks = random_peaks(model, rng, 4, h, w)
+        for t in (model.thresholds, maximize_positives_thresholds(model.thresholds)):
+            fast = score_connections(maps, model, peaks, t)
+            plain = score_connections(maps, model, peaks, t, probe=False)
+            assert_same_connections(fast, plain)
+    assert plain.pair.size > 0
+
+
+CHAIN2 = PoseModel(name="CHAIN2", openpose_name="CHAIN2", parts=("a", "b"), paf_pairs=((0, 1),),
+                   runtime_pairs=((0, 1),), has_background=True, flip_pairs=(),
+                   sigma_ratios=(1.0, 1.0), upstream=False)
+
+
+@pytest.mark.parametrize("fails,maximize,connected", [
+    ((), False, True), ((12,), False, True), ((6, 12), False, False), ((18,), False, True),
+    ((6, 12, 18), True, True), ((0, 3, 6, 9, 12, 18), True, True),
+    ((0, 3, 6, 9, 12, 15, 18), True, False)])
+def test_failures_at_the_probe_samples(fails, maximize, connected):
+    """A 125-px horizontal limb has 25 samples, probes at 6, 12, 18: at most 1 failing sample
+    may pass with min-above 0.95, at most 6 with 0.75; failing values equal the inter threshold."""
+    t = maximize_positives_thresholds(CHAIN2.thresholds) if maximize else CHAIN2.thresholds
+    maps = np.zeros((CHAIN2.num_channels, 21, 200), np.float32)
+    maps[3] = 1.0                                   # pair (0, 1) x channel: a perfect PAF
+    for i in fails:                                 # sample i reads column 6 + 5 i
+        maps[3, :, 6 + 5 * i] = np.float32(t.connect_inter_threshold)
+    peaks = Peaks(part=np.array([0, 1]), x=np.array([5.5, 130.5], np.float32),
+                  y=np.array([10.5, 10.5], np.float32), score=np.ones(2, np.float32),
+                  start=np.array([0, 1, 2]))
+    fast = score_connections(maps, CHAIN2, peaks, t)
+    assert_same_connections(fast, score_connections(maps, CHAIN2, peaks, t, probe=False))
+    assert (fast.pair.size == 1) == connected
