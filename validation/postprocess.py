@@ -345,6 +345,7 @@ def assemble_people(connections: Connections, peaks: Peaks, model: PoseModel) ->
     assigned = [-1] * int(peaks.part.size)
     peak_score = peaks.score.tolist()
     people: List[_Person] = []
+    masks: List[int] = []       # bit p set = the person has part p (disjointness test of case 5)
     for pair, a, b, paf in zip(connections.pair.tolist(), connections.a.tolist(),
                                connections.b.tolist(), connections.paf.tolist()):
         part_a, part_b = pairs[pair]
@@ -354,6 +355,7 @@ def assemble_people(connections: Connections, peaks: Peaks, model: PoseModel) ->
             parts[part_a], parts[part_b] = a, b
             assigned[a] = assigned[b] = len(people)
             people.append(_Person(parts, 2, peak_score[a] + peak_score[b] + paf))
+            masks.append((1 << part_a) | (1 << part_b))
         elif pa < 0 or pb < 0:                     # 2./3. attach the unassigned end
             owner = pa if pa >= 0 else pb
             part_new, new = (part_b, b) if pa >= 0 else (part_a, a)
@@ -363,12 +365,14 @@ def assemble_people(connections: Connections, peaks: Peaks, model: PoseModel) ->
                 person.count += 1
                 person.score += peak_score[new] + paf
                 assigned[new] = owner
+                masks[owner] |= 1 << part_new
         elif pa == pb:                             # 4. redundant PAF inside one person
             people[pa].score += paf
         else:                                      # 5. merge two disjoint people
             keep, gone = min(pa, pb), max(pa, pb)
             p1, p2 = people[keep], people[gone]
-            if all(i < 0 or j < 0 for i, j in zip(p1.parts, p2.parts)):
+            if not masks[keep] & masks[gone]:
+                masks[keep] |= masks[gone]
                 for part, g in enumerate(p2.parts):
                     if g >= 0:
                         p1.parts[part] = g
