@@ -14,6 +14,7 @@ each keypoint, PAFs in a narrow band along each limb, all people and parts in on
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -227,31 +228,42 @@ def keep_roi_inside(x, y, w, h, grid_w: int, grid_h: int):
     return x, y, np.maximum(w, 0), np.maximum(h, 0)
 
 
+def _keep_boxes_inside(corner, extent, grid):
+    """:func:`keep_roi_inside` on ``(n, 2)`` corner/extent arrays (x, y columns), ``grid`` (2,)."""
+    extent = np.where(corner < 0, extent + corner, extent)
+    corner = np.maximum(corner, 0)
+    extent = np.where(corner + extent >= grid, grid - corner, extent)
+    return corner, np.maximum(extent, 0)
+
+
+def _person_boxes(people, stride, ratio, grid):
+    """:func:`person_rois` as ``(n, 2)`` corner and extent arrays (x, y columns)."""
+    vis = (people[..., 2] <= 1)[..., None]
+    pts = people[..., :2] / np.float32(stride)
+    none = ~vis[:, :, 0].any(-1)
+    lo = np.minimum.reduce(pts, axis=1, where=vis, initial=np.inf)      # (n, 2)
+    hi = np.maximum.reduce(pts, axis=1, where=vis, initial=-np.inf)
+    lo[none] = 0
+    hi[none] = 0
+    centre = (lo + hi) / 2
+    size = hi - lo
+    # the short side raised to half the long one (both cannot be short: sizes are >= 0)
+    size = np.maximum(size, size[:, ::-1] / 2)
+    r = np.float32(ratio)
+    corner = round_half_away(centre - size / 2 - r * size).astype(np.int64)
+    extent = round_half_away(size * (1 + 2 * r)).astype(np.int64)
+    extent[none] = 0
+    return _keep_boxes_inside(corner, extent, grid)
+
+
 def person_rois(people: np.ndarray, stride: int, ratio: float, grid_w: int, grid_h: int):
     """``getObjROI`` for every person: integer (x, y, w, h) arrays in grid cells, clipped.
 
     Box of the v <= 1 points (divided by the stride), short side raised to half the long one,
     enlarged by ``ratio`` on each side. A person without a v <= 1 point gets an empty ROI.
     """
-    vis = (people[..., 2] <= 1)[..., None]
-    pts = people[..., :2] / np.float32(stride)
-    has = vis[:, :, 0].any(-1)
-    lo = np.where(vis, pts, np.float32(np.inf)).min(1)          # (n, 2)
-    hi = np.where(vis, pts, np.float32(-np.inf)).max(1)
-    lo[~has] = 0
-    hi[~has] = 0
-    centre = (lo + hi) / 2
-    size = hi - lo
-    sx, sy = size[:, 0], size[:, 1]
-    raise_x = sx < sy / 2
-    raise_y = ~raise_x & (sy < sx / 2)
-    size[raise_x, 0] = sy[raise_x] / 2
-    size[raise_y, 1] = sx[raise_y] / 2
-    r = np.float32(ratio)
-    corner = round_half_away(centre - size / 2 - r * size).astype(np.int64)
-    extent = round_half_away(size * (1 + 2 * r)).astype(np.int64)
-    extent[~has] = 0
-    return keep_roi_inside(corner[:, 0], corner[:, 1], extent[:, 0], extent[:, 1], grid_w, grid_h)
+    corner, extent = _person_boxes(np.asarray(people, np.float32), stride, ratio, np.array([grid_w, grid_h]))
+    return corner[:, 0], corner[:, 1], extent[:, 0], extent[:, 1]
 
 
 def roi_masks(x, y, w, h, grid_w: int, grid_h: int) -> np.ndarray:
@@ -263,14 +275,13 @@ def roi_masks(x, y, w, h, grid_w: int, grid_h: int) -> np.ndarray:
     return in_y[:, :, None] & in_x[:, None, :]
 
 
-def _zero_in_rois(weights, layout, parts, rects, already_zero=None):
-    """Zero, inside each person's rect, the weights of that person's flagged parts (+PAFs, +bkg).
+def _zero_in_boxes(weights, layout, parts, corner, extent, already_zero=None):
+    """Zero, inside each person's box, the weights of that person's flagged parts (+PAFs, +bkg).
 
-    ``already_zero`` (C,) bool: channels known to be zero everywhere (skipped).
+    ``parts`` (n, P) bool; ``corner``/``extent`` (n, 2) boxes; ``already_zero`` (C,) bool:
+    channels known to be zero everywhere (skipped).
     """
-    if not parts.any():
-        return
-    chans = (parts.astype(np.float32) @ layout.part_channels.astype(np.float32)) > 0   # (n, C)
+    chans = (parts.astype(np.float32) @ _part_channels_f32(layout)) > 0   # (n, C)
     if layout.has_background:
         chans[:, layout.bkg_channel] = parts.any(-1)
     if already_zero is not None:
@@ -278,156 +289,237 @@ def _zero_in_rois(weights, layout, parts, rects, already_zero=None):
     used = np.flatnonzero(chans.any(0))
     if used.size == 0:
         return
-    n = rects.shape[0]
-    covered = chans[:, used].T.astype(np.float32) @ rects.reshape(n, -1).astype(np.float32)
-    keep = (covered == 0).reshape(used.size, *rects.shape[1:])
-    weights[used] *= keep
+    grid_h, grid_w = weights.shape[1:]
+    # box of person i = outer(rows_i, cols_i): covered[c] = sum_i chans[i, c] rows_i^T cols_i
+    end = corner + extent
+    cols = np.arange(grid_w)
+    rows = np.arange(grid_h)[:, None]
+    in_x = ((cols >= corner[:, :1]) & (cols < end[:, :1])).astype(np.float32)            # (n, gx)
+    in_y = ((rows >= corner[:, 1]) & (rows < end[:, 1])).astype(np.float32)              # (gy, n)
+    covered = (in_y * chans[:, used].T[:, None, :].astype(np.float32)) @ in_x           # (used, gy, gx)
+    weights[used] *= covered == 0
+
+
+_PART_CHANNELS_F32 = {}
+
+
+def _part_channels_f32(layout):
+    hit = _PART_CHANNELS_F32.get(id(layout))
+    if hit is None or hit[0] is not layout:
+        hit = _PART_CHANNELS_F32[id(layout)] = (layout, layout.part_channels.astype(np.float32))
+    return hit[1]
 
 
 # ----------------------------------------------------------------------------- rendering
 
 def gaussian_window(sigma_max: float, stride: int) -> int:
-    """Cells per axis that can hold a Gaussian's support (cut-off radius on both sides + slack)."""
+    """Cells per axis that can hold a Gaussian's support: from the first cell centre at or past
+    ``x - radius``, cells up to ``x + radius`` (a diameter of ``2 radius / stride`` cells)."""
     radius = float(sigma_max) * np.sqrt(2 * GAUSSIAN_CUTOFF)
-    return int(np.floor(2 * radius / stride)) + 2
+    return int(np.floor(2 * radius / stride)) + 1
 
 
-def _gaussian_cells(px, py, sigma, stride, grid_w, grid_h, window):
-    """Per keypoint, its window of cells: (inside grid, cell_x, cell_y, value or 0 past the cut-off).
+_CUTOFF_D2 = {}
 
-    Shapes (K, w, w) for the mask and values, (K, w) for the cell coordinates.
+
+def cutoff_d2(sigma: float) -> np.float32:
+    """The largest float32 squared distance ``d2`` with ``float64(d2) / 2 / sigma / sigma <= GAUSSIAN_CUTOFF``.
+
+    The fork's cut-off test, exactly, as a float32 comparison on ``d2`` (the test is monotone in d2).
     """
-    start = np.float32(stride / 2.0 - 0.5)
-    s = np.float32(stride)
-    radius = sigma.astype(np.float64) * np.sqrt(2 * GAUSSIAN_CUTOFF)
-    first_x = np.ceil((px - radius - start) / stride).astype(np.int64)
-    first_y = np.ceil((py - radius - start) / stride).astype(np.int64)
-    steps = np.arange(window)
-    cell_x = first_x[:, None] + steps                  # (K, w)
-    cell_y = first_y[:, None] + steps
-    dx = (start + cell_x.astype(np.float32) * s) - px[:, None]
-    dy = (start + cell_y.astype(np.float32) * s) - py[:, None]
-    d2 = (dx * dx)[:, None, :] + (dy * dy)[:, :, None]   # float32, as the fork (K, wy, wx)
-    sig = sigma.astype(np.float64)[:, None, None]
-    exponent = d2.astype(np.float64) / 2.0 / sig / sig
-    value = np.where(exponent <= GAUSSIAN_CUTOFF, np.exp(-exponent), 0).astype(np.float32)
-    inside = (((cell_x >= 0) & (cell_x < grid_w))[:, None, :]
-              & ((cell_y >= 0) & (cell_y < grid_h))[:, :, None])
-    return inside, cell_x, cell_y, value
+    t = _CUTOFF_D2.get(sigma)
+    if t is None:
+        up, down = np.float32(np.inf), np.float32(-np.inf)
+        t = np.float32(2.0 * GAUSSIAN_CUTOFF * sigma * sigma)
+        while float(t) / 2.0 / sigma / sigma > GAUSSIAN_CUTOFF:
+            t = np.nextafter(t, down)
+        while float(np.nextafter(t, up)) / 2.0 / sigma / sigma <= GAUSSIAN_CUTOFF:
+            t = np.nextafter(t, up)
+        _CUTOFF_D2[sigma] = t
+    return t
+
+
+_GAUSSIAN_TABLES = {}
+
+
+def _gaussian_tables(layout, sigma, stride):
+    """Per part (numpy scalars when all parts share one sigma): cut-off radius (float64), cut-off
+    d2 (float32), -1/(2 sigma^2) (float64); 1/ratio (float32, :func:`_inverse_ratios`); the window
+    size. Cached per (layout, sigma, stride)."""
+    key = (id(layout), float(sigma), int(stride))
+    hit = _GAUSSIAN_TABLES.get(key)
+    if hit is not None and hit[0] is layout:
+        return hit[1]
+    sig = np.float32(sigma) * layout.sigma_ratios                      # float32, as the fork
+    window = gaussian_window(sig.max(), stride)
+    if (sig == sig[0]).all():
+        sig = sig[:1]
+    sig64 = sig.astype(np.float64)
+    tables = [sig64 * np.sqrt(2 * GAUSSIAN_CUTOFF), np.array([cutoff_d2(float(s)) for s in sig], np.float32),
+              -1.0 / (2.0 * sig64 * sig64)]
+    if sig.size == 1:                                                  # one sigma: numpy scalars
+        tables = [t[0] for t in tables]
+    tables = (*tables, _inverse_ratios(layout.sigma_ratios), window)
+    _GAUSSIAN_TABLES[key] = (layout, tables)
+    return tables
+
+
+def _inverse_ratios(ratios):
+    """1 / sigma ratio per part (float32); one value when every part has the same ratio."""
+    inv = np.float32(1) / ratios
+    return inv[:1] if (inv == inv[0]).all() else inv
 
 
 def render_heatmaps(targets, weights, layout, people, sigma, stride, grid_w, grid_h):
     """§6 step 7 in place: Gaussians of every v <= 1 keypoint (max over people).
 
+    Each keypoint's window of cells; exp(-(dx^2 + dy^2) / 2s^2) = exp(-dx^2/2s^2) exp(-dy^2/2s^2),
+    so only 2 x window exponentials per keypoint (cells outside the grid get dx^2 = inf: value 0),
+    the cut-off tested on the float32 d2 as the fork (:func:`cutoff_d2`); one ``maximum.at`` for
+    all keypoints (out-of-grid cells are clamped onto the edge with value 0: no effect).
     exp(-e) <= 1 already, so the fork's cap at 1 changes nothing; a cell is in some Gaussian's
     support exactly when its target is > 0 (the cut-off keeps values >= 0.01), which gives the
     weight override without tracking the support.
     """
-    vis = people[..., 2] <= 1
-    person, part = np.nonzero(vis)
-    if person.size == 0:
+    person, part = np.nonzero(people[..., 2] <= 1)
+    if part.size == 0:
         return
-    px = people[person, part, 0]
-    py = people[person, part, 1]
-    sig = (np.float32(sigma) * layout.sigma_ratios)[part]
-    window = gaussian_window(sig.max(), stride)
-    inside, cell_x, cell_y, value = _gaussian_cells(px, py, sig, stride, grid_w, grid_h, window)
-    cells = grid_w * grid_h
-    trash = layout.num_parts * cells                   # cells outside the grid land here
-    flat = (part * cells)[:, None, None] + cell_y[:, :, None] * grid_w + cell_x[:, None, :]
-    flat = np.where(inside, flat, trash)
-    scratch = np.zeros(trash + 1, np.float32)
-    np.maximum.at(scratch, flat.reshape(-1), value.reshape(-1))
-    heat = scratch[:trash].reshape(layout.num_parts, grid_h, grid_w)
+    radius, thr, neg_inv_2s2, inv_ratio, window = _gaussian_tables(layout, sigma, stride)
+    if radius.ndim:                                     # sigma ratios differ between parts
+        radius, thr, neg_inv_2s2 = radius[part][:, None], thr[part][:, None, None], neg_inv_2s2[part][:, None, None]
+    xy = people[person, part, :2]                                       # (K, 2) float32
+    start = np.float32(stride / 2.0 - 0.5)
+    first = np.ceil((xy - radius - start) / stride).astype(np.int32)   # float64, as the fork
+    cells = first[:, :, None] + np.arange(window, dtype=np.int32)       # (K, 2, w): x row, y row
+    grid = np.array([[grid_w - 1], [grid_h - 1]], np.int32)
+    clipped = np.minimum(np.maximum(cells, 0), grid)
+    d = (start + cells.astype(np.float32) * np.float32(stride)) - xy[:, :, None]
+    sq = d * d
+    np.copyto(sq, np.float32(np.inf), where=clipped != cells)          # outside the grid: value 0
+    g = np.exp(sq * neg_inv_2s2).astype(np.float32)
+    d2 = sq[:, 1, :, None] + sq[:, 0, None, :]                          # (K, wy, wx) float32, as the fork
+    value = g[:, 1, :, None] * g[:, 0, None, :]
+    value *= d2 <= thr
+    rows = clipped[:, 1] * grid_w + (part.astype(np.int32) * (grid_w * grid_h))[:, None]
+    flat = rows[:, :, None] + clipped[:, 0, None, :]
     hs = slice(layout.heat_offset, layout.heat_offset + layout.num_parts)
-    targets[hs] = heat
-    inv_ratio = (np.float32(1) / layout.sigma_ratios)[:, None, None]
-    np.copyto(weights[hs], np.broadcast_to(inv_ratio, heat.shape), where=heat > 0)
+    np.maximum.at(targets[hs].reshape(-1), flat.reshape(-1), value.reshape(-1))
+    support = value > 0
+    w = weights[hs].reshape(-1)
+    w[flat[support]] = inv_ratio if inv_ratio.size == 1 else \
+        np.broadcast_to(inv_ratio[part][:, None, None], value.shape)[support]
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch_index(size: int) -> np.ndarray:
+    """A reused int32 buffer of at least ``size`` elements (its contents are garbage)."""
+    buf = getattr(_SCRATCH, "index", None)
+    if buf is None or buf.size < size:
+        buf = _SCRATCH.index = np.empty(size, np.int32)
+    return buf
 
 
 def limb_band_cells(ax, ay, bx, by, grid_w, grid_h):
-    """Cells of each limb's PAF (§6 step 11): (limb, gx, gy, ux, uy) of every covered cell.
+    """Cells of each limb's PAF (§6 step 11): (limb, cell, ux, uy) per covered cell.
 
-    ``a``/``b`` are limb ends in grid units (pixels / stride, float32). A cell belongs to a limb
-    when it lies in the rounded bbox grown by one cell and within perpendicular distance 1.
-    Candidates are a few cells per step along the limb's major axis, then the exact test.
+    ``a``/``b`` are limb ends in grid units (pixels / stride, float32), ``cell`` is ``gy * grid_w
+    + gx``; ``ux``/``uy`` the limb's unit vector. A cell belongs to a limb when it
+    lies in the rounded bbox grown by one cell and within perpendicular distance 1. Candidates: per
+    step along the limb's major axis, the 4 cells around the line (|u_major| >= 1/sqrt(2) keeps the
+    band within +-1.42 cells of it), then the fork's exact float32 test. Zero-length limbs cover
+    nothing. Cells are listed limb by limb, along the major axis, then along the minor axis.
     """
-    dx, dy = bx - ax, by - ay
-    norm = np.sqrt(dx * dx + dy * dy)
-    keep = norm > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ux, uy = dx / norm, dy / norm
-    limbs = np.flatnonzero(keep)
-    if limbs.size == 0:
-        empty = np.zeros(0, np.int64)
-        return empty, empty, empty, np.zeros(0, np.float32), np.zeros(0, np.float32)
-    ax, ay, bx, by, ux, uy = (a[limbs] for a in (ax, ay, bx, by, ux, uy))
+    a = np.stack([ax, ay], 1).astype(np.float32, copy=False)
+    b = np.stack([bx, by], 1).astype(np.float32, copy=False)
+    return _limb_cells(a, b, grid_w, grid_h)
+
+
+def _limb_cells(a, b, grid_w, grid_h):
+    d = b - a
+    norm = np.sqrt(d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1])
+    drawn = norm > 0
+    u = d / np.where(drawn, norm, np.float32(1))[:, None]
     one = np.float32(1)
-    x_lo = np.maximum(0, round_half_away(np.minimum(ax, bx) - one)).astype(np.int64)
-    x_hi = np.minimum(grid_w, round_half_away(np.maximum(ax, bx) + one)).astype(np.int64)
-    y_lo = np.maximum(0, round_half_away(np.minimum(ay, by) - one)).astype(np.int64)
-    y_hi = np.minimum(grid_h, round_half_away(np.maximum(ay, by) + one)).astype(np.int64)
-    horizontal = np.abs(ux) >= np.abs(uy)
-    major_lo = np.where(horizontal, x_lo, y_lo)
-    major_len = np.maximum(np.where(horizontal, x_hi - x_lo, y_hi - y_lo), 0)
-    total = int(major_len.sum())
+    # bbox grown by one cell, rounded, clipped to the grid: lo_x, lo_y, hi_x, hi_y (a lo past the grid
+    # clipped to its size keeps the range empty, as the unclipped one)
+    box = np.concatenate([np.minimum(a, b) - one, np.maximum(a, b) + one], 1)
+    box = np.clip(round_half_away(box), 0, (grid_w, grid_h, grid_w, grid_h)).astype(np.int64)
+    horizontal = (np.abs(u[:, 0]) >= np.abs(u[:, 1]))[:, None]
+    # per limb, major axis first: x major when |ux| >= |uy|
+    floats = np.concatenate([a, u], 1)
+    floats = np.where(horizontal, floats, floats[:, [1, 0, 3, 2]])      # a_major, a_minor, u_major, u_minor
+    ints = np.where(horizontal, box[:, [0, 2, 1, 3]], box[:, [1, 3, 0, 2]])  # major lo/hi, minor lo/hi
+    steps = np.maximum(ints[:, 1] - ints[:, 0], 0) * drawn
+    total = int(steps.sum())
     if total == 0:
         empty = np.zeros(0, np.int64)
-        return empty, empty, empty, np.zeros(0, np.float32), np.zeros(0, np.float32)
-    # one entry per (limb, step along its major axis), variable length, no padding
-    owner = np.repeat(np.arange(limbs.size), major_len)
-    first = np.cumsum(major_len) - major_len
-    major = major_lo[owner] + (np.arange(total) - first[owner])
-    hz = horizontal[owner]
-    a_x, a_y, u_x, u_y = ax[owner], ay[owner], ux[owner], uy[owner]
-    a_major = np.where(hz, a_x, a_y)
-    a_minor = np.where(hz, a_y, a_x)
-    u_major = np.where(hz, u_x, u_y)
-    u_minor = np.where(hz, u_y, u_x)
-    # minor coordinate of the limb line at each step; |u_major| >= 1/sqrt(2) keeps the band
-    # within +-1.42 cells of it, so 6 candidates around floor() always cover it.
-    centre = a_minor + (major.astype(np.float32) - a_major) * u_minor / u_major
-    minor = np.floor(centre).astype(np.int64)[:, None] + np.arange(-2, 4)      # (T, 6)
-    major = major[:, None]
-    hz = hz[:, None]
-    cx = np.where(hz, major, minor)
-    cy = np.where(hz, minor, major)
-    dist = np.abs((cx.astype(np.float32) - a_x[:, None]) * u_y[:, None]
-                  - (cy.astype(np.float32) - a_y[:, None]) * u_x[:, None])
-    o = owner[:, None]
-    valid = ((dist <= PAF_THRESHOLD) & (cx >= x_lo[o]) & (cx < x_hi[o]) & (cy >= y_lo[o]) & (cy < y_hi[o]))
-    ti, ci = np.nonzero(valid)
-    li = owner[ti]
-    return limbs[li], cx[ti, ci], cy[ti, ci], ux[li], uy[li]
+        return empty, empty, np.zeros(0, np.float32), np.zeros(0, np.float32)
+    step_major = np.where(horizontal[:, 0], 1, grid_w)          # flat-index stride of the major axis
+    ints = np.stack([ints[:, 2], ints[:, 3], step_major, grid_w + 1 - step_major,
+                     ints[:, 0] - np.cumsum(steps) + steps, np.arange(steps.size)], 1)
+    # one row per (limb, step along its major axis)
+    F = np.repeat(floats, steps, axis=0)
+    I = np.repeat(ints, steps, axis=0)
+    major = np.arange(total) + I[:, 4]
+    along = major.astype(np.float32) - F[:, 0]                          # major - a_major
+    minor = np.floor(F[:, 1] + along * F[:, 3] / F[:, 2]).astype(np.int64)[:, None] + np.arange(-1, 3)
+    # |(cx - ax) uy - (cy - ay) ux| as the fork: (major - a_major) u_minor - (minor - a_minor) u_major,
+    # negated for vertical limbs (same absolute value, same float32 products)
+    dist = np.abs((along * F[:, 3])[:, None] - (minor.astype(np.float32) - F[:, 1:2]) * F[:, 2:3])
+    valid = (dist <= PAF_THRESHOLD) & (minor >= I[:, 0:1]) & (minor < I[:, 1:2])
+    cell = (major * I[:, 2])[:, None] + minor * I[:, 3:4]
+    hit = np.flatnonzero(valid)
+    limb = I[hit >> 2, 5]
+    return limb, cell.reshape(-1)[hit], u[limb, 0], u[limb, 1]
 
 
 def render_pafs(targets, weights, layout, people, stride, grid_w, grid_h):
-    """§6 step 11 in place: unit vectors along every limb with both ends v <= 1, averaged by count."""
+    """§6 step 11 in place: unit vectors along every limb with both ends v <= 1, averaged by count.
+
+    Cells covered by one limb of a pair get its vector; cells where several people's limbs of the
+    same pair meet get the float32 sum of u / count in limb order (the reference's order).
+    """
     if layout.num_pafs == 0:
         return
     vis = people[..., 2] <= 1
-    ok = vis[:, layout.paf_a] & vis[:, layout.paf_b]                   # (n, E)
-    person, pair = np.nonzero(ok)
+    person, pair = np.nonzero(vis[:, layout.paf_a] & vis[:, layout.paf_b])
     if person.size == 0:
         return
     s = np.float32(stride)
     a = people[person, layout.paf_a[pair], :2] / s
     b = people[person, layout.paf_b[pair], :2] / s
-    limb, cx, cy, ux, uy = limb_band_cells(a[:, 0], a[:, 1], b[:, 0], b[:, 1], grid_w, grid_h)
+    limb, cell, ux, uy = _limb_cells(a, b, grid_w, grid_h)
     if limb.size == 0:
         return
     cells = grid_w * grid_h
-    cell = cy * grid_w + cx
-    local = pair[limb] * cells + cell
-    share = np.bincount(local, minlength=layout.num_pafs * cells)[local].astype(np.float32)
-    # mean over the people whose limb covers the cell == the fork's running average by count
-    base = 2 * pair[limb] * cells + cell
+    base = 2 * cells * pair[limb] + cell                  # x channel of the pair; y is + cells
     t = targets.reshape(-1)
-    np.add.at(t, base, ux / share)
-    np.add.at(t, base + cells, uy / share)
     w = weights.reshape(-1)
+    t[base] = ux
+    t[base + cells] = uy
     w[base] = 1
     w[base + cells] = 1
+    # several people on one cell of a pair: find them with a scatter of entry ids (last one wins)
+    ids = np.arange(base.size, dtype=np.int32)
+    owner = _scratch_index(t.size)
+    owner[base] = ids
+    winner = owner[base]
+    loser = winner != ids
+    if not loser.any():
+        return
+    shared = loser
+    shared[winner[loser]] = True
+    bs = base[shared]
+    ys = bs + cells
+    t[bs] = 0
+    np.add.at(t, bs, np.float32(1))
+    count = t[bs]
+    t[bs] = 0
+    t[ys] = 0
+    np.add.at(t, bs, ux[shared] / count)
+    np.add.at(t, ys, uy[shared] / count)
 
 
 def _mask_feet(weights, layout, people, stride, grid_w, grid_h):
@@ -443,9 +535,10 @@ def _mask_feet(weights, layout, people, stride, grid_w, grid_h):
     diff = a - k
     dist = round_half_away(np.float32(0.8) * np.sqrt((diff * diff).sum(-1))).astype(np.int64)
     corner = round_half_away(a + np.rint(diff * np.float32(0.15))).astype(np.int64) - dist[:, None]
-    rects = roi_masks(*keep_roi_inside(corner[:, 0], corner[:, 1], 2 * dist, 2 * dist, grid_w, grid_h),
-                      grid_w, grid_h)                  # np.rint = cvRound (halves to even)
-    weights[layout.bkg_channel] *= ~rects.any(0)
+    corner, extent = _keep_boxes_inside(corner, 2 * dist[:, None], np.array([grid_w, grid_h]))  # np.rint = cvRound
+    bkg = weights[layout.bkg_channel]
+    for (x, y), (w, h) in zip(corner.tolist(), extent.tolist()):
+        bkg[y:y + h, x:x + w] = 0
 
 
 def render_labels(model, variant, people, mask_miss_grid, grid_size, stride, sigma,
@@ -463,30 +556,31 @@ def render_labels(model, variant, people, mask_miss_grid, grid_size, stride, sig
     n_ch = layout.num_channels
     if out is None:
         label = np.empty((2 * n_ch, grid_h, grid_w), np.float32)   # every element is written below
-        label[n_ch:] = 0
     else:
         if out.shape != (2 * n_ch, grid_h, grid_w) or out.dtype != np.float32 or not out.flags.c_contiguous:
             raise LabelError(f"out must be C-contiguous float32 {(2 * n_ch, grid_h, grid_w)}, got {out.dtype} {out.shape}")
         label = out
-        label[n_ch:] = 0
     weights, targets = label[:n_ch], label[n_ch:]
+    targets.fill(0)
     if not filled:                                     # steps 4 and 10
-        weights[:] = 1
+        weights.fill(1)
         if layout.has_background:
             targets[layout.bkg_channel] = 1
         return label
     if mask_miss_grid is None:
-        weights[:] = 1
+        weights.fill(1)
     else:
         mask = np.asarray(mask_miss_grid)
         if mask.shape != (grid_h, grid_w):
             raise LabelError(f"mask_miss grid {mask.shape} differs from the label grid {(grid_h, grid_w)}")
-        weights[:] = mask.astype(np.float32) / np.float32(255)
+        np.divide(mask, np.float32(255), out=weights[0], dtype=np.float32)
+        weights[1:] = weights[0]
     people = np.asarray(people, np.float32)
     if people.ndim != 3 or people.shape[1:] != (layout.num_parts, 3):
         raise LabelError(f"people must be (n, {layout.num_parts}, 3) for {layout.op_model}, got {people.shape}")
     n_people = people.shape[0]
     vis = people[..., 2]
+    grid = np.array([grid_w, grid_h])
     zeroed = None
     if n_people and layout.global_masking:             # step 5
         missing = layout.empty_parts | (vis[0] >= layout.missing_threshold)
@@ -498,19 +592,23 @@ def render_labels(model, variant, people, mask_miss_grid, grid_size, stride, sig
     if n_people:                                       # step 6
         flagged = vis >= 4
         for code in layout.roi_codes:
-            flagged |= vis == code
+            if code < 4:
+                flagged |= vis == code
         if flagged.any():
-            rects = roi_masks(*person_rois(people, stride, ROI_RATIO_VISIBILITY, grid_w, grid_h), grid_w, grid_h)
-            _zero_in_rois(weights, layout, flagged, rects, zeroed)
+            _zero_in_boxes(weights, layout, flagged, *_person_boxes(people, stride, ROI_RATIO_VISIBILITY, grid),
+                           zeroed)
     render_heatmaps(targets, weights, layout, people, sigma, stride, grid_w, grid_h)   # step 7
     if n_people and layout.minus1_masking:            # step 8
         parts = layout.minus1_parts | (vis[0] >= 4)
         if parts.any():
-            rects = roi_masks(*person_rois(people, stride, ROI_RATIO_MINUS1, grid_w, grid_h), grid_w, grid_h)
-            _zero_in_rois(weights, layout, np.broadcast_to(parts, vis.shape), rects)
+            _zero_in_boxes(weights, layout, np.broadcast_to(parts, vis.shape),
+                           *_person_boxes(people, stride, ROI_RATIO_MINUS1, grid))
     if layout.has_background:                          # step 10
         heat = targets[layout.heat_offset:layout.heat_offset + layout.num_parts]
-        np.maximum(np.float32(1) - heat.max(0), 0, out=targets[layout.bkg_channel])
+        bkg = targets[layout.bkg_channel]
+        heat.max(0, out=bkg)
+        np.subtract(np.float32(1), bkg, out=bkg)
+        np.maximum(bkg, 0, out=bkg)
     render_pafs(targets, weights, layout, people, stride, grid_w, grid_h)             # step 11
     if layout.has_background:                          # step 12
         weights[layout.bkg_channel][targets[layout.bkg_channel] < BKG_WEIGHT_THRESHOLD] = 1
