@@ -227,3 +227,26 @@ def test_failures_at_the_probe_samples(fails, maximize, connected):
     fast = score_connections(maps, CHAIN2, peaks, t)
     assert_same_connections(fast, score_connections(maps, CHAIN2, peaks, t, probe=False))
     assert (fast.pair.size == 1) == connected
+
+
+def _tf32(a):
+    """Round float32 to TF32's 10-bit mantissa (what a GPU GEMM may do to its inputs)."""
+    bits = np.ascontiguousarray(a, np.float32).view(np.uint32)
+    return ((bits + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32)
+
+
+def test_bound_slack_covers_a_tf32_resize():
+    """The GPU resize may run in TF32 (inputs rounded to 10 mantissa bits, twice): its values
+    still stay within the slack of the bound computed from the exact weights."""
+    from openpose_train.validation.inference import cubic_resize_matrix
+    rng = np.random.default_rng(11)
+    out = smooth_net_output(rng, 4, 12, 14)
+    target = (112, 96)
+    ax = _tf32(cubic_resize_matrix(target[0], 14, 8.0))
+    ay = _tf32(cubic_resize_matrix(target[1], 12, 8.0))
+    rows = _tf32(_tf32(out) @ ax.T)
+    maps = np.matmul(ay, rows)
+    bound = heatmap_block_bounds([out], [1.0], target, 4)
+    ratio = block_max(maps) / np.maximum(bound, 1e-30)
+    assert ratio.max() > 0.5                        # a tight bound somewhere
+    assert (block_max(maps) <= bound * (1 + BLOCK_BOUND_SLACK / 2) + 1e-7).all()

@@ -10,6 +10,8 @@
 * Scales ``1 - i * gap``; each net output is upsampled to the scale-0 net input size as the
   CUDA path does (half-pixel mapping, factor ``8 * s0 / s_i``, Catmull-Rom a = -0.5, clamped
   taps) and the scales are averaged. (OpenPose's CPU build uses cv::resize, a = -0.75.)
+  :func:`heatmap_block_bounds` bounds the resized heatmaps per block from the small outputs, so
+  the NMS can skip the blocks that cannot reach its threshold (same peaks).
 * Backends read a deploy prototxt + caffemodel: ``torch`` (our CaffeNet; CPU or CUDA; batched),
   ``opencv`` (``cv2.dnn.readNetFromCaffe``) and ``caffe`` (pycaffe, only where ``import caffe``
   works: a user's own build of the OpenPose Caffe fork).
