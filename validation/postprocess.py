@@ -192,25 +192,25 @@ def _strict_peaks_full_scan(flat: np.ndarray, h: int, w: int,
     return idx, v
 
 
-# Centre pixels of a flattened 10x10 window (rows/columns 1..8).
-_WINDOW_CENTRE = np.zeros((_WIN, _WIN), dtype=bool)
-_WINDOW_CENTRE[1:-1, 1:-1] = True
-_WINDOW_CENTRE = _WINDOW_CENTRE.reshape(-1)
+# Centre pixels of a flattened 8x10 strip window (columns 1..8 of each row).
+_STRIP_CENTRE = np.zeros((PEAK_BLOCK, _WIN), dtype=bool)
+_STRIP_CENTRE[:, 1:-1] = True
+_STRIP_CENTRE = _STRIP_CENTRE.reshape(-1)
 
 
 def _strict_peaks_in_blocks(flat: np.ndarray, n: int, h: int, w: int, threshold: float,
                             block_bound: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """:func:`_strict_peaks_full_scan` restricted to the blocks whose bound reaches the
-    threshold: their 10x10 windows (block + one-pixel halo) are gathered side by side into one
-    1-D array, where the threshold and horizontal tests are contiguous vector operations and
-    the vertical/diagonal neighbours are fixed offsets (+-9, +-10, +-11)."""
+    threshold: their rows with one pixel of halo left and right (8x10 windows) are gathered side
+    by side into one 1-D array, where the threshold and horizontal tests are contiguous vector
+    operations; the few horizontal maxima are then checked against their other 6 neighbours."""
     nby, nbx = peak_block_grid(h, w)
     bound = np.asarray(block_bound)
     if bound.shape != (n, nby, nbx):
         raise MapShapeError(f"block_bound must have shape {(n, nby, nbx)} for heatmaps "
                             f"{(n, h, w)}, got {bound.shape}")
-    # the windows of the last blocks reach up to 7 rows past the maps (none when 8 divides H - 2)
-    need = (n - 1) * h * w + (PEAK_BLOCK * (nby - 1) + _WIN - 1) * w + PEAK_BLOCK * (nbx - 1) + _WIN
+    # the windows of the last blocks reach up to 6 rows past the maps (none when 8 divides H - 2)
+    need = (n - 1) * h * w + PEAK_BLOCK * nby * w + PEAK_BLOCK * (nbx - 1) + _WIN
     if flat.size < need:
         flat = np.concatenate([flat[:n * h * w], np.zeros(need - n * h * w, np.float32)])
     # written as "not below" so that a NaN bound keeps its block
@@ -220,27 +220,26 @@ def _strict_peaks_in_blocks(flat: np.ndarray, n: int, h: int, w: int, threshold:
     p, j = np.divmod(blocks, nby * nbx)
     j, i = np.divmod(j, nbx)
     s = flat.strides[0]
+    # window (p, j, i): rows 8j+1..8j+8, columns 8i..8i+9 (starts one row into the buffer)
     windows = np.lib.stride_tricks.as_strided(
-        flat, shape=(n, nby, nbx, _WIN, _WIN),
+        flat[w:], shape=(n, nby, nbx, PEAK_BLOCK, _WIN),
         strides=(h * w * s, PEAK_BLOCK * w * s, PEAK_BLOCK * s, w * s, s), writeable=False)
-    g = windows[p, j, i].reshape(-1)               # (blocks * 100,) window values
-    centre = g[_WIN + 1:-_WIN - 1]
-    hit = (centre > threshold) & (centre > g[_WIN:-_WIN - 2]) & (centre > g[_WIN + 2:-_WIN])
-    hit &= np.tile(_WINDOW_CENTRE, blocks.size)[_WIN + 1:-_WIN - 1]
-    q = np.flatnonzero(hit) + (_WIN + 1)
-    v = g[q]
-    for step in (-_WIN - 1, -_WIN, -_WIN + 1, _WIN - 1, _WIN, _WIN + 1):
-        ok = v > g[q + step]
-        q, v = q[ok], v[ok]
-    block, within = np.divmod(q, _WIN * _WIN)
+    g = windows[p, j, i].reshape(-1)               # (blocks * 80,) window values
+    centre = g[1:-1]
+    hit = (centre > threshold) & (centre > g[:-2]) & (centre > g[2:])
+    hit &= np.tile(_STRIP_CENTRE, blocks.size)[1:-1]
+    block, within = np.divmod(np.flatnonzero(hit) + 1, PEAK_BLOCK * _WIN)
     r, c = np.divmod(within, _WIN)
-    y = PEAK_BLOCK * j[block] + r
+    y = PEAK_BLOCK * j[block] + 1 + r
     x = PEAK_BLOCK * i[block] + c
     # the last blocks reach past the map (and wrap into the next row / map): drop those pixels,
     # and the bottom/right border (CUDA never takes a peak on the outer 1-pixel border)
     inside = (y < h - 1) & (x < w - 1)
     idx = p[block[inside]] * (h * w) + y[inside] * w + x[inside]
-    v = v[inside]
+    v = flat[idx]
+    for step in (-w - 1, -w, -w + 1, w - 1, w, w + 1):
+        ok = v > flat[idx + step]
+        idx, v = idx[ok], v[ok]
     order = np.argsort(idx, kind="stable")
     return idx[order], v[order]
 
