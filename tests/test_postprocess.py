@@ -286,7 +286,8 @@ def test_benchmark_quick_prints_json_lines(repo_root):
     for line in lines:
         assert line["bench"] == "postprocess_ms" and line["unit"] == "ms"
         assert line["value"] > 0 and line["baseline"] > 0
-        assert line["same_result_as_baseline"]
+        assert line["same_result_as_baseline"] and line["same_result_as_full_scan"]
+        assert line["resize_included"] is False and line["min_ms"] <= line["value"]
 
 
 def test_hand_model_takes_global_maxima():
