@@ -241,24 +241,69 @@ class FastRecord:
         return self.planes[..., 3]
 
 
+def _varint(buf, pos: int):
+    result = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
+def raw_datum_planes(value: bytes) -> Optional[np.ndarray]:
+    """The ``(channels, height, width)`` uint8 planes of a raw (not encoded) Caffe Datum, read in
+    place from ``value`` (no copy), or None for anything else (encoded, float_data, malformed).
+
+    Reads the protobuf wire format directly: parsing the message and reading its ``data`` field
+    copy the 1.5 MB of a 640x480 datum twice.
+    """
+    fields = {}
+    pos, end = 0, len(value)
+    try:
+        while pos < end:
+            key, pos = _varint(value, pos)
+            number, wire = key >> 3, key & 7
+            if wire == 0:
+                fields[number], pos = _varint(value, pos)
+            elif wire == 2:
+                length, pos = _varint(value, pos)
+                fields[number] = (pos, length)
+                pos += length
+            elif wire == 5:
+                pos += 4
+            elif wire == 1:
+                pos += 8
+            else:
+                return None
+    except IndexError:
+        return None
+    c, h, w = fields.get(1, 0), fields.get(2, 0), fields.get(3, 0)
+    data = fields.get(4)
+    if pos != end or fields.get(7, 0) or 6 in fields or not isinstance(data, tuple) or c <= 0 \
+            or data[1] != c * h * w or data[0] + data[1] > end:
+        return None
+    return np.frombuffer(value, np.uint8, data[1], data[0]).reshape(c, h, w)
+
+
 def read_record(value: bytes, num_lmdb_parts: Optional[int] = None):
-    """Decode a datum; raw image+metadata+mask datums take a fast path (cv2.merge of the planes,
-    about 30x cheaper than a CHW->HWC transpose), everything else ``dataset_tools.datum.read_datum``."""
-    from ..dataset_tools.datum import decode_metadata, parse_datum, read_datum
-    fields = parse_datum(value)
-    if fields.encoded or fields.channels != 5 or len(fields.data) != 5 * fields.height * fields.width:
+    """Decode a datum; raw image+metadata+mask datums take a fast path (planes read in place,
+    cv2.merge of B, G, R and mask_miss: about 30x cheaper than a CHW->HWC transpose), everything
+    else ``dataset_tools.datum.read_datum``."""
+    from ..dataset_tools.datum import decode_metadata, read_datum
+    arr = raw_datum_planes(value)
+    if arr is None or arr.shape[0] != 5:
         return read_datum(value, num_lmdb_parts=num_lmdb_parts)
-    arr = np.frombuffer(fields.data, np.uint8).reshape(5, fields.height, fields.width)
     planes = cv2.merge([arr[0], arr[1], arr[2], arr[4]])
     return FastRecord(planes=planes, meta=decode_metadata(arr[3], num_lmdb_parts=num_lmdb_parts), meta_plane=arr[3])
 
 
 def read_background_image(value: bytes) -> np.ndarray:
-    """BGR image of a background (negatives) datum; raw 3-channel datums via cv2.merge."""
-    from ..dataset_tools.datum import parse_datum, read_datum
-    fields = parse_datum(value)
-    if not fields.encoded and fields.channels >= 3 and len(fields.data) == fields.channels * fields.height * fields.width:
-        arr = np.frombuffer(fields.data, np.uint8).reshape(fields.channels, fields.height, fields.width)
+    """BGR image of a background (negatives) datum; raw datums via cv2.merge of their planes."""
+    from ..dataset_tools.datum import read_datum
+    arr = raw_datum_planes(value)
+    if arr is not None and arr.shape[0] >= 3:
         return cv2.merge([arr[0], arr[1], arr[2]])
     return read_datum(value, decode_meta=False).image
 
@@ -608,11 +653,11 @@ class OPDataSource:
     def _to_tensors(self, images, labels, inputs):
         """Normalised image tensor (a new tensor, read straight from ``images``), label tensor (a copy)."""
         import torch
-        device = None if self._with_worker_labels else torch.device(self.label_device)
-        image = torch.from_numpy(images)
-        if device is not None:
-            image = image.to(device)
-        image = normalize_batch(image, self.config.augment.normalization)
+        mode = self.config.augment.normalization
+        if self._with_worker_labels:
+            image = normalize_batch_lut(images, mode)
+        else:
+            image = normalize_batch(torch.from_numpy(images).to(torch.device(self.label_device)), mode)
         label = torch.from_numpy(labels.copy()) if labels is not None else None
         return image, label, inputs
 
@@ -691,6 +736,36 @@ def normalize_batch(image, mode: int):
     means = A.MEAN_BGR_1 if mode == 1 else A.MEAN_BGR_2
     out.sub_(torch.tensor(np.asarray(means, np.float32), device=out.device).view(1, 3, 1, 1))
     return out if mode == 1 else out.mul_(float(np.float32(0.017)))
+
+
+_NORMALIZATION_LUTS = {}
+
+
+def normalization_lut(mode: int) -> np.ndarray:
+    """(3, 256) float32: :func:`normalize_batch` of every uint8 value, per BGR channel (same float32 ops)."""
+    lut = _NORMALIZATION_LUTS.get(mode)
+    if lut is None:
+        import torch
+        values = torch.arange(256, dtype=torch.uint8).view(1, 1, 1, 256).expand(1, 3, 1, 256).contiguous()
+        lut = _NORMALIZATION_LUTS[mode] = np.ascontiguousarray(normalize_batch(values, mode)[0, :, 0].numpy())
+    return lut
+
+
+def normalize_batch_lut(images: np.ndarray, mode: int):
+    """:func:`normalize_batch` of uint8 (N, 3, H, W) numpy planes as a new CPU tensor: one ``cv2.LUT``
+    pass per plane (a table of the 256 results), identical values, about twice as fast."""
+    import torch
+    out = torch.empty(images.shape, dtype=torch.float32)
+    dst = out.numpy()
+    lut = normalization_lut(mode)
+    n, _, h, w = images.shape
+    if mode == 0 and h and w:                             # one table for every channel
+        cv2.LUT(images.reshape(-1, w), lut[0], dst=dst.reshape(-1, w))
+    else:
+        for i in range(n):
+            for c in range(3):
+                cv2.LUT(images[i, c], lut[c], dst=dst[i, c])
+    return out
 
 
 def source_from_prototxt(path, layer_name: Optional[str] = None, phase: str = "TRAIN", **kwargs) -> OPDataSource:
