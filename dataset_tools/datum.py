@@ -157,6 +157,15 @@ def encode_metadata(meta: Metadata, height: int, width: int) -> np.ndarray:
     Raises :class:`DatumError` when the record does not fit the plane (row width < 4*N,
     fewer rows than needed, more than 255 other people, dataset string too long).
     """
+    rows = metadata_rows(meta, height, width)
+    plane = np.zeros((height, width), np.uint8)
+    plane[:rows.shape[0]] = rows
+    return plane
+
+
+def metadata_rows(meta: Metadata, height: int, width: int) -> np.ndarray:
+    """The leading ``meta.num_rows`` rows of :func:`encode_metadata`'s plane (the rest is zero);
+    checks that the record fits a (height, width) plane (:class:`DatumError` otherwise)."""
     n_parts, n_other = meta.num_parts, meta.num_other_people
     name = meta.dataset.encode("ascii")
     need_width = max(4 * n_parts, 4 * n_other, 14, len(name) + 1)
@@ -166,7 +175,7 @@ def encode_metadata(meta: Metadata, height: int, width: int) -> np.ndarray:
         raise DatumError(f"metadata needs {meta.num_rows} rows, the image is {height} high")
     if n_other > 255 or not 0 <= meta.people_index <= 255:
         raise DatumError(f"numOtherPeople={n_other} / people_index={meta.people_index} exceed a byte")
-    plane = np.zeros((height, width), np.uint8)
+    plane = np.zeros((meta.num_rows, width), np.uint8)
     plane[0, :len(name)] = np.frombuffer(name, np.uint8)
     _put_floats(plane, 1, [meta.img_height, meta.img_width])
     plane[2, 0] = n_other
@@ -274,12 +283,22 @@ def serialize_datum(channels: int, height: int, width: int, data, label: int = 0
     """
     chunks = data if isinstance(data, list) else [data]
     length = sum(memoryview(c).nbytes for c in chunks)
+    return b"".join([_datum_head(channels, height, width, length), *chunks, _datum_tail(label, encoded)])
+
+
+def _datum_head(channels: int, height: int, width: int, length: int) -> bytes:
+    """Wire bytes before the ``data`` payload: fields 1-3, then field 4's tag and length."""
     head = caffe_pb2.Datum(channels=channels, height=height, width=width).SerializeToString()
     length_varint = caffe_pb2.Datum(channels=length).SerializeToString()[1:]   # the varint of `length`
+    return head + b"\x22" + length_varint
+
+
+def _datum_tail(label: int = 0, encoded: bool = False) -> bytes:
+    """Wire bytes after the ``data`` payload: ``label`` (always written, as pycaffe) and ``encoded``."""
     tail = caffe_pb2.Datum(label=label).SerializeToString()
     if encoded:
         tail += caffe_pb2.Datum(encoded=True).SerializeToString()
-    return b"".join([head, b"\x22", length_varint, *chunks, tail])
+    return tail
 
 
 def parse_datum(value) -> "caffe_pb2.Datum":
@@ -329,6 +348,11 @@ class DatumBuilder:
     ``image`` BGR uint8 (H, W, 3) or None (Dome: metadata-only datums); ``mask_miss`` (H, W) uint8
     or None (dataset without a mask channel); ``min_width``: pad narrow images on the right to it
     (the writer does for records with metadata; None = never).
+
+    Raw datums of one image differ only in the metadata plane, so :meth:`raw_datum` keeps one
+    serialized datum per channel count in a buffer of its own (header, B, G, R planes, metadata
+    plane, mask, tail written once) and rewrites only the metadata rows per record: the writer
+    hands that buffer to LMDB without another copy.
     """
 
     def __init__(self, image: Optional[np.ndarray], mask_miss: Optional[np.ndarray] = None,
@@ -347,13 +371,60 @@ class DatumBuilder:
         self.image = image
         self.height, self.width = image.shape[:2]
         self.mask = None if mask_miss is None else np.ascontiguousarray(mask_miss, np.uint8)
+        self._raw = {}          # channels -> (serialized datum buffer, its metadata plane view)
+        self._meta_rows_used = 0
         if encoded:
             ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
             if not ok:
                 raise DatumError("JPEG encoding failed")
             self._jpeg = jpeg.tobytes()
-        else:
-            self._planes = image.transpose(2, 0, 1).tobytes()
+
+    def metadata_rows(self, metadata: Metadata) -> np.ndarray:
+        """:func:`metadata_rows` of one record for this image (checks that it fits)."""
+        return metadata_rows(metadata, self.height, self.width)
+
+    def _raw_buffer(self, channels: int):
+        if channels not in self._raw:
+            h, w = self.height, self.width
+            head, tail = _datum_head(channels, h, w, channels * h * w), _datum_tail()
+            buffer = np.empty(len(head) + channels * h * w + len(tail), np.uint8)
+            buffer[:len(head)] = np.frombuffer(head, np.uint8)
+            buffer[len(buffer) - len(tail):] = np.frombuffer(tail, np.uint8)
+            planes = buffer[len(head):len(head) + channels * h * w].reshape(channels, h, w)
+            # HWC -> CHW straight into the datum; OpenCV would silently write elsewhere if it
+            # could not use the views, so check and fall back to numpy
+            split = cv2.split(self.image, [planes[0], planes[1], planes[2]])
+            if any(a.ctypes.data != b.ctypes.data for a, b in zip(split, planes)):
+                np.copyto(planes[:3], self.image.transpose(2, 0, 1))
+            meta_plane = None
+            if channels > 3:
+                meta_plane = planes[3]
+                meta_plane.fill(0)
+                if channels > 4:
+                    planes[4] = self.mask
+            self._raw[channels] = (buffer, meta_plane)
+        return self._raw[channels]
+
+    def prepare_raw(self, metadata: bool = True) -> None:
+        """Write the parts that all raw datums of this image share (header, image planes, mask)
+        now, e.g. in a worker thread; :meth:`raw_datum` then only adds the metadata rows."""
+        self._raw_buffer(4 + (self.mask is not None) if metadata else 3)
+
+    def raw_datum(self, meta_rows: Optional[np.ndarray] = None) -> memoryview:
+        """One raw record's serialized Datum, in this builder's buffer (no copy): valid until the
+        next call. ``meta_rows`` from :meth:`metadata_rows`; None: a 3-channel negatives datum."""
+        if self.image is None or self.encoded:
+            raise DatumError("raw_datum needs an image and a raw (not encoded) builder")
+        if meta_rows is None:
+            if self.mask is not None:
+                raise DatumError("a mask_miss channel needs metadata (channel 3)")
+            return memoryview(self._raw_buffer(3)[0])
+        buffer, plane = self._raw_buffer(4 + (self.mask is not None))
+        rows = meta_rows.shape[0]
+        plane[:rows] = meta_rows
+        plane[rows:self._meta_rows_used] = 0         # rows the previous record used
+        self._meta_rows_used = rows
+        return memoryview(buffer)
 
     def build(self, metadata: Optional[Metadata] = None) -> bytes:
         """The serialized Datum of one record (``metadata`` in stored form; None: negatives)."""
@@ -362,6 +433,8 @@ class DatumBuilder:
                 raise DatumError("a datum needs an image or metadata")
             plane = encode_metadata(metadata, *DOME_CANVAS)
             return serialize_datum(1, DOME_CANVAS[0], DOME_CANVAS[1], plane.tobytes())
+        if not self.encoded:
+            return bytes(self.raw_datum(None if metadata is None else self.metadata_rows(metadata)))
         extra = []
         if metadata is not None:
             extra.append(encode_metadata(metadata, self.height, self.width))
@@ -370,9 +443,6 @@ class DatumBuilder:
         elif self.mask is not None:
             raise DatumError("a mask_miss channel needs metadata (channel 3)")
         channels = 3 + len(extra)
-        if not self.encoded:
-            return serialize_datum(channels, self.height, self.width,
-                                   [self._planes] + [np.ascontiguousarray(p).reshape(-1) for p in extra])
         png = b""
         if extra:
             ok, png_arr = cv2.imencode(".png", np.concatenate(extra, axis=0), [cv2.IMWRITE_PNG_COMPRESSION, 1])
