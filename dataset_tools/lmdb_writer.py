@@ -6,16 +6,20 @@ Build steps:
    are shuffled by ``numpy.random.default_rng(seed).permutation`` and record ``r`` gets the key
    ``'%07d' % perm[r]``. ``totalWriteNumber`` in every record = number of planned records (the
    original's "number of JSON entries").
-2. images in plan order, each decoded once (worker processes), its mask made once, one datum per
-   main person; large write transactions (``txn_bytes``); the map grows when full.
+2. images in plan order, each decoded once and its mask made once in worker threads (JPEG
+   decoding and the plane copies release the GIL), one datum per main person; the main thread
+   only writes: the records of one image share one serialized buffer in which only the metadata
+   rows change (:meth:`DatumBuilder.raw_datum`), handed to LMDB as is, and LMDB runs with
+   ``writemap`` so that ``put`` copies it straight into the file's pages (one copy per record).
+   Large write transactions (``txn_bytes``); the map grows when full.
 3. close the gaps that undecodable images left: the records with the highest keys move into the
    holes (their ``writeNumber`` rewritten), so keys stay ``0 .. n-1``.
 
 Everything is written into ``<out>.partial``; ``progress.jsonl`` there lists the images whose
 records are committed, so an interrupted build (Ctrl-C, kill) resumes without redoing them and
 gives the same records as an uninterrupted one. At the end the progress file is removed and the
-directory renamed to ``<out>``. Memory does not grow with the dataset (one transaction's worth
-of datums plus the annotation plan).
+directory renamed to ``<out>``. Memory does not grow with the dataset (a few images in flight
+plus the annotation plan; the transaction's pages live in the file mapping).
 """
 from __future__ import annotations
 
@@ -25,10 +29,10 @@ import os
 import shutil
 import time
 from collections import Counter, deque
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import cv2
 import lmdb
@@ -37,7 +41,7 @@ import numpy as np
 from openpose_train.generator.registry import get_dataset_layout
 
 from . import coco
-from .datum import DatumBuilder, DatumError, build_datum, minimum_width, one_based, set_write_number
+from .datum import DatumBuilder, DatumError, minimum_width, one_based, set_write_number
 
 PROGRESS_FILE = "progress.jsonl"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -61,9 +65,7 @@ class BuildOptions:
     seed: int = 0
     encoded: bool = False              # JPEG + PNG encoded datums (see datum.py)
     background: bool = False           # negatives LMDB: images without people, 3 channels
-    workers: int = 1                   # decode/mask processes; 1 = in-process, 0 = one per CPU
-                                       # (the datum bytes cross a pipe: pays off only when decoding, not
-                                       # the disk, is the bottleneck; on a 2-core disk-bound box 1 is faster)
+    workers: int = 1                   # decode/mask threads beside the writing thread; 0 = one per CPU (max 4)
     txn_bytes: int = 64 << 20          # commit a write transaction after this many value bytes
     map_size: Optional[int] = None     # initial LMDB map size; None = estimate from the plan
     jpeg_quality: int = 95
@@ -122,10 +124,20 @@ class WorkerConfig:
 
 @dataclass
 class ImageResult:
+    """One image's records, ready to write: ``parts`` are (key, metadata rows) for raw datums
+    (None: a negatives datum), (key, datum bytes) for encoded ones."""
+
     index: int
-    records: List[Tuple[bytes, bytes]]
     reason: Optional[str] = None        # image skipped
     failed_keys: List[int] = field(default_factory=list)   # records that did not fit (metadata too big)
+    builder: Optional[DatumBuilder] = None
+    parts: List[Tuple[int, object]] = field(default_factory=list)
+
+    def records(self) -> Iterator[Tuple[bytes, object]]:
+        """(key, value) pairs; a raw value is a view into the image's buffer, valid until the next
+        pair is taken (LMDB's ``put`` copies it at once)."""
+        for key, part in self.parts:
+            yield b"%07d" % key, part if isinstance(part, bytes) else self.builder.raw_datum(part)
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -148,24 +160,29 @@ def _read_image(path: str):
 
 
 def process_image(item: WorkItem, config: WorkerConfig) -> ImageResult:
-    """Decode one image, make its mask and the datums of its records (runs in a worker)."""
+    """Decode one image, make its mask, the metadata of its records and the datum buffer they
+    share (runs in a worker thread; the writer only fills in metadata rows and writes)."""
     image, reason = _read_image(item.path)
     if reason:
-        return ImageResult(item.index, [], reason)
+        return ImageResult(item.index, reason)
     if item.entry is None:           # background
-        return ImageResult(item.index, [(b"%07d" % key, build_datum(image, encoded=config.encoded,
-                                                                      jpeg_quality=config.jpeg_quality))
-                                        for key, _ in item.records])
+        builder = DatumBuilder(image, None, config.encoded, config.jpeg_quality)
+        part = None                  # raw: a 3-channel datum, no metadata
+        if config.encoded:
+            part = builder.build()
+        else:
+            builder.prepare_raw(metadata=False)
+        return ImageResult(item.index, builder=builder, parts=[(key, part) for key, _ in item.records])
     if image.shape[:2] != (item.entry.height, item.entry.width):
-        return ImageResult(item.index, [], SIZE_MISMATCH)
+        return ImageResult(item.index, SIZE_MISMATCH)
     layout = get_dataset_layout(config.dataset)
     try:
         mask_miss = coco.mask_miss(item.entry, layout) if layout.has_mask else None
     except (ValueError, TypeError):
-        return ImageResult(item.index, [], BAD_SEGMENTATION)
+        return ImageResult(item.index, BAD_SEGMENTATION)
     builder = DatumBuilder(image, mask_miss, config.encoded, config.jpeg_quality,
                            minimum_width(layout.lmdb_dataset, layout.num_keypoints))
-    out, failed = [], []
+    parts, failed = [], []
     for key, person in item.records:
         meta = coco.build_metadata(item.entry, person, layout)
         if layout.category == "COCO":
@@ -173,14 +190,12 @@ def process_image(item: WorkItem, config: WorkerConfig) -> ImageResult:
         meta.write_number = float(key)
         meta.total_write_number = float(config.total)
         try:
-            out.append((b"%07d" % key, builder.build(meta)))
+            parts.append((key, builder.build(meta) if config.encoded else builder.metadata_rows(meta)))
         except DatumError:
             failed.append(key)
-    return ImageResult(item.index, out, failed_keys=failed)
-
-
-def _worker_init():
-    cv2.setNumThreads(1)
+    if parts and not config.encoded:
+        builder.prepare_raw(metadata=True)
+    return ImageResult(item.index, failed_keys=failed, builder=builder, parts=parts)
 
 
 # ----------------------------------------------------------------------------- planning
@@ -260,9 +275,22 @@ def _estimate_map_size(items, options, channels) -> int:
 # ----------------------------------------------------------------------------- writing
 
 def _open_env(path: Path, map_size: int) -> lmdb.Environment:
-    # no fsync per commit: a killed process loses nothing (the OS has the pages); one sync at the end
+    # writemap: put copies a value straight into the file's mapped pages; without it LMDB copies it
+    # into malloc'd pages and write()s them at commit, a second copy that took twice as long in
+    # total for 1.5 MB records. No fsync per commit: a killed process loses nothing (the OS has the
+    # pages) and LMDB never overwrites the last committed state; one sync at the end.
     return lmdb.open(str(path), map_size=map_size, subdir=True, meminit=False, max_dbs=0, sync=False,
-                     readahead=False)
+                     writemap=True, map_async=True, readahead=False)
+
+
+def _close_env(env: lmdb.Environment, data_file: Path) -> None:
+    """Sync, close, and cut the data file back to the pages in use: with ``writemap`` LMDB
+    extends it (sparse) to the whole map size; without, it would end at the last page."""
+    used = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    env.sync(True)
+    env.close()
+    if data_file.stat().st_size > used:
+        os.truncate(data_file, used)
 
 
 class TxnWriter:
@@ -271,7 +299,7 @@ class TxnWriter:
     and the images of this transaction are processed again (rare: the map starts at an estimate)."""
 
     def __init__(self, env, redo):
-        self.env, self.redo = env, redo       # redo(image index) -> records
+        self.env, self.redo = env, redo       # redo(image index) -> ImageResult
         self.txn = env.begin(write=True)
         self.indexes: List[int] = []
         self.bytes = 0
@@ -281,6 +309,7 @@ class TxnWriter:
             self.txn.abort()
             self.env.set_mapsize(self.env.info()["map_size"] * 2)
             self.txn = self.env.begin(write=True)
+            self.bytes = 0
             try:
                 for index in indexes:
                     self.put_records(self.redo(index))
@@ -288,19 +317,19 @@ class TxnWriter:
             except lmdb.MapFullError:
                 continue
 
-    def put_records(self, records):
-        for key, value in records:
+    def put_records(self, result: ImageResult) -> None:
+        for key, value in result.records():
             self.txn.put(key, value)
+            self.bytes += len(value)
 
-    def add(self, index: int, records) -> None:
-        self.indexes.append(index)
+    def add(self, result: ImageResult) -> None:
+        self.indexes.append(result.index)
         while True:
             try:
-                self.put_records(records)
+                self.put_records(result)
                 break
             except lmdb.MapFullError:
                 self._grow_and_replay(self.indexes[:-1])
-        self.bytes += sum(len(v) for _, v in records)
 
     def commit(self) -> None:
         while True:
@@ -310,6 +339,9 @@ class TxnWriter:
             except lmdb.MapFullError:          # a failed commit has aborted the transaction
                 self.txn = self.env.begin(write=True)
                 self._grow_and_replay(self.indexes)
+        # with writemap the pages written stay mapped and count as our resident memory until the
+        # map is dropped: remapping (set_mapsize to the same size) keeps it at one transaction's worth
+        self.env.set_mapsize(self.env.info()["map_size"])
         self.txn = self.env.begin(write=True)
         self.indexes, self.bytes = [], 0
 
@@ -374,20 +406,14 @@ def _close_gaps(env, holes, total: int) -> int:
 
 
 def _results(items, config, workers):
-    """Yield ImageResult in item order; worker processes with a bounded window of work."""
-    if workers <= 1:
-        for item in items:
-            yield process_image(item, config)
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    window = 4 * workers
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_worker_init) as pool:
+    """Yield ImageResult in item order, made by ``workers`` threads ahead of the writer (a bounded
+    window of images, so memory stays flat). Threads, not processes: the datums would cross a
+    pipe, a copy as costly as the decoding it spares."""
+    window = 2 * workers + 2
+    with ThreadPoolExecutor(workers, thread_name_prefix="lmdb-decode") as pool:
         pending = deque()
-        it = iter(items)
         try:
-            for item in it:
+            for item in items:
                 pending.append(pool.submit(process_image, item, config))
                 if len(pending) >= window:
                     yield pending.popleft().result()
@@ -439,15 +465,13 @@ def build_lmdb(json_path, images_dir, out, options: Optional[BuildOptions] = Non
     env = _open_env(partial, options.map_size or _estimate_map_size(items, options, channels))
     config = WorkerConfig(options.dataset, total, options.encoded, options.jpeg_quality)
     todo = [item for item in items if item.index not in done]
-    workers = options.workers or min(os.cpu_count() or 1, 8)
-    if len(todo) < 8 * workers:
-        workers = 1                      # not worth starting processes
+    workers = options.workers or min(os.cpu_count() or 1, 4)
     bar = None
     if options.progress:
         from tqdm import tqdm
         bar = tqdm(total=len(items), initial=len(done), unit="img", desc=f"lmdb {out.name}",
                    dynamic_ncols=True, mininterval=0.5)
-    writer = TxnWriter(env, lambda index: process_image(items[index], config).records)
+    writer = TxnWriter(env, lambda index: process_image(items[index], config))
     batch_skipped, batch_failed = {}, []
     progress_file = open(partial / PROGRESS_FILE, "a")
 
@@ -465,7 +489,7 @@ def build_lmdb(json_path, images_dir, out, options: Optional[BuildOptions] = Non
     processed = 0
     try:
         for result in _results(todo, config, workers):
-            writer.add(result.index, result.records)
+            writer.add(result)
             if result.reason:
                 batch_skipped[result.index] = result.reason
             batch_failed.extend(result.failed_keys)
@@ -477,11 +501,6 @@ def build_lmdb(json_path, images_dir, out, options: Optional[BuildOptions] = Non
             if options.stop_after_images is not None and processed >= options.stop_after_images:
                 raise KeyboardInterrupt
         commit()
-    except BrokenProcessPool:
-        writer.abort()
-        progress_file.close()
-        env.close()
-        raise LmdbBuildError(f"a worker process died (out of memory?); rerun to resume from {partial}") from None
     except KeyboardInterrupt:
         writer.abort()
         progress_file.close()
@@ -506,8 +525,7 @@ def build_lmdb(json_path, images_dir, out, options: Optional[BuildOptions] = Non
     summary.records_moved = _close_gaps(env, holes, total)
     summary.records_written = int(env.stat()["entries"])
     summary.images_read = len(items) - len(reasons)
-    env.sync(True)
-    env.close()
+    _close_env(env, partial / "data.mdb")
     os.remove(partial / PROGRESS_FILE)
     if out.exists():
         shutil.rmtree(out) if out.is_dir() else out.unlink()

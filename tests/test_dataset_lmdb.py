@@ -231,9 +231,9 @@ import os, signal, sys
 from openpose_train.dataset_tools import lmdb_writer as w
 calls = {"n": 0}
 original = w.TxnWriter.add
-def dying_add(self, index, records):
+def dying_add(self, result):
     calls["n"] += 1
-    original(self, index, records)
+    original(self, result)
     if calls["n"] == 9:                    # killed inside an open write transaction
         os.kill(os.getpid(), signal.SIGKILL)
 w.TxnWriter.add = dying_add
