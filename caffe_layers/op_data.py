@@ -210,6 +210,17 @@ def _release(reader):
                 del _OPEN_LMDBS[key]
 
 
+@contextlib.contextmanager
+def _lmdb_value(reader, index: int):
+    """Record ``index`` of an ``LmdbReader`` as a buffer into the LMDB map (no 1.5 MB copy), valid
+    inside the ``with`` only: whatever is kept must be copied out (``read_record`` does)."""
+    with reader.env.begin(buffers=True) as txn:
+        value = txn.get(b"%07d" % index)        # the LmdbReader key format
+        if value is None:
+            raise KeyError(f"{reader.path}: no record {index:07d}")
+        yield value
+
+
 class _PartsView:
     """A shared LmdbReader decoding metadata with this source's LMDB keypoint count."""
 
@@ -221,7 +232,8 @@ class _PartsView:
         return len(self.reader)
 
     def __getitem__(self, index):
-        return read_record(self.reader.raw(index), self.num_lmdb_parts)
+        with _lmdb_value(self.reader, index) as value:
+            return read_record(value, self.num_lmdb_parts)
 
 
 @dataclass
@@ -296,7 +308,9 @@ def read_record(value: bytes, num_lmdb_parts: Optional[int] = None):
     if arr is None or arr.shape[0] != 5:
         return read_datum(value, num_lmdb_parts=num_lmdb_parts)
     planes = cv2.merge([arr[0], arr[1], arr[2], arr[4]])
-    return FastRecord(planes=planes, meta=decode_metadata(arr[3], num_lmdb_parts=num_lmdb_parts), meta_plane=arr[3])
+    meta_plane = arr[3].copy()                  # ``value`` may be a buffer into the LMDB map
+    return FastRecord(planes=planes, meta=decode_metadata(meta_plane, num_lmdb_parts=num_lmdb_parts),
+                      meta_plane=meta_plane)
 
 
 def read_background_image(value: bytes) -> np.ndarray:
@@ -345,7 +359,8 @@ def render_item(readers: _Readers, source: int, key: Optional[int], bg_key: Opti
     aug_cfg = cfg.augment
     background = None
     if bg_key is not None:
-        background = read_background_image(readers.background_reader().raw(bg_key))
+        with _lmdb_value(readers.background_reader(), bg_key) as value:
+            background = read_background_image(value)
     if source < 0:
         model, variant = readers.models[0]
         out = A.background_only_sample(rng, aug_cfg, background, model.num_parts)
