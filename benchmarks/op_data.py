@@ -3,21 +3,23 @@
 BODY_25 (fork model string COCO_25_17), 368x368 crop, stride 8 (46x46 grid), sigma 7.
 
 * ``labels_ms`` (cases people=1/3/6/12): median time of ``labels.render_labels`` for one sample on
-  one core; people are upright figures 60-300 px tall (the main one about 0.6 x 368), some
+  one core (the process pinned to its first CPU; ``min`` the fastest run, ``median`` = value); people are upright figures 60-300 px tall (the main one about 0.6 x 368), some
   outside the crop. ``baseline``: a straightforward full-grid numpy renderer (every Gaussian and
   every limb evaluated on the whole grid, one person and part at a time, as the open Python
   implementations do) on the same people; its heatmap/PAF/background targets are checked
   against ours before timing.
 * ``samples_per_s`` (case workers=2): ``OPDataSource`` batches (batch 10) from an LMDB of raw
   640x480 datums (synthetic COCO-format data, background LMDB configured): read + decode +
-  augment + labels + normalisation. ``baseline``: the same source with ``num_workers=0`` (in
-  the calling process) in the same run.
+  augment + labels + normalisation; median of 5 rounds (``max`` the best round), the machine's
+  load average beside it. ``baseline``: the same source with ``num_workers=0`` (in the calling
+  process) in the same run.
 * ``gpu_labels_per_s`` (case batch=64): ``labels_torch.render_labels_batch`` on CUDA; baseline
   the CPU reference, sample by sample, in the same run. Skipped (said on stderr) without CUDA.
 
     python benchmarks/op_data.py [--quick]
 """
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -101,13 +103,32 @@ def full_grid_labels(model, people, sigma=SIGMA):
     return label
 
 
-def median_ms(fn, repeats):
+def times_ms(fn, repeats):
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return times
+
+
+def median_ms(fn, repeats):
+    return statistics.median(times_ms(fn, repeats))
+
+
+@contextlib.contextmanager
+def one_core():
+    """Pin this process to one CPU (the first it may use) while timing single-core figures."""
+    if not hasattr(os, "sched_setaffinity"):
+        yield None
+        return
+    allowed = os.sched_getaffinity(0)
+    core = min(allowed)
+    os.sched_setaffinity(0, {core})
+    try:
+        yield core
+    finally:
+        os.sched_setaffinity(0, allowed)
 
 
 def emit(bench, case, value, unit, baseline, baseline_name, **extra):
@@ -117,21 +138,28 @@ def emit(bench, case, value, unit, baseline, baseline_name, **extra):
 
 
 def bench_labels(quick):
+    """``value``: mean over the scenes of the median time per scene; ``min``: the same with the
+    fastest time per scene (the machine may be shared: the minimum is the least disturbed figure)."""
     model, variant = get_training_variant(OP_MODEL)
     rng = np.random.default_rng(0)
     repeats = 10 if quick else 300
-    for count in (1, 3, 6, 12):
-        samples = [make_people(rng, count) for _ in range(3 if quick else 8)]
-        c = model.num_channels
-        for people in samples:                 # same targets as the baseline before timing
-            ours = L.render_labels(model, variant, people, None, (GRID, GRID), STRIDE, SIGMA)[c:]
-            ref = full_grid_labels(model, people)[c:]
-            np.testing.assert_allclose(ours, ref, atol=1e-5)
-        ours = np.mean([median_ms(lambda: L.render_labels(model, variant, p, None, (GRID, GRID), STRIDE, SIGMA),
-                                  repeats) for p in samples])
-        base = np.mean([median_ms(lambda: full_grid_labels(model, p), max(3, repeats // 10)) for p in samples])
-        emit("labels_ms", f"people={count}", ours, "ms", base, "full-grid numpy renderer (same run)",
-             model="BODY_25", op_model=OP_MODEL, crop=CROP, stride=STRIDE)
+    with one_core() as core:
+        for count in (1, 3, 6, 12):
+            samples = [make_people(rng, count) for _ in range(3 if quick else 8)]
+            c = model.num_channels
+            for people in samples:                 # same targets as the baseline before timing
+                ours = L.render_labels(model, variant, people, None, (GRID, GRID), STRIDE, SIGMA)[c:]
+                ref = full_grid_labels(model, people)[c:]
+                np.testing.assert_allclose(ours, ref, atol=1e-5)
+            ours = [times_ms(lambda: L.render_labels(model, variant, p, None, (GRID, GRID), STRIDE, SIGMA), repeats)
+                    for p in samples]
+            base = [times_ms(lambda: full_grid_labels(model, p), max(3, repeats // 10)) for p in samples]
+            value = float(np.mean([statistics.median(t) for t in ours]))
+            emit("labels_ms", f"people={count}", value, "ms",
+                 float(np.mean([statistics.median(t) for t in base])), "full-grid numpy renderer (same run)",
+                 median=round(value, 4), min=round(float(np.mean([min(t) for t in ours])), 4),
+                 baseline_min=round(float(np.mean([min(t) for t in base])), 4), repeats=repeats,
+                 scenes=len(samples), pinned_cpu=core, model="BODY_25", op_model=OP_MODEL, crop=CROP, stride=STRIDE)
 
 
 def _layer(coco, bg, batch):
@@ -147,17 +175,21 @@ def _layer(coco, bg, batch):
     return lp
 
 
-def _samples_per_s(lp, workers, n_batches, warmup):
-    """Steady-state samples/s: ``warmup`` batches first (worker start-up, and enough batches to
-    drain the prefetch slots filled meanwhile, since reading is faster than producing), then timed."""
+def _samples_per_s(lp, workers, n_batches, warmup, rounds=1):
+    """Steady-state samples/s of each of ``rounds`` runs of ``n_batches``: ``warmup`` batches
+    first (worker start-up, and enough batches to drain the prefetch slots filled meanwhile, since
+    reading is faster than producing), then timed."""
     from openpose_train.caffe_layers.op_data import OPDataSource
+    rates = []
     with OPDataSource(lp, seed=0, num_workers=workers, prefetch=4) as src:
         for _ in range(warmup):
             next(src)
-        t0 = time.perf_counter()
-        for _ in range(n_batches):
-            next(src)
-        return n_batches * lp.data_param.batch_size / (time.perf_counter() - t0)
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            for _ in range(n_batches):
+                next(src)
+            rates.append(n_batches * lp.data_param.batch_size / (time.perf_counter() - t0))
+    return rates
 
 
 def bench_samples(quick):
@@ -171,11 +203,15 @@ def bench_samples(quick):
         build_lmdb(json_path, images, tmp / "coco", BuildOptions(workers=1, progress=False))
         build_lmdb(json_path, images, tmp / "bg", BuildOptions(workers=1, progress=False, background=True))
         lp = _layer(tmp / "coco", tmp / "bg", 10)
-        n = 2 if quick else 40
-        base = _samples_per_s(lp, 0, max(2, n // 4), 1)
-        value = _samples_per_s(lp, 2, n, 1 if quick else 8)
-        emit("samples_per_s", "workers=2", value, "samples/s", base, "same source, num_workers=0 (same run)",
-             batch=10, datum="raw 640x480", crop=CROP, cpu_count=os.cpu_count())
+        n, rounds = (2, 1) if quick else (10, 5)
+        base = _samples_per_s(lp, 0, max(2, n // 2), 1, rounds)
+        rates = _samples_per_s(lp, 2, n, 1 if quick else 8, rounds)
+        value = statistics.median(rates)
+        emit("samples_per_s", "workers=2", value, "samples/s", statistics.median(base),
+             "same source, num_workers=0 (same run)", median=round(value, 2), max=round(max(rates), 2),
+             baseline_max=round(max(base), 2), rounds=rounds, batches_per_round=n, batch=10,
+             datum="raw 640x480", crop=CROP, cpu_count=os.cpu_count(),
+             load_average=round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None)
 
 
 def bench_gpu(quick):

@@ -390,6 +390,15 @@ def render_heatmaps(targets, weights, layout, people, sigma, stride, grid_w, gri
     xy = people[person, part, :2]                                       # (K, 2) float32
     start = np.float32(stride / 2.0 - 0.5)
     first = np.ceil((xy - radius - start) / stride).astype(np.int32)   # float64, as the fork
+    # keypoints whose window misses the grid draw nothing
+    reach = ((first < (grid_w, grid_h)) & (first > -window)).all(1)
+    if not reach.all():
+        keep = np.flatnonzero(reach)
+        if keep.size == 0:
+            return
+        part, xy, first = part[keep], xy[keep], first[keep]
+        if np.ndim(radius):
+            thr, neg_inv_2s2 = thr[keep], neg_inv_2s2[keep]
     cells = first[:, :, None] + np.arange(window, dtype=np.int32)       # (K, 2, w): x row, y row
     grid = np.array([[grid_w - 1], [grid_h - 1]], np.int32)
     clipped = np.minimum(np.maximum(cells, 0), grid)
@@ -425,54 +434,64 @@ def limb_band_cells(ax, ay, bx, by, grid_w, grid_h):
     """Cells of each limb's PAF (§6 step 11): (limb, cell, ux, uy) per covered cell.
 
     ``a``/``b`` are limb ends in grid units (pixels / stride, float32), ``cell`` is ``gy * grid_w
-    + gx``; ``ux``/``uy`` the limb's unit vector. A cell belongs to a limb when it
-    lies in the rounded bbox grown by one cell and within perpendicular distance 1. Candidates: per
-    step along the limb's major axis, the 4 cells around the line (|u_major| >= 1/sqrt(2) keeps the
-    band within +-1.42 cells of it), then the fork's exact float32 test. Zero-length limbs cover
-    nothing. Cells are listed limb by limb, along the major axis, then along the minor axis.
+    + gx``; ``ux``/``uy`` the limb's unit vector. A cell belongs to a limb when it lies in the
+    rounded bbox grown by one cell and within perpendicular distance 1. Candidates: per step along
+    the limb's major axis, the 4 cells around the line (|u_major| >= 1/sqrt(2) keeps the band
+    within +-1.42 cells of it), then the fork's exact float32 test. Zero-length limbs cover nothing.
+    Cells are listed limb by limb, along the major axis, then along the minor axis.
     """
     a = np.stack([ax, ay], 1).astype(np.float32, copy=False)
     b = np.stack([bx, by], 1).astype(np.float32, copy=False)
-    return _limb_cells(a, b, grid_w, grid_h)
+    cells = grid_w * grid_h
+    index, ux, uy = _limb_cells(a, b, grid_w, grid_h, np.arange(a.shape[0], dtype=np.float32) * cells)
+    return index // cells, index % cells, ux, uy
 
 
-def _limb_cells(a, b, grid_w, grid_h):
+#: limb table columns (see _limb_cells) for x-major and y-major limbs
+_LIMB_COLUMNS_X = [0, 1, 2, 3, 4, 6, 5, 7, 8, 9, 10, 11, 12]
+_LIMB_COLUMNS_Y = [1, 0, 3, 2, 5, 7, 4, 6, 8, 9, 10, 12, 11]
+_BOX_GROW = np.array([-1, -1, 1, 1], np.float32)
+_CANDIDATES = np.arange(-1, 3, dtype=np.float32)
+
+
+def _limb_cells(a, b, grid_w, grid_h, base=None):
+    """:func:`limb_band_cells` on (L, 2) ends; ``base`` (L,) is added to each limb's cell index."""
+    n = a.shape[0]
     d = b - a
     norm = np.sqrt(d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1])
     drawn = norm > 0
     u = d / np.where(drawn, norm, np.float32(1))[:, None]
-    one = np.float32(1)
     # bbox grown by one cell, rounded, clipped to the grid: lo_x, lo_y, hi_x, hi_y (a lo past the grid
-    # clipped to its size keeps the range empty, as the unclipped one)
-    box = np.concatenate([np.minimum(a, b) - one, np.maximum(a, b) + one], 1)
-    box = np.clip(round_half_away(box), 0, (grid_w, grid_h, grid_w, grid_h)).astype(np.int64)
-    horizontal = (np.abs(u[:, 0]) >= np.abs(u[:, 1]))[:, None]
-    # per limb, major axis first: x major when |ux| >= |uy|
-    floats = np.concatenate([a, u], 1)
-    floats = np.where(horizontal, floats, floats[:, [1, 0, 3, 2]])      # a_major, a_minor, u_major, u_minor
-    ints = np.where(horizontal, box[:, [0, 2, 1, 3]], box[:, [1, 3, 0, 2]])  # major lo/hi, minor lo/hi
-    steps = np.maximum(ints[:, 1] - ints[:, 0], 0) * drawn
+    # clipped to its size keeps the range empty, as the unclipped one); float32 holds these integers
+    box = round_half_away(np.concatenate([np.minimum(a, b), np.maximum(a, b)], 1) + _BOX_GROW)
+    np.maximum(box, 0, out=box)
+    np.minimum(box, np.array([grid_w, grid_h, grid_w, grid_h], np.float32), out=box)
+    # per limb: a_major, a_minor, u_major, u_minor, lo_major, hi_major, lo_minor, hi_minor, ux, uy, base,
+    # flat-index strides of the major and minor axes (x major when |ux| >= |uy|)
+    table = np.concatenate([a, u, box, u, np.zeros((n, 1), np.float32) if base is None else base[:, None],
+                            np.broadcast_to(np.array([1, grid_w], np.float32), (n, 2))], 1)
+    table = np.where((np.abs(u[:, 0]) >= np.abs(u[:, 1]))[:, None], table[:, _LIMB_COLUMNS_X],
+                     table[:, _LIMB_COLUMNS_Y])
+    # steps along the major axis; none for zero-length limbs or an empty minor range
+    steps = (np.maximum(table[:, 5] - table[:, 4], 0) * (drawn & (table[:, 7] > table[:, 6]))).astype(np.int64)
     total = int(steps.sum())
     if total == 0:
-        empty = np.zeros(0, np.int64)
-        return empty, empty, np.zeros(0, np.float32), np.zeros(0, np.float32)
-    step_major = np.where(horizontal[:, 0], 1, grid_w)          # flat-index stride of the major axis
-    ints = np.stack([ints[:, 2], ints[:, 3], step_major, grid_w + 1 - step_major,
-                     ints[:, 0] - np.cumsum(steps) + steps, np.arange(steps.size)], 1)
+        return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32)
     # one row per (limb, step along its major axis)
-    F = np.repeat(floats, steps, axis=0)
-    I = np.repeat(ints, steps, axis=0)
-    major = np.arange(total) + I[:, 4]
-    along = major.astype(np.float32) - F[:, 0]                          # major - a_major
-    minor = np.floor(F[:, 1] + along * F[:, 3] / F[:, 2]).astype(np.int64)[:, None] + np.arange(-1, 3)
+    rows = np.repeat(table, steps, axis=0)
+    first = (np.cumsum(steps) - steps).astype(np.float32)
+    major = np.arange(total, dtype=np.float32) + np.repeat(table[:, 4] - first, steps)     # float32
+    along = major - rows[:, 0]                                          # major - a_major
+    along_minor = along * rows[:, 3]
+    minor = np.floor(rows[:, 1] + along_minor / rows[:, 2])[:, None] + _CANDIDATES
     # |(cx - ax) uy - (cy - ay) ux| as the fork: (major - a_major) u_minor - (minor - a_minor) u_major,
-    # negated for vertical limbs (same absolute value, same float32 products)
-    dist = np.abs((along * F[:, 3])[:, None] - (minor.astype(np.float32) - F[:, 1:2]) * F[:, 2:3])
-    valid = (dist <= PAF_THRESHOLD) & (minor >= I[:, 0:1]) & (minor < I[:, 1:2])
-    cell = (major * I[:, 2])[:, None] + minor * I[:, 3:4]
+    # negated for y-major limbs (same absolute value, same float32 products)
+    dist = np.abs(along_minor[:, None] - (minor - rows[:, 1:2]) * rows[:, 2:3])
+    valid = (dist <= PAF_THRESHOLD) & (minor >= rows[:, 6:7]) & (minor < rows[:, 7:8])
+    cell = (major * rows[:, 11] + rows[:, 10])[:, None] + minor * rows[:, 12:13]
     hit = np.flatnonzero(valid)
-    limb = I[hit >> 2, 5]
-    return limb, cell.reshape(-1)[hit], u[limb, 0], u[limb, 1]
+    entry = rows[hit >> 2]
+    return cell.reshape(-1)[hit].astype(np.int64), entry[:, 8], entry[:, 9]
 
 
 def render_pafs(targets, weights, layout, people, stride, grid_w, grid_h):
@@ -490,11 +509,11 @@ def render_pafs(targets, weights, layout, people, stride, grid_w, grid_h):
     s = np.float32(stride)
     a = people[person, layout.paf_a[pair], :2] / s
     b = people[person, layout.paf_b[pair], :2] / s
-    limb, cell, ux, uy = _limb_cells(a, b, grid_w, grid_h)
-    if limb.size == 0:
-        return
     cells = grid_w * grid_h
-    base = 2 * cells * pair[limb] + cell                  # x channel of the pair; y is + cells
+    # flat index into the targets of the pair's x channel; y is + cells
+    base, ux, uy = _limb_cells(a, b, grid_w, grid_h, (2 * cells) * pair.astype(np.float32))
+    if base.size == 0:
+        return
     t = targets.reshape(-1)
     w = weights.reshape(-1)
     t[base] = ux

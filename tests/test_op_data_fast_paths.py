@@ -1,0 +1,72 @@
+"""The fast paths of the OPData layer against independent references: the in-place datum reader
+against protobuf parsing, the LUT normalisation against the torch ops, the windowed renderer's
+Gaussian cut-off and PAF band against full-grid evaluations of the spec formulas."""
+import numpy as np
+import pytest
+import torch
+
+from openpose_train.caffe_layers import labels as L
+from openpose_train.caffe_layers import op_data as OD
+from openpose_train.dataset_tools.datum import parse_datum, serialize_datum
+
+
+def test_raw_datum_planes_equal_the_parsed_message():
+    rng = np.random.default_rng(0)
+    for c, h, w in [(5, 7, 130), (3, 4, 5), (1, 2, 300)]:
+        data = rng.integers(0, 256, c * h * w, dtype=np.uint8).tobytes()
+        value = serialize_datum(c, h, w, data, 0)
+        planes = OD.raw_datum_planes(value)
+        msg = parse_datum(value)
+        assert planes.shape == (msg.channels, msg.height, msg.width)
+        assert planes.tobytes() == msg.data
+        assert OD.raw_datum_planes(memoryview(value)).tobytes() == msg.data      # LMDB buffers
+    # encoded, truncated and garbage values are left to the protobuf reader
+    assert OD.raw_datum_planes(serialize_datum(3, 2, 2, b"abcd", 0, encoded=True)) is None
+    value = serialize_datum(3, 4, 5, bytes(60), 0)
+    for cut in (1, 5, len(value) - 1):
+        assert OD.raw_datum_planes(value[:cut]) is None
+    assert OD.raw_datum_planes(b"\xff" * 12) is None
+
+
+@pytest.mark.parametrize("mode", [0, 1, 2])
+def test_lut_normalisation_equals_the_torch_ops(mode):
+    img = np.random.default_rng(mode).integers(0, 256, (2, 3, 9, 11), dtype=np.uint8)
+    img[0, :, 0, :3] = [[0, 128, 255]] * 3
+    expected = OD.normalize_batch(torch.from_numpy(img), mode)
+    assert torch.equal(OD.normalize_batch_lut(img, mode), expected)
+
+
+def test_cutoff_d2_is_the_forks_float64_test():
+    for sigma in (7.0, float(np.float32(7.0 * 0.8214285714285714)), 3.0, 11.5):
+        t = L.cutoff_d2(sigma)
+        assert float(t) / 2.0 / sigma / sigma <= L.GAUSSIAN_CUTOFF
+        assert float(np.nextafter(t, np.float32(np.inf))) / 2.0 / sigma / sigma > L.GAUSSIAN_CUTOFF
+
+
+def test_limb_band_cells_equal_the_full_grid_test():
+    """The 4 candidates per step find exactly the cells of the spec's test evaluated on every cell."""
+    rng = np.random.default_rng(3)
+    gw, gh = 23, 17
+    gx, gy = np.meshgrid(np.arange(gw, dtype=np.float32), np.arange(gh, dtype=np.float32))
+    ends = rng.uniform(-4, 27, (400, 4)).astype(np.float32)
+    ends[:60] = np.round(ends[:60])                          # grid-aligned: distances of exactly 1
+    ends[60:70, 2:] = ends[60:70, :2]                        # zero length
+    ends[70:80, 3] = ends[70:80, 1]                          # horizontal
+    ends[80:90, 2] = ends[80:90, 0]                          # vertical
+    limb, cell, ux, uy = L.limb_band_cells(ends[:, 0], ends[:, 1], ends[:, 2], ends[:, 3], gw, gh)
+    for i, (ax, ay, bx, by) in enumerate(ends):
+        d = np.float32(bx - ax), np.float32(by - ay)
+        norm = np.sqrt(d[0] * d[0] + d[1] * d[1])
+        got = np.sort(cell[limb == i])
+        if norm == 0:
+            assert got.size == 0
+            continue
+        u = d[0] / norm, d[1] / norm
+        lo_x = max(0, L.round_half_away(np.float32(min(ax, bx) - 1)))
+        hi_x = min(gw, L.round_half_away(np.float32(max(ax, bx) + 1)))
+        lo_y = max(0, L.round_half_away(np.float32(min(ay, by) - 1)))
+        hi_y = min(gh, L.round_half_away(np.float32(max(ay, by) + 1)))
+        on = ((gx >= lo_x) & (gx < hi_x) & (gy >= lo_y) & (gy < hi_y)
+              & (np.abs((gx - ax) * u[1] - (gy - ay) * u[0]) <= L.PAF_THRESHOLD))
+        np.testing.assert_array_equal(got, np.flatnonzero(on), err_msg=f"limb {i}")
+        assert np.all(ux[limb == i] == u[0]) and np.all(uy[limb == i] == u[1])
