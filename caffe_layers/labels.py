@@ -541,17 +541,21 @@ def render_pafs(targets, weights, layout, people, stride, grid_w, grid_h):
     np.add.at(t, ys, uy[shared] / count)
 
 
+_FEET_INDEX = {}
+
+
 def _mask_feet(weights, layout, people, stride, grid_w, grid_h):
     """maskFeet (§6 step 5): clear the background weight on each foot box of every person."""
-    pairs = np.asarray(layout.feet_pairs, np.int64)
-    knee, ankle = people[:, pairs[:, 0]], people[:, pairs[:, 1]]            # (n, 2, 3)
-    ok = ((knee[..., 2] != 2) & (ankle[..., 2] != 2)).reshape(-1)
+    index = _FEET_INDEX.get(layout.feet_pairs)
+    if index is None:
+        index = _FEET_INDEX[layout.feet_pairs] = np.asarray(layout.feet_pairs, np.int64).reshape(-1)
+    joints = people[:, index].reshape(-1, 2, 3)                              # (n * pairs, knee/ankle, xyv)
+    ok = (joints[:, :, 2] != 2).all(1)
     if not ok.any():
         return
-    s = np.float32(stride)
-    k = knee[..., :2].reshape(-1, 2)[ok] / s
-    a = ankle[..., :2].reshape(-1, 2)[ok] / s
-    diff = a - k
+    joints = joints[ok][:, :, :2] / np.float32(stride)
+    a = joints[:, 1]
+    diff = a - joints[:, 0]
     dist = round_half_away(np.float32(0.8) * np.sqrt((diff * diff).sum(-1))).astype(np.int64)
     corner = round_half_away(a + np.rint(diff * np.float32(0.15))).astype(np.int64) - dist[:, None]
     corner, extent = _keep_boxes_inside(corner, 2 * dist[:, None], np.array([grid_w, grid_h]))  # np.rint = cvRound
