@@ -448,8 +448,8 @@ def limb_band_cells(ax, ay, bx, by, grid_w, grid_h):
 
 
 #: limb table columns (see _limb_cells) for x-major and y-major limbs
-_LIMB_COLUMNS_X = [0, 1, 2, 3, 4, 6, 5, 7, 8, 9, 10, 11, 12]
-_LIMB_COLUMNS_Y = [1, 0, 3, 2, 5, 7, 4, 6, 8, 9, 10, 12, 11]
+_LIMB_COLUMNS_X = np.array([0, 1, 2, 3, 4, 6, 5, 7, 8, 9, 10, 11, 12])
+_LIMB_COLUMNS_Y = np.array([1, 0, 3, 2, 5, 7, 4, 6, 8, 9, 10, 12, 11])
 _BOX_GROW = np.array([-1, -1, 1, 1], np.float32)
 _CANDIDATES = np.arange(-1, 3, dtype=np.float32)
 
@@ -490,8 +490,8 @@ def _limb_cells(a, b, grid_w, grid_h, base=None):
     valid = (dist <= PAF_THRESHOLD) & (minor >= rows[:, 6:7]) & (minor < rows[:, 7:8])
     cell = (major * rows[:, 11] + rows[:, 10])[:, None] + minor * rows[:, 12:13]
     hit = np.flatnonzero(valid)
-    entry = rows[hit >> 2]
-    return cell.reshape(-1)[hit].astype(np.int64), entry[:, 8], entry[:, 9]
+    u = np.take(rows, hit >> 2, axis=0)          # np.take: several times faster than rows[index] here
+    return cell.reshape(-1)[hit].astype(np.int64), u[:, 8], u[:, 9]
 
 
 def render_pafs(targets, weights, layout, people, stride, grid_w, grid_h):
