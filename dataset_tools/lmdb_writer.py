@@ -487,8 +487,9 @@ def build_lmdb(json_path, images_dir, out, options: Optional[BuildOptions] = Non
         batch_skipped, batch_failed = {}, []
 
     processed = 0
+    results = _results(todo, config, workers)
     try:
-        for result in _results(todo, config, workers):
+        for result in results:
             writer.add(result)
             if result.reason:
                 batch_skipped[result.index] = result.reason
@@ -502,6 +503,7 @@ def build_lmdb(json_path, images_dir, out, options: Optional[BuildOptions] = Non
                 raise KeyboardInterrupt
         commit()
     except KeyboardInterrupt:
+        results.close()          # cancel the images not started, wait for the decode threads
         writer.abort()
         progress_file.close()
         env.close()
@@ -510,6 +512,8 @@ def build_lmdb(json_path, images_dir, out, options: Optional[BuildOptions] = Non
         summary.seconds = time.time() - start
         summary.images_read = processed
         return summary
+    finally:
+        results.close()
     writer.abort()          # the empty transaction opened after the last commit
     progress_file.close()
     if bar is not None:

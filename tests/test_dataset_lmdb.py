@@ -342,3 +342,49 @@ def test_wholebody_lmdb_pads_to_fit_133_keypoints(tmp_path):
         assert rec.meta.dataset == "COCO_WholeBody" and rec.meta.num_parts == 133
         assert rec.image.shape[1] == 532 and rec.meta.img_width == 256
         assert (rec.image[:, 256:] == 128).all() and not rec.mask_miss[:, 256:].any()
+
+
+def test_shared_datum_buffer_gives_each_record_its_own_bytes():
+    """Records of one image share one buffer (only the metadata rows change): each must equal the
+    protobuf serialisation of its own (C, H, W) array, whatever record came before (more rows)."""
+    from openpose_train.caffe_layers import caffe_pb2
+    from openpose_train.dataset_tools.datum import DatumBuilder, Metadata, encode_metadata
+    rng = np.random.default_rng(4)
+    img = rng.integers(0, 256, (90, 140, 3), dtype=np.uint8)
+    mask = rng.integers(0, 2, (90, 140), dtype=np.uint8) * 255
+
+    def meta(n_other, seed):
+        r = np.random.default_rng(seed)
+        return Metadata(dataset="COCO", img_height=90, img_width=140, objpos=r.uniform(0, 90, 2),
+                        scale_provided=0.5, joints=r.uniform(1, 90, (17, 3)), people_index=seed,
+                        annolist_index=3, write_number=seed, total_write_number=9,
+                        others_objpos=r.uniform(0, 90, (n_other, 2)), others_scale=r.uniform(0.1, 1, n_other),
+                        others_joints=r.uniform(1, 90, (n_other, 17, 3)))
+
+    builder = DatumBuilder(img, mask)
+    builder.prepare_raw(metadata=True)
+    for i, m in enumerate([meta(3, 1), meta(0, 2), meta(1, 3), meta(0, 4)]):
+        value = bytes(builder.raw_datum(builder.metadata_rows(m)))
+        arr = np.concatenate([img.transpose(2, 0, 1), encode_metadata(m, 90, 140)[None], mask[None]])
+        assert value == caffe_pb2.Datum(channels=5, height=90, width=140, data=arr.tobytes(),
+                                        label=0).SerializeToString(), f"record {i}"
+    negatives = DatumBuilder(img)
+    assert bytes(negatives.raw_datum()) == caffe_pb2.Datum(
+        channels=3, height=90, width=140, data=img.transpose(2, 0, 1).tobytes(), label=0).SerializeToString()
+
+
+def test_data_file_holds_only_used_pages_and_reads_without_writemap(tmp_path, synth):
+    """The writer maps the file writable (LMDB then extends it to the map size): the finished
+    LMDB is cut back to its pages and reads with default settings like any other."""
+    import lmdb
+    json_path, images = synth
+    out = tmp_path / "l"
+    summary = build_lmdb(json_path, images, out, _options(map_size=1 << 30))
+    size = (out / "data.mdb").stat().st_size
+    assert size < 64 << 20
+    with lmdb.open(str(out), readonly=True, lock=False) as env:
+        assert env.stat()["entries"] == summary.records_written
+        assert size == (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    # more decode threads and small transactions (a remap after each commit): the same records
+    build_lmdb(json_path, images, tmp_path / "threads", _options(workers=3, txn_bytes=1 << 20))
+    assert _records(out) == _records(tmp_path / "threads")
