@@ -283,6 +283,17 @@ def _open_env(path: Path, map_size: int) -> lmdb.Environment:
                      writemap=True, map_async=True, readahead=False)
 
 
+def _check_disk_space(partial: Path, todo: List[WorkItem], channels: int) -> None:
+    """Refuse to start when the raw records surely do not fit the disk: with ``writemap`` a full
+    disk shows up as SIGBUS in the middle of a ``put``, not as an error. ``needed`` is a lower
+    bound (no padding, no LMDB pages), so a build that fits is never refused."""
+    needed = sum(len(item.records) * channels * item.height * item.width for item in todo)
+    free = shutil.disk_usage(partial).free
+    if needed > free:
+        raise LmdbBuildError(f"{partial}: the records need at least {needed / 2**30:.1f} GiB, the disk has "
+                             f"{free / 2**30:.1f} GiB free; free some space and rerun to resume")
+
+
 def _close_env(env: lmdb.Environment, data_file: Path) -> None:
     """Sync, close, and cut the data file back to the pages in use: with ``writemap`` LMDB
     extends it (sparse) to the whole map size; without, it would end at the last page."""
@@ -462,9 +473,11 @@ def build_lmdb(json_path, images_dir, out, options: Optional[BuildOptions] = Non
         with open(partial / PROGRESS_FILE, "w") as f:
             f.write(json.dumps({"fingerprint": fingerprint, "records": total, "images": len(items)}) + "\n")
     summary.resumed_images = len(done)
+    todo = [item for item in items if item.index not in done]
+    if not options.encoded:
+        _check_disk_space(partial, todo, channels)
     env = _open_env(partial, options.map_size or _estimate_map_size(items, options, channels))
     config = WorkerConfig(options.dataset, total, options.encoded, options.jpeg_quality)
-    todo = [item for item in items if item.index not in done]
     workers = options.workers or min(os.cpu_count() or 1, 4)
     bar = None
     if options.progress:

@@ -388,3 +388,17 @@ def test_data_file_holds_only_used_pages_and_reads_without_writemap(tmp_path, sy
     # more decode threads and small transactions (a remap after each commit): the same records
     build_lmdb(json_path, images, tmp_path / "threads", _options(workers=3, txn_bytes=1 << 20))
     assert _records(out) == _records(tmp_path / "threads")
+
+
+def test_too_little_disk_space_stops_before_writing(tmp_path, synth, monkeypatch):
+    import collections
+
+    from openpose_train.dataset_tools import lmdb_writer
+    json_path, images = synth
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(lmdb_writer.shutil, "disk_usage", lambda path: usage(1 << 30, 1 << 30, 1 << 20))
+    with pytest.raises(LmdbBuildError, match="need at least .* GiB, the disk has 0.0 GiB free"):
+        build_lmdb(json_path, images, tmp_path / "l", _options())
+    monkeypatch.undo()
+    summary = build_lmdb(json_path, images, tmp_path / "l", _options())    # resumes once there is room
+    assert summary.finished and summary.records_written > 30
