@@ -14,6 +14,12 @@ output). ``baseline`` is the straightforward implementation (``postprocess_refer
 whole-map NMS, per-candidate/per-sample Python loops, like the open Python implementations)
 measured in the same run on the same maps.
 
+``resize_merge_ms`` lines time the resize & merge itself (``inference.resize_and_merge``, one
+scale, the 78 BODY_25 maps of one person's net output to 368x368 / 656x368): the 4-tap
+block-banded implementation against the dense matrix products it replaced
+(``inference._resize_and_merge_dense``), calls interleaved so both see the same machine load;
+``max_abs_diff`` between their maps.
+
 Pin it to one core for stable figures: ``taskset -c 0 python benchmarks/postprocess.py [--quick]``
 """
 import argparse
@@ -34,11 +40,12 @@ from openpose_train.generator.registry import get_model  # noqa: E402
 from openpose_train.validation.groundtruth_maps import (  # noqa: E402
     BODY_25_UPRIGHT, render_ground_truth_maps)
 from openpose_train.validation.inference import (  # noqa: E402
-    heatmap_block_bounds, upsample_output)
+    _resize_and_merge_dense, heatmap_block_bounds, resize_and_merge, upsample_output)
 from openpose_train.validation.postprocess import parse_people  # noqa: E402
 from openpose_train.validation.postprocess_reference import parse_people_reference  # noqa: E402
 
 STRIDE = 8
+BENCHES = ("postprocess_ms", "resize_merge_ms")
 
 
 def make_net_output(model, people, width, height, rng):
@@ -67,16 +74,55 @@ def time_ms(fn, repeats):
     return min(times), statistics.median(times), result
 
 
+def time_interleaved_ms(fns, repeats):
+    """{name: (min, median)} milliseconds, the functions called in turn ``repeats`` times."""
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: (min(t), statistics.median(t)) for name, t in times.items()}
+
+
+def bench_resize_merge(model, repeats, rng):
+    """``resize_merge_ms`` lines: 4-tap resize & merge against the dense products (1 scale)."""
+    for width, height in ((368, 368), (656, 368)):
+        small = make_net_output(model, 1, width, height, rng)
+        target = (width, height)
+        fast = resize_and_merge([small], [1.0], target)          # warm-up: plans, scratch
+        dense = _resize_and_merge_dense([small], [1.0], target)
+        diff = float(np.abs(fast - dense).max())
+        del fast, dense
+        timing = time_interleaved_ms({
+            "fast": lambda: resize_and_merge([small], [1.0], target),
+            "dense": lambda: _resize_and_merge_dense([small], [1.0], target)}, repeats)
+        (lo, value), (base_lo, base) = timing["fast"], timing["dense"]
+        print(json.dumps({
+            "bench": "resize_merge_ms", "case": f"input={width}x{height}",
+            "value": round(value, 3), "unit": "ms", "baseline": round(base, 3),
+            "baseline_name": "dense (H, h) and (W, w) matrix products (the previous resize)",
+            "statistic": "median", "min_ms": round(lo, 3), "baseline_min_ms": round(base_lo, 3),
+            "speedup": round(base / value, 2), "channels": int(small.shape[0]), "scales": 1,
+            "max_abs_diff": diff, "repeats": repeats, "threads": 1}), flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few repetitions (smoke test)")
+    parser.add_argument("--only", choices=BENCHES, action="append",
+                        help="run only these benches (repeatable); default: all, except that "
+                             "--quick alone runs postprocess_ms only (what its smoke test reads)")
     args = parser.parse_args(argv)
+    benches = args.only or (["postprocess_ms"] if args.quick else list(BENCHES))
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
     model = get_model("BODY_25")
     repeats, base_repeats = (3, 1) if args.quick else (200, 5)
     rng = np.random.default_rng(0)
-    for width, height in ((368, 368), (656, 368)):
+    if "resize_merge_ms" in benches:
+        bench_resize_merge(model, 3 if args.quick else 40, np.random.default_rng(1))
+    for width, height in ((368, 368), (656, 368)) if "postprocess_ms" in benches else ():
         for people in (1, 3, 6, 12):
             small = make_net_output(model, people, width, height, rng)
             resize_min, _, maps = time_ms(

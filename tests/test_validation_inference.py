@@ -263,3 +263,124 @@ def test_estimator_coordinate_chain_with_ideal_net(scales):
     err = np.abs(keypoints[order, :, :2] - people[:, :, :2] - 0.5)[found]
     assert err.max() < (2.0 if scales == 1 else 3.0), err.max()
     assert (scores > 0.5).all()
+
+
+# ------------------------------------------------------------------ 4-tap resize vs dense
+RESIZE_CASES = [        # (channels, (w, h) source, (W, H) target, factor)
+    (78, (46, 46), (368, 368), 8.0),          # BODY_25 at 368x368: strided row windows
+    (5, (82, 46), (656, 368), 8.0),
+    (3, (10, 13), (77, 90), 7.3),             # odd sizes and factor: gathered row windows
+    (4, (7, 6), (59, 51), 8.0),               # target not 8 x source
+    (2, (12, 9), (100, 70), 5.5),
+    (3, (5, 3), (40, 24), 8.0),               # fewer source rows than one block's window
+    (2, (1, 1), (8, 8), 8.0),
+    (1, (2, 3), (30, 17), 8.0),
+    (3, (20, 5), (300, 33), 13.0),            # wider than 2 column blocks, short maps
+]
+
+
+@pytest.mark.parametrize("channels,source,target,factor", RESIZE_CASES)
+def test_resize_equals_dense_reference(channels, source, target, factor):
+    """The block-banded resize uses the dense matrices' float32 weights minus the zero terms:
+    the same maps within 1e-5 (in practice bit-equal), C-contiguous float32."""
+    from openpose_train.validation.inference import _resize_and_merge_dense
+    rng = np.random.default_rng(sum(target) + channels)
+    w, h = source
+    src = rng.normal(0, 1, (channels, h, w)).astype(np.float32)
+    fast = upsample_output(src, target, factor)
+    dense = _resize_and_merge_dense([src], [1.0], target, factor=factor)
+    assert fast.shape == dense.shape == (channels, target[1], target[0])
+    assert fast.dtype == np.float32 and fast.flags.c_contiguous
+    np.testing.assert_allclose(fast, dense, rtol=0, atol=1e-5)
+    assert np.abs(dense).max() > 0.5                  # not a degenerate comparison
+
+
+def test_row_pass_windows_hold_every_weight():
+    """Both window layouts (strided view / gather) rebuild the dense (H, h) matrix of every
+    channel exactly: no tap falls outside its block's window."""
+    from openpose_train.validation.inference import ROW_BLOCK, _row_pass, cubic_resize_matrix
+    cases = [(5, 368, 46, 8.0, True), (3, 51, 6, 8.0, True), (5, 90, 13, 7.3, False),
+             (3, 90, 6, 8.0, False), (4, 24, 3, 8.0, False)]
+    for channels, n_out, n_in, factor, strided in cases:
+        plan = _row_pass(channels, n_out, n_in, factor, "cpu")
+        assert (plan.step > 0) == strided
+        weights = plan.weights.numpy()
+        blocks = weights.shape[0]
+        starts = (plan.first + plan.step * np.arange(blocks) if plan.step else
+                  plan.index.numpy().reshape(blocks, plan.span)[:, 0] - plan.pad_before)
+        full = np.zeros((blocks * ROW_BLOCK, channels * n_in + plan.pad_before + plan.pad_after))
+        for k in range(blocks):
+            cols = slice(starts[k] + plan.pad_before, starts[k] + plan.pad_before + plan.span)
+            full[k * ROW_BLOCK:(k + 1) * ROW_BLOCK, cols] = weights[k]
+        full = full[:channels * n_out, plan.pad_before:plan.pad_before + channels * n_in]
+        matrix = cubic_resize_matrix(n_out, n_in, factor)
+        expected = np.kron(np.eye(channels), matrix)    # block-diagonal over channels
+        np.testing.assert_array_equal(full, expected)
+
+
+def test_multi_scale_merge_equals_dense_reference():
+    """OpenPose's 3-scale merge (factors 8 s0 / s_i, gathered windows for the smaller scales)
+    and the average, against the dense reference."""
+    from openpose_train.validation.inference import _resize_and_merge_dense
+    rng = np.random.default_rng(5)
+    image_size, net0 = (1000, 560), (656, 368)
+    sizes = scale_net_sizes(net0, 3, 0.25)
+    scales = [scale_factor(image_size, size) for _, size in sizes]
+    outs = [rng.normal(0, 1, (6, size[1] // 8, size[0] // 8)).astype(np.float32)
+            for _, size in sizes]
+    fast = resize_and_merge(outs, scales, net0)
+    dense = _resize_and_merge_dense(outs, scales, net0)
+    np.testing.assert_allclose(fast, dense, rtol=0, atol=1e-5)
+    # the merge is the mean: a constant map stays constant
+    flat = resize_and_merge([np.full_like(o, 0.25) for o in outs], scales, net0)
+    np.testing.assert_allclose(flat, 0.25, atol=1e-6)
+    with pytest.raises(InferenceError, match="channels"):
+        resize_and_merge([outs[0], outs[1][:3]], scales[:2], net0)
+
+
+def test_resize_ignores_uninitialised_buffers(monkeypatch):
+    """Output and scratch buffers start as whatever memory held: NaN there must not leak."""
+    import torch
+
+    from openpose_train.validation import inference
+    monkeypatch.setattr(inference, "_empty", lambda shape, device: torch.full(
+        shape, float("nan"), device=device))
+    inference._SCRATCH.__dict__.pop("buffers", None)     # fresh (NaN) scratch buffers
+    rng = np.random.default_rng(8)
+    outs = [rng.normal(0, 1, (3, 6, 7)).astype(np.float32),
+            rng.normal(0, 1, (3, 5, 5)).astype(np.float32)]
+    merged = resize_and_merge(outs, [1.0, 0.75], (56, 48))
+    assert np.isfinite(merged).all()
+    np.testing.assert_allclose(merged, inference._resize_and_merge_dense(outs, [1.0, 0.75],
+                                                                         (56, 48)), atol=1e-5)
+    inference._SCRATCH.__dict__.pop("buffers", None)
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_resize_on_torch_devices(device):
+    import torch
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from openpose_train.validation.inference import _resize_and_merge_dense
+    rng = np.random.default_rng(9)
+    outs = [rng.normal(0, 1, (4, 10, 12)).astype(np.float32),
+            rng.normal(0, 1, (4, 8, 9)).astype(np.float32)]
+    merged = resize_and_merge(outs, [1.0, 0.75], (96, 80), device=device)
+    assert isinstance(merged, np.ndarray) and merged.flags.c_contiguous
+    np.testing.assert_allclose(merged, _resize_and_merge_dense(outs, [1.0, 0.75], (96, 80)),
+                               atol=1e-5)
+
+
+def test_resize_benchmark_quick_prints_json_lines(repo_root):
+    import json
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, str(repo_root / "benchmarks" / "postprocess.py"),
+                          "--quick", "--only", "resize_merge_ms"],
+                         capture_output=True, text=True, timeout=300, check=True)
+    lines = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
+    assert [line["case"] for line in lines] == ["input=368x368", "input=656x368"]
+    for line in lines:
+        assert line["bench"] == "resize_merge_ms" and line["unit"] == "ms"
+        assert 0 < line["min_ms"] <= line["value"] and line["baseline"] > 0
+        assert line["max_abs_diff"] <= 1e-5 and line["channels"] == 78

@@ -22,6 +22,7 @@ import functools
 import glob
 import os
 import re
+import threading
 from dataclasses import dataclass
 from typing import Iterable, List, Optional, Sequence, Tuple
 
@@ -117,11 +118,12 @@ def preprocess(image: np.ndarray, net_size: Tuple[int, int]) -> Tuple[np.ndarray
     return np.ascontiguousarray(x), s
 
 
-def cubic_resize_matrix(n_out: int, n_in: int, factor: float) -> np.ndarray:
-    """(n_out, n_in) weights of OpenPose's CUDA bicubic resize along one axis: output pixel x
-    reads the source at ``xs = (x + 0.5) / factor - 0.5``; Catmull-Rom (a = -0.5) through the
-    taps ``x1 - 1 .. x1 + 2`` with ``x1 = clamp(floor(xs))`` and the taps clamped, the offset
-    ``xs - x1`` itself unclamped (so the first rows extrapolate slightly, errata 3 of the spec)."""
+def cubic_taps(n_out: int, n_in: int, factor: float) -> Tuple[np.ndarray, np.ndarray]:
+    """((n_out, 4) source taps, (n_out, 4) float64 weights) of OpenPose's CUDA bicubic resize
+    along one axis: output pixel x reads the source at ``xs = (x + 0.5) / factor - 0.5``;
+    Catmull-Rom (a = -0.5) through the taps ``x1 - 1 .. x1 + 2`` with ``x1 = clamp(floor(xs))``
+    and the taps clamped, the offset ``xs - x1`` itself unclamped (so the first rows extrapolate
+    slightly, errata 3 of the spec). Taps never decrease along the output."""
     xs = (np.arange(n_out) + 0.5) / factor - 0.5
     x1 = np.clip(np.floor(xs), 0, n_in - 1).astype(np.int64)
     t = xs - x1
@@ -129,27 +131,157 @@ def cubic_resize_matrix(n_out: int, n_in: int, factor: float) -> np.ndarray:
     weights = np.stack([-0.5 * t3 + t2 - 0.5 * t, 1.5 * t3 - 2.5 * t2 + 1,
                         -1.5 * t3 + 2 * t2 + 0.5 * t, 0.5 * t3 - 0.5 * t2], axis=1)
     taps = np.clip(x1[:, None] + np.arange(-1, 3), 0, n_in - 1)
+    return taps, weights
+
+
+def cubic_resize_matrix(n_out: int, n_in: int, factor: float) -> np.ndarray:
+    """(n_out, n_in) float32 weights of :func:`cubic_taps` (clamped taps summed)."""
+    taps, weights = cubic_taps(n_out, n_in, factor)
     matrix = np.zeros((n_out, n_in))
     np.add.at(matrix, (np.repeat(np.arange(n_out), 4), taps.reshape(-1)), weights.reshape(-1))
     return matrix.astype(np.float32)
 
 
-def _upsample_tensor(src, target: Tuple[int, int], factor: float):
+# The resize is separable and every output pixel reads 4 source pixels per axis, so both
+# passes are block-banded products: a block of output columns (rows) reads a window of a few
+# source columns (rows) with the weights of cubic_resize_matrix restricted to that window
+# (the same float32 numbers, only the zero terms are left out). The column pass works on the
+# small maps; the row pass writes the output once, as one batched GEMM over blocks of
+# ROW_BLOCK consecutive output rows of the (channels * H, W) output (blocks may straddle two
+# channels: their window then spans the end of one channel's source rows and the start of
+# the next, which are adjacent too).
+COLUMN_BLOCK = 128
+ROW_BLOCK = 32
+
+
+@functools.lru_cache(maxsize=32)
+def _column_pass(n_out: int, n_in: int, factor: float, device: str):
+    """((first column, end column, first source column, end source column,
+    (window, columns) weights), ...) of the column pass."""
+    import torch
+    matrix = cubic_resize_matrix(n_out, n_in, factor)
+    taps = cubic_taps(n_out, n_in, factor)[0]
+    blocks = []
+    for c0 in range(0, n_out, COLUMN_BLOCK):
+        c1 = min(c0 + COLUMN_BLOCK, n_out)
+        a, b = int(taps[c0:c1].min()), int(taps[c0:c1].max()) + 1
+        weights = torch.from_numpy(np.ascontiguousarray(matrix[c0:c1, a:b].T)).to(device)
+        blocks.append((c0, c1, a, b, weights))
+    return tuple(blocks)
+
+
+@dataclass(frozen=True)
+class _RowPass:
+    """The row pass of ``channels`` maps of ``n_in`` -> ``n_out`` rows. Block k of ROW_BLOCK
+    flattened output rows reads ``span`` flattened source rows from ``first + k * step`` (a
+    strided view of the padded source, no copy) or, when ``step`` is 0, the rows ``index``
+    gathers (padded row numbers)."""
+
+    weights: object             # (blocks, ROW_BLOCK, span) float32 tensor
+    span: int
+    first: int
+    step: int
+    index: object               # (blocks * span,) int64 tensor or None
+    pad_before: int
+    pad_after: int
+
+
+@functools.lru_cache(maxsize=16)
+def _row_pass(channels: int, n_out: int, n_in: int, factor: float, device: str) -> _RowPass:
+    """The :class:`_RowPass` of ``channels`` maps (cached: sizes repeat from image to image)."""
+    import torch
+    matrix = cubic_resize_matrix(n_out, n_in, factor)
+    taps = cubic_taps(n_out, n_in, factor)[0]
+    rows = channels * n_out
+    blocks = -(-rows // ROW_BLOCK)
+    base = n_in * np.arange(channels)[:, None]
+    low = np.pad((taps[:, 0] + base).ravel(), (0, blocks * ROW_BLOCK - rows), mode="edge")
+    high = np.pad((taps[:, 3] + base).ravel(), (0, blocks * ROW_BLOCK - rows), mode="edge")
+    low = low.reshape(blocks, ROW_BLOCK).min(axis=1)
+    high = high.reshape(blocks, ROW_BLOCK).max(axis=1)
+    starts, span, step = low, int((high - low).max()) + 1, 0
+    # An integer number of source rows per block (the usual factor 8 with H = 8 h): windows
+    # at a fixed stride, read through a strided view instead of a gather.
+    stride = round(ROW_BLOCK / factor)
+    if stride >= 1 and abs(stride * factor - ROW_BLOCK) < 1e-9 * ROW_BLOCK:
+        uniform = int((low - stride * np.arange(blocks)).min()) + stride * np.arange(blocks)
+        uniform_span = int((high - uniform).max()) + 1
+        if uniform_span <= span + 1:
+            starts, span, step = uniform, uniform_span, stride
+    # flattened output row r = (channel c, row i) weighs flattened source row s with
+    # matrix[i, s - c * n_in] (zero outside the channel and on the padding rows past the end)
+    r = np.arange(blocks * ROW_BLOCK)
+    c, i = r // n_out, np.minimum(r % n_out, n_out - 1)
+    cols = starts[r // ROW_BLOCK][:, None] + np.arange(span) - (c * n_in)[:, None]
+    inside = (r < rows)[:, None] & (cols >= 0) & (cols < n_in)
+    weights = np.where(inside, matrix[i[:, None], np.clip(cols, 0, n_in - 1)], np.float32(0))
+    weights = torch.from_numpy(weights.reshape(blocks, ROW_BLOCK, span)).to(device)
+    pad_before = max(0, -int(starts.min()))
+    pad_after = max(0, int(starts.max()) + span - channels * n_in)
+    index = None
+    if step == 0:
+        index = torch.from_numpy((starts[:, None] + np.arange(span) + pad_before).ravel())
+        index = index.to(device)
+    return _RowPass(weights, span, int(starts[0]), step, index, pad_before, pad_after)
+
+
+def _empty(shape, device):
+    """An uninitialised float32 tensor; on the CPU from numpy, whose large buffers get
+    transparent huge pages (torch's do not: its page faults cost more than the resize)."""
+    import torch
+    if device.type == "cpu":
+        return torch.from_numpy(np.empty(shape, np.float32))
+    return torch.empty(shape, dtype=torch.float32, device=device)
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(shape, device):
+    """A reused buffer of the column pass (it never leaves :func:`resize_and_merge`): fresh
+    memory costs its page faults every call. Per thread; the last few shapes and devices."""
+    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
+    key = (str(device), tuple(shape))
+    if key not in buffers:
+        if len(buffers) >= 4:
+            buffers.pop(next(iter(buffers)))
+        buffers[key] = _empty(shape, device)
+    return buffers[key]
+
+
+def _add_resized(out_blocks, src, target: Tuple[int, int], factor: float, alpha: float,
+                 accumulate: bool) -> None:
+    """``out_blocks`` (blocks, ROW_BLOCK, W) (the flattened (C * H, W) output, padded to whole
+    blocks) = or += ``alpha`` * resize of ``src`` (C, h, w)."""
     import torch
     c, h, w = src.shape
     tw, th = target
-    along_x = torch.from_numpy(cubic_resize_matrix(tw, w, factor)).to(src.device)
-    along_y = torch.from_numpy(cubic_resize_matrix(th, h, factor)).to(src.device)
-    rows = (src.reshape(c * h, w) @ along_x.T).reshape(c, h, tw)
-    return torch.matmul(along_y, rows)
+    device = src.device
+    rows = _row_pass(c, th, h, factor, str(device))
+    padded = _scratch((rows.pad_before + c * h + rows.pad_after, tw), device)
+    padded[:rows.pad_before] = 0                    # zero weight, but must not be NaN
+    padded[rows.pad_before + c * h:] = 0
+    resized_columns = padded[rows.pad_before:rows.pad_before + c * h]
+    flat = src.reshape(c * h, w)
+    for c0, c1, a, b, weights in _column_pass(tw, w, factor, str(device)):
+        torch.mm(flat[:, a:b], weights, out=resized_columns[:, c0:c1])
+    if rows.step:
+        windows = padded.as_strided(
+            (out_blocks.shape[0], rows.span, tw), (rows.step * tw, tw, 1),
+            padded.storage_offset() + (rows.first + rows.pad_before) * tw)
+    else:
+        windows = padded.index_select(0, rows.index).view(-1, rows.span, tw)
+    if accumulate:
+        out_blocks.baddbmm_(rows.weights, windows, alpha=alpha)
+    else:
+        torch.baddbmm(out_blocks, rows.weights, windows, beta=0, alpha=alpha, out=out_blocks)
 
 
 def upsample_output(output: np.ndarray, target: Tuple[int, int], factor: float,
                     device: Optional[str] = None) -> np.ndarray:
     """(C, h, w) net output -> (C, H, W) at ``target`` (W, H) with OpenPose's bicubic
-    (:func:`cubic_resize_matrix` along both axes). The two matrix products run in torch (on
-    ``device`` when given, e.g. the GPU of the torch backend); torch's CPU GEMM is also an order
-    of magnitude faster than numpy's on these skinny shapes."""
+    (:func:`cubic_resize_matrix` along both axes), in torch (on ``device`` when given, e.g.
+    the GPU of the torch backend)."""
     return resize_and_merge([output], [1.0], target, device, factor=factor)
 
 
@@ -158,13 +290,46 @@ def resize_and_merge(outputs: Sequence[np.ndarray], scales: Sequence[float],
                      factor: float = NET_DECREASE_FACTOR) -> np.ndarray:
     """Average of the per-scale net outputs upsampled to the scale-0 net input size ``target``;
     ``scales`` are the per-scale image->net factors (``s_i``); scale i is upsampled by
-    ``factor * s_0 / s_i``."""
+    ``factor * s_0 / s_i``. Each output pixel costs 4 taps per axis (block-banded GEMMs, see
+    ``ROW_BLOCK``), the same weights as the dense products of :func:`cubic_resize_matrix`."""
     import torch
+    tw, th = target
+    channels = outputs[0].shape[0]
+    rows = channels * th
+    with torch.inference_mode():
+        dev = torch.device(device or "cpu")
+        out = _empty((-(-rows // ROW_BLOCK) * ROW_BLOCK, tw), dev)
+        blocks = out.view(-1, ROW_BLOCK, tw)
+        for k, (output, s) in enumerate(zip(outputs, scales)):
+            if output.shape[0] != channels:
+                raise InferenceError(f"scale {k} has {output.shape[0]} channels, scale 0 has "
+                                     f"{channels}")
+            src = torch.from_numpy(np.ascontiguousarray(output, dtype=np.float32)).to(dev)
+            _add_resized(blocks, src, target, factor * scales[0] / s, 1 / len(outputs), k > 0)
+        if dev.type == "cpu":
+            return out.numpy()[:rows].reshape(channels, th, tw)
+        merged = np.empty((channels, th, tw), np.float32)
+        torch.from_numpy(merged).copy_(out[:rows].view(channels, th, tw))
+        return merged
+
+
+def _resize_and_merge_dense(outputs: Sequence[np.ndarray], scales: Sequence[float],
+                            target: Tuple[int, int], device: Optional[str] = None,
+                            factor: float = NET_DECREASE_FACTOR) -> np.ndarray:
+    """The straightforward :func:`resize_and_merge` (dense (H, h) and (W, w) matrix products):
+    reference for the tests and baseline of ``benchmarks/postprocess.py``."""
+    import torch
+    tw, th = target
     with torch.inference_mode():
         merged = None
         for output, s in zip(outputs, scales):
             src = torch.from_numpy(np.ascontiguousarray(output, dtype=np.float32))
-            up = _upsample_tensor(src.to(device or "cpu"), target, factor * scales[0] / s)
+            src = src.to(device or "cpu")
+            f = factor * scales[0] / s
+            c, h, w = src.shape
+            along_x = torch.from_numpy(cubic_resize_matrix(tw, w, f)).to(src.device)
+            along_y = torch.from_numpy(cubic_resize_matrix(th, h, f)).to(src.device)
+            up = torch.matmul(along_y, (src.reshape(c * h, w) @ along_x.T).reshape(c, h, tw))
             merged = up if merged is None else merged + up
         if len(outputs) > 1:
             merged /= len(outputs)
