@@ -122,6 +122,7 @@ class Sample:
     num_other_people: int = 0
     dataset_index: int = 0
     planes: Optional[np.ndarray] = None   # (H, W, 4) B, G, R, mask_miss in one array: one warp for both
+    mask_full: bool = False               # mask_miss is 255 everywhere (its warp needs no computing)
 
 
 @dataclass
@@ -377,17 +378,33 @@ def augment_sample(rng, config: AugmentConfig, sample: Sample, category: str, op
         params.background_offset = bg_offset
     src_h, src_w = sample.image.shape[:2]
     mask_border = 255 if bg is not None else 0
-    mask = None
+    # With border 255, a mask of 255 everywhere warps to 255 everywhere (the bicubic weights sum to
+    # one): no warp needed. Its channel of the 4-channel warp then serves, with border 0, as the
+    # warp of an all-255 "inside" plane: != 255 exactly where the padding mask (the warp of zeros
+    # with border 255) is != 0, both being the rounded 255 x (sum of the weights of the taps
+    # outside the source); so the padding mask needs no warp either.
+    full_mask = bg is not None and not mask_is_background and (
+        sample.mask_full or (sample.mask_miss is None and sample.planes is None))
+    mask = np.full((config.crop_y, config.crop_x), 255, np.uint8) if full_mask else None
+    inside = None
     if sample.planes is not None and not mask_is_background:
         # image and mask_miss in one 4-channel warp: OpenCV interpolates channels independently
-        warped = _warp(sample.planes, params.warp, config, (0, 0, 0, mask_border))
+        warped = _warp(sample.planes, params.warp, config, (0, 0, 0, 0 if full_mask else mask_border))
         image = cv2.cvtColor(warped, cv2.COLOR_BGRA2BGR)
-        mask = cv2.extractChannel(warped, 3)
+        if full_mask:
+            inside = cv2.extractChannel(warped, 3)
+        else:
+            mask = cv2.extractChannel(warped, 3)
     else:
         image = _warp(sample.image, params.warp, config, (0, 0, 0))
     mask_bg = None
+    paste = None                # pixels that get the background added (maskBackground != 0)
     if bg is not None and (mask_is_background or not crop_inside_source(params.warp, config, src_w, src_h)):
-        mask_bg = _warp(np.zeros((src_h, src_w), np.uint8), params.warp, config, 255)
+        if inside is not None:
+            paste = inside != 255
+        else:
+            mask_bg = _warp(np.zeros((src_h, src_w), np.uint8), params.warp, config, 255)
+            paste = mask_bg != 0
     if mask_is_background:
         mask = mask_bg if mask_bg is not None else np.zeros((config.crop_y, config.crop_x), np.uint8)
     elif mask is None:
@@ -400,9 +417,9 @@ def augment_sample(rng, config: AugmentConfig, sample: Sample, category: str, op
             image[y:y + h, x:x + w] = bg[y:y + h, x:x + w]
     grid_w, grid_h = config.grid_size
     mask_grid = cv2.resize(mask, (grid_w, grid_h), interpolation=cv2.INTER_AREA)
-    if mask_bg is not None:
+    if paste is not None:
         # image + (bg where maskBackground != 0), saturated: cv2.add with a mask leaves the rest as is
-        cv2.add(image, bg, dst=image, mask=(mask_bg != 0).view(np.uint8))
+        cv2.add(image, bg, dst=image, mask=paste.view(np.uint8))
     return AugmentedSample(image=image, mask_grid=mask_grid, people=people, params=params)
 
 

@@ -179,6 +179,7 @@ def sample_from_record(record, model, variant, config: A.AugmentConfig, dataset_
     mask = record.mask_miss if use_mask else None
     planes = getattr(record, "planes", None) if use_mask and mask is not None else None
     return A.Sample(image=image, mask_miss=mask, people=people, planes=planes,
+                    mask_full=planes is not None and bool(getattr(record, "mask_full", False)),
                     objpos=np.asarray(meta.objpos, np.float32) - shift,
                     scale_self=float(np.float32(meta.scale_provided) * np.float32(A.LEGACY_CROP / config.crop_y)),
                     num_other_people=meta.num_other_people, dataset_index=dataset_index)
@@ -243,6 +244,7 @@ class FastRecord:
     planes: np.ndarray
     meta: object
     meta_plane: np.ndarray
+    mask_full: bool = False           # mask_miss is 255 everywhere
 
     @property
     def image(self):
@@ -310,7 +312,7 @@ def read_record(value: bytes, num_lmdb_parts: Optional[int] = None):
     planes = cv2.merge([arr[0], arr[1], arr[2], arr[4]])
     meta_plane = arr[3].copy()                  # ``value`` may be a buffer into the LMDB map
     return FastRecord(planes=planes, meta=decode_metadata(meta_plane, num_lmdb_parts=num_lmdb_parts),
-                      meta_plane=meta_plane)
+                      meta_plane=meta_plane, mask_full=cv2.minMaxLoc(arr[4])[0] == 255)
 
 
 def read_background_image(value: bytes) -> np.ndarray:

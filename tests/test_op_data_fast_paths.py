@@ -70,3 +70,27 @@ def test_limb_band_cells_equal_the_full_grid_test():
               & (np.abs((gx - ax) * u[1] - (gy - ay) * u[0]) <= L.PAF_THRESHOLD))
         np.testing.assert_array_equal(got, np.flatnonzero(on), err_msg=f"limb {i}")
         assert np.all(ux[limb == i] == u[0]) and np.all(uy[limb == i] == u[1])
+
+
+def test_full_mask_shortcut_equals_the_warps():
+    """A mask_miss of 255 everywhere: no mask warp and no padding-mask warp, same crops and masks."""
+    import dataclasses
+
+    from openpose_train.caffe_layers import augment as A
+    rng = np.random.default_rng(5)
+    config = A.AugmentConfig(stride=8, crop_x=96, crop_y=80, scale_prob=1, scale_mins=(0.3,), scale_maxs=(2.5,),
+                             center_perterb_max=30, max_rotations=(90.0,))
+    for seed in range(40):
+        h, w = int(rng.integers(20, 150)), int(rng.integers(20, 150))
+        planes = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
+        planes[..., 3] = 255
+        people = np.concatenate([rng.uniform(0, min(h, w), (1, 4, 2)), np.ones((1, 4, 1))], -1).astype(np.float32)
+        full = A.Sample(image=planes[..., :3], mask_miss=planes[..., 3], people=people, objpos=people[0, 0, :2],
+                        scale_self=float(rng.uniform(0.2, 1)), planes=planes, mask_full=True)
+        background = rng.integers(0, 256, (int(rng.integers(40, 200)), int(rng.integers(40, 200)), 3), dtype=np.uint8)
+        for sample in (full, dataclasses.replace(full, planes=None, mask_miss=None, mask_full=False)):
+            got = A.augment_sample(np.random.default_rng(seed), config, sample, "COCO", "X", background=background)
+            ref = A.augment_sample(np.random.default_rng(seed), config, dataclasses.replace(full, mask_full=False),
+                                   "COCO", "X", background=background)
+            np.testing.assert_array_equal(got.image, ref.image)
+            np.testing.assert_array_equal(got.mask_grid, ref.mask_grid)
