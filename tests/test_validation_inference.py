@@ -257,6 +257,10 @@ def test_estimator_coordinate_chain_with_ideal_net(scales):
                                                              scale_number=scales, scale_gap=0.25))
     keypoints, scores = est.estimate(np.zeros((480, 640, 3), np.uint8))
     assert keypoints.shape == (2, 25, 3)
+    # estimate_batch writes every image's maps into one reused buffer: same people
+    for kp, sc in est.estimate_batch([np.zeros((480, 640, 3), np.uint8)] * 2):
+        np.testing.assert_array_equal(kp, keypoints)
+        np.testing.assert_array_equal(sc, scores)
     order = np.argsort(keypoints[:, 0, 0])
     found = keypoints[order, :, 2] > 0
     assert found.all()
@@ -326,8 +330,8 @@ def test_multi_scale_merge_equals_dense_reference():
     image_size, net0 = (1000, 560), (656, 368)
     sizes = scale_net_sizes(net0, 3, 0.25)
     scales = [scale_factor(image_size, size) for _, size in sizes]
-    outs = [rng.normal(0, 1, (6, size[1] // 8, size[0] // 8)).astype(np.float32)
-            for _, size in sizes]
+    outs = [rng.normal(0, 1, (5, size[1] // 8, size[0] // 8)).astype(np.float32)
+            for _, size in sizes]                   # 5 x 368 rows: a partial last row block
     fast = resize_and_merge(outs, scales, net0)
     dense = _resize_and_merge_dense(outs, scales, net0)
     np.testing.assert_allclose(fast, dense, rtol=0, atol=1e-5)
@@ -339,7 +343,8 @@ def test_multi_scale_merge_equals_dense_reference():
 
 
 def test_resize_ignores_uninitialised_buffers(monkeypatch):
-    """Output and scratch buffers start as whatever memory held: NaN there must not leak."""
+    """Output and scratch buffers start as whatever memory held: NaN there must not leak, also
+    not through the last, partial row block (3 x 48 rows = 4.5 blocks)."""
     import torch
 
     from openpose_train.validation import inference
@@ -349,11 +354,18 @@ def test_resize_ignores_uninitialised_buffers(monkeypatch):
     rng = np.random.default_rng(8)
     outs = [rng.normal(0, 1, (3, 6, 7)).astype(np.float32),
             rng.normal(0, 1, (3, 5, 5)).astype(np.float32)]
-    merged = resize_and_merge(outs, [1.0, 0.75], (56, 48))
-    assert np.isfinite(merged).all()
-    np.testing.assert_allclose(merged, inference._resize_and_merge_dense(outs, [1.0, 0.75],
-                                                                         (56, 48)), atol=1e-5)
+    dense = inference._resize_and_merge_dense(outs, [1.0, 0.75], (56, 48))
+    out = np.full((3, 48, 56), np.nan, np.float32)
+    merged = resize_and_merge(outs, [1.0, 0.75], (56, 48), out=out)
+    assert merged is out and np.isfinite(merged).all()
+    np.testing.assert_allclose(merged, dense, atol=1e-5)
+    # a reused buffer holding the previous result gives the same maps again
+    np.testing.assert_array_equal(resize_and_merge(outs, [1.0, 0.75], (56, 48), out=out), merged)
     inference._SCRATCH.__dict__.pop("buffers", None)
+    for bad in (np.zeros((3, 48, 55), np.float32), np.zeros((3, 48, 56)),
+                np.zeros((3, 56, 48), np.float32).transpose(0, 2, 1)):
+        with pytest.raises(InferenceError, match="out must be"):
+            resize_and_merge(outs, [1.0, 0.75], (56, 48), out=bad)
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])

@@ -249,10 +249,10 @@ def _scratch(shape, device):
     return buffers[key]
 
 
-def _add_resized(out_blocks, src, target: Tuple[int, int], factor: float, alpha: float,
+def _add_resized(out_rows, src, target: Tuple[int, int], factor: float, alpha: float,
                  accumulate: bool) -> None:
-    """``out_blocks`` (blocks, ROW_BLOCK, W) (the flattened (C * H, W) output, padded to whole
-    blocks) = or += ``alpha`` * resize of ``src`` (C, h, w)."""
+    """``out_rows`` (C * H, W) (the flattened output) = or += ``alpha`` * resize of ``src``
+    (C, h, w)."""
     import torch
     c, h, w = src.shape
     tw, th = target
@@ -265,16 +265,26 @@ def _add_resized(out_blocks, src, target: Tuple[int, int], factor: float, alpha:
     flat = src.reshape(c * h, w)
     for c0, c1, a, b, weights in _column_pass(tw, w, factor, str(device)):
         torch.mm(flat[:, a:b], weights, out=resized_columns[:, c0:c1])
+    blocks = rows.weights.shape[0]
     if rows.step:
         windows = padded.as_strided(
-            (out_blocks.shape[0], rows.span, tw), (rows.step * tw, tw, 1),
+            (blocks, rows.span, tw), (rows.step * tw, tw, 1),
             padded.storage_offset() + (rows.first + rows.pad_before) * tw)
     else:
-        windows = padded.index_select(0, rows.index).view(-1, rows.span, tw)
+        windows = padded.index_select(0, rows.index).view(blocks, rows.span, tw)
+    full = out_rows.shape[0] // ROW_BLOCK           # whole blocks: written in place
+    main = out_rows[:full * ROW_BLOCK].view(full, ROW_BLOCK, tw)
     if accumulate:
-        out_blocks.baddbmm_(rows.weights, windows, alpha=alpha)
+        main.baddbmm_(rows.weights[:full], windows[:full], alpha=alpha)
     else:
-        torch.baddbmm(out_blocks, rows.weights, windows, beta=0, alpha=alpha, out=out_blocks)
+        torch.baddbmm(main, rows.weights[:full], windows[:full], beta=0, alpha=alpha, out=main)
+    if full < blocks:                               # the last, partial block
+        rest = out_rows[full * ROW_BLOCK:]
+        tail = torch.bmm(rows.weights[full:], windows[full:])[0, :rest.shape[0]]
+        if accumulate:
+            rest.add_(tail, alpha=alpha)
+        else:
+            torch.mul(tail, alpha, out=rest)
 
 
 def upsample_output(output: np.ndarray, target: Tuple[int, int], factor: float,
@@ -287,30 +297,36 @@ def upsample_output(output: np.ndarray, target: Tuple[int, int], factor: float,
 
 def resize_and_merge(outputs: Sequence[np.ndarray], scales: Sequence[float],
                      target: Tuple[int, int], device: Optional[str] = None,
-                     factor: float = NET_DECREASE_FACTOR) -> np.ndarray:
+                     factor: float = NET_DECREASE_FACTOR,
+                     out: Optional[np.ndarray] = None) -> np.ndarray:
     """Average of the per-scale net outputs upsampled to the scale-0 net input size ``target``;
     ``scales`` are the per-scale image->net factors (``s_i``); scale i is upsampled by
     ``factor * s_0 / s_i``. Each output pixel costs 4 taps per axis (block-banded GEMMs, see
-    ``ROW_BLOCK``), the same weights as the dense products of :func:`cubic_resize_matrix`."""
+    ``ROW_BLOCK``), the same weights as the dense products of :func:`cubic_resize_matrix`.
+    ``out``: a C-contiguous float32 (C, H, W) array to write into (a reused buffer saves the
+    page faults of a fresh one, a third of the time); returned."""
     import torch
     tw, th = target
     channels = outputs[0].shape[0]
-    rows = channels * th
+    shape = (channels, th, tw)
+    if out is None:
+        out = np.empty(shape, np.float32)           # numpy: huge pages (see _empty)
+    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise InferenceError(f"out must be a C-contiguous float32 array of shape {shape}, got "
+                             f"{out.dtype} {out.shape}")
     with torch.inference_mode():
         dev = torch.device(device or "cpu")
-        out = _empty((-(-rows // ROW_BLOCK) * ROW_BLOCK, tw), dev)
-        blocks = out.view(-1, ROW_BLOCK, tw)
+        rows = torch.from_numpy(out).view(channels * th, tw) if dev.type == "cpu" else \
+            torch.empty((channels * th, tw), dtype=torch.float32, device=dev)
         for k, (output, s) in enumerate(zip(outputs, scales)):
             if output.shape[0] != channels:
                 raise InferenceError(f"scale {k} has {output.shape[0]} channels, scale 0 has "
                                      f"{channels}")
             src = torch.from_numpy(np.ascontiguousarray(output, dtype=np.float32)).to(dev)
-            _add_resized(blocks, src, target, factor * scales[0] / s, 1 / len(outputs), k > 0)
-        if dev.type == "cpu":
-            return out.numpy()[:rows].reshape(channels, th, tw)
-        merged = np.empty((channels, th, tw), np.float32)
-        torch.from_numpy(merged).copy_(out[:rows].view(channels, th, tw))
-        return merged
+            _add_resized(rows, src, target, factor * scales[0] / s, 1 / len(outputs), k > 0)
+        if dev.type != "cpu":
+            torch.from_numpy(out).view(channels * th, tw).copy_(rows)
+    return out
 
 
 def _resize_and_merge_dense(outputs: Sequence[np.ndarray], scales: Sequence[float],
@@ -539,6 +555,7 @@ class PoseEstimator:
         self.resize_device = str(device) if device is not None and str(device).startswith("cuda") \
             else None
         scale_net_sizes((16, 16), self.settings.scale_number, self.settings.scale_gap)
+        self._maps_buffer = None        # estimate's merged maps, reused from image to image
 
     def plan(self, image_size: Tuple[int, int]):
         """[(net size, s_i)] per scale and the scale-0 net size for an image (W, H)."""
@@ -554,8 +571,10 @@ class PoseEstimator:
         """Like :meth:`heatmaps` for several images; inputs of equal size share one forward."""
         return [(merged, scale) for merged, scale, _ in self._maps_batch(images)]
 
-    def _maps_batch(self, images: Sequence[np.ndarray]):
-        """[(merged maps, net->image scale, heatmap block bounds)] per image."""
+    def _maps_batch(self, images: Sequence[np.ndarray], reuse: bool = False):
+        """(merged maps, net->image scale, heatmap block bounds) per image, one at a time;
+        ``reuse``: the maps of every image go into one kept buffer (valid until the next
+        image; fresh memory costs its page faults, a third of the resize)."""
         plans = []
         for image in images:
             if image is None or image.ndim != 3:
@@ -571,15 +590,19 @@ class PoseEstimator:
             result = self.backend.forward(np.stack([x for _, _, x in items]))
             for (i, j, _), out in zip(items, result):
                 outputs[(i, j)] = out
-        results = []
         for i, (image, (scales, net0)) in enumerate(zip(images, plans)):
             outs = [outputs[(i, j)] for j in range(len(scales))]
-            merged = resize_and_merge(outs, [s for _, s in scales], net0, self.resize_device)
+            buffer = None
+            if reuse:
+                shape = (outs[0].shape[0], net0[1], net0[0])
+                if self._maps_buffer is None or self._maps_buffer.shape != shape:
+                    self._maps_buffer = np.empty(shape, np.float32)
+                buffer = self._maps_buffer
+            merged = resize_and_merge(outs, [s for _, s in scales], net0, self.resize_device,
+                                      out=buffer)
             bound = heatmap_block_bounds(outs, [s for _, s in scales], net0, self.model.num_parts) \
                 if self.model.runtime_pairs else None
-            results.append((merged, net_to_image_scale(net0, (image.shape[1], image.shape[0])),
-                            bound))
-        return results
+            yield merged, net_to_image_scale(net0, (image.shape[1], image.shape[0])), bound
 
     def estimate(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """(keypoints (people, N, 3) in image pixels, scores (people,))."""
@@ -589,7 +612,7 @@ class PoseEstimator:
         return [parse_people(self.model, maps, scale=s,
                              maximize_positives=self.settings.maximize_positives,
                              block_bound=bound)
-                for maps, s, bound in self._maps_batch(images)]
+                for maps, s, bound in self._maps_batch(images, reuse=True)]
 
 
 def iter_batches(items: Iterable, size: int):
