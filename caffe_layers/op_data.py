@@ -23,6 +23,10 @@ torch tensor and copies its label. ``num_workers=0`` does everything in the call
 LMDB allows one handle per file and process: sources in one process share readers
 (reference-counted); a source with workers holds no LMDB open in the calling process.
 
+Speed (``benchmarks/op_data.py``): raw datums are read in place from the LMDB map (protobuf wire
+format, no copy of the data field) and interleaved once with ``cv2.merge``; images are normalised
+with ``cv2.LUT`` (the 256 results of the torch ops); the bicubic warps dominate what is left.
+
 Not implemented (refused with a clear message): ``add_distance``, ``taf_topology`` and the
 MPII_65_42 / CAR_12 / COCO_59_17 label rules. Deliberate deviation: an invalid record (§5.8) gives
 a zero image instead of the fork's stale buffer contents.
