@@ -15,7 +15,8 @@ whole-map NMS, per-candidate/per-sample Python loops, like the open Python imple
 measured in the same run on the same maps.
 
 ``resize_merge_ms`` lines time the resize & merge itself (``inference.resize_and_merge``, one
-scale, the 78 BODY_25 maps of one person's net output to 368x368 / 656x368): the 4-tap
+scale, the 78 BODY_25 maps of one person's net output to 368x368 / 656x368; and 3 scales
+merged at 656x368): the 4-tap
 block-banded implementation against the dense matrix products it replaced
 (``inference._resize_and_merge_dense``), calls interleaved so both see the same machine load;
 both allocate their output (``value``); ``reused_out_ms`` writes into a kept buffer
@@ -42,7 +43,8 @@ from openpose_train.generator.registry import get_model  # noqa: E402
 from openpose_train.validation.groundtruth_maps import (  # noqa: E402
     BODY_25_UPRIGHT, render_ground_truth_maps)
 from openpose_train.validation.inference import (  # noqa: E402
-    _resize_and_merge_dense, heatmap_block_bounds, resize_and_merge, upsample_output)
+    _resize_and_merge_dense, heatmap_block_bounds, resize_and_merge, scale_factor, scale_net_sizes,
+    upsample_output)
 from openpose_train.validation.postprocess import parse_people  # noqa: E402
 from openpose_train.validation.postprocess_reference import parse_people_reference  # noqa: E402
 
@@ -87,30 +89,38 @@ def time_interleaved_ms(fns, repeats):
     return {name: (min(t), statistics.median(t)) for name, t in times.items()}
 
 
+RESIZE_CASES = (((368, 368), 1), ((656, 368), 1), ((656, 368), 3))
+
+
 def bench_resize_merge(model, repeats, rng):
-    """``resize_merge_ms`` lines: 4-tap resize & merge against the dense products (1 scale)."""
-    for width, height in ((368, 368), (656, 368)):
-        small = make_net_output(model, 1, width, height, rng)
+    """``resize_merge_ms`` lines: 4-tap resize & merge against the dense products (1 scale; and
+    OpenPose's 3 scales, gap 0.25, of a 1000x560 image for the windows of factors 8 s0 / s_i)."""
+    for (width, height), scale_number in RESIZE_CASES:
         target = (width, height)
-        fast = resize_and_merge([small], [1.0], target)          # warm-up: plans, scratch
-        dense = _resize_and_merge_dense([small], [1.0], target)
+        sizes = [size for _, size in scale_net_sizes(target, scale_number, 0.25)]
+        scales = [scale_factor((1000, 560), size) for size in sizes] if scale_number > 1 else [1.0]
+        smalls = [make_net_output(model, 1, w, h, rng) for w, h in sizes]
+        fast = resize_and_merge(smalls, scales, target)          # warm-up: plans, scratch
+        dense = _resize_and_merge_dense(smalls, scales, target)
         diff = float(np.abs(fast - dense).max())
         del fast, dense
-        buffer = np.empty((small.shape[0], height, width), np.float32)
+        buffer = np.empty((smalls[0].shape[0], height, width), np.float32)
         timing = time_interleaved_ms({
-            "fast": lambda: resize_and_merge([small], [1.0], target),
-            "dense": lambda: _resize_and_merge_dense([small], [1.0], target),
-            "reused": lambda: resize_and_merge([small], [1.0], target, out=buffer)}, repeats)
+            "fast": lambda: resize_and_merge(smalls, scales, target),
+            "dense": lambda: _resize_and_merge_dense(smalls, scales, target),
+            "reused": lambda: resize_and_merge(smalls, scales, target, out=buffer)}, repeats)
         (lo, value), (base_lo, base) = timing["fast"], timing["dense"]
         reused_lo, reused = timing["reused"]
+        case = f"input={width}x{height}" + (f",scales={scale_number}" if scale_number > 1 else "")
         print(json.dumps({
-            "bench": "resize_merge_ms", "case": f"input={width}x{height}",
+            "bench": "resize_merge_ms", "case": case,
             "value": round(value, 3), "unit": "ms", "baseline": round(base, 3),
             "baseline_name": "dense (H, h) and (W, w) matrix products (the previous resize)",
             "statistic": "median", "min_ms": round(lo, 3), "baseline_min_ms": round(base_lo, 3),
             "speedup": round(base / value, 2), "reused_out_ms": round(reused, 3),
-            "reused_out_min_ms": round(reused_lo, 3), "channels": int(small.shape[0]), "scales": 1,
-            "max_abs_diff": diff, "repeats": repeats, "threads": 1}), flush=True)
+            "reused_out_min_ms": round(reused_lo, 3), "channels": int(smalls[0].shape[0]),
+            "scales": scale_number, "max_abs_diff": diff, "repeats": repeats, "threads": 1}),
+            flush=True)
 
 
 def main(argv=None):

@@ -391,7 +391,8 @@ def test_resize_benchmark_quick_prints_json_lines(repo_root):
                           "--quick", "--only", "resize_merge_ms"],
                          capture_output=True, text=True, timeout=300, check=True)
     lines = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
-    assert [line["case"] for line in lines] == ["input=368x368", "input=656x368"]
+    assert [line["case"] for line in lines] == ["input=368x368", "input=656x368",
+                                                 "input=656x368,scales=3"]
     for line in lines:
         assert line["bench"] == "resize_merge_ms" and line["unit"] == "ms"
         assert 0 < line["min_ms"] <= line["value"] and line["baseline"] > 0

@@ -9,7 +9,8 @@
   capped at 16:9 as with OpenPose's ``--net_resolution_dynamic 1``), multiples of 16.
 * Scales ``1 - i * gap``; each net output is upsampled to the scale-0 net input size as the
   CUDA path does (half-pixel mapping, factor ``8 * s0 / s_i``, Catmull-Rom a = -0.5, clamped
-  taps) and the scales are averaged. (OpenPose's CPU build uses cv::resize, a = -0.75.)
+  taps) and the scales are averaged; 4 taps per axis, as block-banded GEMMs (``ROW_BLOCK``).
+  (OpenPose's CPU build uses cv::resize, a = -0.75.)
   :func:`heatmap_block_bounds` bounds the resized heatmaps per block from the small outputs, so
   the NMS can skip the blocks that cannot reach its threshold (same peaks).
 * Backends read a deploy prototxt + caffemodel: ``torch`` (our CaffeNet; CPU or CUDA; batched),
