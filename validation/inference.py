@@ -238,53 +238,74 @@ def _empty(shape, device):
 _SCRATCH = threading.local()
 
 
-def _scratch(shape, device):
+def _scratch(shape, device, slot: int = 0):
     """A reused buffer of the column pass (it never leaves :func:`resize_and_merge`): fresh
-    memory costs its page faults every call. Per thread; the last few shapes and devices."""
+    memory costs its page faults every call. Per thread; the last few shapes and devices;
+    ``slot``: one per merged scale (two scales may have the same shape)."""
     buffers = _SCRATCH.__dict__.setdefault("buffers", {})
-    key = (str(device), tuple(shape))
+    key = (str(device), tuple(shape), slot)
     if key not in buffers:
-        if len(buffers) >= 4:
+        if len(buffers) >= 8:
             buffers.pop(next(iter(buffers)))
         buffers[key] = _empty(shape, device)
     return buffers[key]
 
 
-def _add_resized(out_rows, src, target: Tuple[int, int], factor: float, alpha: float,
-                 accumulate: bool) -> None:
-    """``out_rows`` (C * H, W) (the flattened output) = or += ``alpha`` * resize of ``src``
-    (C, h, w)."""
+def _resize_columns(src, target: Tuple[int, int], factor: float, slot: int):
+    """The column pass of ``src`` (C, h, w) into a zero-padded scratch (pad + C * h + pad, W)
+    and the :class:`_RowPass` that reads it."""
     import torch
     c, h, w = src.shape
     tw, th = target
-    device = src.device
-    rows = _row_pass(c, th, h, factor, str(device))
-    padded = _scratch((rows.pad_before + c * h + rows.pad_after, tw), device)
+    rows = _row_pass(c, th, h, factor, str(src.device))
+    padded = _scratch((rows.pad_before + c * h + rows.pad_after, tw), src.device, slot)
     padded[:rows.pad_before] = 0                    # zero weight, but must not be NaN
     padded[rows.pad_before + c * h:] = 0
     resized_columns = padded[rows.pad_before:rows.pad_before + c * h]
     flat = src.reshape(c * h, w)
-    for c0, c1, a, b, weights in _column_pass(tw, w, factor, str(device)):
+    for c0, c1, a, b, weights in _column_pass(tw, w, factor, str(src.device)):
         torch.mm(flat[:, a:b], weights, out=resized_columns[:, c0:c1])
-    blocks = rows.weights.shape[0]
+    return rows, padded
+
+
+def _row_windows(rows: _RowPass, padded, k0: int, k1: int):
+    """(k1 - k0, span, W) source windows of the row blocks k0..k1-1."""
+    tw = padded.shape[1]
     if rows.step:
-        windows = padded.as_strided(
-            (blocks, rows.span, tw), (rows.step * tw, tw, 1),
-            padded.storage_offset() + (rows.first + rows.pad_before) * tw)
-    else:
-        windows = padded.index_select(0, rows.index).view(blocks, rows.span, tw)
+        return padded.as_strided(
+            (k1 - k0, rows.span, tw), (rows.step * tw, tw, 1),
+            padded.storage_offset() + (rows.first + rows.pad_before + k0 * rows.step) * tw)
+    return padded.index_select(0, rows.index[k0 * rows.span:k1 * rows.span]).view(
+        k1 - k0, rows.span, tw)
+
+
+# Row blocks per batched GEMM when windows are copied (gathered, or several scales merged:
+# their windows and weights concatenated along the GEMM's inner dimension, so the output is
+# written once for all scales); keeps the copies small and in cache.
+MERGE_CHUNK = 64
+
+
+def _resize_rows(out_rows, parts) -> None:
+    """``out_rows`` (C * H, W) = the mean over the scales ``parts`` ([(row pass, padded column
+    pass)]) of their row passes: one GEMM per chunk of row blocks."""
+    import torch
+    alpha = 1 / len(parts)
+    blocks = parts[0][0].weights.shape[0]
     full = out_rows.shape[0] // ROW_BLOCK           # whole blocks: written in place
-    main = out_rows[:full * ROW_BLOCK].view(full, ROW_BLOCK, tw)
-    if accumulate:
-        main.baddbmm_(rows.weights[:full], windows[:full], alpha=alpha)
-    else:
-        torch.baddbmm(main, rows.weights[:full], windows[:full], beta=0, alpha=alpha, out=main)
-    if full < blocks:                               # the last, partial block
-        rest = out_rows[full * ROW_BLOCK:]
-        tail = torch.bmm(rows.weights[full:], windows[full:])[0, :rest.shape[0]]
-        if accumulate:
-            rest.add_(tail, alpha=alpha)
-        else:
+    single = len(parts) == 1 and parts[0][0].step
+    chunk = blocks if single else MERGE_CHUNK
+    for k0 in range(0, blocks, chunk):
+        k1 = min(k0 + chunk, blocks)
+        weights = torch.cat([rows.weights[k0:k1] for rows, _ in parts], dim=2)
+        windows = torch.cat([_row_windows(rows, padded, k0, k1) for rows, padded in parts], dim=1) \
+            if len(parts) > 1 else _row_windows(*parts[0], k0, k1)
+        whole = min(k1, full) - k0
+        if whole > 0:
+            main = out_rows[k0 * ROW_BLOCK:(k0 + whole) * ROW_BLOCK].view(whole, ROW_BLOCK, -1)
+            torch.baddbmm(main, weights[:whole], windows[:whole], beta=0, alpha=alpha, out=main)
+        if k1 > full:                               # the last, partial block
+            rest = out_rows[full * ROW_BLOCK:]
+            tail = torch.bmm(weights[whole:], windows[whole:])[0, :rest.shape[0]]
             torch.mul(tail, alpha, out=rest)
 
 
@@ -319,12 +340,14 @@ def resize_and_merge(outputs: Sequence[np.ndarray], scales: Sequence[float],
         dev = torch.device(device or "cpu")
         rows = torch.from_numpy(out).view(channels * th, tw) if dev.type == "cpu" else \
             torch.empty((channels * th, tw), dtype=torch.float32, device=dev)
+        parts = []
         for k, (output, s) in enumerate(zip(outputs, scales)):
             if output.shape[0] != channels:
                 raise InferenceError(f"scale {k} has {output.shape[0]} channels, scale 0 has "
                                      f"{channels}")
             src = torch.from_numpy(np.ascontiguousarray(output, dtype=np.float32)).to(dev)
-            _add_resized(rows, src, target, factor * scales[0] / s, 1 / len(outputs), k > 0)
+            parts.append(_resize_columns(src, target, factor * scales[0] / s, k))
+        _resize_rows(rows, parts)
         if dev.type != "cpu":
             torch.from_numpy(out).view(channels * th, tw).copy_(rows)
     return out
