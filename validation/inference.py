@@ -228,7 +228,7 @@ def _row_pass(channels: int, n_out: int, n_in: int, factor: float, device: str) 
 
 def _empty(shape, device):
     """An uninitialised float32 tensor; on the CPU from numpy, whose large buffers get
-    transparent huge pages (torch's do not: its page faults cost more than the resize)."""
+    transparent huge pages (torch's are first touched in 4 KiB pages, several times slower)."""
     import torch
     if device.type == "cpu":
         return torch.from_numpy(np.empty(shape, np.float32))
@@ -296,9 +296,12 @@ def _resize_rows(out_rows, parts) -> None:
     chunk = blocks if single else MERGE_CHUNK
     for k0 in range(0, blocks, chunk):
         k1 = min(k0 + chunk, blocks)
-        weights = torch.cat([rows.weights[k0:k1] for rows, _ in parts], dim=2)
-        windows = torch.cat([_row_windows(rows, padded, k0, k1) for rows, padded in parts], dim=1) \
-            if len(parts) > 1 else _row_windows(*parts[0], k0, k1)
+        if len(parts) == 1:
+            weights, windows = parts[0][0].weights[k0:k1], _row_windows(*parts[0], k0, k1)
+        else:
+            weights = torch.cat([rows.weights[k0:k1] for rows, _ in parts], dim=2)
+            windows = torch.cat([_row_windows(rows, padded, k0, k1) for rows, padded in parts],
+                                dim=1)
         whole = min(k1, full) - k0
         if whole > 0:
             main = out_rows[k0 * ROW_BLOCK:(k0 + whole) * ROW_BLOCK].view(whole, ROW_BLOCK, -1)
