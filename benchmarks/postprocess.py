@@ -21,7 +21,8 @@ block-banded implementation against the dense matrix products it replaced
 (``inference._resize_and_merge_dense``), calls interleaved so both see the same machine load;
 both allocate their output (``value``); ``reused_out_ms`` writes into a kept buffer
 (``out=``, as ``PoseEstimator.estimate`` does), without a fresh buffer's page faults;
-``max_abs_diff`` between the maps of the two implementations.
+``max_abs_diff`` between the maps of the two implementations; ``gather_fma_ms``: the literal
+4-tap gather + multiply-add form in torch ops (why the resize uses block-banded GEMMs).
 
 Pin it to one core for stable figures: ``taskset -c 0 python benchmarks/postprocess.py [--quick]``
 """
@@ -43,8 +44,8 @@ from openpose_train.generator.registry import get_model  # noqa: E402
 from openpose_train.validation.groundtruth_maps import (  # noqa: E402
     BODY_25_UPRIGHT, render_ground_truth_maps)
 from openpose_train.validation.inference import (  # noqa: E402
-    _resize_and_merge_dense, heatmap_block_bounds, resize_and_merge, scale_factor, scale_net_sizes,
-    upsample_output)
+    _resize_and_merge_dense, cubic_taps, heatmap_block_bounds, resize_and_merge, scale_factor,
+    scale_net_sizes, upsample_output)
 from openpose_train.validation.postprocess import parse_people  # noqa: E402
 from openpose_train.validation.postprocess_reference import parse_people_reference  # noqa: E402
 
@@ -89,6 +90,26 @@ def time_interleaved_ms(fns, repeats):
     return {name: (min(t), statistics.median(t)) for name, t in times.items()}
 
 
+def resize_gather_fma(outputs, scales, target):
+    """The literal 4-tap form, for comparison only (``gather_fma_ms``): per axis
+    ``sum_k w_k[i] * src[idx_k[i]]`` with torch ``index_select`` + ``addcmul_`` (each op a pass
+    over the full-size maps)."""
+    def along(x, dim, n_out, factor):
+        taps, weights = cubic_taps(n_out, x.shape[dim], factor)
+        shape = [1] * x.dim()
+        shape[dim] = n_out
+        w = torch.from_numpy(weights.astype(np.float32))
+        out = x.index_select(dim, torch.from_numpy(taps[:, 0])).mul_(w[:, 0].view(shape))
+        for k in range(1, 4):
+            out.addcmul_(x.index_select(dim, torch.from_numpy(taps[:, k])), w[:, k].view(shape))
+        return out
+    merged = 0
+    for output, s in zip(outputs, scales):
+        f = STRIDE * scales[0] / s
+        merged = merged + along(along(torch.from_numpy(output), 2, target[0], f), 1, target[1], f)
+    return (merged / len(outputs)).numpy()
+
+
 RESIZE_CASES = (((368, 368), 1), ((656, 368), 1), ((656, 368), 3))
 
 
@@ -111,6 +132,9 @@ def bench_resize_merge(model, repeats, rng):
             "reused": lambda: resize_and_merge(smalls, scales, target, out=buffer)}, repeats)
         (lo, value), (base_lo, base) = timing["fast"], timing["dense"]
         reused_lo, reused = timing["reused"]
+        gather_lo, gather, gathered = time_ms(lambda: resize_gather_fma(smalls, scales, target),
+                                              max(repeats // 10, 1))
+        gather_diff = float(np.abs(gathered - resize_and_merge(smalls, scales, target)).max())
         case = f"input={width}x{height}" + (f",scales={scale_number}" if scale_number > 1 else "")
         print(json.dumps({
             "bench": "resize_merge_ms", "case": case,
@@ -118,7 +142,9 @@ def bench_resize_merge(model, repeats, rng):
             "baseline_name": "dense (H, h) and (W, w) matrix products (the previous resize)",
             "statistic": "median", "min_ms": round(lo, 3), "baseline_min_ms": round(base_lo, 3),
             "speedup": round(base / value, 2), "reused_out_ms": round(reused, 3),
-            "reused_out_min_ms": round(reused_lo, 3), "channels": int(smalls[0].shape[0]),
+            "reused_out_min_ms": round(reused_lo, 3), "gather_fma_ms": round(gather, 3),
+            "gather_fma_min_ms": round(gather_lo, 3), "gather_fma_max_abs_diff": gather_diff,
+            "channels": int(smalls[0].shape[0]),
             "scales": scale_number, "max_abs_diff": diff, "repeats": repeats, "threads": 1}),
             flush=True)
 
