@@ -22,7 +22,8 @@ block-banded implementation against the dense matrix products it replaced
 both allocate their output (``value``); ``reused_out_ms`` writes into a kept buffer
 (``out=``, as ``PoseEstimator.estimate`` does), without a fresh buffer's page faults;
 ``max_abs_diff`` between the maps of the two implementations; ``gather_fma_ms``: the literal
-4-tap gather + multiply-add form in torch ops (why the resize uses block-banded GEMMs).
+4-tap gather + multiply-add form in torch ops (why the resize uses block-banded GEMMs);
+``output_fill_ms``: filling the kept output buffer with a constant, the memory-write floor.
 
 Pin it to one core for stable figures: ``taskset -c 0 python benchmarks/postprocess.py [--quick]``
 """
@@ -129,9 +130,11 @@ def bench_resize_merge(model, repeats, rng):
         timing = time_interleaved_ms({
             "fast": lambda: resize_and_merge(smalls, scales, target),
             "dense": lambda: _resize_and_merge_dense(smalls, scales, target),
-            "reused": lambda: resize_and_merge(smalls, scales, target, out=buffer)}, repeats)
+            "reused": lambda: resize_and_merge(smalls, scales, target, out=buffer),
+            "fill": lambda: buffer.fill(1.0)}, repeats)
         (lo, value), (base_lo, base) = timing["fast"], timing["dense"]
         reused_lo, reused = timing["reused"]
+        fill_lo, fill = timing["fill"]
         gather_lo, gather, gathered = time_ms(lambda: resize_gather_fma(smalls, scales, target),
                                               max(repeats // 10, 1))
         gather_diff = float(np.abs(gathered - resize_and_merge(smalls, scales, target)).max())
@@ -144,6 +147,7 @@ def bench_resize_merge(model, repeats, rng):
             "speedup": round(base / value, 2), "reused_out_ms": round(reused, 3),
             "reused_out_min_ms": round(reused_lo, 3), "gather_fma_ms": round(gather, 3),
             "gather_fma_min_ms": round(gather_lo, 3), "gather_fma_max_abs_diff": gather_diff,
+            "output_fill_ms": round(fill, 3), "output_fill_min_ms": round(fill_lo, 3),
             "channels": int(smalls[0].shape[0]),
             "scales": scale_number, "max_abs_diff": diff, "repeats": repeats, "threads": 1}),
             flush=True)
