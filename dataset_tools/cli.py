@@ -62,7 +62,7 @@ def synth(out, n_images, seed, width, height, max_people, val_fraction, foot, wh
 @click.option("--encoded", is_flag=True, help="store JPEG-encoded images (smaller; our data layer reads both)")
 @click.option("--seed", default=0, show_default=True, type=int, help="record shuffle seed")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(0),
-              help="decode processes (1 = in-process, 0 = one per CPU; helps when the disk is fast)")
+              help="decode/mask threads beside the writing thread (0 = one per CPU, at most 4)")
 @click.option("--txn-mb", default=64, show_default=True, type=click.IntRange(1), help="write transaction size")
 @click.option("--overwrite", is_flag=True, help="replace an existing --out")
 @click.option("--quiet", is_flag=True, help="no progress bar")
