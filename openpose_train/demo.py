@@ -7,15 +7,18 @@ proves the commands a user types; its output goes to ``OUT/logs/<step>.log``):
 
 1. synthetic COCO-format stick-figure dataset, train + held-out val split (``dataset_tools.synth``)
 2. ``lmdb``      the training images to an OpenPose LMDB
-3. ``prototxt``  training files for BODY_25 topology with the reduced ``tiny`` preset
-4. ``train``     our Caffe-compatible engine on the CPU (a progress bar follows the metrics file)
+3. ``prototxt``  training files for BODY_25 topology with the reduced ``tiny`` preset, plus
+   He-initialised starting weights (what VGG-19 weights are in the real workflow)
+4. ``train -weights``  our Caffe-compatible engine on the CPU (a progress bar follows the metrics file)
 5. ``export``    the last snapshot into an OpenPose ``models/`` folder
 6. OpenCV DNN loads the export; its output is compared with our engine's
 7. ``validate`` / ``validate-snapshots``  COCO keypoint AP of the export on the held-out images, and
    of every snapshot from iteration 0 (the random initial weights) on, with the AP / loss plot;
    then a summary of where everything landed
 
-Re-running overwrites the demo's own sub-folders of ``--out`` (nothing else there is touched).
+Measured (2 shared CPU cores): 4.5 min for the defaults, training 255 s; AP 0.586 (AP50 0.917) on
+the held-out images vs 0.000 with the initial weights. Re-running overwrites the demo's own
+sub-folders of ``--out`` (nothing else there is touched).
 """
 from __future__ import annotations
 
@@ -64,7 +67,8 @@ class DemoConfig:
     max_rotation: float = 20.0
     occlusions: int = 0               # OPData's random background patches over people (the preset: 2)
     net_resolution: str = "-1x192"    # validation input (the synthetic images' own size)
-    min_ap_gain: float = 0.10         # trained AP must beat the random-weights AP by this much
+    min_ap_gain: float = 0.25         # trained AP must beat the random-weights AP by this much
+                                      # (measured: 0.58 vs 0.00 with these defaults)
     check_learning: bool = True
     threads: Optional[int] = None     # torch threads for training (None: torch's default)
 
