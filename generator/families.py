@@ -542,7 +542,10 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in (
         upstream_folder="100_135AlmostSameBatchAllGPUs", net_resolution="-1x480",
         multiscale_flags="--net_resolution 1712x960 --scale_number 4 --scale_gap 0.25",
         description="BODY_135 whole body (body, feet, hands, face in one network)"),
-    Preset("tiny", DenseFamily(front_end=VGGFrontEnd(blocks=((16,), (32,), (64,), (64, 64)), cpm=((64, 3), (32, 3))),
+    # tiny trains from scratch (no VGG weights), so its front end uses msra (He) fillers: with the
+    # upstream gaussian 0.01 the signal vanishes through the narrow layers (output spread ~5e-7).
+    Preset("tiny", DenseFamily(front_end=VGGFrontEnd(blocks=((16,), (32,), (64,), (64, 64)), cpm=((64, 3), (32, 3)),
+                                                     vgg_filler=("msra", None), cpm_filler=("msra", None)),
                                paf_stages=(DenseStage(2, 32, 64),), heat_stages=(DenseStage(2, 32, 64),)),
            header="plain",
            recipe=Recipe(batch_size=8, crop_size=(128, 128), base_lr=1e-3),

@@ -336,10 +336,10 @@ def compare_opencv(prototxt: Path, caffemodel: Path, image_path: Path, net_resol
 def write_initial_weights(deploy: Path, path: Path, seed: int) -> Path:
     """He-initialised weights for every convolution: the demo's stand-in for the VGG-19 start.
 
-    The preset's Caffe fillers (gaussian std 0.01) assume a pre-trained VGG front end; from scratch
-    they shrink the signal ~4x per layer (net_output std ~1e-7 at the start) and a few minutes of
-    CPU training barely move it. Convolutions feeding a ReLU/PReLU get std sqrt(2 / fan_in), the
-    others (the stage outputs) a small sqrt(1 / fan_in) / 10 so that the first predictions are near 0.
+    Written to a file (rather than left to the prototxt's fillers) so that the same weights are
+    also validated as ``pose_iter_0``: the random-weights AP baseline. Convolutions feeding a
+    ReLU/PReLU get std sqrt(2 / fan_in), the others (the stage outputs) a small sqrt(1 / fan_in) / 10
+    so that the first predictions are near 0.
     """
     import numpy as np
 

@@ -469,7 +469,7 @@ def test_tiny_training_net_runs_in_the_engine():
     g = torch.Generator().manual_seed(0)
     image = torch.rand(2, 3, 64, 64, generator=g) - 0.5
     label = torch.rand(2, model.label_channels, 8, 8, generator=g)
-    opt = torch.optim.SGD(net.parameters(), lr=1e-3)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-4)
     losses = []
     for _ in range(3):
         loss = net.total_loss(net(image=image, label=label))
