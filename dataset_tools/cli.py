@@ -40,11 +40,19 @@ def resolve_dataset_key(name: str, json_path) -> str:
               help="share of images written to val2017")
 @click.option("--foot", is_flag=True, help="23 keypoints (COCO + 6 foot) in 'keypoints'")
 @click.option("--wholebody", is_flag=True, help="add COCO-WholeBody fields (foot/face/hand kpts)")
-def synth(out, n_images, seed, width, height, max_people, val_fraction, foot, wholebody):
+@click.option("--person-height", nargs=2, type=click.FloatRange(0.05, 1.0), default=None,
+              metavar="MIN MAX", help="person height range as a fraction of the image height [0.25 0.9]")
+def synth(out, n_images, seed, width, height, max_people, val_fraction, foot, wholebody, person_height):
     """Write a synthetic COCO-format stick-figure dataset (deterministic by seed)."""
     from .synth import SynthConfig, make_synthetic_dataset
+    sizes = {}
+    if person_height:
+        low, high = person_height
+        if low > high:
+            raise click.BadParameter(f"MIN {low} is above MAX {high}", param_hint="--person-height")
+        sizes = dict(min_person_height=low, max_person_height=high)
     config = SynthConfig(images=n_images, seed=seed, width=width, height=height, max_people=max_people,
-                         val_fraction=val_fraction, foot=foot, wholebody=wholebody)
+                         val_fraction=val_fraction, foot=foot, wholebody=wholebody, **sizes)
     result = make_synthetic_dataset(out, config, progress=sys.stderr.isatty())
     for split, path in result.splits.items():
         click.echo(f"{split}: {result.num_images[split]} images in {result.image_dirs[split]}, annotations {path}")

@@ -402,3 +402,16 @@ def test_too_little_disk_space_stops_before_writing(tmp_path, synth, monkeypatch
     monkeypatch.undo()
     summary = build_lmdb(json_path, images, tmp_path / "l", _options())    # resumes once there is room
     assert summary.finished and summary.records_written > 30
+
+
+def test_cli_synth_person_height(tmp_path):
+    """--person-height bounds the drawn people (bbox heights follow, give or take pose and limbs)."""
+    runner = CliRunner()
+    res = runner.invoke(cli_main, ["synth", "--out", str(tmp_path / "d"), "--images", "8", "--seed", "1",
+                                   "--person-height", "0.5", "0.6"])
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "d/annotations/person_keypoints_train2017.json").read_text())
+    heights = [a["bbox"][3] / 256 for a in data["annotations"] if a.get("num_keypoints", 0) > 0]
+    assert heights and 0.4 <= min(heights) and max(heights) <= 0.65
+    res = runner.invoke(cli_main, ["synth", "--out", str(tmp_path / "e"), "--person-height", "0.7", "0.6"])
+    assert res.exit_code != 0 and "MIN 0.7 is above MAX 0.6" in res.output
