@@ -228,16 +228,15 @@ def keep_roi_inside(x, y, w, h, grid_w: int, grid_h: int):
     return x, y, np.maximum(w, 0), np.maximum(h, 0)
 
 
-def _keep_boxes_inside(corner, extent, grid):
-    """:func:`keep_roi_inside` on ``(n, 2)`` corner/extent arrays (x, y columns), ``grid`` (2,)."""
-    extent = np.where(corner < 0, extent + corner, extent)
-    corner = np.maximum(corner, 0)
-    extent = np.where(corner + extent >= grid, grid - corner, extent)
-    return corner, np.maximum(extent, 0)
+def _box_bounds(corner, end, grid):
+    """:func:`keep_roi_inside` on ``(n, 2)`` corner/end arrays (x, y columns), ``grid`` (2,), as
+    bounds ``lo <= cell < hi``: ``lo`` is the clipped corner, the clipped extent is ``max(hi - lo, 0)``
+    (the kept box ends where the unclipped one does, at most at the grid's edge)."""
+    return np.maximum(corner, 0), np.clip(end, 0, grid)
 
 
 def _person_boxes(people, stride, ratio, grid):
-    """:func:`person_rois` as ``(n, 2)`` corner and extent arrays (x, y columns)."""
+    """:func:`person_rois` as ``(n, 2)`` bounds ``lo``, ``hi`` (x, y columns, :func:`_box_bounds`)."""
     vis = (people[..., 2] <= 1)[..., None]
     pts = people[..., :2] / np.float32(stride)
     none = ~vis[:, :, 0].any(-1)
@@ -250,10 +249,9 @@ def _person_boxes(people, stride, ratio, grid):
     # the short side raised to half the long one (both cannot be short: sizes are >= 0)
     size = np.maximum(size, size[:, ::-1] / 2)
     r = np.float32(ratio)
-    corner = round_half_away(centre - size / 2 - r * size).astype(np.int64)
-    extent = round_half_away(size * (1 + 2 * r)).astype(np.int64)
-    extent[none] = 0
-    return _keep_boxes_inside(corner, extent, grid)
+    box = round_half_away(np.concatenate([centre - size / 2 - r * size, size * (1 + 2 * r)], 1)).astype(np.int64)
+    box[none, 2:] = 0
+    return _box_bounds(box[:, :2], box[:, :2] + box[:, 2:], grid)
 
 
 def person_rois(people: np.ndarray, stride: int, ratio: float, grid_w: int, grid_h: int):
@@ -262,8 +260,9 @@ def person_rois(people: np.ndarray, stride: int, ratio: float, grid_w: int, grid
     Box of the v <= 1 points (divided by the stride), short side raised to half the long one,
     enlarged by ``ratio`` on each side. A person without a v <= 1 point gets an empty ROI.
     """
-    corner, extent = _person_boxes(np.asarray(people, np.float32), stride, ratio, np.array([grid_w, grid_h]))
-    return corner[:, 0], corner[:, 1], extent[:, 0], extent[:, 1]
+    lo, hi = _person_boxes(np.asarray(people, np.float32), stride, ratio, np.array([grid_w, grid_h]))
+    extent = np.maximum(hi - lo, 0)
+    return lo[:, 0], lo[:, 1], extent[:, 0], extent[:, 1]
 
 
 def roi_masks(x, y, w, h, grid_w: int, grid_h: int) -> np.ndarray:
@@ -275,10 +274,10 @@ def roi_masks(x, y, w, h, grid_w: int, grid_h: int) -> np.ndarray:
     return in_y[:, :, None] & in_x[:, None, :]
 
 
-def _zero_in_boxes(weights, layout, parts, corner, extent, already_zero=None):
+def _zero_in_boxes(weights, layout, parts, corner, end, already_zero=None):
     """Zero, inside each person's box, the weights of that person's flagged parts (+PAFs, +bkg).
 
-    ``parts`` (n, P) bool; ``corner``/``extent`` (n, 2) boxes; ``already_zero`` (C,) bool:
+    ``parts`` (n, P) bool; ``corner``/``end`` (n, 2) box bounds (:func:`_box_bounds`); ``already_zero`` (C,) bool:
     channels known to be zero everywhere (skipped).
     """
     chans = (parts.astype(np.float32) @ _part_channels_f32(layout)) > 0   # (n, C)
@@ -289,16 +288,27 @@ def _zero_in_boxes(weights, layout, parts, corner, extent, already_zero=None):
     used = np.flatnonzero(chans.any(0))
     if used.size == 0:
         return
+    selected = chans[:, used]
+    if np.count_nonzero(selected) <= _FEW_BOXES:
+        # weights are finite and >= 0 here: "*= 0 inside the box" is "= 0 inside the box"
+        person, column = np.nonzero(selected)
+        corners, ends = corner.tolist(), end.tolist()
+        for i, c in zip(person.tolist(), used[column].tolist()):
+            (x0, y0), (x1, y1) = corners[i], ends[i]
+            weights[c, y0:y1, x0:x1] = 0
+        return
     grid_h, grid_w = weights.shape[1:]
     # box of person i = outer(rows_i, cols_i): covered[c] = sum_i chans[i, c] rows_i^T cols_i
-    end = corner + extent
     cols = np.arange(grid_w)
     rows = np.arange(grid_h)[:, None]
     in_x = ((cols >= corner[:, :1]) & (cols < end[:, :1])).astype(np.float32)            # (n, gx)
     in_y = ((rows >= corner[:, 1]) & (rows < end[:, 1])).astype(np.float32)              # (gy, n)
-    covered = (in_y * chans[:, used].T[:, None, :].astype(np.float32)) @ in_x           # (used, gy, gx)
+    covered = (in_y * selected.T[:, None, :].astype(np.float32)) @ in_x           # (used, gy, gx)
     weights[used] *= covered == 0
 
+
+#: up to this many (person, channel) boxes, :func:`_zero_in_boxes` assigns slices instead of one matmul
+_FEW_BOXES = 48
 
 _PART_CHANNELS_F32 = {}
 
@@ -391,7 +401,7 @@ def render_heatmaps(targets, weights, layout, people, sigma, stride, grid_w, gri
     start = np.float32(stride / 2.0 - 0.5)
     first = np.ceil((xy - radius - start) / stride).astype(np.int32)   # float64, as the fork
     # keypoints whose window misses the grid draw nothing
-    reach = ((first < (grid_w, grid_h)) & (first > -window)).all(1)
+    reach = ((first < _grid_array(grid_w, grid_h)) & (first > -window)).all(1)
     if not reach.all():
         keep = np.flatnonzero(reach)
         if keep.size == 0:
@@ -400,8 +410,7 @@ def render_heatmaps(targets, weights, layout, people, sigma, stride, grid_w, gri
         if np.ndim(radius):
             thr, neg_inv_2s2 = thr[keep], neg_inv_2s2[keep]
     cells = first[:, :, None] + np.arange(window, dtype=np.int32)       # (K, 2, w): x row, y row
-    grid = np.array([[grid_w - 1], [grid_h - 1]], np.int32)
-    clipped = np.minimum(np.maximum(cells, 0), grid)
+    clipped = np.minimum(np.maximum(cells, 0), _last_cells(grid_w, grid_h))
     d = (start + cells.astype(np.float32) * np.float32(stride)) - xy[:, :, None]
     sq = d * d
     np.copyto(sq, np.float32(np.inf), where=clipped != cells)          # outside the grid: value 0
@@ -413,10 +422,23 @@ def render_heatmaps(targets, weights, layout, people, sigma, stride, grid_w, gri
     flat = rows[:, :, None] + clipped[:, 0, None, :]
     hs = slice(layout.heat_offset, layout.heat_offset + layout.num_parts)
     np.maximum.at(targets[hs].reshape(-1), flat.reshape(-1), value.reshape(-1))
-    support = value > 0
+    support = (value > 0).reshape(-1)
     w = weights[hs].reshape(-1)
-    w[flat[support]] = inv_ratio if inv_ratio.size == 1 else \
-        np.broadcast_to(inv_ratio[part][:, None, None], value.shape)[support]
+    # np.compress: the boolean-mask gather, several times faster than flat[support] here
+    w[np.compress(support, flat)] = inv_ratio if inv_ratio.size == 1 else \
+        np.compress(support, np.broadcast_to(inv_ratio[part][:, None, None], value.shape))
+
+
+_LAST_CELLS = {}
+
+
+def _last_cells(grid_w, grid_h):
+    """int32 ``[[grid_w - 1], [grid_h - 1]]``, cached (read only)."""
+    last = _LAST_CELLS.get((grid_w, grid_h))
+    if last is None:
+        last = _LAST_CELLS[grid_w, grid_h] = np.array([[grid_w - 1], [grid_h - 1]], np.int32)
+        last.flags.writeable = False
+    return last
 
 
 _SCRATCH = threading.local()
@@ -454,6 +476,20 @@ _BOX_GROW = np.array([-1, -1, 1, 1], np.float32)
 _CANDIDATES = np.arange(-1, 3, dtype=np.float32)
 
 
+_LIMB_GRID_TABLES = {}
+
+
+def _limb_grid_tables(grid_w, grid_h):
+    """float32 bbox limits ``(gx, gy, gx, gy)`` and flat-index strides ``(1, gx)`` (cached, read only)."""
+    hit = _LIMB_GRID_TABLES.get((grid_w, grid_h))
+    if hit is None:
+        hit = (np.array([grid_w, grid_h, grid_w, grid_h], np.float32), np.array([1, grid_w], np.float32))
+        for table in hit:
+            table.flags.writeable = False
+        _LIMB_GRID_TABLES[grid_w, grid_h] = hit
+    return hit
+
+
 def _limb_cells(a, b, grid_w, grid_h, base=None):
     """:func:`limb_band_cells` on (L, 2) ends; ``base`` (L,) is added to each limb's cell index."""
     n = a.shape[0]
@@ -465,11 +501,12 @@ def _limb_cells(a, b, grid_w, grid_h, base=None):
     # clipped to its size keeps the range empty, as the unclipped one); float32 holds these integers
     box = round_half_away(np.concatenate([np.minimum(a, b), np.maximum(a, b)], 1) + _BOX_GROW)
     np.maximum(box, 0, out=box)
-    np.minimum(box, np.array([grid_w, grid_h, grid_w, grid_h], np.float32), out=box)
+    limits, strides = _limb_grid_tables(grid_w, grid_h)
+    np.minimum(box, limits, out=box)
     # per limb: a_major, a_minor, u_major, u_minor, lo_major, hi_major, lo_minor, hi_minor, ux, uy, base,
     # flat-index strides of the major and minor axes (x major when |ux| >= |uy|)
     table = np.concatenate([a, u, box, u, np.zeros((n, 1), np.float32) if base is None else base[:, None],
-                            np.broadcast_to(np.array([1, grid_w], np.float32), (n, 2))], 1)
+                            np.broadcast_to(strides, (n, 2))], 1)
     table = np.where((np.abs(u[:, 0]) >= np.abs(u[:, 1]))[:, None], table[:, _LIMB_COLUMNS_X],
                      table[:, _LIMB_COLUMNS_Y])
     # steps along the major axis; none for zero-length limbs or an empty minor range
@@ -516,10 +553,11 @@ def render_pafs(targets, weights, layout, people, stride, grid_w, grid_h):
         return
     t = targets.reshape(-1)
     w = weights.reshape(-1)
+    base_y = base + cells
     t[base] = ux
-    t[base + cells] = uy
+    t[base_y] = uy
     w[base] = 1
-    w[base + cells] = 1
+    w[base_y] = 1
     # several people on one cell of a pair: find them with a scatter of entry ids (last one wins)
     ids = np.arange(base.size, dtype=np.int32)
     owner = _scratch_index(t.size)
@@ -556,12 +594,54 @@ def _mask_feet(weights, layout, people, stride, grid_w, grid_h):
     joints = joints[ok][:, :, :2] / np.float32(stride)
     a = joints[:, 1]
     diff = a - joints[:, 0]
-    dist = round_half_away(np.float32(0.8) * np.sqrt((diff * diff).sum(-1))).astype(np.int64)
-    corner = round_half_away(a + np.rint(diff * np.float32(0.15))).astype(np.int64) - dist[:, None]
-    corner, extent = _keep_boxes_inside(corner, 2 * dist[:, None], np.array([grid_w, grid_h]))  # np.rint = cvRound
+    # columns: foot centre x, y (np.rint = cvRound), half size
+    box = round_half_away(np.concatenate([a + np.rint(diff * np.float32(0.15)),
+                                          np.float32(0.8) * np.sqrt((diff * diff).sum(-1, keepdims=True))], 1))
+    box = box.astype(np.int64)
+    dist = box[:, 2:]
+    lo, hi = _box_bounds(box[:, :2] - dist, box[:, :2] + dist, _grid_array(grid_w, grid_h))
     bkg = weights[layout.bkg_channel]
-    for (x, y), (w, h) in zip(corner.tolist(), extent.tolist()):
-        bkg[y:y + h, x:x + w] = 0
+    for x0, y0, x1, y1 in np.concatenate([lo, hi], 1).tolist():
+        bkg[y0:y1, x0:x1] = 0
+
+
+_GRIDS = {}
+
+
+def _grid_array(grid_w, grid_h):
+    """``np.array([grid_w, grid_h])``, cached (read only)."""
+    grid = _GRIDS.get((grid_w, grid_h))
+    if grid is None:
+        grid = _GRIDS[grid_w, grid_h] = np.array([grid_w, grid_h])
+        grid.flags.writeable = False
+    return grid
+
+
+_MISSING = {}
+
+
+def _missing_channels(layout, main_missing):
+    """§6 step 5 channels for the main person's missing parts ``main_missing`` (P,) bool: the
+    zeroed channels (C,) bool or None, their runs ``[(start, stop), ...]`` and the runs of the
+    other channels. Cached per pattern."""
+    key = (id(layout), main_missing.tobytes())
+    hit = _MISSING.get(key)
+    if hit is not None and hit[0] is layout:
+        return hit[1]
+    missing = layout.empty_parts | main_missing
+    n_ch = layout.num_channels
+    zeroed, runs = None, []
+    if missing.any():
+        zeroed = layout.part_channels[missing].any(0)
+        edges = np.flatnonzero(np.diff(np.concatenate([[False], zeroed, [False]]).astype(np.int8)))
+        runs = list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+        zeroed.flags.writeable = False
+    bounds = [0] + [i for run in runs for i in run] + [n_ch]
+    kept = [(start, stop) for start, stop in zip(bounds[::2], bounds[1::2]) if stop > start]
+    if len(_MISSING) >= 4096:                          # bounded: patterns of a long run
+        _MISSING.clear()
+    _MISSING[key] = (layout, (zeroed, runs, kept))
+    return zeroed, runs, kept
 
 
 def render_labels(model, variant, people, mask_miss_grid, grid_size, stride, sigma,
@@ -590,26 +670,32 @@ def render_labels(model, variant, people, mask_miss_grid, grid_size, stride, sig
         if layout.has_background:
             targets[layout.bkg_channel] = 1
         return label
-    if mask_miss_grid is None:
-        weights.fill(1)
-    else:
+    mask = None
+    if mask_miss_grid is not None:
         mask = np.asarray(mask_miss_grid)
         if mask.shape != (grid_h, grid_w):
             raise LabelError(f"mask_miss grid {mask.shape} differs from the label grid {(grid_h, grid_w)}")
-        np.divide(mask, np.float32(255), out=weights[0], dtype=np.float32)
-        weights[1:] = weights[0]
     people = np.asarray(people, np.float32)
     if people.ndim != 3 or people.shape[1:] != (layout.num_parts, 3):
         raise LabelError(f"people must be (n, {layout.num_parts}, 3) for {layout.op_model}, got {people.shape}")
     n_people = people.shape[0]
     vis = people[..., 2]
-    grid = np.array([grid_w, grid_h])
-    zeroed = None
+    grid = _grid_array(grid_w, grid_h)
+    zeroed, zero_runs, kept_runs = None, (), ((0, n_ch),)
+    if n_people and layout.global_masking:
+        zeroed, zero_runs, kept_runs = _missing_channels(layout, vis[0] >= layout.missing_threshold)
+    # step 3 (mask_miss / 255, or 1, on every channel) and step 5's zeroed channels, each cell written once
+    if mask is None:
+        for start, stop in kept_runs:
+            weights[start:stop].fill(1)
+    elif kept_runs:
+        first = weights[kept_runs[0][0]]
+        np.divide(mask, np.float32(255), out=first, dtype=np.float32)
+        for start, stop in kept_runs:
+            weights[start + (start == kept_runs[0][0]):stop] = first
+    for start, stop in zero_runs:
+        weights[start:stop].fill(0)
     if n_people and layout.global_masking:             # step 5
-        missing = layout.empty_parts | (vis[0] >= layout.missing_threshold)
-        if missing.any():
-            zeroed = layout.part_channels[missing].any(0)
-            weights[zeroed] = 0
         if layout.has_background and layout.feet_pairs:
             _mask_feet(weights, layout, people, stride, grid_w, grid_h)
     if n_people:                                       # step 6
@@ -634,7 +720,7 @@ def render_labels(model, variant, people, mask_miss_grid, grid_size, stride, sig
         np.maximum(bkg, 0, out=bkg)
     render_pafs(targets, weights, layout, people, stride, grid_w, grid_h)             # step 11
     if layout.has_background:                          # step 12
-        weights[layout.bkg_channel][targets[layout.bkg_channel] < BKG_WEIGHT_THRESHOLD] = 1
+        np.copyto(weights[layout.bkg_channel], 1, where=targets[layout.bkg_channel] < BKG_WEIGHT_THRESHOLD)
     return label
 
 
