@@ -285,7 +285,7 @@ def _zero_in_boxes(weights, layout, parts, corner, end, already_zero=None):
         chans[:, layout.bkg_channel] = parts.any(-1)
     if already_zero is not None:
         chans[:, already_zero] = False
-    used = np.flatnonzero(chans.any(0))
+    used = chans.any(0).nonzero()[0]
     if used.size == 0:
         return
     selected = chans[:, used]
@@ -403,7 +403,7 @@ def render_heatmaps(targets, weights, layout, people, sigma, stride, grid_w, gri
     # keypoints whose window misses the grid draw nothing
     reach = ((first < _grid_array(grid_w, grid_h)) & (first > -window)).all(1)
     if not reach.all():
-        keep = np.flatnonzero(reach)
+        keep = reach.nonzero()[0]
         if keep.size == 0:
             return
         part, xy, first = part[keep], xy[keep], first[keep]
@@ -506,7 +506,7 @@ def _limb_cells(a, b, grid_w, grid_h, base=None):
     # per limb: a_major, a_minor, u_major, u_minor, lo_major, hi_major, lo_minor, hi_minor, ux, uy, base,
     # flat-index strides of the major and minor axes (x major when |ux| >= |uy|)
     table = np.concatenate([a, u, box, u, np.zeros((n, 1), np.float32) if base is None else base[:, None],
-                            np.broadcast_to(strides, (n, 2))], 1)
+                            strides[None].repeat(n, 0)], 1)
     table = np.where((np.abs(u[:, 0]) >= np.abs(u[:, 1]))[:, None], table[:, _LIMB_COLUMNS_X],
                      table[:, _LIMB_COLUMNS_Y])
     # steps along the major axis; none for zero-length limbs or an empty minor range
@@ -526,7 +526,7 @@ def _limb_cells(a, b, grid_w, grid_h, base=None):
     dist = np.abs(along_minor[:, None] - (minor - rows[:, 1:2]) * rows[:, 2:3])
     valid = (dist <= PAF_THRESHOLD) & (minor >= rows[:, 6:7]) & (minor < rows[:, 7:8])
     cell = (major * rows[:, 11] + rows[:, 10])[:, None] + minor * rows[:, 12:13]
-    hit = np.flatnonzero(valid)
+    hit = valid.reshape(-1).nonzero()[0]
     u = np.take(rows, hit >> 2, axis=0)          # np.take: several times faster than rows[index] here
     return cell.reshape(-1)[hit].astype(np.int64), u[:, 8], u[:, 9]
 
