@@ -514,21 +514,21 @@ def _limb_cells(a, b, grid_w, grid_h, base=None):
     total = int(steps.sum())
     if total == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32)
-    # one row per (limb, step along its major axis)
-    rows = np.repeat(table, steps, axis=0)
+    # one column per (limb, step along its major axis): table columns as contiguous rows
+    rows = np.repeat(table.T, steps, axis=1)                            # (13, total)
     first = (np.cumsum(steps) - steps).astype(np.float32)
     major = np.arange(total, dtype=np.float32) + np.repeat(table[:, 4] - first, steps)     # float32
-    along = major - rows[:, 0]                                          # major - a_major
-    along_minor = along * rows[:, 3]
-    minor = np.floor(rows[:, 1] + along_minor / rows[:, 2])[:, None] + _CANDIDATES
+    along = major - rows[0]                                             # major - a_major
+    along_minor = along * rows[3]
+    minor = np.floor(rows[1] + along_minor / rows[2])[:, None] + _CANDIDATES
     # |(cx - ax) uy - (cy - ay) ux| as the fork: (major - a_major) u_minor - (minor - a_minor) u_major,
     # negated for y-major limbs (same absolute value, same float32 products)
-    dist = np.abs(along_minor[:, None] - (minor - rows[:, 1:2]) * rows[:, 2:3])
-    valid = (dist <= PAF_THRESHOLD) & (minor >= rows[:, 6:7]) & (minor < rows[:, 7:8])
-    cell = (major * rows[:, 11] + rows[:, 10])[:, None] + minor * rows[:, 12:13]
+    dist = np.abs(along_minor[:, None] - (minor - rows[1, :, None]) * rows[2, :, None])
+    valid = (dist <= PAF_THRESHOLD) & (minor >= rows[6, :, None]) & (minor < rows[7, :, None])
+    cell = (major * rows[11] + rows[10])[:, None] + minor * rows[12, :, None]
     hit = valid.reshape(-1).nonzero()[0]
-    u = np.take(rows, hit >> 2, axis=0)          # np.take: several times faster than rows[index] here
-    return cell.reshape(-1)[hit].astype(np.int64), u[:, 8], u[:, 9]
+    u = np.take(rows[8:10], hit >> 2, axis=1)
+    return cell.reshape(-1)[hit].astype(np.int64), u[0], u[1]
 
 
 def render_pafs(targets, weights, layout, people, stride, grid_w, grid_h):
