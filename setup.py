@@ -45,7 +45,7 @@ setup(
         "pyyaml>=6.0",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "grpcio-tools>=1.62"],
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
         "proto": ["grpcio-tools>=1.62"],
     },
