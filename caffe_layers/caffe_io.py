@@ -309,7 +309,7 @@ def _read_varint(buf, pos: int) -> Tuple[int, int]:
             raise CaffemodelError("malformed varint")
 
 
-def _fields(buf, start: int, end: int):
+def wire_fields(buf, start: int, end: int):
     """Yield (field_number, wire_type, value) of a message in buf[start:end].
 
     ``value`` is the integer for varint fields and (begin, end) for length-delimited ones.
@@ -374,7 +374,7 @@ def _decode_blob(buf, start: int, end: int, where: str) -> np.ndarray:
     legacy = [0, 0, 0, 0]
     data = None
     loose: List[float] = []   # unpacked floats (never written by Caffe, but legal protobuf)
-    for number, wire, value in _fields(buf, start, end):
+    for number, wire, value in wire_fields(buf, start, end):
         if number == 5 and wire == 2:
             s, e = value
             if (e - s) % 4:
@@ -387,7 +387,7 @@ def _decode_blob(buf, start: int, end: int, where: str) -> np.ndarray:
             data = np.frombuffer(buf, dtype="<f8", count=(e - s) // 8, offset=s)
         elif number == 7 and wire == 2:
             dims = []
-            for n2, w2, v2 in _fields(buf, *value):
+            for n2, w2, v2 in wire_fields(buf, *value):
                 if n2 == 1:
                     dims += _packed_varints(buf, *v2) if w2 == 2 else [v2]
         elif 1 <= number <= 4 and wire == 0:
@@ -503,7 +503,7 @@ def _layer_record(buf, start, end, layer_field: int, where: str):
     else:
         name_f, type_f, blob_f = 4, 5, 6
     spans = []
-    for number, wire, value in _fields(buf, start, end):
+    for number, wire, value in wire_fields(buf, start, end):
         if number == name_f and wire == 2:
             name = bytes(buf[value[0]:value[1]]).decode("utf-8", "replace")
         elif number == type_f and wire == 2:
@@ -516,7 +516,7 @@ def _layer_record(buf, start, end, layer_field: int, where: str):
         elif number == blob_f and wire == 2:
             spans.append(value)
         elif number == 1 and wire == 2 and layer_field == 2:   # V0LayerParameter inside a V1 layer
-            for n0, w0, v0 in _fields(buf, *value):
+            for n0, w0, v0 in wire_fields(buf, *value):
                 if n0 == 1 and w0 == 2 and not name:
                     name = bytes(buf[v0[0]:v0[1]]).decode("utf-8", "replace")
                 elif n0 == 2 and w0 == 2 and not ltype:
@@ -542,7 +542,7 @@ def read_caffemodel(path: PathLike, with_types: bool = False):
     else:
         weights, types = OrderedDict(), {}
         try:
-            for number, wire, value in _fields(buf, 0, len(buf)):
+            for number, wire, value in wire_fields(buf, 0, len(buf)):
                 if number in (100, 2) and wire == 2:
                     name, ltype, blobs = _layer_record(buf, value[0], value[1], number, str(path))
                     types.setdefault(name, ltype)
@@ -596,7 +596,7 @@ def read_solverstate(path: PathLike) -> SolverStateRecord:
     buf = _read_binary(path)
     state = SolverStateRecord(iter=0, learned_net="")
     try:
-        for number, wire, value in _fields(buf, 0, len(buf)):
+        for number, wire, value in wire_fields(buf, 0, len(buf)):
             if number == 1 and wire == 0:
                 state.iter = _signed32(value)
             elif number == 2 and wire == 2:

@@ -48,6 +48,7 @@ import numpy as np
 
 from ..generator.registry import get_training_variant
 from . import augment as A
+from .caffe_io import CaffemodelError, wire_fields
 from . import labels as L
 
 #: categories whose datum carries mask_miss in channel 4 (§1.4); plus the face70_mask_out dataset
@@ -259,17 +260,6 @@ class FastRecord:
         return self.planes[..., 3]
 
 
-def _varint(buf, pos: int):
-    result = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-
-
 def raw_datum_planes(value: bytes) -> Optional[np.ndarray]:
     """The ``(channels, height, width)`` uint8 planes of a raw (not encoded) Caffe Datum, read in
     place from ``value`` (no copy), or None for anything else (encoded, float_data, malformed).
@@ -278,31 +268,17 @@ def raw_datum_planes(value: bytes) -> Optional[np.ndarray]:
     copy the 1.5 MB of a 640x480 datum twice.
     """
     fields = {}
-    pos, end = 0, len(value)
     try:
-        while pos < end:
-            key, pos = _varint(value, pos)
-            number, wire = key >> 3, key & 7
-            if wire == 0:
-                fields[number], pos = _varint(value, pos)
-            elif wire == 2:
-                length, pos = _varint(value, pos)
-                fields[number] = (pos, length)
-                pos += length
-            elif wire == 5:
-                pos += 4
-            elif wire == 1:
-                pos += 8
-            else:
-                return None
-    except IndexError:
+        for number, _, field_value in wire_fields(value, 0, len(value)):
+            fields[number] = field_value
+    except (CaffemodelError, IndexError):
         return None
     c, h, w = fields.get(1, 0), fields.get(2, 0), fields.get(3, 0)
     data = fields.get(4)
-    if pos != end or fields.get(7, 0) or 6 in fields or not isinstance(data, tuple) or c <= 0 \
-            or data[1] != c * h * w or data[0] + data[1] > end:
+    if fields.get(7, 0) or 6 in fields or not isinstance(data, tuple) or not isinstance(c, int) or c <= 0 \
+            or data[1] - data[0] != c * h * w:
         return None
-    return np.frombuffer(value, np.uint8, data[1], data[0]).reshape(c, h, w)
+    return np.frombuffer(value, np.uint8, data[1] - data[0], data[0]).reshape(c, h, w)
 
 
 def read_record(value: bytes, num_lmdb_parts: Optional[int] = None):
