@@ -321,14 +321,20 @@ def test_nan_loss_stops_with_iteration_and_last_snapshot(tmp_path):
 
 
 # ---- signals (a real process) -----------------------------------------------------------------------------
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_snapshots_then_exits(tmp_path, sig):
-    solver = SOLVER.replace("max_iter: 20", "max_iter: 100000000").replace("snapshot: 10", "snapshot: 0").replace(
-        "display: 5", "display: 1")
+def spawn_endless_training(tmp_path, snapshot_interval):
+    """`openpose-train train` in a subprocess on a never-ending solver, logging every iteration."""
+    solver = SOLVER.replace("max_iter: 20", "max_iter: 100000000").replace(
+        "snapshot: 10", f"snapshot: {snapshot_interval}").replace("display: 5", "display: 1")
     d = make_dir(tmp_path, solver=solver)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen([PY, "-m", "openpose_train.cli", "train", "-solver", "solver.prototxt", "--workers", "0"],
                             cwd=d, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    return d, proc
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_snapshots_then_exits(tmp_path, sig):
+    d, proc = spawn_endless_training(tmp_path, 0)
     lines = []
     deadline = time.time() + 60
     for line in proc.stderr:
@@ -350,12 +356,7 @@ def test_signal_snapshots_then_exits(tmp_path, sig):
 
 
 def test_kill_9_loses_at_most_one_snapshot_interval(tmp_path):
-    solver = SOLVER.replace("max_iter: 20", "max_iter: 100000000").replace("snapshot: 10", "snapshot: 2").replace(
-        "display: 5", "display: 1")
-    d = make_dir(tmp_path, solver=solver)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([PY, "-m", "openpose_train.cli", "train", "-solver", "solver.prototxt", "--workers", "0"],
-                            cwd=d, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    d, proc = spawn_endless_training(tmp_path, 2)
     reached = 0
     deadline = time.time() + 60
     for line in proc.stderr:
