@@ -23,8 +23,10 @@ Rules (``spec/openpose_train.md`` 3.2-3.4, 7.4), and where we deliberately diffe
   MPII: the positive "thin box" mask (255 only on labeled people's boxes, width min(w, 0.3 h)).
   Hands / faces: the body rule (the original grew hulls radially around Detectron people).
 * bad annotations are dropped and counted (wrong keypoint array length, labeled keypoints
-  outside the image, zero or negative bbox); a file that is not COCO-style raises
-  :class:`CocoFormatError` naming the file and the missing key.
+  outside the image, zero or negative bbox, a non-numeric ``keypoints`` / ``bbox`` / ``area`` /
+  ``num_keypoints``, a segmentation polygon of odd length or with non-numbers); a file that is
+  not COCO-style (a missing key, an image entry whose ``id`` / ``width`` / ``height`` is not a
+  number) raises :class:`CocoFormatError` naming the file, the entry and the key.
 """
 from __future__ import annotations
 
@@ -60,7 +62,13 @@ FEW_FOOT = "fewer than 2 labeled foot keypoints"
 BAD_LENGTH = "wrong keypoint array length"
 OUTSIDE = "keypoints outside the image"
 BAD_BOX = "zero or negative bbox"
+BAD_POLYGON = "malformed segmentation"
 CROWD = "crowd region"
+
+
+def non_numeric(name: str) -> str:
+    """Skip reason of an annotation whose field ``name`` holds something that is not a number."""
+    return f"non-numeric '{name}'"
 
 
 class CocoFormatError(ValueError):
@@ -79,6 +87,7 @@ class Person:
     iscrowd: bool
     segmentation: object
     problem: Optional[str] = None     # why this annotation cannot be a main person or an "other"
+    ann_id: object = None             # the annotation's "id" (names it in the skipped list)
 
     @property
     def centre(self):
@@ -116,6 +125,13 @@ def _need(mapping, key, path, where):
     return mapping[key]
 
 
+def _image_size(img, key, path, i) -> int:
+    try:
+        return int(img[key])
+    except (ValueError, TypeError):
+        raise CocoFormatError(f"{path}: images[{i}] '{key}' is not a number: {img[key]!r}") from None
+
+
 def _flag(value) -> bool:
     return value in (True, 1, "True", "true", "1")
 
@@ -128,7 +144,10 @@ def _assemble_keypoints(ann, layout: DatasetLayout):
         group = ann.get(name)
         if not isinstance(group, (list, tuple)) or len(group) % 3:
             return None
-        group = np.asarray(group, dtype=np.float64).reshape(-1, 3)
+        try:
+            group = np.asarray(group, dtype=np.float64).reshape(-1, 3)
+        except (ValueError, TypeError):
+            raise _NotNumeric(name) from None
         if flag and not _flag(ann.get(flag, False)):
             group = np.zeros_like(group)
             group[:, 2] = 3                    # not in this dataset -> LMDB 4
@@ -141,19 +160,53 @@ def _assemble_keypoints(ann, layout: DatasetLayout):
     return points
 
 
+class _NotNumeric(ValueError):
+    """An annotation field (the argument) holds something that is not a number."""
+
+
+def _number(ann, name, default):
+    try:
+        return float(ann.get(name, default))
+    except (ValueError, TypeError):
+        raise _NotNumeric(name) from None
+
+
+def polygon_problem(segmentation) -> Optional[str]:
+    """Why a polygon segmentation cannot be drawn (odd length, not numbers), or None; pycocotools
+    would take an odd-length polygon silently and draw a wrong mask."""
+    if not isinstance(segmentation, list):
+        return None
+    for polygon in segmentation:
+        if not isinstance(polygon, (list, tuple)) or len(polygon) % 2:
+            return BAD_POLYGON
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in polygon):
+            return BAD_POLYGON
+    return None
+
+
 def _person(index, ann, layout, width, height, path, where) -> Person:
     iscrowd = bool(ann.get("iscrowd", 0))
-    bbox = ann.get("bbox", [0, 0, 0, 0])
-    num_keypoints = int(float(ann.get("num_keypoints", 0)))
-    person = Person(index=index, keypoints=None,
-                    bbox=tuple(float(v) for v in bbox) if isinstance(bbox, (list, tuple)) else (0.0,) * 4,
-                    area=float(ann.get("area", 0.0)), num_keypoints=num_keypoints,
-                    iscrowd=iscrowd, segmentation=ann.get("segmentation"))
-    if iscrowd:
+    person = Person(index=index, keypoints=None, bbox=(0.0,) * 4, area=0.0, num_keypoints=0,
+                    iscrowd=iscrowd, segmentation=ann.get("segmentation"), ann_id=ann.get("id"))
+    try:
+        person.num_keypoints = int(_number(ann, "num_keypoints", 0))
+        bbox = ann.get("bbox", [0, 0, 0, 0])
+        if isinstance(bbox, (list, tuple)):
+            try:
+                person.bbox = tuple(float(v) for v in bbox)
+            except (ValueError, TypeError):
+                raise _NotNumeric("bbox") from None
+        person.area = _number(ann, "area", 0.0)
+        if iscrowd or person.num_keypoints <= 0:
+            return person              # crowd / unlabeled person: masked out, never a record
+        points = _assemble_keypoints(ann, layout)
+    except _NotNumeric as exc:
+        person.problem = non_numeric(exc.args[0])
         return person
-    if num_keypoints <= 0:
-        return person                  # unlabeled person: masked out, never a record
-    points = _assemble_keypoints(ann, layout)
+    if polygon_problem(person.segmentation):
+        person.problem = BAD_POLYGON
+        person.segmentation = None     # not drawn into mask_all; skipped like any bad annotation
+        return person
     if points is None:
         person.problem = BAD_LENGTH
         return person
@@ -186,23 +239,29 @@ def parse_keypoint_json(doc, layout: DatasetLayout, path="<json>", mask_miss_onl
         where = f"images[{i}]"
         for key in ("id", "file_name", "width", "height"):
             _need(img, key, path, where)
-        by_id[img["id"]] = img
+        if not isinstance(img["id"], (int, float, str)):
+            raise CocoFormatError(f"{path}: {where} 'id' must be a number or a string, not {img['id']!r}")
+        by_id[img["id"]] = img, i
     entries = {}
     problems = Counter()
     for j, ann in enumerate(annotations):
         where = f"annotations[{j}]"
         image_id = _need(ann, "image_id", path, where)
-        if image_id not in by_id:
+        if not isinstance(image_id, (int, float, str)) or image_id not in by_id:
             raise CocoFormatError(f"{path}: {where} refers to image_id {image_id!r}, which 'images' does not list")
-        if not ann.get("iscrowd", 0) and float(ann.get("num_keypoints", 0)) > 0:
+        try:
+            labeled = not ann.get("iscrowd", 0) and float(ann.get("num_keypoints", 0)) > 0
+        except (ValueError, TypeError):
+            labeled = True             # _person skips it with the reason
+        if labeled:
             for key in ("bbox", "area", layout.json_fields[0]):
                 _need(ann, key, path, where)
         entry = entries.get(image_id)
         if entry is None:
-            img = by_id[image_id]
+            img, i = by_id[image_id]
             entry = entries[image_id] = ImageEntry(
                 index=len(entries), image_id=image_id, file_name=str(img["file_name"]),
-                width=int(img["width"]), height=int(img["height"]))
+                width=_image_size(img, "width", path, i), height=_image_size(img, "height", path, i))
         person = _person(len(entry.people), ann, layout, entry.width, entry.height, path, where)
         if person.problem:
             problems[person.problem] += 1
@@ -226,6 +285,8 @@ def load_keypoint_json(path, layout, images_dir=None, mask_miss_only: bool = Fal
             doc = json.load(f)
     except FileNotFoundError:
         raise CocoFormatError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise CocoFormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CocoFormatError(f"{path}: not valid JSON ({exc})") from None
     if isinstance(doc, list) and layout.key in ZERO_BASED_INDEXES:
@@ -255,9 +316,17 @@ class RecordPlan:
     person: int
 
 
-def select_main_people(entry: ImageEntry, layout: DatasetLayout, skipped: Optional[Counter] = None) -> List[int]:
-    """Indexes of the image's main people under the original rules (a4); counts skips by reason."""
+def select_main_people(entry: ImageEntry, layout: DatasetLayout, skipped: Optional[Counter] = None,
+                       named: Optional[list] = None) -> List[int]:
+    """Indexes of the image's main people under the original rules (a4); counts skips by reason
+    (and appends ``(file name, annotation id, reason)`` to ``named`` when given)."""
     skipped = skipped if skipped is not None else Counter()
+
+    def reject(person, reason):
+        skipped[reason] += 1
+        if named is not None:
+            named.append((entry.file_name, person.ann_id, reason))
+
     required = REQUIRED_LABELED.get(layout.key)
     taken = []      # (centre, max side)
     chosen = []
@@ -265,20 +334,20 @@ def select_main_people(entry: ImageEntry, layout: DatasetLayout, skipped: Option
         if person.iscrowd or person.num_keypoints <= 0 or person.problem:
             continue
         if person.num_keypoints < MIN_KEYPOINTS:
-            skipped[FEW_KEYPOINTS] += 1
+            reject(person, FEW_KEYPOINTS)
             continue
         if person.area < MIN_AREA:
-            skipped[SMALL_AREA] += 1
+            reject(person, SMALL_AREA)
             continue
         centre = person.centre
         if any(np.linalg.norm(c - centre) < CENTRE_DISTANCE_RATIO * side for c, side in taken):
-            skipped[TOO_CLOSE] += 1
+            reject(person, TOO_CLOSE)
             continue
         if required is not None:
             part, minimum = required
             op_v = _visibility_to_openpose(person.keypoints[part, 2])
             if int((op_v != 2).sum()) < minimum:
-                skipped[FEW_FOOT] += 1
+                reject(person, FEW_FOOT)
                 continue
         taken.append((centre, max(person.bbox[2], person.bbox[3])))
         chosen.append(person.index)
@@ -305,7 +374,9 @@ def build_metadata(entry: ImageEntry, person_index: int, layout: DatasetLayout) 
 def annotation_mask(segmentation, height: int, width: int) -> np.ndarray:
     """Binary (H, W) uint8 mask of a COCO segmentation (all polygons, or RLE), as pycocotools annToMask."""
     if isinstance(segmentation, list):
-        polygons = [p for p in segmentation if isinstance(p, (list, tuple)) and len(p) >= 6]
+        if polygon_problem(segmentation):
+            raise ValueError(BAD_POLYGON)
+        polygons = [p for p in segmentation if len(p) >= 6]
         if not polygons:
             return np.zeros((height, width), np.uint8)
         rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
@@ -370,10 +441,15 @@ def image_masks(entry: ImageEntry, layout: DatasetLayout) -> Tuple[np.ndarray, n
     return mask_miss, mask_all
 
 
-def plan_records(dataset: KeypointDataset, skipped: Optional[Counter] = None) -> List[RecordPlan]:
-    """Every record of the dataset in image order (before shuffling)."""
+def plan_records(dataset: KeypointDataset, skipped: Optional[Counter] = None,
+                 named: Optional[list] = None) -> List[RecordPlan]:
+    """Every record of the dataset in image order (before shuffling). ``named`` receives
+    ``(file name, annotation id, reason)`` of every annotation that is not a record: bad ones
+    (``dataset.problems``) and people the selection rules leave out."""
     plans = []
     for entry in dataset.images:
-        for person in select_main_people(entry, dataset.layout, skipped):
+        if named is not None:
+            named.extend((entry.file_name, p.ann_id, p.problem) for p in entry.people if p.problem)
+        for person in select_main_people(entry, dataset.layout, skipped, named):
             plans.append(RecordPlan(entry.index, person))
     return plans

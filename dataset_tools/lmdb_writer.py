@@ -53,6 +53,8 @@ CORRUPT = "corrupt image"
 SIZE_MISMATCH = "image size differs from the JSON"
 NO_FIT = "metadata does not fit the image"
 BAD_SEGMENTATION = "unreadable segmentation"
+LEAVES_FOLDER = "path leaves the images folder"
+SKIPPED_LIST_SUFFIX = "_skipped.tsv"
 
 
 class LmdbBuildError(RuntimeError):
@@ -87,6 +89,7 @@ class BuildSummary:
     resumed_images: int = 0
     finished: bool = False
     seconds: float = 0.0
+    skipped_list: Optional[Path] = None    # <out>_skipped.tsv: every skipped image and annotation, named
 
     def lines(self) -> List[str]:
         out = [f"LMDB {self.out}: {self.records_written} records from {self.images_read} images read "
@@ -95,6 +98,8 @@ class BuildSummary:
         for title, counter in (("images skipped", self.images_skipped), ("people skipped", self.people_skipped)):
             if counter:
                 out.append(f"{title}: " + ", ".join(f"{reason}: {n}" for reason, n in sorted(counter.items())))
+        if self.skipped_list is not None:
+            out.append(f"skipped images and people listed in {self.skipped_list}")
         if self.records_moved:
             out.append(f"{self.records_moved} records renumbered to close the gaps of skipped images")
         if not self.finished:
@@ -112,6 +117,8 @@ class WorkItem:
     records: List[Tuple[int, int]]      # (key, person index)
     width: int = 0
     height: int = 0
+    reason: Optional[str] = None        # skipped before reading (a file name that leaves the folder)
+    name: str = ""                      # the file name as the JSON (or the folder) gives it
 
 
 @dataclass
@@ -149,20 +156,33 @@ def _read_image(path: str):
             raw = f.read()
     except OSError:
         return None, MISSING
-    buf = np.frombuffer(raw, np.uint8)
     # libjpeg fills a truncated JPEG with grey and succeeds: check the end-of-image marker
-    if raw[:2] == b"\xff\xd8" and b"\xff\xd9" not in raw[-1024:]:
+    if not raw or (raw[:2] == b"\xff\xd8" and b"\xff\xd9" not in raw[-1024:]):
         return None, CORRUPT
-    image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:
+        image = None
     if image is None:
         return None, CORRUPT
     return image, None
 
 
+def image_path(images_dir, file_name) -> Optional[str]:
+    """``images_dir / file_name``, or None when the name leaves the folder (absolute, or ``..``
+    above it): a dataset file must not make us read arbitrary files. Checked on the name, not on
+    resolved symlinks, so a folder of links to images elsewhere still works."""
+    name = str(file_name)
+    normal = os.path.normpath(name)
+    if os.path.isabs(name) or "\0" in name or normal == os.pardir or normal.startswith(os.pardir + os.sep):
+        return None
+    return str(Path(images_dir) / normal)
+
+
 def process_image(item: WorkItem, config: WorkerConfig) -> ImageResult:
     """Decode one image, make its mask, the metadata of its records and the datum buffer they
     share (runs in a worker thread; the writer only fills in metadata rows and writes)."""
-    image, reason = _read_image(item.path)
+    image, reason = (None, item.reason) if item.reason else _read_image(item.path)
     if reason:
         return ImageResult(item.index, reason)
     if item.entry is None:           # background
@@ -200,11 +220,11 @@ def process_image(item: WorkItem, config: WorkerConfig) -> ImageResult:
 
 # ----------------------------------------------------------------------------- planning
 
-def _plan_keypoints(json_path, images_dir, options, summary) -> List[WorkItem]:
+def _plan_keypoints(json_path, images_dir, options, summary, named) -> List[WorkItem]:
     dataset = coco.load_keypoint_json(json_path, options.dataset, images_dir=images_dir, mask_miss_only=True)
     for reason, n in dataset.problems.items():
         summary.people_skipped[reason] += n
-    plans = coco.plan_records(dataset, summary.people_skipped)
+    plans = coco.plan_records(dataset, summary.people_skipped, named)
     perm = np.random.default_rng(options.seed).permutation(len(plans))
     by_image: Dict[int, List[Tuple[int, int]]] = {}
     for plan, key in zip(plans, perm.tolist()):
@@ -213,8 +233,9 @@ def _plan_keypoints(json_path, images_dir, options, summary) -> List[WorkItem]:
     for entry in dataset.images:
         records = by_image.get(entry.index)
         if records:
-            items.append(WorkItem(len(items), str(Path(images_dir) / entry.file_name), entry, records,
-                                  entry.width, entry.height))
+            path = image_path(images_dir, entry.file_name)
+            items.append(WorkItem(len(items), path or entry.file_name, entry, records, entry.width, entry.height,
+                                  reason=None if path else LEAVES_FOLDER, name=entry.file_name))
     return items
 
 
@@ -232,21 +253,30 @@ def _background_files(json_path, images_dir) -> List[Tuple[str, int, int]]:
         raise coco.CocoFormatError(f"{path}: cannot read ({exc})") from None
     images = coco._need(doc, "images", path, "the document")
     annotations = coco._need(doc, "annotations", path, "the document")
+    if not isinstance(images, list) or not isinstance(annotations, list):
+        raise coco.CocoFormatError(f"{path}: not a COCO-style keypoint file: 'images' and 'annotations' must be lists")
     used = {coco._need(a, "image_id", path, f"annotations[{j}]") for j, a in enumerate(annotations)}
     out = []
     for i, img in enumerate(images):
         for key in ("id", "file_name"):
             coco._need(img, key, path, f"images[{i}]")
         if img["id"] not in used:
-            out.append((str(img["file_name"]), int(img.get("width", 0)), int(img.get("height", 0))))
+            try:
+                out.append((str(img["file_name"]), int(img.get("width", 0)), int(img.get("height", 0))))
+            except (ValueError, TypeError):
+                raise coco.CocoFormatError(f"{path}: images[{i}] 'width' / 'height' is not a number") from None
     return out
 
 
 def _plan_background(json_path, images_dir, options) -> List[WorkItem]:
     files = _background_files(json_path, images_dir)
     perm = np.random.default_rng(options.seed).permutation(len(files)).tolist()
-    return [WorkItem(i, str(Path(images_dir) / name), None, [(perm[i], 0)], w, h)
-            for i, (name, w, h) in enumerate(files)]
+    items = []
+    for i, (name, w, h) in enumerate(files):
+        path = image_path(images_dir, name)
+        items.append(WorkItem(i, path or name, None, [(perm[i], 0)], w, h, reason=None if path else LEAVES_FOLDER,
+                              name=name))
+    return items
 
 
 def _fingerprint(json_path, images_dir, options, items) -> str:
@@ -288,7 +318,10 @@ def _check_disk_space(partial: Path, todo: List[WorkItem], channels: int) -> Non
     disk shows up as SIGBUS in the middle of a ``put``, not as an error. ``needed`` is a lower
     bound (no padding, no LMDB pages), so a build that fits is never refused."""
     needed = sum(len(item.records) * channels * item.height * item.width for item in todo)
-    free = shutil.disk_usage(partial).free
+    folder = partial
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent          # a new build: the disk its folder will be created on
+    free = shutil.disk_usage(folder).free
     if needed > free:
         raise LmdbBuildError(f"{partial}: the records need at least {needed / 2**30:.1f} GiB, the disk has "
                              f"{free / 2**30:.1f} GiB free; free some space and rerun to resume")
@@ -391,6 +424,29 @@ def _read_progress(partial: Path, fingerprint: str, repair: bool = False):
     return done, reasons, failed
 
 
+def skipped_list_path(out: Path) -> Path:
+    """Where the list of skipped images and annotations of the LMDB ``out`` goes (beside it)."""
+    return out.with_name(out.name + SKIPPED_LIST_SUFFIX)
+
+
+def _write_skipped_list(out: Path, rows) -> Optional[Path]:
+    """``<out>_skipped.tsv`` (file_name, annotation_id, reason; annotation_id empty for a whole
+    image), written to a temporary name and renamed; a stale list is removed when nothing was skipped."""
+    import csv
+    path = skipped_list_path(out)
+    if not rows:
+        path.unlink(missing_ok=True)
+        return None
+    rows = sorted(rows, key=lambda row: tuple("" if v is None else str(v) for v in row))
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+        writer.writerow(("file_name", "annotation_id", "reason"))
+        writer.writerows(("" if v is None else v for v in row) for row in rows)
+    os.replace(tmp, path)
+    return path
+
+
 def _close_gaps(env, holes, total: int) -> int:
     """Move the highest-keyed records into the missing keys ``holes`` so that keys are 0..n-1.
 
@@ -452,30 +508,36 @@ def build_lmdb(json_path, images_dir, out, options: Optional[BuildOptions] = Non
         if not options.overwrite:
             raise LmdbBuildError(f"{out} exists; remove it or pass --overwrite")
     layout = get_dataset_layout(options.dataset)
+    named = []          # (file name, annotation id, reason) of the annotations that are not records
     if options.background:
         items = _plan_background(json_path, images_dir, options)
         channels = 3
     else:
         if json_path is None:
             raise LmdbBuildError("a keypoint LMDB needs --json")
-        items = _plan_keypoints(json_path, images_dir, options, summary)
+        items = _plan_keypoints(json_path, images_dir, options, summary, named)
         channels = 4 + int(layout.has_mask)
     total = sum(len(i.records) for i in items)
     summary.records_planned, summary.images_planned = total, len(items)
     fingerprint = _fingerprint(json_path, images_dir, options, items)
 
     done = set()
-    if partial.exists() and (partial / PROGRESS_FILE).exists():
+    resuming = partial.exists() and (partial / PROGRESS_FILE).exists()
+    if resuming:
         done = _read_progress(partial, fingerprint, repair=True)[0]
-    else:
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        with open(partial / PROGRESS_FILE, "w") as f:
-            f.write(json.dumps({"fingerprint": fingerprint, "records": total, "images": len(items)}) + "\n")
     summary.resumed_images = len(done)
     todo = [item for item in items if item.index not in done]
-    if not options.encoded:
+    if not options.encoded:        # before creating anything: a refused build leaves nothing behind
         _check_disk_space(partial, todo, channels)
+    if not resuming:
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            partial.mkdir(parents=True)
+            with open(partial / PROGRESS_FILE, "w") as f:
+                f.write(json.dumps({"fingerprint": fingerprint, "records": total, "images": len(items)}) + "\n")
+        except OSError as exc:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise LmdbBuildError(f"{partial}: cannot create the LMDB there ({exc.strerror or exc})") from None
     env = _open_env(partial, options.map_size or _estimate_map_size(items, options, channels))
     config = WorkerConfig(options.dataset, total, options.encoded, options.jpeg_quality)
     workers = options.workers or min(os.cpu_count() or 1, 4)
@@ -533,12 +595,17 @@ def build_lmdb(json_path, images_dir, out, options: Optional[BuildOptions] = Non
         bar.close()
     _, reasons, failed_keys = _read_progress(partial, fingerprint)
     holes = list(failed_keys)
-    for index, reason in reasons.items():
+    for index, reason in sorted(reasons.items()):
         summary.images_skipped[reason] += 1
         summary.people_skipped[reason] += len(items[index].records)
         holes.extend(key for key, _ in items[index].records)
+        named.append((items[index].name, None, reason))
     if failed_keys:
         summary.people_skipped[NO_FIT] += len(failed_keys)
+        by_key = {key: (item, person) for item in items for key, person in item.records}
+        for key in sorted(failed_keys):
+            item, person = by_key[key]
+            named.append((item.name, item.entry.people[person].ann_id, NO_FIT))
     summary.records_moved = _close_gaps(env, holes, total)
     summary.records_written = int(env.stat()["entries"])
     summary.images_read = len(items) - len(reasons)
@@ -547,6 +614,7 @@ def build_lmdb(json_path, images_dir, out, options: Optional[BuildOptions] = Non
     if out.exists():
         shutil.rmtree(out) if out.is_dir() else out.unlink()
     os.replace(partial, out)
+    summary.skipped_list = _write_skipped_list(out, named)
     summary.finished = True
     summary.seconds = time.time() - start
     return summary
