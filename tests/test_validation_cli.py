@@ -153,3 +153,58 @@ def test_validate_snapshots_and_plot(tmp_path, dataset):
     empty.write_text("nothing here\n")
     r = CliRunner().invoke(main, ["plot", str(empty)])
     assert r.exit_code != 0 and "no 'Iteration N" in r.output
+
+
+def _generator_layout(root, prefix="model/pose"):
+    """A training folder as `generate_prototxt.py` + `train_pose.sh` leave it: solver and deploy
+    prototxt in the folder, snapshots and metrics under the solver's snapshot_prefix."""
+    root.mkdir(parents=True)
+    (root / "pose_solver.prototxt").write_text(
+        f'net: "pose_training.prototxt"\nbase_lr: 0.0001\nmax_iter: 20\nsnapshot: 10\n'
+        f'snapshot_prefix: "{prefix}"\n')
+    snapshots = (root / prefix).parent
+    _write_net(snapshots, iterations=(10, 20))
+    os.replace(snapshots / "pose_deploy.prototxt", root / "pose_deploy.prototxt")
+    (snapshots / "pose_metrics.jsonl").write_text(
+        "".join(json.dumps({"iteration": i, "loss": 5.0 - i / 10}) + "\n" for i in range(20)))
+    return snapshots
+
+
+@pytest.mark.parametrize("prefix", ["model/pose", "snaps/deep/body"])
+def test_validate_snapshots_finds_snapshots_and_deploy_from_the_training_folder(tmp_path, dataset,
+                                                                                prefix):
+    """The README's command: TRAINING_DIR is the generator's folder; the snapshots are where the
+    solver's snapshot_prefix puts them and the deploy prototxt is beside the solver. Pointing at
+    the snapshot folder works too."""
+    images, ann = dataset
+    train = tmp_path / "training_results"
+    snapshots = _generator_layout(train, prefix)
+    args = ["--model", "BODY_25", "--images", str(images), "--annotations", str(ann),
+            "--net-resolution", "-1x32", "--quiet"]
+    r = CliRunner().invoke(main, ["validate-snapshots", str(train)] + args)
+    assert r.exit_code == 0, r.output
+    assert "snapshot pose_iter_10.caffemodel" in r.output and "snapshot pose_iter_20" in r.output
+    rows = [json.loads(line) for line in (train / "validation" / "ap.jsonl").read_text().splitlines()]
+    assert [row["iteration"] for row in rows] == [10, 20]
+    summary = json.loads((train / "validation" / "results_iter_20_summary.json").read_text())
+    assert summary["settings"]["prototxt"] == str((train / "pose_deploy.prototxt").resolve())
+    assert summary["settings"]["caffemodel"] == str((snapshots / "pose_iter_20.caffemodel").resolve())
+
+    if prefix == "model/pose":      # the snapshot folder one level below the deploy file
+        r = CliRunner().invoke(main, ["validate-snapshots", str(snapshots)] + args)
+        assert r.exit_code == 0, r.output
+        assert (snapshots / "validation" / "ap.jsonl").is_file()
+
+
+def test_validate_snapshots_without_deploy_names_the_folders(tmp_path, dataset):
+    images, ann = dataset
+    train = tmp_path / "run"
+    _generator_layout(train)
+    (train / "pose_deploy.prototxt").unlink()
+    r = CliRunner().invoke(main, ["validate-snapshots", str(train), "--images", str(images),
+                                  "--annotations", str(ann), "--quiet"])
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert "no deploy prototxt" in r.output and "--prototxt" in r.output and str(train) in r.output
+    (train / "pose_solver.prototxt").write_text("snapshot_prefix: [broken\n")
+    r = CliRunner().invoke(main, ["validate-snapshots", str(train), "--images", str(images)])
+    assert r.exit_code != 0 and "Traceback" not in r.output and "pose_solver.prototxt" in r.output

@@ -112,7 +112,8 @@ def validate(model_folder, prototxt, caffemodel, model_name, model_yaml, images,
 @click.command("validate-snapshots")
 @click.argument("training_dir", type=click.Path(file_okay=False))
 @click.option("--prototxt", default=None, type=click.Path(dir_okay=False),
-              help="deploy prototxt (default: the *deploy*.prototxt of TRAINING_DIR)")
+              help="deploy prototxt (default: the model's deploy file, else a *deploy*.prototxt, "
+                   "of TRAINING_DIR, the snapshot folder or the folder above)")
 @_common_options
 @click.option("--out-dir", default=None, type=click.Path(file_okay=False),
               help="where results, ap.jsonl and the PNG go (default TRAINING_DIR/validation)")
@@ -120,19 +121,32 @@ def validate(model_folder, prototxt, caffemodel, model_name, model_yaml, images,
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def validate_snapshots(training_dir, prototxt, model_name, model_yaml, images, annotations,
                        out_dir, every, quiet, **opts):
-    """Validate every pose_iter_N.caffemodel of TRAINING_DIR; plot AP against iteration beside
-    the training loss (PNG). Snapshots already in ap.jsonl are not validated again."""
-    from openpose_train.validation.inference import find_model_files
+    """Validate every pose_iter_N.caffemodel of a training run; plot AP against iteration beside
+    the training loss (PNG). Snapshots already in ap.jsonl are not validated again.
+
+    TRAINING_DIR is the generator's output folder (snapshots in the folder of its solver's
+    snapshot_prefix, e.g. model/) or the snapshot folder itself."""
+    from openpose_train.validation.inference import find_deploy_prototxt
     from openpose_train.validation.plots import (PlotError, find_loss_sources, plot_ap_and_loss,
                                                  read_loss_curve)
-    from openpose_train.validation.runner import ap_table_row, list_snapshots, run_validation
+    from openpose_train.validation.runner import (ap_table_row, list_snapshots, run_validation,
+                                                  snapshot_folder)
     try:
         model = _model(model_name, model_yaml)
-        snapshots = list_snapshots(training_dir)[::max(1, every)]
+        snapshot_dir = snapshot_folder(training_dir)
+        snapshots = list_snapshots(snapshot_dir)[::max(1, every)]
         if not snapshots:
-            raise click.ClickException(f"no *_iter_N.caffemodel snapshots in {training_dir}")
+            raise click.ClickException(f"no *_iter_N.caffemodel snapshots in {snapshot_dir}")
+        # the generator writes the deploy file beside the solver; TRAINING_DIR may be model/
+        deploy_dirs = list(dict.fromkeys(os.path.normpath(d) for d in (
+            training_dir, snapshot_dir, os.path.join(training_dir, os.pardir))))
+        for folder in ([] if prototxt else deploy_dirs):
+            prototxt = find_deploy_prototxt(model, folder)
+            if prototxt:
+                break
         if prototxt is None:
-            prototxt = find_model_files(model, training_dir)[0]
+            raise click.ClickException(f"no deploy prototxt ({model.deploy_name} or *deploy*.prototxt) "
+                                       f"in {', '.join(deploy_dirs)}; give --prototxt")
         out_dir = out_dir or os.path.join(training_dir, "validation")
         os.makedirs(out_dir, exist_ok=True)
         table_path = os.path.join(out_dir, "ap.jsonl")
@@ -157,7 +171,8 @@ def validate_snapshots(training_dir, prototxt, model_name, model_yaml, images, a
             with open(table_path, "a") as f:
                 f.write(json.dumps(done[iteration]) + "\n")
         loss = {}
-        for source in find_loss_sources(training_dir):
+        sources = [s for d in dict.fromkeys((snapshot_dir, training_dir)) for s in find_loss_sources(d)]
+        for source in sources:
             try:
                 loss[os.path.basename(source)] = read_loss_curve(source)
             except PlotError:

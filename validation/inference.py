@@ -530,10 +530,7 @@ def find_model_files(model: PoseModel, model_folder: Optional[str] = None,
     candidates = [os.path.join(model_folder, model.model_folder), model_folder] \
         if model.model_folder else [model_folder]
     for folder in candidates:
-        deploy = prototxt or os.path.join(folder, model.deploy_name)
-        if not os.path.isfile(deploy):
-            found = sorted(glob.glob(os.path.join(folder, "*deploy*.prototxt")))
-            deploy = found[0] if found else None
+        deploy = prototxt or find_deploy_prototxt(model, folder)
         if deploy is None or not os.path.isfile(deploy):
             continue
         weights = caffemodel
@@ -545,6 +542,16 @@ def find_model_files(model: PoseModel, model_folder: Optional[str] = None,
             return deploy, weights
     raise InferenceError(f"no deploy prototxt + caffemodel for {model.name} in {model_folder} "
                          f"(looked in {', '.join(candidates)})")
+
+
+def find_deploy_prototxt(model: PoseModel, folder: str) -> Optional[str]:
+    """The deploy prototxt in a folder: OpenPose's file name for the model (the generator writes
+    that name), else the first ``*deploy*.prototxt``; None when there is none."""
+    named = os.path.join(folder, model.deploy_name)
+    if os.path.isfile(named):
+        return named
+    found = sorted(glob.glob(os.path.join(folder, "*deploy*.prototxt")))
+    return found[0] if found else None
 
 
 def _iteration_key(path: str):

@@ -15,6 +15,7 @@ from typing import Callable, List, Optional
 import cv2
 import numpy as np
 
+from openpose_train.caffe_layers.caffe_io import read_solver_prototxt
 from openpose_train.generator.registry import PoseModel
 from openpose_train.validation.coco_eval import (
     CocoEvalError, STAT_NAMES, evaluate, image_id_from_name, image_ids_by_name, load_coco,
@@ -140,6 +141,24 @@ def list_snapshots(training_dir: str) -> List[tuple]:
         if m:
             found.append((int(m.group(1)), os.path.join(training_dir, name)))
     return sorted(found)
+
+
+def snapshot_folder(training_dir: str) -> str:
+    """Where the snapshots of a training folder are: the folder of its solver's
+    ``snapshot_prefix`` (relative to the training folder, where ``train_pose.sh`` runs), else the
+    training folder itself (also when it is the snapshot folder)."""
+    if not os.path.isdir(training_dir):
+        raise CocoEvalError(f"training folder not found: {training_dir}")
+    solvers = sorted(n for n in os.listdir(training_dir)
+                     if n.endswith(".prototxt") and "solver" in n)
+    if "pose_solver.prototxt" in solvers:
+        solvers.remove("pose_solver.prototxt")
+        solvers.insert(0, "pose_solver.prototxt")
+    for name in solvers:
+        prefix = read_solver_prototxt(os.path.join(training_dir, name)).snapshot_prefix
+        if prefix:
+            return os.path.dirname(os.path.join(training_dir, prefix)) or training_dir
+    return training_dir
 
 
 def ap_table_row(iteration: int, summary: dict) -> dict:
