@@ -457,48 +457,79 @@ class ArraySource(BatchSource):
         return {"i": self.i}
 
 
-def _ddp_train(batch, lo, hi, out_path, dist_ctx=None):
+class PassRowsSource(ArraySource):
+    """Iteration i's 4 rows split into ``iter_size`` passes, each pass's rows split over ``world`` ranks:
+    rank r's call k gets its share of pass k % iter_size of iteration k // iter_size."""
+
+    def __init__(self, iter_size=1, rank=0, world=1):
+        self.per_pass = 4 // iter_size
+        self.iter_size, self.share, self.rank, self.calls = iter_size, self.per_pass // world, rank, 0
+        super().__init__(0, 0)
+
+    def next_batch(self):
+        it, k = divmod(self.calls, self.iter_size)
+        self.calls += 1
+        self.i = it
+        self.lo = k * self.per_pass + self.rank * self.share
+        self.hi = self.lo + self.share
+        return ArraySource.next_batch(self)
+
+
+# (iter_size, clip_gradients): the Caffe rule is N processes x batch b == 1 process x batch N*b, same
+# iter_size and clip_gradients (clipping sees the accumulated sum, before the / iter_size normalisation)
+DDP_CASES = [(1, -1.0), (2, -1.0), (1, 0.05), (2, 0.05)]
+
+
+def _ddp_train(batch, source, out_path, dist_ctx=None, iter_size=1, clip=-1.0):
     from openpose_train.caffe_layers import caffe_pb2
     from openpose_train.training.logging_utils import GlogLogger
 
-    sp = caffe_pb2.SolverParameter(**DDP_SOLVER)
+    sp = caffe_pb2.SolverParameter(iter_size=iter_size, clip_gradients=clip, **DDP_SOLVER)
     net = CaffeNet(caffe_io.parse_prototxt(DDP_NET % (batch, batch), caffe_pb2.NetParameter()), seed=11)
     opts = TrainOptions(progress=False, install_signal_handlers=False)
-    trainer = Trainer(sp, net, [ArraySource(lo, hi)], options=opts, dist=dist_ctx,
-                      logger=GlogLogger(enabled=False))
+    trainer = Trainer(sp, net, [source], options=opts, dist=dist_ctx, logger=GlogLogger(enabled=False))
     trainer.solve()
     if dist_ctx is None or dist_ctx.rank == 0:
-        np.savez(out_path, **{f"{k}_{i}": v for k, b in net.caffe_weights().items() for i, v in enumerate(b)})
+        ddp = type(trainer.model).__name__
+        np.savez(out_path, model_class=ddp,
+                 **{f"{k}_{i}": v for k, b in net.caffe_weights().items() for i, v in enumerate(b)})
 
 
-def _ddp_worker(out_path):
+def _ddp_worker(out_dir):
     from openpose_train.training import distributed
 
     torch.set_num_threads(1)
     ctx = distributed.init_from_env(use_cuda=False)
     try:
-        _ddp_train(2, 2 * ctx.rank, 2 * ctx.rank + 2, out_path, ctx)
+        for iter_size, clip in DDP_CASES:
+            batch = 2 // iter_size
+            out_path = os.path.join(out_dir, f"two_{iter_size}_{clip}.npz")
+            _ddp_train(batch, PassRowsSource(iter_size, ctx.rank, 2), out_path, ctx, iter_size, clip)
     finally:
         distributed.shutdown(ctx)
 
 
 def test_two_gloo_processes_match_one_process_with_double_batch(tmp_path):
+    from openpose_train.caffe_layers import caffe_pb2
     from openpose_train.training import distributed
 
-    one = tmp_path / "one.npz"
-    two = tmp_path / "two.npz"
-    _ddp_train(4, 0, 4, one)
-    distributed.spawn(_ddp_worker, 2, (str(two),))
-    a, b = np.load(one), np.load(two)
-    assert sorted(a.files) == sorted(b.files) == ["conv1_0", "conv1_1", "conv2_0", "conv2_1"]
-    moved = 0.0
-    for k in a.files:
-        np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-6)
-    # the runs really trained (weights differ from the seed-11 initialisation)
-    from openpose_train.caffe_layers import caffe_pb2
+    distributed.spawn(_ddp_worker, 2, (str(tmp_path),))
     init = CaffeNet(caffe_io.parse_prototxt(DDP_NET % (4, 4), caffe_pb2.NetParameter()), seed=11).caffe_weights()
-    moved = max(np.abs(init["conv1"][0] - a["conv1_0"]).max(), np.abs(init["conv2"][0] - a["conv2_0"]).max())
-    assert moved > 1e-3
+    for iter_size, clip in DDP_CASES:
+        one = tmp_path / f"one_{iter_size}_{clip}.npz"
+        _ddp_train(4 // iter_size, PassRowsSource(iter_size), one, iter_size=iter_size, clip=clip)
+        a, b = np.load(one), np.load(tmp_path / f"two_{iter_size}_{clip}.npz")
+        assert str(b["model_class"]) == "DistributedDataParallel"
+        assert sorted(a.files) == sorted(b.files) == ["conv1_0", "conv1_1", "conv2_0", "conv2_1", "model_class"]
+        for k in ("conv1_0", "conv1_1", "conv2_0", "conv2_1"):
+            np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-6, err_msg=f"iter_size {iter_size} clip {clip}")
+        # the runs really trained (weights differ from the seed-11 initialisation)
+        moved = max(np.abs(init["conv1"][0] - a["conv1_0"]).max(), np.abs(init["conv2"][0] - a["conv2_0"]).max())
+        assert moved > 1e-4
+    # clipping really acted (the clipped runs differ from the unclipped ones)
+    for iter_size in (1, 2):
+        a, b = np.load(tmp_path / f"one_{iter_size}_-1.0.npz"), np.load(tmp_path / f"one_{iter_size}_0.05.npz")
+        assert np.abs(a["conv1_0"] - b["conv1_0"]).max() > 1e-4
 
 
 # ---- end to end: generated tiny net, synthetic LMDB, OPData, snapshot in cv2.dnn -----------------------------------
@@ -594,7 +625,7 @@ def test_iter_size_two_half_batches_equal_one_full_batch(tmp_path):
     from openpose_train.training.logging_utils import GlogLogger
 
     full = tmp_path / "full.npz"
-    _ddp_train(4, 0, 4, full)
+    _ddp_train(4, ArraySource(0, 4), full)
     sp = caffe_pb2.SolverParameter(iter_size=2, **DDP_SOLVER)
     net = CaffeNet(caffe_io.parse_prototxt(DDP_NET % (2, 2), caffe_pb2.NetParameter()), seed=11)
     Trainer(sp, net, [HalvesSource(0, 2)], options=TrainOptions(progress=False, install_signal_handlers=False),

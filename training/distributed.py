@@ -4,14 +4,18 @@ What matches Caffe's multi-GPU (``P2PSync`` / NCCL in ``parallel.cpp``):
 
 * ``batch_size`` in the prototxt is per process (per GPU): N processes see N x batch images per iteration;
 * each process reads its own shard of the data (rank / world_size passed to the data source);
-* gradients: Caffe all-reduces (sums) the diffs and scales them by ``1 / solver_count``; we all-reduce
-  with SUM and divide by ``world_size`` -- the same mean, computed before ``ApplyUpdate`` (before
-  clipping, normalisation and weight decay, as in Caffe's ``on_gradients_ready`` callback). Since
-  every process then applies the same update to the same weights with the same solver history,
-  the replicas stay identical without exchanging weights again;
+* gradients: Caffe all-reduces (sums) the diffs and scales them by ``1 / solver_count``. We wrap the net
+  in ``torch.nn.parallel.DistributedDataParallel`` (:meth:`DistContext.wrap`), which averages the
+  gradients over the processes during backward (buckets overlapped with the backward pass) -- the same
+  mean, available before ``ApplyUpdate`` (before clipping, iter_size normalisation and weight decay, as
+  in Caffe's ``on_gradients_ready`` callback). With ``iter_size > 1`` the first ``iter_size - 1``
+  passes run under ``no_sync()``: the accumulated sum is averaged once, in the last pass. Since every
+  process then applies the same update to the same weights with the same solver history, the replicas
+  stay identical without exchanging weights again;
 * the root (rank 0) writes the log and snapshots; the displayed loss is the root's own loss, as in Caffe;
 * with ``random_seed`` set, rank r seeds with ``random_seed + r`` (Caffe's ``solver_rank`` offset) and
-  the initial weights are broadcast from rank 0 (Caffe's root solver weights).
+  the initial (or restored) weights are broadcast from rank 0 when DDP wraps the net (Caffe's root
+  solver weights).
 
 Launch either with ``torchrun --nproc_per_node N -m openpose_train.cli train ...`` (multi-node: the usual
 ``--nnodes/--node_rank/--rdzv_endpoint`` flags), or with ``-gpu 0,1`` in a single process, which spawns
@@ -22,12 +26,12 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
-BUCKET_ELEMENTS = 16 * 1024 * 1024  # 64 MB of float32 per all-reduce
 
 
 @dataclass
@@ -39,36 +43,14 @@ class DistContext:
     local_rank: int = 0
     backend: str = "gloo"
 
-    def broadcast_params(self, tensors: Sequence[torch.Tensor]) -> None:
-        """Every replica starts from rank 0's weights."""
-        with torch.no_grad():
-            for t in tensors:
-                dist.broadcast(t.data, src=0)
+    def wrap(self, net: torch.nn.Module, device: torch.device) -> DistributedDataParallel:
+        """``net`` in DDP: rank 0's weights broadcast now, gradients averaged in every synced backward.
 
-    def average_gradients(self, tensors: Sequence[torch.Tensor]) -> None:
-        """Mean of ``.grad`` over the processes (sum, then / world_size), in flat buckets."""
-        with torch.no_grad():
-            grads = [t.grad for t in tensors if t.grad is not None]
-            bucket: List[torch.Tensor] = []
-            size = 0
-            for g in grads:
-                bucket.append(g)
-                size += g.numel()
-                if size >= BUCKET_ELEMENTS:
-                    self._reduce_bucket(bucket)
-                    bucket, size = [], 0
-            if bucket:
-                self._reduce_bucket(bucket)
-
-    def _reduce_bucket(self, grads: List[torch.Tensor]) -> None:
-        flat = torch.cat([g.reshape(-1).float() for g in grads])
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        flat.div_(self.world_size)
-        offset = 0
-        for g in grads:
-            n = g.numel()
-            g.copy_(flat[offset:offset + n].view_as(g))
-            offset += n
+        Buffers are not re-broadcast each forward (Caffe never synchronises them after the start).
+        """
+        device_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
+            if device.type == "cuda" else None
+        return DistributedDataParallel(net, device_ids=device_ids, broadcast_buffers=False)
 
     def max_int(self, value: int) -> int:
         """The maximum of an int over the processes (signal actions, NaN flags)."""

@@ -1,7 +1,8 @@
 """The training loop: Caffe's ``Solver::Solve`` / ``Step`` on the torch engine.
 
 Per iteration (as Caffe): clear diffs, maybe test, ``iter_size`` forward/backward passes (loss
-averaged), smoothed loss, display lines, gradient all-reduce (multi-process), ``ApplyUpdate``,
+averaged; with several processes DDP averages the gradients in the last pass's backward), smoothed
+loss, display lines, ``ApplyUpdate``,
 ``iter += 1``, the signal-requested action, snapshot every ``snapshot`` iterations. After the
 last iteration: snapshot (``snapshot_after_train``), a final display forward, ``Optimization Done.``
 
@@ -21,6 +22,7 @@ CWD, then to the solverstate's folder.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import pickle
@@ -168,6 +170,8 @@ class Trainer:
         self.signals: Optional[SignalActions] = None
         self.metrics = None
         self.progress = None
+        self.model = net            # what the training passes call: the net, or the net in DDP
+        self._ddp = None
 
     # ---- set-up --------------------------------------------------------------------------------
     def _learnable_params(self) -> List[LearnableParam]:
@@ -190,12 +194,18 @@ class Trainer:
         # bf16 autocast and channels_last live in the net (caffe_layers.net.configure_precision)
         return net.forward(inputs)
 
-    def forward_backward(self):
-        """One Caffe ``ForwardBackward``: returns (loss tensor, outputs)."""
-        outputs = self._forward(self.net, self._inputs(self.sources))
-        loss = self.net.total_loss(outputs)
-        if loss.requires_grad:
-            loss.float().backward()
+    def forward_backward(self, sync: bool = True):
+        """One Caffe ``ForwardBackward``: returns (loss tensor, outputs).
+
+        ``sync=False`` (the first ``iter_size - 1`` passes under DDP): gradients accumulate locally,
+        the last pass averages the accumulated sum over the processes.
+        """
+        no_sync = self._ddp.no_sync() if self._ddp is not None and not sync else contextlib.nullcontext()
+        with no_sync:
+            outputs = self.model(self._inputs(self.sources))
+            loss = self.net.total_loss(outputs)
+            if loss.requires_grad:
+                loss.float().backward()
         return loss.detach().float(), outputs
 
     def _output_values(self, outputs) -> List[tuple]:
@@ -233,8 +243,8 @@ class Trainer:
         if resume_file:
             log("solver.cpp:295", f"Restoring previous solver status from {resume_file}")
             self.restore(resume_file)
-        if self.dist is not None:
-            self.dist.broadcast_params([lp.tensor for lp in self.solver.params])
+        if self.dist is not None:  # after restore: DDP broadcasts rank 0's weights
+            self.model = self._ddp = self.dist.wrap(self.net, self.device)
         self.signals = SignalActions(self.options.sigint_effect, self.options.sighup_effect,
                                      install=self.options.install_signal_handlers)
         prefix = self.param.snapshot_prefix
@@ -288,8 +298,8 @@ class Trainer:
             display = bool(p.display) and it % p.display == 0
             loss_t = torch.zeros((), dtype=torch.float32, device=self.device)
             outputs = None
-            for _ in range(iter_size):
-                l, outputs = self.forward_backward()
+            for k in range(iter_size):
+                l, outputs = self.forward_backward(sync=k == iter_size - 1)
                 loss_t = loss_t + l
             loss_t = loss_t / iter_size
             loss = float(loss_t)
@@ -310,8 +320,6 @@ class Trainer:
                         extra = f" (* {format_float(weight)} = {format_float(weight * v)} loss)" if weight else ""
                         log("solver.cpp:237", f"    Train net output #{k}: {name} = {format_float(v)}{extra}")
                         k += 1
-            if self.dist is not None:
-                self.dist.average_gradients([lp.tensor for lp in self.solver.params])
             rate = self.solver.apply_update(display=display)
             self.solver.iter += 1
             self.metrics.write({
