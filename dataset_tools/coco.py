@@ -136,13 +136,27 @@ def _flag(value) -> bool:
     return value in (True, 1, "True", "true", "1")
 
 
+def _keypoint_groups(ann, layout: DatasetLayout):
+    """(field, validity flag, count or None) per group: COCO-WholeBody's spelling of the layout
+    when the annotation has its fields, else the layout's own JSON fields."""
+    wholebody = layout.wholebody_fields
+    if wholebody and all(name in ann for name, _, _ in wholebody if name):
+        return wholebody
+    validity = layout.validity_fields or ("",) * len(layout.json_fields)
+    return [(name, flag, None) for name, flag in zip(layout.json_fields, validity)]
+
+
 def _assemble_keypoints(ann, layout: DatasetLayout):
     """(N, 3) float array in LMDB order, or None when the arrays have the wrong length."""
     values = []
-    validity = layout.validity_fields or ("",) * len(layout.json_fields)
-    for name, flag in zip(layout.json_fields, validity):
+    for name, flag, count in _keypoint_groups(ann, layout):
+        if not name:                           # points this JSON does not have
+            group = np.zeros((count, 3))
+            group[:, 2] = 3                    # not in this dataset -> LMDB 4
+            values.append(group)
+            continue
         group = ann.get(name)
-        if not isinstance(group, (list, tuple)) or len(group) % 3:
+        if not isinstance(group, (list, tuple)) or len(group) % 3 or (count and len(group) != 3 * count):
             return None
         try:
             group = np.asarray(group, dtype=np.float64).reshape(-1, 3)
@@ -346,7 +360,7 @@ def select_main_people(entry: ImageEntry, layout: DatasetLayout, skipped: Option
         if required is not None:
             part, minimum = required
             op_v = _visibility_to_openpose(person.keypoints[part, 2])
-            if int((op_v != 2).sum()) < minimum:
+            if int((op_v < 2).sum()) < minimum:      # 2 unlabeled, 4 not in this dataset
                 reject(person, FEW_FOOT)
                 continue
         taken.append((centre, max(person.bbox[2], person.bbox[3])))

@@ -147,6 +147,10 @@ class DatasetLayout:
     # "face_valid", ...; "" = always labeled). A group whose flag is false is "not in this
     # dataset" (COCO v=3 -> LMDB 4), not "unlabeled" (v=0 -> 2, which trains zeros).
     validity_fields: Tuple[str, ...] = ()
+    # the same points as COCO-WholeBody's JSON spells them, so that its annotations stand in for
+    # the CMU foot / hand / face files: (field, validity flag, count) per group; field "" = points
+    # COCO-WholeBody does not have (written "not in this dataset", LMDB 4). () = none.
+    wholebody_fields: Tuple[Tuple[str, str, int], ...] = ()
     description: str = ""
 
     @property
@@ -430,6 +434,7 @@ FACE_68_KEYPOINTS = tuple(f"face_{i}" for i in range(68))
 _dataset("coco", COCO_17_KEYPOINTS, "COCO", "COCO", True,
          description="COCO 2017 person keypoints (17)")
 _dataset("coco_foot", COCO_17_KEYPOINTS + COCO_FOOT_KEYPOINTS, "COCO", "COCO", True,
+         wholebody_fields=(("keypoints", "", 17), ("foot_kpts", "foot_valid", 6)),
          description="COCO 2017 + CMU foot (23 in 'keypoints')")
 _dataset("wholebody",
          COCO_17_KEYPOINTS + COCO_FOOT_KEYPOINTS + FACE_68_KEYPOINTS
@@ -451,12 +456,15 @@ _dataset("posetrack",
           "left_wrist", "head_bottom", "nose", "head_top"),
          "posetrack", "PT", True, description="PoseTrack (15)")
 _dataset("hand21", HAND_21_KEYPOINTS, "hand21_dome", "HAND", True,
+         wholebody_fields=(("righthand_kpts", "righthand_valid", 21),),
          json_fields=("keypoints",), description="one hand (21), treated as a right hand")
 _dataset("hand42", tuple("left_" + k for k in HAND_21_KEYPOINTS)
          + tuple("right_" + k for k in HAND_21_KEYPOINTS), "hand42_mpii", "HAND", True,
+         wholebody_fields=(("lefthand_kpts", "lefthand_valid", 21), ("righthand_kpts", "righthand_valid", 21)),
          description="both hands (42 = left 21 + right 21)")
 _dataset("face70", FACE_68_KEYPOINTS + ("right_pupil", "left_pupil"), "face70_mask_out", "FACE",
-         True, description="face 70 (68 + pupils); face70_frgc / face70_multipie have no mask")
+         True, wholebody_fields=(("face_kpts", "face_valid", 68), ("", "", 2)),
+         description="face 70 (68 + pupils); face70_frgc / face70_multipie have no mask")
 _dataset("dome135", tuple(p.lower() for p in BODY_135_PARTS), "dome135", "DOME", False,
          description="CMU Panoptic dome, BODY_135 order; metadata-only datum, image from disk")
 _dataset("dome19", tuple(p.lower() for p in BODY_19_PARTS), "dome19", "DOME", False,

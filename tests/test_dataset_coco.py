@@ -158,6 +158,48 @@ def test_wholebody_fields_and_validity():
     assert checked["valid"] and checked["invalid"]
 
 
+@pytest.mark.parametrize("key, groups", [
+    ("coco_foot", (("keypoints", 17), ("foot_kpts", 6))),
+    ("hand21", (("righthand_kpts", 21),)),
+    ("hand42", (("lefthand_kpts", 21), ("righthand_kpts", 21))),
+    ("face70", (("face_kpts", 68),)),
+])
+def test_wholebody_annotations_stand_in_for_foot_hand_face_files(key, groups):
+    """A COCO-WholeBody annotation read as coco_foot / hand / face gives the metadata of the same
+    points written in the CMU file's layout (all in ``keypoints``); a group whose ``*_valid`` is
+    false and points COCO-WholeBody lacks (face70's pupils) are "not in this dataset" (4)."""
+    path = shared_path("data", "coco_wholebody", "evaluation", "example_gt.json")
+    doc = json.load(open(path))
+    layout = get_dataset_layout(key)
+    flat = json.loads(json.dumps(doc))
+    for ann in flat["annotations"]:
+        points = []
+        for name, count in groups:
+            valid = ann.get(name.replace("_kpts", "_valid"), True)
+            points += ann[name] if valid else [0, 0, 3] * count
+        points += [0, 0, 3] * (layout.num_keypoints - len(points) // 3)
+        ann["keypoints"] = points
+        for name, _ in groups[1 if key == "coco_foot" else 0:]:
+            del ann[name]
+    wholebody = coco.parse_keypoint_json(doc, layout, path)
+    cmu = coco.parse_keypoint_json(flat, layout, "flat.json")
+    plans = coco.plan_records(wholebody)
+    assert plans and [(p.image_index, p.person) for p in plans] == \
+        [(p.image_index, p.person) for p in coco.plan_records(cmu)]
+    seen = Counter()
+    for plan in plans:
+        ours = coco.build_metadata(wholebody.images[plan.image_index], plan.person, layout)
+        theirs = coco.build_metadata(cmu.images[plan.image_index], plan.person, layout)
+        np.testing.assert_array_equal(ours.joints, theirs.joints)
+        assert ours.joints.shape == (layout.num_keypoints, 3)
+        seen.update({"labeled": int((ours.joints[:, 2] < 2).sum()), "absent": int((ours.joints[:, 2] == 4).sum())})
+    assert seen["labeled"] > 0 and (seen["absent"] > 0 or key == "coco_foot")
+    if key == "coco_foot":      # every record has >= 2 labeled feet (foot_valid false = no feet)
+        for plan in plans:
+            meta = coco.build_metadata(wholebody.images[plan.image_index], plan.person, layout)
+            assert int((meta.joints[17:23, 2] < 2).sum()) >= 2
+
+
 def test_minicoco_lmdb_round_trip(tmp_path):
     images = shared_path("data", "minicoco", "images", "train2017")
     out = tmp_path / "lmdb_coco"
