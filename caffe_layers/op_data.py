@@ -133,10 +133,13 @@ def parse_layer(layer_param, phase: str = "TRAIN", **augment_overrides) -> OPDat
     if phase not in ("TRAIN", "TEST"):
         raise OPDataError(f"phase must be TRAIN or TEST, got {phase}")
     tops = tuple(layer_param.top) or ("image", "label")
+    if layer_param.data_param.batch_size < 1:      # the fork CHECKs a positive batch size
+        raise OPDataError(f"layer '{name}': data_param.batch_size is {layer_param.data_param.batch_size}; "
+                          f"it must be >= 1")
     return OPDataConfig(
         layer_name=name, sources=tuple(SourceSpec(p, m, float(q)) for p, m, q in zip(paths, models, probs)),
         background=background, prob_only_background=only_bkg,
-        batch_size=int(layer_param.data_param.batch_size) or 1, augment=aug, phase=phase,
+        batch_size=int(layer_param.data_param.batch_size), augment=aug, phase=phase,
         media_directory=tp.media_directory, top_names=tops)
 
 
@@ -304,6 +307,25 @@ def read_background_image(value: bytes) -> np.ndarray:
     return read_datum(value, decode_meta=False).image
 
 
+def first_record_dataset(reader) -> str:
+    """The dataset string of an LMDB's first record; refuses an LMDB that is not an OpenPose
+    training LMDB (e.g. a classification LMDB: an image and a label, no metadata plane)."""
+    try:
+        record = reader[0]
+    except KeyError:
+        raise OPDataError(f"{reader.path}: no record 0000000 (not an LMDB written by openpose-train lmdb "
+                          f"or the OpenPose scripts)") from None
+    except ValueError as exc:
+        raise OPDataError(f"{reader.path} record 0000000: {exc} (not an OpenPose training LMDB? make one "
+                          f"with openpose-train lmdb)") from None
+    if record.meta is None:
+        shape = "x".join(map(str, record.image.shape)) if record.image is not None else "no image"
+        raise OPDataError(f"{reader.path}: record 0000000 has no OpenPose metadata plane (an image of {shape} "
+                          f"only, like a classification LMDB); training needs an LMDB written by "
+                          f"openpose-train lmdb")
+    return record.meta.dataset
+
+
 class _Readers:
     """Per-process LMDB handles (opened lazily: LMDB environments must not cross a fork)."""
 
@@ -318,7 +340,7 @@ class _Readers:
         if self.sources[i] is None:
             self.sources[i] = _acquire(self.config.sources[i].path, self.models[i][1].num_lmdb_parts)
             if self.first_dataset[i] is None:
-                self.first_dataset[i] = self.sources[i][0].meta.dataset
+                self.first_dataset[i] = first_record_dataset(self.sources[i])
         return self.sources[i]
 
     def background_reader(self):
@@ -499,6 +521,8 @@ class OPDataSource:
         for i in range(len(self.config.sources)):
             try:
                 self.sizes.append(len(self._readers.source(i)))
+            except OPDataError:                 # names the LMDB already
+                raise
             except Exception as exc:
                 raise OPDataError(f"layer '{self.config.layer_name}': source {self.config.sources[i].path}: "
                                   f"{exc}") from None

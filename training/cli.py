@@ -210,8 +210,11 @@ def run_training(cfg: TrainConfig) -> int:
         if test_net is not None:
             configure_precision(test_net, device, bf16=cfg.bf16 and use_cuda,
                                 channels_last=cfg.channels_last and use_cuda)
-        sources = make_sources(net, "TRAIN", seed, rank, world, cfg.workers)
-        test_sources = [make_sources(test_net, "TEST", seed, 0, 1, cfg.workers)] if test_net is not None else []
+        try:
+            sources = make_sources(net, "TRAIN", seed, rank, world, cfg.workers)
+            test_sources = [make_sources(test_net, "TEST", seed, 0, 1, cfg.workers)] if test_net is not None else []
+        except TrainingError as exc:  # name the net file too: the message names the layer
+            raise TrainingError(f"{net_path}: {exc}") from exc
         if cfg.snapshot and cfg.weights:
             raise TrainingError("give -snapshot to resume training or -weights to fine-tune, not both")
         if cfg.weights:
@@ -247,7 +250,7 @@ def _worker(cfg: TrainConfig) -> None:
 @caffe_option("weights", default="", help="Comma-separated caffemodels to initialise from (by layer name).")
 @caffe_option("snapshot", default="", help="A .solverstate to resume training from.")
 @caffe_option("gpu", default="", help="GPU ids, comma-separated, or 'all'. Empty: CPU.")
-@caffe_option("iterations", type=int, default=None, help="Override the solver's max_iter.")
+@caffe_option("iterations", type=click.IntRange(min=0), default=None, help="Override the solver's max_iter.")
 @caffe_option("sigint_effect", default="stop", type=click.Choice(["snapshot", "stop", "none"]),
               help="Action on SIGINT/SIGTERM (Caffe: snapshot, stop, none). 'stop' snapshots, then exits.")
 @caffe_option("sighup_effect", default="snapshot", type=click.Choice(["snapshot", "stop", "none"]),

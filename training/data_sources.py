@@ -139,7 +139,9 @@ def make_sources(net, phase: str, seed: int, rank: int = 0, world_size: int = 1,
                 source = OPDataSource(layer, phase=phase, seed=seed, rank=rank, world_size=world_size,
                                       num_workers=num_workers)
             except (ValueError, OSError) as exc:  # OPDataError, a missing LMDB: one clear line
-                raise TrainingError(f"layer '{layer.name}' ({layer.type}): {exc}") from exc
+                where = f"layer '{layer.name}'"
+                msg = str(exc)
+                raise TrainingError(msg if msg.startswith(where) else f"{where} ({layer.type}): {msg}") from exc
             sources.append(IterableSource(source))
         else:
             raise TrainingError(f"layer '{layer.name}' ({layer.type}): the train command cannot read inputs "

@@ -1,0 +1,91 @@
+"""`openpose-train train` on bad input and in bad conditions: one-line errors naming the file and field,
+progress through a pipe, snapshot locks and full disks, workers dying with their parent."""
+import re
+
+import lmdb
+import numpy as np
+import pytest
+
+from openpose_train.dataset_tools.datum import serialize_datum
+from test_train_loop import SOLVER, make_dir, run_cli, tiny_project  # noqa: F401 (a fixture)
+
+
+def assert_one_line_error(result, *expected):
+    assert result.exit_code != 0, result.output
+    assert "Traceback" not in result.output, result.output
+    errors = [l for l in result.output.splitlines() if l.startswith("Error:")]
+    assert len(errors) == 1, result.output
+    for text in expected:
+        assert text in errors[0], errors[0]
+    return errors[0]
+
+
+def copy_project(tiny_project, tmp_path, name="p"):
+    """A copy of test_train_loop's generated COCO_18 tiny project (its LMDB stays shared)."""
+    import shutil
+
+    d = tmp_path / name
+    shutil.copytree(tiny_project, d, ignore=shutil.ignore_patterns("model"))
+    return d
+
+
+# ---- item: invalid solver and data fields ------------------------------------------------------------------
+@pytest.mark.parametrize("field,value", [("max_iter", "-5"), ("display", "-1"), ("snapshot", "-10"),
+                                         ("base_lr", "-0.01"), ("average_loss", "0"), ("test_interval", "-2")])
+def test_invalid_solver_fields_are_refused_with_file_and_field(tmp_path, field, value):
+    text = "\n".join(l for l in SOLVER.splitlines() if not l.startswith(field + ":"))
+    d = make_dir(tmp_path, solver=text + f"\n{field}: {value}\n")
+    r = run_cli(["-solver", "solver.prototxt"], d)
+    assert_one_line_error(r, "solver.prototxt", f"{field} is {value}")
+    assert not (d / "model").exists()          # nothing ran, nothing was snapshotted
+
+
+def test_negative_iterations_flag_is_refused(tmp_path):
+    d = make_dir(tmp_path)
+    r = run_cli(["-solver", "solver.prototxt", "-iterations", "-5"], d)
+    assert r.exit_code != 0 and "-iterations" in r.output and not (d / "model").exists()
+
+
+@pytest.mark.parametrize("edit,expected", [
+    (("batch_size: 2", "batch_size: 0"), "data_param.batch_size is 0"),
+    (("crop_size_x: 128", "crop_size_x: 0"), "crop 0x128 must be positive"),
+])
+def test_invalid_data_fields_are_refused_with_file_and_layer(tiny_project, tmp_path, edit, expected):
+    d = copy_project(tiny_project, tmp_path)
+    text = (d / "pose_training.prototxt").read_text()
+    assert edit[0] in text
+    (d / "pose_training.prototxt").write_text(text.replace(edit[0], edit[1]))
+    r = run_cli(["-solver", "pose_solver.prototxt"], d)
+    assert_one_line_error(r, "pose_training.prototxt", "layer 'image'", expected)
+
+
+# ---- item: missing -weights ----------------------------------------------------------------------------------
+def test_missing_weights_names_the_file_and_the_vgg_command(tmp_path):
+    d = make_dir(tmp_path)
+    r = run_cli(["-solver", "solver.prototxt", "-weights", "dataset/vgg/VGG_ILSVRC_19_layers.caffemodel"], d)
+    assert_one_line_error(r, "dataset/vgg/VGG_ILSVRC_19_layers.caffemodel: weights file not found",
+                          "openpose-train vgg vgg19.pth dataset/vgg/VGG_ILSVRC_19_layers.caffemodel")
+    assert not (d / "model").exists()
+
+
+# ---- item: a classification LMDB as a training source ----------------------------------------------------------
+@pytest.mark.parametrize("channels,keys", [(3, "convert_imageset"), (3, "openpose"), (1, "openpose")])
+def test_classification_lmdb_as_source_is_named(tiny_project, tmp_path, channels, keys):
+    cls = tmp_path / "lmdb_classification"
+    env = lmdb.open(str(cls), map_size=1 << 22)
+    rs = np.random.RandomState(0)
+    with env.begin(write=True) as txn:
+        for i in range(3):   # a raw image and a label; caffe's convert_imageset keys are %08d_<file>
+            image = rs.randint(0, 255, (channels, 28, 28), np.uint8)
+            key = b"%08d_img%d.png" % (i, i) if keys == "convert_imageset" else b"%07d" % i
+            txn.put(key, serialize_datum(channels, 28, 28, image.tobytes(), label=i % 2))
+    env.close()
+    d = copy_project(tiny_project, tmp_path)
+    text = (d / "pose_training.prototxt").read_text()
+    lmdb_path = str(tiny_project.parent / "lmdb_coco")
+    assert lmdb_path in text
+    (d / "pose_training.prototxt").write_text(text.replace(lmdb_path, str(cls)))
+    r = run_cli(["-solver", "pose_solver.prototxt"], d)
+    line = assert_one_line_error(r, str(cls))
+    assert "NoneType" not in line
+    assert re.search(r"no OpenPose metadata plane|no record 0000000|not an OpenPose training LMDB", line), line
