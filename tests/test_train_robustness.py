@@ -89,3 +89,20 @@ def test_classification_lmdb_as_source_is_named(tiny_project, tmp_path, channels
     line = assert_one_line_error(r, str(cls))
     assert "NoneType" not in line
     assert re.search(r"no OpenPose metadata plane|no record 0000000|not an OpenPose training LMDB", line), line
+
+
+# ---- item: net output numbering ------------------------------------------------------------------------------
+def test_train_net_outputs_are_numbered_in_name_order_like_caffe(tmp_path):
+    from test_train_loop import NET, parse_log_like_caffe
+
+    # layer order: "loss" then "a_loss"; Caffe keeps net outputs in a std::set of names: a_loss is #0
+    net = NET + ('layer { name: "loss2" type: "EuclideanLoss" bottom: "conv2" bottom: "label" top: "a_loss" '
+                 'loss_weight: 0.5 }\n')
+    d = make_dir(tmp_path, net=net)
+    r = run_cli(["-solver", "solver.prototxt", "-iterations", "6", "--log", "log.txt"], d)
+    assert r.exit_code == 0, r.output
+    numbered = re.findall(r"Train net output #(\d+): (\S+) = [\d.e+-]+(?: \(\* ([\d.]+) = )?", r.output)
+    assert numbered[:2] == [("0", "a_loss", "0.5"), ("1", "loss", "1")], numbered
+    rows = parse_log_like_caffe(d / "log.txt")
+    assert [row["NumIters"] for row in rows] == [0, 5]
+    assert all(set(row) >= {"a_loss", "loss"} for row in rows)

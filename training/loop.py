@@ -135,6 +135,12 @@ def set_rng_state(state: Dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def caffe_output_order(net) -> List[str]:
+    """The net's output blobs as Caffe numbers them (``Train net output #k``): Caffe collects them in
+    a std::set of blob names, so in name order, not layer order (docs/compatibility.md)."""
+    return sorted(getattr(net, "output_blobs", None) or [n for n, _ in net.loss_blobs])
+
+
 class Trainer:
     """Caffe's Solver over a CaffeNet-like net (see training/cli.py for how it is built).
 
@@ -211,9 +217,8 @@ class Trainer:
     def _output_values(self, outputs) -> List[tuple]:
         """(name, [values], loss_weight) per net output blob, in Caffe's display order."""
         weights = dict(self.net.loss_blobs)
-        names = list(getattr(self.net, "output_blobs", None) or [n for n, _ in self.net.loss_blobs])
         out = []
-        for name in names:
+        for name in caffe_output_order(self.net):
             t = outputs[name].detach().float().reshape(-1).cpu()
             out.append((name, [float(v) for v in t], float(weights.get(name, 0.0))))
         return out
@@ -367,8 +372,7 @@ class Trainer:
             outputs = self._forward(self.test_net, self._inputs(sources))
             if self.param.test_compute_loss:
                 loss_total += float(self.test_net.total_loss(outputs))
-            names = list(getattr(self.test_net, "output_blobs", None) or [b for b, _ in self.test_net.loss_blobs])
-            for name in names:
+            for name in caffe_output_order(self.test_net):
                 v = outputs[name].detach().float().reshape(-1).cpu().numpy().astype(np.float64)
                 sums[name] = sums.get(name, 0) + v
         if self.param.test_compute_loss:
