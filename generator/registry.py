@@ -187,6 +187,12 @@ class PoseModel:
     # OpenPose's CPU-only build has a body connector for these models only (openpose_runtime.md 2.6);
     # the others need its CUDA build.
     openpose_cpu_connector: bool = False
+    # The CPU connector's model-specific rules (docs/postprocessing.md §CPU build): runtime pair
+    # indices that only fill a missing end (the ear-shoulder pairs), and whether a pair with one
+    # empty side turns every peak of the other side into a person (MPI) or only the peaks not
+    # yet in a person (the others).
+    cpu_connector_fill_only_pairs: Tuple[int, ...] = ()
+    cpu_connector_lone_peaks_unchecked: bool = False
 
     # Derived sizes: computed, never stored twice.
     @property
@@ -604,6 +610,7 @@ _model(
     runtime_pairs=RUNTIME_PAIRS_BODY_25, to_coco17=TO_COCO17_25, to_coco_foot=TO_COCO_FOOT_25,
     model_folder="pose/body_25", caffemodel_name="pose_iter_584000.caffemodel",
     description="OpenPose default body + foot model", openpose_cpu_connector=True,
+    cpu_connector_fill_only_pairs=(18, 19),
     variants=(
         _variant("COCO_25", "coco_foot", 25, COCOFOOT_TO_25, mask_only=(1, 8, 11, 14, 19, 20, 21, 22, 23, 24)),
         _variant("COCO_25_17", "coco", 25, COCO17_TO_19),
@@ -614,7 +621,7 @@ _model(
     runtime_pairs=RUNTIME_PAIRS_COCO_18, to_coco17=TO_COCO17_18,
     model_folder="pose/coco", deploy_name="pose_deploy_linevec.prototxt",
     caffemodel_name="pose_iter_440000.caffemodel", description="OpenPose COCO 18-part model",
-    openpose_cpu_connector=True,
+    openpose_cpu_connector=True, cpu_connector_fill_only_pairs=(17, 18),
     variants=(
         _variant("COCO_18", "coco", 18, COCO17_TO_18),
         _variant("DOME_18", "dome19", 18, {**_range_map(0, 0, 8), **_range_map(8, 9, 10)}),
@@ -624,13 +631,13 @@ _model(
     thresholds=PostprocessThresholds(nms_threshold=0.6, connect_inter_threshold=0.01),
     model_folder="pose/mpi", deploy_name="pose_deploy_linevec.prototxt",
     caffemodel_name="pose_iter_160000.caffemodel", description="OpenPose MPI 15-part model",
-    openpose_cpu_connector=True)
+    openpose_cpu_connector=True, cpu_connector_lone_peaks_unchecked=True)
 _model(
     "MPI_15_4", MPI_15_PARTS, PAFS_MPI, FLIPS_MPI, openpose_name="MPI_4_layers",
     thresholds=PostprocessThresholds(nms_threshold=0.3, connect_inter_threshold=0.01),
     model_folder="pose/mpi", deploy_name="pose_deploy_linevec_faster_4_stages.prototxt",
     caffemodel_name="pose_iter_160000.caffemodel", description="OpenPose MPI, 4 stages",
-    openpose_cpu_connector=True)
+    openpose_cpu_connector=True, cpu_connector_lone_peaks_unchecked=True)
 _model(
     "BODY_19", BODY_19_PARTS, PAFS_19, FLIPS_19, openpose_name="BODY_19",
     runtime_pairs=RUNTIME_PAIRS_BODY_25[:20], to_coco17=TO_COCO17_25,

@@ -30,6 +30,11 @@ def _common_options(fn):
         click.option("--scale-number", default=1, show_default=True, type=int),
         click.option("--scale-gap", default=0.25, show_default=True, type=float),
         click.option("--maximize-positives", is_flag=True, help="OpenPose's --maximize_positives"),
+        click.option("--openpose-build", type=click.Choice(["cuda", "cpu"]), default="cuda",
+                     show_default=True,
+                     help="reproduce the post-processing of OpenPose's CUDA build or of its "
+                          "CPU-only build (cv::resize, nmsCpu, the CPU connector; BODY_25, "
+                          "COCO and MPI only)"),
         click.option("--backend", type=click.Choice(["torch", "opencv", "caffe"]), default="torch",
                      show_default=True),
         click.option("--device", default=None, help="torch/caffe device, e.g. cpu, cuda, cuda:1"),
@@ -56,7 +61,8 @@ def _estimator(model, prototxt, caffemodel, opts):
     settings = InferenceSettings(net_resolution=opts["net_resolution"],
                                  scale_number=opts["scale_number"], scale_gap=opts["scale_gap"],
                                  net_resolution_dynamic=opts["net_resolution_dynamic"],
-                                 maximize_positives=opts["maximize_positives"])
+                                 maximize_positives=opts["maximize_positives"],
+                                 openpose_build=opts["openpose_build"])
     backend = load_backend(opts["backend"], prototxt, caffemodel, opts["device"])
     return PoseEstimator(model, backend, settings)
 
@@ -64,7 +70,8 @@ def _estimator(model, prototxt, caffemodel, opts):
 def _settings(model, prototxt, caffemodel, opts) -> dict:
     estimator_settings = {k: opts[k] for k in ("net_resolution", "net_resolution_dynamic",
                                                "scale_number", "scale_gap", "maximize_positives",
-                                               "backend", "device", "batch_size")}
+                                               "openpose_build", "backend", "device",
+                                               "batch_size")}
     return dict(estimator_settings, model=model.name, prototxt=os.path.abspath(prototxt),
                 caffemodel=os.path.abspath(caffemodel))
 

@@ -10,7 +10,9 @@
 * Scales ``1 - i * gap``; each net output is upsampled to the scale-0 net input size as the
   CUDA path does (half-pixel mapping, factor ``8 * s0 / s_i``, Catmull-Rom a = -0.5, clamped
   taps) and the scales are averaged; 4 taps per axis, as block-banded GEMMs (``ROW_BLOCK``).
-  (OpenPose's CPU build uses cv::resize, a = -0.75.)
+  ``openpose_build="cpu"`` reproduces OpenPose's CPU build instead: cv::resize (a = -0.75),
+  plain mean of the scales, and its NMS and connector
+  (:mod:`openpose_train.validation.postprocess_cpu`).
   :func:`heatmap_block_bounds` bounds the resized heatmaps per block from the small outputs, so
   the NMS can skip the blocks that cannot reach its threshold (same peaks).
 * Backends read a deploy prototxt + caffemodel: ``torch`` (our CaffeNet; CPU or CUDA; batched),
@@ -32,8 +34,11 @@ import numpy as np
 
 from openpose_train.generator.registry import PoseModel
 from openpose_train.validation.postprocess import PEAK_BLOCK, parse_people, peak_block_grid
+from openpose_train.validation.postprocess_cpu import (
+    check_cpu_build, parse_people_cpu, resize_and_merge_cpu)
 
 OUTPUT_BLOB = "net_output"
+OPENPOSE_BUILDS = ("cuda", "cpu")
 NET_DECREASE_FACTOR = 8
 
 
@@ -569,11 +574,15 @@ class InferenceSettings:
     scale_gap: float = 0.25
     net_resolution_dynamic: float = 1.0
     maximize_positives: bool = False
+    # which OpenPose build's post-processing to reproduce: "cuda" (its own bicubic, GPU NMS and
+    # greedy assembly) or "cpu" (cv::resize, nmsCpu, connectBodyPartsCpu); docs/postprocessing.md
+    openpose_build: str = "cuda"
 
     def describe(self) -> dict:
         return dict(net_resolution=self.net_resolution, scale_number=self.scale_number,
                     scale_gap=self.scale_gap, net_resolution_dynamic=self.net_resolution_dynamic,
-                    maximize_positives=self.maximize_positives)
+                    maximize_positives=self.maximize_positives,
+                    openpose_build=self.openpose_build)
 
 
 class PoseEstimator:
@@ -589,6 +598,12 @@ class PoseEstimator:
         self.resize_device = str(device) if device is not None and str(device).startswith("cuda") \
             else None
         scale_net_sizes((16, 16), self.settings.scale_number, self.settings.scale_gap)
+        if self.settings.openpose_build not in OPENPOSE_BUILDS:
+            raise InferenceError(f"openpose_build must be one of {', '.join(OPENPOSE_BUILDS)}, "
+                                 f"got {self.settings.openpose_build!r}")
+        self.cpu_build = self.settings.openpose_build == "cpu"
+        if self.cpu_build:
+            check_cpu_build(model)
         self._maps_buffer = None        # estimate's merged maps, reused from image to image
 
     def plan(self, image_size: Tuple[int, int]):
@@ -632,10 +647,14 @@ class PoseEstimator:
                 if self._maps_buffer is None or self._maps_buffer.shape != shape:
                     self._maps_buffer = np.empty(shape, np.float32)
                 buffer = self._maps_buffer
-            merged = resize_and_merge(outs, [s for _, s in scales], net0, self.resize_device,
-                                      out=buffer)
-            bound = heatmap_block_bounds(outs, [s for _, s in scales], net0, self.model.num_parts) \
-                if self.model.runtime_pairs else None
+            if self.cpu_build:
+                merged, bound = resize_and_merge_cpu(outs, net0), None
+            else:
+                merged = resize_and_merge(outs, [s for _, s in scales], net0, self.resize_device,
+                                          out=buffer)
+                bound = heatmap_block_bounds(outs, [s for _, s in scales], net0,
+                                             self.model.num_parts) \
+                    if self.model.runtime_pairs else None
             yield merged, net_to_image_scale(net0, (image.shape[1], image.shape[0])), bound
 
     def estimate(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -643,6 +662,10 @@ class PoseEstimator:
         return self.estimate_batch([image])[0]
 
     def estimate_batch(self, images: Sequence[np.ndarray]) -> List[Tuple[np.ndarray, np.ndarray]]:
+        if self.cpu_build:
+            return [parse_people_cpu(self.model, maps, scale=s,
+                                     maximize_positives=self.settings.maximize_positives)
+                    for maps, s, _ in self._maps_batch(images, reuse=True)]
         return [parse_people(self.model, maps, scale=s,
                              maximize_positives=self.settings.maximize_positives,
                              block_bound=bound)

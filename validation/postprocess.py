@@ -490,6 +490,14 @@ def parse_people(model: PoseModel, heatmaps_and_pafs: np.ndarray, scale: float =
                         t.max_peaks, block_bound)
     connections = score_connections(maps, model, peaks, t)
     people = filter_people(assemble_people(connections, peaks, model), model, t, maximize_positives)
+    return people_arrays(people, peaks, model, scale)
+
+
+def people_arrays(people: List[_Person], peaks: Peaks, model: PoseModel,
+                  scale: float) -> Tuple[np.ndarray, np.ndarray]:
+    """OpenPose's output arrays of the kept people: keypoints (people, N, 3) = (peak x * scale,
+    peak y * scale, peak score), zeros for missing parts; scores = person score / (N + pairs)."""
+    n = model.num_parts
     keypoints = np.zeros((len(people), n, 3), dtype=np.float32)
     scores = np.zeros(len(people), dtype=np.float32)
     denominator = n + len(model.runtime_pairs)
