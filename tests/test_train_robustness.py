@@ -1,5 +1,6 @@
 """`openpose-train train` on bad input and in bad conditions: one-line errors naming the file and field,
 progress through a pipe, snapshot locks and full disks, workers dying with their parent."""
+import os
 import re
 
 import lmdb
@@ -106,3 +107,54 @@ def test_train_net_outputs_are_numbered_in_name_order_like_caffe(tmp_path):
     rows = parse_log_like_caffe(d / "log.txt")
     assert [row["NumIters"] for row in rows] == [0, 5]
     assert all(set(row) >= {"a_loss", "loss"} for row in rows)
+
+
+# ---- item: progress through a pipe (train_pose.sh | tee) and an ETA line at each display ---------------------
+def test_progress_lines_when_stderr_is_not_a_terminal():
+    import io
+
+    from openpose_train.training.logging_utils import Progress
+
+    now = [100.0]
+    pipe = io.StringIO()                       # not a TTY: no bar, plain lines
+    bar = Progress(10, 110, stream=pipe, interval=30, clock=lambda: now[0])
+    assert not bar.active and bar.line_mode
+    for it in range(11, 111):
+        now[0] += 1.0                           # 1 iteration per second
+        bar.update(it, loss=0.5, lr=0.001)
+    bar.close()
+    lines = pipe.getvalue().splitlines()
+    # the first after the first iteration, then every 30 s, and the last iteration
+    assert [re.search(r"Progress: (\d+)/110", l).group(1) for l in lines] == ["11", "41", "71", "101", "110"]
+    assert re.search(r"^I\d{4} [\d:.]+ +\d+ solver\.cpp:239\] Progress: 41/110 iters \(37\.3%\), 1 iter/s, "
+                     r"elapsed 0:00:31, remaining 0:01:09, smoothed loss 0\.5, lr 0\.001$", lines[1]), lines[1]
+    assert not re.search(r"Iteration \d|lr = |Train net output", pipe.getvalue())   # parse_log ignores them
+    quiet = io.StringIO()
+    Progress(0, 10, enabled=False, stream=quiet).update(5)
+    assert quiet.getvalue() == ""
+
+
+def test_train_through_a_pipe_shows_progress_and_eta_at_each_display(tmp_path):
+    from click.testing import CliRunner
+
+    from openpose_train.training.cli import train
+
+    d = make_dir(tmp_path)
+    old = os.getcwd()
+    os.chdir(d)
+    try:   # CliRunner's stderr is not a TTY, like train_pose.sh's `| tee`
+        r = CliRunner().invoke(train, ["-solver", "solver.prototxt", "--workers", "0", "--progress-interval", "0",
+                                       "--log", "log.txt"], catch_exceptions=False)
+    finally:
+        os.chdir(old)
+    assert r.exit_code == 0, r.output
+    progress = re.findall(r"Progress: (\d+)/20 iters \([\d.]+%\), [\d.e+-]+ iter/s, elapsed \d+:\d\d:\d\d, "
+                          r"remaining (?:\d+:\d\d:\d\d|\?)", r.output)
+    assert set(range(1, 21)) <= {int(p) for p in progress}, r.output     # a line per iteration (interval 0)
+    lines = r.output.splitlines()
+    for it in (5, 10, 15):                     # the display block ends with the ETA line
+        i = next(k for k, l in enumerate(lines) if re.search(rf"\] Iteration {it} \(", l))
+        block = lines[i + 1:i + 4]
+        assert "Train net output #0" in block[0] and f"Progress: {it}/20 iters" in block[1], block
+    logged = (d / "log.txt").read_text()
+    assert "Progress: 5/20 iters" in logged and "Progress: 6/20" not in logged   # periodic lines: terminal only

@@ -48,6 +48,7 @@ class TrainConfig:
     log_file: Optional[str] = None
     metrics: Optional[str] = None
     progress: bool = True
+    progress_interval: float = 30.0
     cwd: str = field(default_factory=os.getcwd)
 
 
@@ -221,7 +222,8 @@ def run_training(cfg: TrainConfig) -> int:
             load_weights(net, cfg.weights, logger, reinit_on_shape_mismatch=cfg.reinit_mismatched)
         options = TrainOptions(max_iter=cfg.iterations, sigint_effect=cfg.sigint_effect,
                                sighup_effect=cfg.sighup_effect, bf16=cfg.bf16, channels_last=cfg.channels_last,
-                               workers=cfg.workers, metrics_path=cfg.metrics, progress=cfg.progress)
+                               workers=cfg.workers, metrics_path=cfg.metrics, progress=cfg.progress,
+                               progress_interval=cfg.progress_interval)
         trainer = Trainer(solver_param, net, sources, net_param=net_param, options=options, logger=logger,
                           device=device, dist=ctx, test_net=test_net, test_sources=test_sources)
         if cfg.snapshot:
@@ -265,9 +267,11 @@ def _worker(cfg: TrainConfig) -> None:
 @click.option("--workers", type=int, default=None, help="Data-loading worker processes per rank.")
 @click.option("--log", "log_file", default=None, help="Also append the glog-style log to this file.")
 @click.option("--metrics", default=None, help="JSONL metrics file (default <snapshot_prefix>_metrics.jsonl).")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (or progress lines).")
+@click.option("--progress-interval", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds between progress lines when stderr is not a terminal (e.g. piped through tee).")
 def train(solver, weights, snapshot, gpu, iterations, sigint_effect, sighup_effect, reinit_mismatched, backend,
-          bf16, channels_last, workers, log_file, metrics, no_progress):
+          bf16, channels_last, workers, log_file, metrics, no_progress, progress_interval):
     """Train a net like `caffe train` (same flags), writing Caffe snapshots.
 
     \b
@@ -293,7 +297,7 @@ def train(solver, weights, snapshot, gpu, iterations, sigint_effect, sighup_effe
                           snapshot=snapshot or None, gpus=parse_gpus(gpu),
                           iterations=iterations, sigint_effect=sigint_effect, sighup_effect=sighup_effect,
                           bf16=bf16, channels_last=channels_last, workers=workers, log_file=log_file,
-                          metrics=metrics, progress=not no_progress)
+                          metrics=metrics, progress=not no_progress, progress_interval=progress_interval)
         from . import distributed
 
         if len(cfg.gpus) > 1 and not distributed.launched_by_torchrun():

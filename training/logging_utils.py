@@ -3,7 +3,10 @@
 The log lines carry glog's prefix (``I1124 23:49:38.123456 12345 solver.cpp:218] ...``) and
 Caffe's wording, so Caffe's ``tools/extra/parse_log.py`` and users' plot scripts read our logs
 unchanged. The progress bar lives on the terminal only (stderr, and only when it is a TTY); log
-lines are printed through it so they never interleave with the bar.
+lines are printed through it so they never interleave with the bar. When stderr is not a TTY (e.g.
+``train_pose.sh`` pipes it through ``tee``) a plain progress line is printed instead every
+``interval`` seconds. Progress lines avoid the words Caffe's ``parse_log.py`` searches for
+(``Iteration N``, ``lr = ``, ``Train net output``), so a tee'd log still parses.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import os
 import re
 import sys
 import threading
+import time
 from typing import IO, Dict, Optional
 
 from tqdm import tqdm
@@ -75,18 +79,58 @@ class GlogLogger:
             self._file = None
 
 
-class Progress:
-    """A tqdm bar with ETA over [start_iter, max_iter), on stderr only when it is a terminal."""
+def format_duration(seconds: Optional[float]) -> str:
+    """``H:MM:SS`` (``?`` when unknown)."""
+    if seconds is None or not seconds >= 0 or seconds == float("inf"):
+        return "?"
+    return str(_dt.timedelta(seconds=int(round(seconds))))
 
-    def __init__(self, start_iter: int, max_iter: int, enabled: bool = True, stream: Optional[IO[str]] = None):
+
+def progress_summary(start_iter: int, iteration: int, max_iter: int, elapsed: float) -> str:
+    """``Progress: N/M iters (p%), r iter/s, elapsed H:MM:SS, remaining H:MM:SS`` over this run's
+    iterations since ``start_iter`` (a resumed run's rate counts only what it ran itself)."""
+    done = iteration - start_iter
+    rate = done / elapsed if elapsed > 0 and done > 0 else 0.0
+    remaining = max(0, max_iter - iteration) / rate if rate else (0.0 if iteration >= max_iter else None)
+    percent = 100.0 * iteration / max_iter if max_iter else 100.0
+    return (f"Progress: {iteration}/{max_iter} iters ({percent:.1f}%), {rate:.3g} iter/s, "
+            f"elapsed {format_duration(elapsed)}, remaining {format_duration(remaining)}")
+
+
+class Progress:
+    """Progress over [start_iter, max_iter) on stderr: a tqdm bar with ETA on a terminal; otherwise
+    (a pipe, a file) one plain line every ``interval`` seconds, the first after the first iteration."""
+
+    def __init__(self, start_iter: int, max_iter: int, enabled: bool = True, stream: Optional[IO[str]] = None,
+                 interval: float = 30.0, clock=time.monotonic):
         stream = sys.stderr if stream is None else stream
         self.active = bool(enabled and hasattr(stream, "isatty") and stream.isatty())
+        self.line_mode = bool(enabled and not self.active)
         self._bar = (tqdm(total=max_iter, initial=start_iter, file=stream, unit="it", dynamic_ncols=True,
                           desc="train") if self.active else None)
+        self._stream, self._interval, self._clock = stream, float(interval), clock
+        self.start_iter, self.max_iter = start_iter, max_iter
+        self._t0 = clock()
+        self._next_line: Optional[float] = None
         self._last = start_iter
+
+    def summary(self, iteration: int) -> str:
+        """The ETA line for ``iteration`` (rate, elapsed and remaining time of this run)."""
+        return progress_summary(self.start_iter, iteration, self.max_iter, self._clock() - self._t0)
+
+    def _line(self, iteration: int, loss: Optional[float], lr: Optional[float]) -> None:
+        now = self._clock()
+        if self._next_line is not None and now < self._next_line and iteration < self.max_iter:
+            return
+        self._next_line = now + self._interval
+        extra = (f", smoothed loss {loss:.4g}" if loss is not None else "") + (f", lr {lr:.3g}" if lr is not None else "")
+        self._stream.write(glog_prefix("I", "solver.cpp:239") + self.summary(iteration) + extra + "\n")
+        self._stream.flush()
 
     def update(self, iteration: int, loss: Optional[float] = None, lr: Optional[float] = None) -> None:
         if self._bar is None:
+            if self.line_mode:
+                self._line(iteration, loss, lr)
             return
         if iteration > self._last:
             self._bar.update(iteration - self._last)
@@ -106,7 +150,7 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        self.active = False
+        self.active = self.line_mode = False
 
 
 class MetricsWriter:

@@ -65,6 +65,7 @@ class TrainOptions:
     workers: int = 0
     metrics_path: Optional[str] = None       # default: <snapshot_prefix>_metrics.jsonl
     progress: bool = True
+    progress_interval: float = 30.0          # seconds between progress lines when stderr is not a terminal
     install_signal_handlers: bool = True
 
 
@@ -255,7 +256,8 @@ class Trainer:
         prefix = self.param.snapshot_prefix
         metrics_path = self.options.metrics_path or (f"{prefix}_metrics.jsonl" if prefix else None)
         self.metrics = MetricsWriter(metrics_path, enabled=self.is_root)
-        self.progress = Progress(self.solver.iter, self.max_iter, enabled=self.options.progress and self.is_root)
+        self.progress = Progress(self.solver.iter, self.max_iter, enabled=self.options.progress and self.is_root,
+                                 interval=self.options.progress_interval)
         self.logger.progress = self.progress
         start_iter = self.solver.iter
         try:
@@ -325,6 +327,7 @@ class Trainer:
                         extra = f" (* {format_float(weight)} = {format_float(weight * v)} loss)" if weight else ""
                         log("solver.cpp:237", f"    Train net output #{k}: {name} = {format_float(v)}{extra}")
                         k += 1
+                log("solver.cpp:239", self.progress.summary(it))
             rate = self.solver.apply_update(display=display)
             self.solver.iter += 1
             self.metrics.write({
