@@ -158,3 +158,25 @@ def test_train_through_a_pipe_shows_progress_and_eta_at_each_display(tmp_path):
         assert "Train net output #0" in block[0] and f"Progress: {it}/20 iters" in block[1], block
     logged = (d / "log.txt").read_text()
     assert "Progress: 5/20 iters" in logged and "Progress: 6/20" not in logged   # periodic lines: terminal only
+
+
+# ---- item: metrics after a resume -------------------------------------------------------------------------------
+def test_resume_truncates_the_metrics_to_the_resumed_iteration(tmp_path):
+    import json
+
+    d = make_dir(tmp_path)
+    assert run_cli(["-solver", "solver.prototxt"], d).exit_code == 0          # 0..19, snapshots at 10 and 20
+    metrics = d / "model/pose_metrics.jsonl"
+    with open(metrics, "a") as f:
+        f.write('{"iteration": 20, "loss": 0.')                               # torn line of a killed run
+    first = {json.loads(l)["iteration"]: l for l in metrics.read_text().splitlines()[:20]}
+    r = run_cli(["-solver", "solver.prototxt", "-snapshot", "model/pose_iter_10.solverstate"], d)
+    assert r.exit_code == 0, r.output
+    assert "dropped 11 records of iteration 10 and later" in r.output
+    lines = metrics.read_text().splitlines()
+    records = [json.loads(l) for l in lines]
+    assert [m["iteration"] for m in records] == list(range(20))
+    assert lines[:10] == [first[i] for i in range(10)]                      # the first run's records kept as they were
+    # exact resume: the replayed iterations have the first run's losses
+    assert [m["loss"] for m in records[10:]] == [json.loads(first[i])["loss"] for i in range(10, 20)]
+    assert not list(d.glob("model/*.tmp*"))

@@ -173,6 +173,33 @@ class MetricsWriter:
             self._f = None
 
 
+def truncate_metrics(path: str, iteration: int) -> int:
+    """Drop the records of ``iteration`` and later from a metrics file (a resumed run replays them),
+    and any torn last line of a killed run; writes a temporary file and renames it. Returns the
+    number of records dropped."""
+    if not path or not os.path.exists(path):
+        return 0
+    kept, dropped = [], 0
+    with open(path) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                dropped += 1
+                continue
+            if isinstance(record, dict) and isinstance(record.get("iteration"), int) \
+                    and record["iteration"] >= iteration:
+                dropped += 1
+                continue
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if dropped:
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.writelines(kept)
+        os.replace(tmp, path)
+    return dropped
+
+
 # ---- reading Caffe logs (the external-binary backend) ----------------------------------------------
 _NUM = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)|-?nan\(ind\))"
 RE_DISPLAY = re.compile(r"Iteration (\d+) \(.*?\), loss = " + _NUM)

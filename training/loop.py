@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .data_sources import BatchSource, TrainingError
-from .logging_utils import GlogLogger, MetricsWriter, Progress
+from .logging_utils import GlogLogger, MetricsWriter, Progress, truncate_metrics
 from .solver import CaffeSolver, LearnableParam, format_float
 
 # Caffe's SolverAction
@@ -255,6 +255,11 @@ class Trainer:
                                      install=self.options.install_signal_handlers)
         prefix = self.param.snapshot_prefix
         metrics_path = self.options.metrics_path or (f"{prefix}_metrics.jsonl" if prefix else None)
+        if resume_file and self.is_root and metrics_path:   # the resumed iterations are written again
+            dropped = truncate_metrics(metrics_path, self.solver.iter)
+            if dropped:
+                log("solver.cpp:296", f"{metrics_path}: dropped {dropped} records of iteration "
+                                      f"{self.solver.iter} and later (this run writes them again)")
         self.metrics = MetricsWriter(metrics_path, enabled=self.is_root)
         self.progress = Progress(self.solver.iter, self.max_iter, enabled=self.options.progress and self.is_root,
                                  interval=self.options.progress_interval)
