@@ -67,7 +67,8 @@ def synth(out, n_images, seed, width, height, max_people, val_fraction, foot, wh
 @click.option("--dataset", default="coco", show_default=True, type=click.Choice(DATASET_CHOICES))
 @click.option("--background", is_flag=True,
               help="negatives LMDB: JSON images without people, or every image of --images")
-@click.option("--encoded", is_flag=True, help="store JPEG-encoded images (smaller; our data layer reads both)")
+@click.option("--encoded", is_flag=True, help="store JPEG-encoded images (smaller; our data layer reads both, "
+              "but the OpenPose Caffe fork cannot: it segfaults on encoded datums, so leave this off for CAFFE=...)")
 @click.option("--seed", default=0, show_default=True, type=int, help="record shuffle seed")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(0),
               help="decode/mask threads beside the writing thread (0 = one per CPU, at most 4)")

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import click
 
-from . import families, render
+from . import families, fork_check, render
 from .registry import SkeletonError, UnknownModelError, get_model, load_skeleton_yaml, register
 
 # LMDB folder name fragments -> registry dataset key (checked in order: hand_mpii before mpii).
@@ -54,22 +54,10 @@ def parse_crop(text: Optional[str]):
 def _dataset_from_lmdb(path: str, model) -> Optional[str]:
     """Dataset key of an existing LMDB: metadata dataset string + keypoint count of its first record."""
     try:
-        import lmdb
         from openpose_train.dataset_tools.datum import read_datum
         from .registry import get_dataset_layout
-    except ImportError:
-        return None
-    if not Path(path).exists():
-        return None
-    try:
-        env = lmdb.open(path, readonly=True, lock=False, readahead=False, subdir=Path(path).is_dir())
-        with env.begin() as txn:
-            cursor = txn.cursor()
-            value = cursor.value() if cursor.first() else None
-        env.close()
-        if value is None:
-            return None
-        meta = read_datum(value).meta
+        value = fork_check.first_record(path)
+        meta = read_datum(value).meta if value is not None else None
     except Exception:   # unreadable or foreign LMDB: fall back to the name / explicit --lmdb-model
         return None
     if meta is None:
@@ -90,6 +78,9 @@ def infer_op_model(path: str, model) -> str:
         key = next((k for hint, k in NAME_HINTS if hint in name and k in by_dataset), None)
     if key is None and len(by_dataset) == 1:
         key = next(iter(by_dataset))
+    if key is None and not Path(path).exists():
+        raise click.ClickException(f"--lmdb {path} does not exist (and its name does not tell its dataset "
+                                   "layout): build it first, or pass --lmdb-model")
     if key is None:
         raise click.ClickException(
             f"cannot tell which dataset layout the LMDB '{path}' holds; pass --lmdb-model with one of "
@@ -107,9 +98,9 @@ def _per_source(values: Sequence, count: int, name: str, default):
     return list(values)
 
 
-def build_datasets(model, lmdbs, lmdb_models, scale_min, scale_max, sigma, max_rotation, occlusions,
-                   prob_only_background):
-    """--lmdb and its per-dataset options -> DatasetSpec tuple (None: keep the preset's sources)."""
+def build_datasets(model, lmdbs, lmdb_models, scale_min, scale_max, sigma, max_rotation, occlusions):
+    """--lmdb and its per-dataset options -> DatasetSpec tuple (None: keep the preset's sources).
+    A probability left out stays None: the renderer shares what is left (render.resolve_sources)."""
     if not lmdbs:
         if lmdb_models or scale_min or scale_max or sigma or max_rotation or occlusions:
             raise click.UsageError("per-dataset options (--lmdb-model, --scale-min, ...) need --lmdb")
@@ -124,19 +115,39 @@ def build_datasets(model, lmdbs, lmdb_models, scale_min, scale_max, sigma, max_r
             model.variant(op_model)
         except UnknownModelError as exc:
             raise click.ClickException(str(exc)) from None
-    probs = [p for _, p in parsed]
-    given = [p for p in probs if p is not None]
-    rest = 1.0 - (prob_only_background or 0.0) - sum(given)
-    missing = probs.count(None)
-    if missing:
-        if rest < -1e-9:
-            raise click.ClickException(f"LMDB probabilities already sum to {sum(given):g} > 1")
-        probs = [p if p is not None else rest / missing for p in probs]
     cols = zip(_per_source(scale_min, n, "--scale-min", 1.0 / 3.0), _per_source(scale_max, n, "--scale-max", 1.5),
                _per_source(max_rotation, n, "--max-rotation", 45), _per_source(occlusions, n, "--occlusions", 2),
                _per_source(sigma, n, "--sigma", 7.0))
     return tuple(render.DatasetSpec(path, prob, op_model, model.variant(op_model).dataset, smin, smax, rot, occ, sig)
-                 for (path, _), op_model, prob, (smin, smax, rot, occ, sig) in zip(parsed, models, probs, cols))
+                 for (path, prob), op_model, (smin, smax, rot, occ, sig) in zip(parsed, models, cols))
+
+
+def lmdb_warnings(sources: render.Sources) -> List[str]:
+    """One line per training LMDB the Caffe fork cannot read (encoded) and one for those not built yet."""
+    lines, missing = [], []
+    for path in [d.lmdb for d in sources.datasets] + ([sources.background] if sources.background else []):
+        try:
+            encoded = fork_check.lmdb_is_encoded(path)
+        except (OSError, ValueError):      # unreadable or foreign: training reports it with its cause
+            continue
+        if encoded:
+            lines.append(f"warning: {path} {fork_check.ENCODED_WARNING}")
+        elif encoded is None and not Path(path).exists():
+            missing.append(path)
+    if missing:
+        lines.append(f"note: not built yet (train_pose.sh needs them): {', '.join(missing)}")
+    return lines
+
+
+def _preset_sources_help() -> str:
+    """--dataset-dir help: the folder names each training preset reads."""
+    parts = []
+    for name, pre in families.PRESETS.items():
+        if pre.recipe.datasets:
+            names = [d.lmdb for d in pre.recipe.datasets] + ([pre.recipe.background_lmdb]
+                                                             if pre.recipe.background_lmdb else [])
+            parts.append(f"{name}: {', '.join(names)}")
+    return "; ".join(parts)
 
 
 @click.command("prototxt", context_settings={"help_option_names": ["-h", "--help"]})
@@ -149,18 +160,28 @@ def build_datasets(model, lmdbs, lmdb_models, scale_min, scale_max, sigma, max_r
 @click.option("--batch-size", type=click.IntRange(min=1))
 @click.option("--crop-size", help="N or WxH (multiples of 8).")
 @click.option("--lmdb", "lmdbs", multiple=True, metavar="PATH[:PROBABILITY]",
-              help="Training LMDB (repeatable). Missing probabilities share what is left.")
+              help="Training LMDB (repeatable; replaces the preset's sources). LMDBs without a probability share "
+                   "1 - prob_only_background - the given ones equally; given ones plus prob_only_background must "
+                   "sum to 1. Encoded (--encoded) LMDBs train with openpose-train only, not the Caffe fork.")
 @click.option("--lmdb-model", "lmdb_models", multiple=True,
               help="Fork model string per --lmdb (COCO_25_17, COCO_25B_23, ...); inferred when omitted.")
 @click.option("--scale-min", multiple=True, type=float, help="Per --lmdb (or once for all).")
 @click.option("--scale-max", multiple=True, type=float, help="Per --lmdb (or once for all).")
 @click.option("--sigma", multiple=True, type=float, help="Gaussian sigma in input pixels, per --lmdb.")
 @click.option("--max-rotation", multiple=True, type=float, help="Max rotation (degrees), per --lmdb.")
-@click.option("--occlusions", multiple=True, type=int, help="Max background occlusions, per --lmdb.")
+@click.option("--occlusions", multiple=True, type=int,
+              help="Max background occlusions, per --lmdb; 0 without a background LMDB (the Caffe fork copies "
+                   "occluders from background images).")
 @click.option("--dataset-dir", default="dataset", show_default=True,
-              help="Folder holding the preset's default LMDBs (lmdb_coco, ...). Paths are written absolute.")
-@click.option("--background-lmdb", help="Background (no people) LMDB; default: the preset's with its own LMDBs, none with --lmdb.")
-@click.option("--prob-only-background", type=click.FloatRange(0.0, 1.0, max_open=True))
+              help="Folder holding the preset's LMDBs when no --lmdb is given. Paths are written absolute. "
+                   "Folder names per preset: " + _preset_sources_help() + ".")
+@click.option("--drop-source", "drop_sources", multiple=True, metavar="NAME",
+              help="Leave out one of the preset's sources (its folder name, e.g. lmdb_face_frgc; repeatable); "
+                   "the rest keep their relative probabilities, scaled to 1 - prob_only_background.")
+@click.option("--background-lmdb", help="Background (no people) LMDB; default: the preset's with its own LMDBs, "
+              "none with --lmdb ('' = none).")
+@click.option("--prob-only-background", type=click.FloatRange(0.0, 1.0, max_open=True),
+              help="Probability of a background-only batch [the preset's with a background LMDB, else 0].")
 @click.option("--media-directory", help="Image folder for DOME records.")
 @click.option("--base-lr", type=float)
 @click.option("--lr-policy", type=click.Choice(["fixed", "step", "multistep", "exp", "inv", "poly", "sigmoid"]),
@@ -175,14 +196,19 @@ def build_datasets(model, lmdbs, lmdb_models, scale_min, scale_max, sigma, max_r
 @click.option("--display", type=int, default=20, show_default=True)
 @click.option("--gpus", default="0", show_default=True, help="Default -gpu of train_pose.sh; '' = CPU.")
 @click.option("--vgg-weights", default="dataset/vgg/VGG_ILSVRC_19_layers.caffemodel", show_default=True,
-              help="Initial weights passed as -weights ('' for none).")
+              help="Initial weights train_pose.sh passes as -weights (it refuses to start while they are missing; "
+                   "make them with `openpose-train vgg " + render.TORCHVISION_VGG19 + " PATH`).")
+@click.option("--no-vgg", is_flag=True, help="No -weights: train from random initialisation (= --vgg-weights '').")
+@click.option("--random-seed", type=int, default=render.DEFAULT_RANDOM_SEED, show_default=True,
+              help="Solver random_seed (reruns reproduce); -1 leaves it out (a new seed each run, as Caffe).")
 @click.option("--stages", help="Stage counts: 'PAF,HEAT' (BODY_25 family) or N (COCO/hand/face).")
 @click.option("--width", type=click.IntRange(min=1), help="Width of the refinement-stage convs.")
 @click.option("--deploy-only", is_flag=True, help="Write only the deploy prototxt.")
 def prototxt(model_name, yaml_path, preset, out_dir, batch_size, crop_size, lmdbs, lmdb_models, scale_min,
              scale_max, sigma, max_rotation, occlusions, dataset_dir, background_lmdb, prob_only_background,
              media_directory, base_lr, lr_policy, stepvalues, stepsize, gamma, power, max_iter, snapshot_interval,
-             snapshot_prefix, display, gpus, vgg_weights, stages, width, deploy_only):
+             snapshot_prefix, display, gpus, vgg_weights, no_vgg, random_seed, stages, width, deploy_only,
+             drop_sources):
     """Render deploy/training/solver prototxts and train_pose.sh / resume_train.sh for a model."""
     try:
         if yaml_path:
@@ -206,12 +232,13 @@ def prototxt(model_name, yaml_path, preset, out_dir, batch_size, crop_size, lmdb
         options = dict(
             batch_size=batch_size, crop_size=parse_crop(crop_size), dataset_dir=absolute(dataset_dir),
             datasets=build_datasets(model, lmdbs, lmdb_models, scale_min, scale_max, sigma, max_rotation,
-                                    occlusions, prob_only_background),
+                                    occlusions), drop_sources=tuple(drop_sources),
             background_lmdb=absolute(background_lmdb), prob_only_background=prob_only_background,
             media_directory=media_directory, base_lr=base_lr, lr_policy=lr_policy,
             stepvalues=tuple(stepvalues) if stepvalues else None, stepsize=stepsize, gamma=gamma, power=power,
             max_iter=max_iter, snapshot_interval=snapshot_interval, snapshot_prefix=snapshot_prefix,
-            display=display, gpus=gpus, vgg_weights=absolute(vgg_weights), paf_stages=paf_stages,
+            display=display, gpus=gpus, vgg_weights="" if no_vgg else absolute(vgg_weights),
+            random_seed=random_seed, paf_stages=paf_stages,
             heat_stages=heat_stages, width=width)
         out = Path(out_dir or f"out/{model.name}_{preset_name}")
         if deploy_only:
@@ -219,8 +246,16 @@ def prototxt(model_name, yaml_path, preset, out_dir, batch_size, crop_size, lmdb
             paths = {"deploy": render.write_atomic(out / render.file_names(model.name)["deploy"], text)}
         else:
             paths = render.render_model_files(model.name, out, preset_name, **options)
+            sources = render.training_sources(model.name, preset_name, **options)
     except (UnknownModelError, SkeletonError, families.PresetError, render.GeneratorError) as exc:
         raise click.ClickException(str(exc)) from None
+    if not deploy_only:
+        for line in sources.notes + tuple(lmdb_warnings(sources)):
+            click.echo(line, err=True)
+        weights = options["vgg_weights"]
+        if weights and not Path(weights).is_file():
+            click.echo(f"note: initial weights {weights} not found (train_pose.sh refuses to start without them): "
+                       f"make them with `{render.vgg_command(weights)}`, or regenerate with --no-vgg", err=True)
     click.echo(f"{model.name} (preset {preset_name}, {model.num_channels} output channels) -> {out}")
     for kind, path in paths.items():
         click.echo(f"  {kind:14s} {path}")

@@ -443,7 +443,7 @@ class DatasetSpec:
     """
 
     lmdb: str
-    probability: float
+    probability: Optional[float]      # None (a --lmdb without one): shares what is left
     op_model: str = ""
     dataset: str = ""
     scale_min: float = 1.0 / 3.0

@@ -55,6 +55,13 @@ from .registry import get_model
 TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates"
 DEFAULT_STEPVALUES = (200000, 300000, 360000, 420000, 480000, 540000, 600000, 700000, 800000, 900000)
 FILE_KINDS = ("deploy", "training", "solver", "train_script", "resume_script")
+DEFAULT_RANDOM_SEED = 1
+# The Caffe fork copies occluders out of a background image, so occlusions need a background LMDB
+# (docs/compatibility.md).
+# torchvision's VGG-19 ImageNet weights file: `openpose-train vgg` converts it into the -weights caffemodel.
+TORCHVISION_VGG19 = "vgg19-dcbb9e9d.pth"
+NO_BACKGROUND_NOTE = ("no --background-lmdb: occlusions set to 0 (the Caffe fork copies occluders from "
+                      "background images)")
 
 
 class GeneratorError(ValueError):
@@ -67,8 +74,9 @@ class GeneratorOptions:
 
     batch_size: Optional[int] = None
     crop_size: Optional[Tuple[int, int]] = None          # (width, height)
-    datasets: Optional[Tuple[DatasetSpec, ...]] = None
+    datasets: Optional[Tuple[DatasetSpec, ...]] = None    # probability None = shares what is left
     dataset_dir: str = "dataset"                          # where the preset's default LMDB names live
+    drop_sources: Tuple[str, ...] = ()                    # preset source folder names left out
     background_lmdb: Optional[str] = None                 # "" = none
     prob_only_background: Optional[float] = None
     media_directory: Optional[str] = None
@@ -94,7 +102,8 @@ class GeneratorOptions:
     snapshot_prefix: str = "model/pose"
     display: int = 20
     gpus: str = "0"                                       # "" = CPU (solver_mode CPU, no -gpu)
-    vgg_weights: str = "dataset/vgg/VGG_ILSVRC_19_layers.caffemodel"
+    vgg_weights: str = "dataset/vgg/VGG_ILSVRC_19_layers.caffemodel"   # "" = no -weights
+    random_seed: int = DEFAULT_RANDOM_SEED                # < 0: not written (Caffe draws a seed per run)
     # network controls
     paf_stages: Optional[int] = None
     heat_stages: Optional[int] = None
@@ -194,13 +203,25 @@ def render_deploy(model_name: str, preset: Optional[str] = None, **options) -> s
 # -------------------------------------------------------------------------------------------
 # Training net
 # -------------------------------------------------------------------------------------------
-def default_datasets(model_name: str, preset: Optional[str] = None, dataset_dir: str = "dataset"):
-    """The preset's training sources with their registry model strings."""
+def default_datasets(model_name: str, preset: Optional[str] = None, dataset_dir: str = "dataset",
+                     drop_sources: Sequence[str] = ()):
+    """The preset's training sources with their registry model strings, less ``drop_sources``
+    (preset LMDB folder names, e.g. ``lmdb_face_frgc``). Probabilities stay the preset's; the
+    caller scales them to ``1 - prob_only_background`` (:func:`resolve_sources`)."""
     model = get_model(model_name)
-    recipe = resolve_preset(model_name, preset).recipe
+    pre = resolve_preset(model_name, preset)
+    recipe = pre.recipe
+    names = [d.lmdb for d in recipe.datasets]
+    unknown = [n for n in drop_sources if n not in names]
+    if unknown:
+        raise GeneratorError(f"--drop-source {unknown[0]}: preset {pre.name} has no such source; its sources are "
+                             f"{', '.join(names) or 'none (one LMDB per model)'}")
+    kept = [d for d in recipe.datasets if d.lmdb not in drop_sources]
+    if recipe.datasets and not kept:
+        raise GeneratorError(f"--drop-source leaves preset {pre.name} without sources; give --lmdb instead")
     by_dataset = {v.dataset: v for v in model.variants}
     specs = []
-    for d in recipe.datasets:
+    for d in kept:
         variant = by_dataset.get(d.dataset)
         if variant is None:
             raise GeneratorError(f"model {model.name} has no training variant for dataset '{d.dataset}' "
@@ -216,6 +237,84 @@ def default_datasets(model_name: str, preset: Optional[str] = None, dataset_dir:
         specs.append(DatasetSpec(_join(dataset_dir, f"lmdb_{variant.dataset}"), 1.0, variant.op_model,
                                  variant.dataset))
     return tuple(specs)
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The OPData layer's sources after the probability and fork-safety rules (README, generator bullet)."""
+
+    datasets: Tuple[DatasetSpec, ...]
+    background: str                       # "" = none
+    prob_only_background: float
+    notes: Tuple[str, ...] = ()           # one line each, printed by the CLI
+
+
+def _list_text(values) -> str:
+    """A ';'-joined per-source OPData list."""
+    return ";".join(format_list_number(v) for v in values)
+
+
+def resolve_sources(model_name: str, preset: Optional[str], opts: GeneratorOptions) -> Sources:
+    """Training sources, background LMDB and probabilities, by these rules:
+
+    * ``prob_only_background``: ``--prob-only-background`` if given, else the preset's when there is a
+      background LMDB, else 0.
+    * the preset's own sources (no ``--lmdb``) keep their relative weights, scaled to sum to
+      ``1 - prob_only_background`` (so ``--drop-source`` re-normalises the rest);
+    * ``--lmdb`` sources without a probability share ``1 - prob_only_background - (the given ones)``
+      equally; given probabilities plus ``prob_only_background`` must sum to 1;
+    * no background LMDB: every source's occlusions are 0 (the fork copies occluders out of
+      background images and crashes without one; docs/compatibility.md).
+    """
+    recipe = resolve_preset(model_name, preset).recipe
+    user = opts.datasets is not None
+    if user and opts.drop_sources:
+        raise GeneratorError("--drop-source leaves out preset sources; with --lmdb list only the sources you want")
+    datasets = list(opts.datasets if user else default_datasets(model_name, preset, opts.dataset_dir,
+                                                                 opts.drop_sources))
+    background = opts.background_lmdb
+    if background is None:
+        # The preset's background LMDB goes with the preset's sources; user LMDBs come without one.
+        background = _join(opts.dataset_dir, recipe.background_lmdb) if not user and recipe.background_lmdb else ""
+    if opts.prob_only_background is not None:
+        pob = opts.prob_only_background
+        if pob and not background:
+            raise GeneratorError("--prob-only-background needs --background-lmdb")
+    else:
+        pob = recipe.prob_only_background if background else 0.0
+    if not 0.0 <= pob < 1.0:
+        raise GeneratorError(f"prob_only_background must be in [0, 1), got {pob}")
+    if user:
+        given = [d.probability for d in datasets if d.probability is not None]
+        missing = sum(d.probability is None for d in datasets)
+        rest = 1.0 - pob - sum(given)
+        if missing:
+            if rest <= 1e-9:
+                raise GeneratorError(
+                    f"--lmdb probabilities {_list_text(given)} plus prob_only_background {pob:g} leave "
+                    f"nothing for the {missing} --lmdb without one: lower them to sum below {1.0 - pob:g}")
+            datasets = [d if d.probability is not None else replace(d, probability=rest / missing)
+                        for d in datasets]
+        elif abs(rest) > 1e-6:
+            raise GeneratorError(
+                f"--lmdb probabilities {_list_text(given)} sum to {sum(given):g}, but with "
+                f"prob_only_background {pob:g} they must sum to {1.0 - pob:g} (the OPData layer refuses otherwise): "
+                f"change the PATH:PROBABILITY values, leave one out to take the rest, or set --prob-only-background")
+    else:
+        total = sum(d.probability for d in datasets)
+        if abs(total - (1.0 - pob)) > 1e-9:
+            datasets = [replace(d, probability=d.probability * (1.0 - pob) / total) for d in datasets]
+    notes = []
+    if not background and any(d.max_occlusions for d in datasets):
+        datasets = [replace(d, max_occlusions=0) for d in datasets]
+        notes.append(NO_BACKGROUND_NOTE)
+    return Sources(tuple(datasets), background, float(pob), tuple(notes))
+
+
+def training_sources(model_name: str, preset: Optional[str] = None, **options) -> Sources:
+    """The training net's sources as :func:`render_training` writes them (``notes``: what was changed
+    for the Caffe fork's sake, one line each)."""
+    return resolve_sources(model_name, preset, _options(options))
 
 
 def _join(folder, name):
@@ -249,29 +348,13 @@ def _loss_layers(out: families.StageOutput):
 
 
 def _data_layer(model_name, preset, opts: GeneratorOptions) -> Layer:
-    pre = resolve_preset(model_name, preset)
-    recipe = pre.recipe
-    datasets = opts.datasets or default_datasets(model_name, preset, opts.dataset_dir)
-    background = opts.background_lmdb
-    if background is None:
-        # The preset's background LMDB goes with the preset's sources; user LMDBs come without one.
-        use_recipe = opts.datasets is None and recipe.background_lmdb
-        background = _join(opts.dataset_dir, recipe.background_lmdb) if use_recipe else ""
-    pob = opts.prob_only_background if opts.prob_only_background is not None else recipe.prob_only_background
-    if pob and not background:
-        raise GeneratorError("--prob-only-background needs --background-lmdb")
-    if not 0.0 <= pob < 1.0:
-        raise GeneratorError(f"prob_only_background must be in [0, 1), got {pob}")
+    recipe = resolve_preset(model_name, preset).recipe
+    sources = resolve_sources(model_name, preset, opts)
+    datasets, background, pob = sources.datasets, sources.background, sources.prob_only_background
     probs = [d.probability for d in datasets]
-    if abs(sum(probs) + pob - 1.0) > 1e-6:
-        raise GeneratorError(f"LMDB probabilities {';'.join(format_list_number(p) for p in probs)} plus "
-                             f"prob_only_background {pob} must sum to 1 (the OPData layer refuses otherwise)")
     crop = opts.crop_size or recipe.crop_size
     media = opts.media_directory if opts.media_directory is not None else recipe.media_directory
-
-    def joined(values):
-        return ";".join(format_list_number(v) for v in values)
-
+    joined = _list_text
     transform = [
         ("stride", opts.stride),
         ("max_degree_rotations", joined(d.max_rotation for d in datasets)),
@@ -344,29 +427,38 @@ def render_scripts(model_name: str, preset: Optional[str] = None, **options) -> 
     opts = _options(options)
     pre = resolve_preset(model_name, preset)
     ctx = dict(model=get_model(model_name).name, preset=pre.name, gpus=opts.gpus,
-               vgg_weights=opts.vgg_weights, snapshot_prefix=opts.snapshot_prefix)
+               vgg_weights=opts.vgg_weights, snapshot_prefix=opts.snapshot_prefix,
+               vgg_command=vgg_command("$WEIGHTS"))
     env = environment()
     return {"train_script": env.get_template("train_pose.sh.j2").render(**ctx),
             "resume_script": env.get_template("resume_train.sh.j2").render(**ctx)}
 
 
+def vgg_command(path: str) -> str:
+    """The command that makes the VGG-19 initial weights at ``path``."""
+    return f"openpose-train vgg {TORCHVISION_VGG19} {path}"
+
+
 def write_atomic(path: Path, text: str, mode: Optional[int] = None) -> Path:
-    """Write to a temporary name in the same folder, then rename (no half-written files)."""
+    """Write to a temporary name in the same folder, then rename (no half-written files).
+    A folder that cannot be made or written raises :class:`GeneratorError` naming the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=str(path.parent))
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:   # a file where a folder should be, no permission, ...
+        raise GeneratorError(f"cannot create the output folder {path.parent}: {exc.strerror or exc}") from None
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=str(path.parent))
         with os.fdopen(fd, "w", newline="\n") as f:
             f.write(text)
-        if mode is not None:
-            os.chmod(tmp, mode)
-        else:
-            os.chmod(tmp, 0o644)
+        os.chmod(tmp, mode if mode is not None else 0o644)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except OSError as exc:
+        raise GeneratorError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
     return path
 
 

@@ -12,6 +12,7 @@ import click
 SUBCOMMANDS = [
     ("models", "openpose_train.generator.models_cli", "models"),
     ("prototxt", "openpose_train.generator.cli", "prototxt"),
+    ("fork-check", "openpose_train.generator.fork_check", "fork_check"),
     ("synth", "openpose_train.dataset_tools.cli", "synth"),
     ("lmdb", "openpose_train.dataset_tools.cli", "lmdb"),
     ("inspect", "openpose_train.dataset_tools.cli", "inspect"),

@@ -561,9 +561,7 @@ def tiny_project(tmp_path_factory):
     out = tmp_path / "net"
     cli("prototxt", "--model", "COCO_18", "--preset", "tiny", "--out", out, "--crop-size", 128, "--batch-size", 2,
         "--lmdb", tmp_path / "lmdb_coco", "--vgg-weights", "", "--display", 10, "--snapshot-interval", 50,
-        "--max-iter", 50, "--base-lr", 1e-3)
-    with open(out / "pose_solver.prototxt", "a") as f:
-        f.write("random_seed: 5\n")
+        "--max-iter", 50, "--base-lr", 1e-3, "--random-seed", 5)
     return out
 
 

@@ -1,0 +1,95 @@
+"""``openpose-train fork-check TRAINING_PROTOTXT``: refuse a training net the OpenPose Caffe fork would crash on.
+
+The fork reads ``datum.data`` as raw image planes, so it segfaults on the first record of an
+``--encoded`` (JPEG) LMDB; it copies occluders out of a background image, so occlusions without a
+background LMDB crash it in ``doOcclusions`` (docs/compatibility.md). Our engine handles both, so the
+generated ``train_pose.sh`` runs this check only when ``CAFFE`` names the fork.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import click
+
+ENCODED_WARNING = ("is an encoded (JPEG) LMDB: the OpenPose Caffe fork cannot read it (it segfaults on the "
+                   "first record); openpose-train train can. Rebuild it without --encoded for the fork")
+
+
+def first_record(path) -> Optional[bytes]:
+    """The first value of the LMDB at ``path``; ``None`` when nothing is there yet or it has no records.
+    An unreadable LMDB raises ``LmdbReadError``."""
+    from openpose_train.dataset_tools.lmdb_reader import open_lmdb
+
+    if not Path(path).exists():
+        return None
+    env = open_lmdb(path)
+    try:
+        with env.begin(buffers=False) as txn:
+            cursor = txn.cursor()
+            return cursor.value() if cursor.first() else None
+    finally:
+        env.close()
+
+
+def lmdb_is_encoded(path) -> Optional[bool]:
+    """The ``encoded`` flag of the first record (``None``: no record yet); a foreign record raises
+    ``DatumError``, an unreadable LMDB ``LmdbReadError``."""
+    from openpose_train.dataset_tools.datum import parse_datum
+
+    value = first_record(path)
+    return None if value is None else bool(parse_datum(value).encoded)
+
+
+def _max_occlusions(text: str) -> int:
+    try:
+        return max((int(float(v)) for v in text.split(";") if v.strip()), default=0)
+    except ValueError:
+        return 0        # the fork's own parser reports a malformed list
+
+
+def fork_problems(net_param) -> List[str]:
+    """One line per known fork precondition that ``net_param`` (a NetParameter) breaks."""
+    from openpose_train.dataset_tools.datum import DatumError
+    from openpose_train.dataset_tools.lmdb_reader import LmdbReadError
+
+    problems = []
+    for layer in net_param.layer:
+        if layer.type != "OPData":
+            continue
+        p = layer.op_transform_param
+        paths = [s for s in p.sources.split(";") if s] + ([p.source_background] if p.source_background else [])
+        for path in paths:
+            try:
+                encoded = lmdb_is_encoded(path)
+            except (LmdbReadError, DatumError) as exc:
+                problems.append(f"layer {layer.name}: {exc}")
+                continue
+            if encoded is None and not Path(path).exists():
+                problems.append(f"layer {layer.name}: LMDB {path} does not exist")
+            elif encoded:
+                problems.append(f"layer {layer.name}: {path} {ENCODED_WARNING}")
+        if not p.source_background and _max_occlusions(p.number_max_occlusions) > 0:
+            problems.append(f"layer {layer.name}: number_max_occlusions \"{p.number_max_occlusions}\" without a "
+                            "source_background (the fork copies occluders from background images): set them to 0")
+    return problems
+
+
+@click.command("fork-check", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("training_prototxt", type=click.Path(exists=True, dir_okay=False))
+def fork_check(training_prototxt):
+    """Check TRAINING_PROTOTXT against the OpenPose Caffe fork's known preconditions (raw, existing LMDBs;
+    occlusions only with a background LMDB). Exit 1 with one line per problem; train_pose.sh runs it before
+    launching CAFFE=... ."""
+    from openpose_train.caffe_layers.caffe_io import CaffeFormatError, read_net_prototxt
+
+    try:
+        net_param = read_net_prototxt(training_prototxt)
+    except CaffeFormatError as exc:
+        raise click.ClickException(str(exc)) from None
+    problems = fork_problems(net_param)
+    for line in problems:
+        click.echo(f"Error: {training_prototxt}: {line}", err=True)
+    if problems:
+        raise SystemExit(1)
+    click.echo(f"{training_prototxt}: fits the OpenPose Caffe fork's known preconditions")
