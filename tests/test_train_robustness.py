@@ -2,6 +2,9 @@
 progress through a pipe, snapshot locks and full disks, workers dying with their parent."""
 import os
 import re
+import subprocess
+import sys
+import time
 
 import lmdb
 import numpy as np
@@ -180,3 +183,44 @@ def test_resume_truncates_the_metrics_to_the_resumed_iteration(tmp_path):
     # exact resume: the replayed iterations have the first run's losses
     assert [m["loss"] for m in records[10:]] == [json.loads(first[i])["loss"] for i in range(10, 20)]
     assert not list(d.glob("model/*.tmp*"))
+
+
+# ---- item: one training per snapshot prefix ------------------------------------------------------------------
+def test_second_training_on_the_same_prefix_is_refused_and_a_dead_runs_lock_taken_over(tmp_path):
+    from test_train_loop import spawn_endless_training
+
+    d, proc = spawn_endless_training(tmp_path, 0)
+    try:
+        deadline = time.time() + 60
+        for line in proc.stderr:
+            if "] Iteration 1 (" in line or time.time() > deadline:
+                break
+        lock = d / "model/pose.lock"
+        assert lock.read_text().split()[0] == str(proc.pid)
+        r = run_cli(["-solver", "solver.prototxt", "-iterations", "2"], d)
+        assert_one_line_error(r, "model/pose.lock", f"PID {proc.pid}", "'model/pose'")
+        assert not (d / "model/pose_iter_2.caffemodel").exists()
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert lock.exists()                       # kill -9 leaves the file; its lock died with the process
+    r = run_cli(["-solver", "solver.prototxt", "-iterations", "2"], d)
+    assert r.exit_code == 0, r.output
+    assert (d / "model/pose_iter_2.caffemodel").exists() and not lock.exists()   # released at the end
+
+
+def test_snapshot_lock_without_flock_takes_over_dead_pids_only(tmp_path, monkeypatch):
+    from openpose_train.training import snapshot_lock
+    from openpose_train.training.data_sources import TrainingError
+
+    monkeypatch.setattr(snapshot_lock, "fcntl", None)                 # the portable path
+    prefix = str(tmp_path / "model/pose")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model/pose.lock").write_text(f"{dead.pid} host\n")
+    with snapshot_lock.SnapshotLock(prefix, "s.prototxt"):
+        assert (tmp_path / "model/pose.lock").read_text().split()[0] == str(os.getpid())
+        with pytest.raises(TrainingError, match=f"PID {os.getpid()} on "):
+            snapshot_lock.SnapshotLock(prefix, "s.prototxt").acquire()
+    assert not (tmp_path / "model/pose.lock").exists()

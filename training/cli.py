@@ -124,6 +124,17 @@ def train_net_param(solver_param, solver_path: str, logger=None):
         raise TrainingError(f"bad net file: {exc}") from exc
 
 
+def take_snapshot_lock(solver_path: str):
+    """Lock the solver's snapshot_prefix for this run (training/snapshot_lock.py); None on ranks other
+    than 0 (torchrun) and for a solver that writes no snapshots."""
+    from .snapshot_lock import SnapshotLock
+
+    if os.environ.get("RANK", "0") not in ("", "0"):
+        return None
+    prefix = load_solver(solver_path).snapshot_prefix
+    return SnapshotLock(prefix, solver_path).acquire() if prefix else None
+
+
 def run_training(cfg: TrainConfig) -> int:
     """Build solver, nets, data and run Caffe's Solve in this process (one rank). Returns the last iteration."""
     import numpy as np
@@ -283,7 +294,9 @@ def train(solver, weights, snapshot, gpu, iterations, sigint_effect, sighup_effe
     weight_list = [w for w in weights.split(",") if w]
     if workers is None:
         workers = min(4, max(0, (os.cpu_count() or 1) - 1))
+    lock = None
     try:
+        lock = take_snapshot_lock(solver)
         if backend == "caffe":
             from .caffe_backend import run_caffe
 
@@ -315,3 +328,6 @@ def train(solver, weights, snapshot, gpu, iterations, sigint_effect, sighup_effe
         if isinstance(exc, (CaffeFormatError, SolverConfigError)):
             raise click.ClickException(str(exc)) from None
         raise
+    finally:
+        if lock is not None:
+            lock.release()
