@@ -199,8 +199,7 @@ def swap_center(rng, config: AugmentConfig, category: str, op_model: str, joints
     """``swapCenterPoint`` (§5.3): maybe re-centre on a wrist, the nose, the neck, wrists or knees."""
     d = rng.random()
     big = (mult > 2 and d > 0.05) or (mult > 1.3 and d > 0.5)
-    hand = category == "HAND" or op_model == "MPII_59"
-    if hand or (category == "DOME" and d < 0.5):
+    if category == "HAND" or (category == "DOME" and d < 0.5):
         if big and (joints[9, 2] <= 1 or joints[10, 2] <= 1):
             d2 = rng.random()
             if joints[10, 2] > 1 or (joints[9, 2] <= 1 and d2 > 0.5):
@@ -421,6 +420,14 @@ def augment_sample(rng, config: AugmentConfig, sample: Sample, category: str, op
         # image + (bg where maskBackground != 0), saturated: cv2.add with a mask leaves the rest as is
         cv2.add(image, bg, dst=image, mask=paste.view(np.uint8))
     return AugmentedSample(image=image, mask_grid=mask_grid, people=people, params=params)
+
+
+def augment_variant_sample(rng, config: AugmentConfig, sample: Sample, model, variant,
+                           background: Optional[np.ndarray] = None) -> AugmentedSample:
+    """:func:`augment_sample` with the rules of a registry ``PoseModel`` / ``TrainingVariant``
+    (category, flip pairs, ``mask_is_background``; docs/labels.md §Per-model rules)."""
+    return augment_sample(rng, config, sample, variant.category, variant.op_model, model.flip_pairs,
+                          background=background, mask_is_background=variant.mask_is_background)
 
 
 def background_only_sample(rng, config: AugmentConfig, background: np.ndarray, num_parts: int) -> AugmentedSample:

@@ -30,21 +30,6 @@ BKG_WEIGHT_THRESHOLD = 0.85
 ROI_RATIO_VISIBILITY = 0.3
 ROI_RATIO_MINUS1 = 1.0
 
-# Fork quirks keyed by the fork's model string (op_transform_param.models); these are behaviours of
-# generateLabelMap for a handful of strings, not model facts, so they live with the renderer.
-#: maskFeet (§6 step 5): (knee, ankle) pairs whose foot box clears the background weight.
-MASK_FEET_PAIRS = {
-    "COCO_23_17": ((8, 9), (11, 12)),
-    "COCO_25_17": ((10, 11), (13, 14)),
-    "COCO_25_17E": ((10, 11), (13, 14)),
-}
-#: getEmptyChannels threshold: parts with v >= this are "missing" (§6 step 5).
-MISSING_THRESHOLD = {"MPII_59": 2, "MPII_65_42": 2}
-#: strings whose extra rules (hand masks, wrist/hand overrides, CAR_12 weight copy) are not implemented.
-UNSUPPORTED_OP_MODELS = frozenset({"MPII_65_42", "CAR_12", "COCO_59_17"})
-#: step 8 applies to these strings of the COCO category (and to every model with > 70 parts).
-MINUS1_OP_MODELS = frozenset({"COCO_25B_23", "COCO_25B_17"})
-
 
 class LabelError(ValueError):
     """Input that cannot be rendered (wrong people shape, unsupported model string)."""
@@ -68,7 +53,7 @@ class LabelLayout:
     paf_b: np.ndarray                 # (E,) part index of each PAF's end
     sigma_ratios: np.ndarray          # (P,) float32
     part_channels: np.ndarray         # (P, C) bool: heatmap + PAF x/y channels touching the part
-    global_masking: bool              # §6 step 5 active (P > P_lmdb or MPII_59)
+    global_masking: bool              # §6 step 5 active (TrainingVariant.global_missing_mask)
     missing_threshold: int
     empty_parts: np.ndarray           # (P,) bool: CHANNELS_TO_MASK entry empty
     minus1_masking: bool              # §6 step 8 active
@@ -99,7 +84,7 @@ def label_layout(model, variant) -> LabelLayout:
     hit = _LAYOUTS.get(key)
     if hit is not None and hit[0] is model and hit[1] is variant:
         return hit[2]
-    if variant.op_model in UNSUPPORTED_OP_MODELS:
+    if not variant.label_rules_implemented:
         raise LabelError(f"model string '{variant.op_model}': its special label rules are not implemented")
     n_parts, n_pafs = model.num_parts, model.num_pafs
     pairs = np.asarray(model.paf_pairs, np.int64).reshape(-1, 2)
@@ -120,14 +105,10 @@ def label_layout(model, variant) -> LabelLayout:
         op_model=variant.op_model, category=variant.category, num_parts=n_parts, num_pafs=n_pafs,
         has_background=bool(model.has_background), paf_a=pairs[:, 0].copy(), paf_b=pairs[:, 1].copy(),
         sigma_ratios=ratios, part_channels=part_channels,
-        # the registry flags its own extensions (e.g. WholeBody 133 -> BODY_25B) that need step 5
-        global_masking=(bool(getattr(variant, "global_missing_mask", False))
-                        or n_parts > variant.num_lmdb_parts or variant.op_model == "MPII_59"),
-        missing_threshold=MISSING_THRESHOLD.get(variant.op_model, 4), empty_parts=empty,
-        minus1_masking=(variant.category == "COCO" and variant.op_model in MINUS1_OP_MODELS) or n_parts > 70,
-        minus1_parts=minus1,
-        roi_codes=(2, 3, 4) if variant.op_model == "CAR_22" else (3, 4),
-        feet_pairs=MASK_FEET_PAIRS.get(variant.op_model, ()) if variant.category == "COCO" else ())
+        # the model-string rules are TrainingVariant fields (docs/labels.md §Per-model rules)
+        global_masking=variant.global_missing_mask, missing_threshold=variant.missing_threshold,
+        empty_parts=empty, minus1_masking=variant.minus1_masking, minus1_parts=minus1,
+        roi_codes=tuple(variant.roi_mask_codes), feet_pairs=tuple(variant.mask_feet_pairs))
     _LAYOUTS[key] = (model, variant, layout)
     return layout
 

@@ -53,8 +53,6 @@ from . import labels as L
 
 #: categories whose datum carries mask_miss in channel 4 (§1.4); plus the face70_mask_out dataset
 MASK_CATEGORIES = frozenset({"COCO", "CAR", "MPII", "PT", "HAND"})
-#: fork model strings whose mask_miss is replaced by the padding mask (§5.4 step 7)
-MASK_IS_BACKGROUND = frozenset({"MPII_65_42", "CAR_12"})
 
 
 class OPDataError(ValueError):
@@ -124,7 +122,7 @@ def parse_layer(layer_param, phase: str = "TRAIN", **augment_overrides) -> OPDat
             model, variant = get_training_variant(m)
         except KeyError as exc:
             raise OPDataError(f"layer '{name}': {exc}") from None
-        if variant.op_model in L.UNSUPPORTED_OP_MODELS:
+        if not variant.label_rules_implemented:
             raise OPDataError(f"layer '{name}': model string {m}: its special label rules are not implemented")
         channels.add(model.label_channels)
     if len(channels) != 1:
@@ -171,7 +169,7 @@ def sample_from_record(record, model, variant, config: A.AugmentConfig, dataset_
     joints = np.asarray(meta.joints, np.float32)
     if np.isnan(joints).any() or (joints[:, 2] > 4).any():
         return None
-    shift = np.float32(1) if variant.category == "COCO" else np.float32(0)
+    shift = np.float32(1) if variant.lmdb_one_based else np.float32(0)
     people = np.concatenate([joints[None], np.asarray(meta.others_joints, np.float32)], 0).copy()
     people[..., :2] -= shift
     width, height = int(meta.img_width), int(meta.img_height)
@@ -382,9 +380,7 @@ def render_item(readers: _Readers, source: int, key: Optional[int], bg_key: Opti
         if cfg.phase == "TEST":
             out = A.unaugmented_sample(aug_cfg, sample)
         else:
-            out = A.augment_sample(rng, aug_cfg, sample, variant.category, variant.op_model, model.flip_pairs,
-                                   background=background,
-                                   mask_is_background=variant.op_model in MASK_IS_BACKGROUND)
+            out = A.augment_variant_sample(rng, aug_cfg, sample, model, variant, background=background)
     label = None
     if with_labels:
         label = L.render_labels(model, variant, out.people, out.mask_grid, aug_cfg.grid_size, aug_cfg.stride,

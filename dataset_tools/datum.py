@@ -45,10 +45,9 @@ from google.protobuf.message import DecodeError
 from openpose_train.caffe_layers import caffe_pb2
 from openpose_train.generator.registry import get_dataset_layout, list_dataset_layouts
 
-#: dataset strings whose category in the training fork is COCO: coordinates stored 1-based.
+#: dataset strings whose layout stores coordinates 1-based (the fork's COCO category).
 ONE_BASED_DATASETS = frozenset(
-    get_dataset_layout(k).lmdb_dataset for k in list_dataset_layouts()
-    if get_dataset_layout(k).category == "COCO")
+    get_dataset_layout(k).lmdb_dataset for k in list_dataset_layouts() if get_dataset_layout(k).one_based)
 
 #: minimum datum width: narrower images are padded on the right (grey image, mask 0)
 MINIMUM_WIDTH = 128

@@ -125,7 +125,7 @@ def label_tile(record: Record, model, modules, rng) -> Optional[np.ndarray]:
     sample = augment.Sample(image=record.image, mask_miss=record.mask_miss, people=people, objpos=zero.objpos,
                             scale_self=meta.scale_provided * 368.0 / config.crop_y,
                             num_other_people=meta.num_other_people)
-    aug = augment.augment_sample(rng, config, sample, variant.category, variant.op_model, model.flip_pairs)
+    aug = augment.augment_variant_sample(rng, config, sample, model, variant)
     label = labels.render_labels(model, variant, aug.people, aug.mask_grid, config.grid_size, config.stride,
                                  config.sigma(0))
     net = labels.label_targets_to_net_output(model, label)

@@ -205,7 +205,7 @@ def process_image(item: WorkItem, config: WorkerConfig) -> ImageResult:
     parts, failed = [], []
     for key, person in item.records:
         meta = coco.build_metadata(item.entry, person, layout)
-        if layout.category == "COCO":
+        if layout.one_based:
             meta = one_based(meta)
         meta.write_number = float(key)
         meta.total_write_number = float(config.total)

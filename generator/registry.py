@@ -34,10 +34,15 @@ Fields added to the original interface:
   (BODY_95, BODY_59, BODY_65, COCO_19b/COCO_19_V2 layouts, HAND_21, FACE_70, YAML skeletons).
 * ``PoseModel.description``: one line for ``openpose-train models``.
 * ``PoseModel.variant(op_model)``: the TrainingVariant of this model with that fork string.
-* ``TrainingVariant.global_missing_mask``: whether ``spec/op_data_layer.md`` §6 step 5 (global
-  masking of unlabeled parts) runs. The fork runs it iff ``P > P_lmdb`` or the model is MPII_59;
-  our own extensions (``upstream=False``) always run it, because e.g. COCO-WholeBody (133 points)
-  trained into BODY_25B (25 parts) has ``P < P_lmdb`` yet labels neither UpperNeck nor HeadTop.
+* ``TrainingVariant.global_missing_mask`` (a property): whether ``spec/op_data_layer.md`` §6 step 5
+  (global masking of unlabeled parts) runs: ``P > P_lmdb`` or ``force_global_mask``. The fork
+  forces it for MPII_59; our own extensions (``upstream=False``, YAML skeletons by default) force
+  it too, because e.g. COCO-WholeBody (133 points) trained into BODY_25B (25 parts) has
+  ``P < P_lmdb`` yet labels neither UpperNeck nor HeadTop.
+* The other label / augmentation rules the fork keys on a model string are TrainingVariant fields
+  (``missing_threshold``, ``mask_feet_pairs``, ``force_minus1_mask``, ``roi_mask_codes``,
+  ``mask_is_background``, ``label_rules_implemented``); the person filter's part groups are
+  ``PoseModel.person_filter``. Nothing outside this module branches on a model name.
 * ``TrainingVariant.num_parts`` (= P), ``mapped_parts``.
 * ``PoseModel.to_coco_face`` / ``to_coco_hand21`` / ``to_coco_hand42``: the other COCO-JSON
   reorders of ``openpose_runtime.md`` §4.9 (BODY_135 only).
@@ -94,9 +99,19 @@ class SkeletonError(ValueError):
     """A user skeleton (YAML) that cannot work: the message names the file and the problem."""
 
 
+#: fork categories whose LMDB keypoints are stored 1-based (the MATLAB writer; docs/formats.md §Metadata rows)
+ONE_BASED_CATEGORIES = frozenset({"COCO"})
+#: above this many parts the fork runs the "-1" person-box masking for every model string (docs/labels.md §Masks)
+MINUS1_MASKING_MIN_PARTS = 70
+
+
 @dataclass(frozen=True)
 class TrainingVariant:
-    """One LMDB layout trained into a model (a row of the fork's ``poseModel.cpp`` tables)."""
+    """One LMDB layout trained into a model (a row of the fork's ``poseModel.cpp`` tables).
+
+    The label and augmentation rules the fork keys on a model string are fields here, filled in
+    the tables below (docs/labels.md §Per-model rules); the layers read the fields, never the string.
+    """
 
     op_model: str                      # fork model string, e.g. "COCO_25_17" (op_transform_param.model)
     dataset: str                       # our dataset key: "coco", "coco_foot", "mpii", "posetrack",
@@ -108,7 +123,24 @@ class TrainingVariant:
     empty_mask_parts: Tuple[int, ...] = ()   # CHANNELS_TO_MASK entry empty -> weights zeroed (step 5)
     minus1_parts: Tuple[int, ...] = ()       # CHANNELS_TO_MASK entry {-1} (mask person boxes, step 8)
     upstream: bool = True              # False for our own extensions (e.g. COCO-WholeBody 133)
-    global_missing_mask: bool = False  # §6 step 5 runs (see module docstring)
+    # step 5 (global masking of missing parts) also when P <= P_lmdb (the fork: MPII_59; all of
+    # our own extensions, see the module docstring)
+    force_global_mask: bool = False
+    # step 5: a main-person part with v >= this is "missing" (getEmptyChannels; the fork: 2 for
+    # MPII_59 / MPII_65_42, 4 otherwise)
+    missing_threshold: int = 4
+    # step 5 maskFeet: (knee, ankle) pairs whose foot box gets background weight 0 (the fork:
+    # COCO_23_17, COCO_25_17, COCO_25_17E)
+    mask_feet_pairs: Tuple[Tuple[int, int], ...] = ()
+    # step 8 ("-1" person boxes) also with <= MINUS1_MASKING_MIN_PARTS parts (the fork: COCO_25B_23/17)
+    force_minus1_mask: bool = False
+    # step 6: people boxes are masked for parts with these visibility codes (the fork: 2 too for CAR_22)
+    roi_mask_codes: Tuple[int, ...] = (3, 4)
+    # augmentation: mask_miss is replaced by the padding mask (the fork: MPII_65_42, CAR_12)
+    mask_is_background: bool = False
+    # False: the fork has extra label rules for this string that we do not implement (hand masks,
+    # wrist/hand overrides, CAR_12's weight copy); the OPData layer refuses it
+    label_rules_implemented: bool = True
 
     @property
     def num_parts(self) -> int:
@@ -119,6 +151,33 @@ class TrainingVariant:
     def mapped_parts(self) -> Tuple[int, ...]:
         """Model parts that the dataset labels (non-empty sources)."""
         return tuple(i for i, s in enumerate(self.sources) if s)
+
+    @property
+    def global_missing_mask(self) -> bool:
+        """Step 5 runs: ``P > P_lmdb`` or ``force_global_mask``."""
+        return self.force_global_mask or self.num_parts > self.num_lmdb_parts
+
+    @property
+    def minus1_masking(self) -> bool:
+        """Step 8 runs: ``force_minus1_mask`` or more than MINUS1_MASKING_MIN_PARTS parts."""
+        return self.force_minus1_mask or self.num_parts > MINUS1_MASKING_MIN_PARTS
+
+    @property
+    def lmdb_one_based(self) -> bool:
+        """The LMDB keypoints and objpos of this category are 1-based (the layer subtracts 1)."""
+        return self.category in ONE_BASED_CATEGORIES
+
+
+@dataclass(frozen=True)
+class PersonFilter:
+    """Part groups of OpenPose's person filter (docs/postprocessing.md §Person filter)."""
+
+    # parts that do not count unless maximising positives; a person left with <= 4 is dropped
+    foot_parts: Tuple[int, ...] = ()
+    # parts that count as one keypoint together; a person that is then one keypoint is dropped
+    face_parts: Tuple[int, ...] = ()
+    # groups that count as at most one keypoint each
+    hand_groups: Tuple[Tuple[int, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -157,6 +216,11 @@ class DatasetLayout:
     def num_keypoints(self) -> int:
         return len(self.keypoints)
 
+    @property
+    def one_based(self) -> bool:
+        """Keypoints and objpos are stored 1-based in this layout's LMDB records."""
+        return self.category in ONE_BASED_CATEGORIES
+
 
 @dataclass(frozen=True)
 class PoseModel:
@@ -193,6 +257,7 @@ class PoseModel:
     # yet in a person (the others).
     cpu_connector_fill_only_pairs: Tuple[int, ...] = ()
     cpu_connector_lone_peaks_unchecked: bool = False
+    person_filter: PersonFilter = field(default_factory=PersonFilter)
 
     # Derived sizes: computed, never stored twice.
     @property
@@ -341,10 +406,11 @@ def _range_map(model_first: int, lmdb_first: int, count: int) -> Dict[int, int]:
 
 def _variant(op_model: str, dataset: str, num_parts: int, mapping: Mapping[int, Source], *,
              category: Optional[str] = None, mask_only: Optional[Sequence[int]] = None,
-             minus1: Sequence[int] = (), upstream: bool = True,
-             force_global_mask: bool = False) -> TrainingVariant:
+             minus1: Sequence[int] = (), upstream: bool = True, force_global_mask: bool = False,
+             **rules) -> TrainingVariant:
     """One row of the fork tables. CHANNELS_TO_MASK equals the LMDB table (empty where a part has
-    no source, ``{-1}`` for ``minus1`` parts) unless ``mask_only`` lists its only non-empty entries."""
+    no source, ``{-1}`` for ``minus1`` parts) unless ``mask_only`` lists its only non-empty entries;
+    ``rules``: the TrainingVariant rule fields of this model string."""
     layout = _DATASETS[dataset]
     sources = _sources(num_parts, mapping)
     if mask_only is None:
@@ -356,9 +422,7 @@ def _variant(op_model: str, dataset: str, num_parts: int, mapping: Mapping[int, 
         op_model=op_model, dataset=dataset, category=category or layout.category,
         num_lmdb_parts=layout.num_keypoints, sources=sources,
         empty_mask_parts=tuple(sorted(empty)), minus1_parts=tuple(sorted(minus1)),
-        upstream=upstream,
-        global_missing_mask=(num_parts > layout.num_keypoints or force_global_mask
-                             or not upstream))
+        upstream=upstream, force_global_mask=force_global_mask or not upstream, **rules)
 
 
 def _model(name, parts, paf_pairs, flips, *, openpose_name="", runtime_pairs=None,
@@ -602,6 +666,16 @@ TO_COCO_HAND42_135 = (9,) + tuple(range(25, 45)) + TO_COCO_HAND21_135
 
 SIGMA_RATIO_135 = tuple([1.0] * 25 + [5.75 / 7.0] * 110)
 
+# OpenPose's person filter (docs/postprocessing.md §Person filter): the feet of the 25-part and
+# > 70-part layouts; BODY_135's face and hands count as one keypoint each.
+FOOT_PART_INDEXES = tuple(range(19, 25))
+FEET_FILTER = PersonFilter(foot_parts=FOOT_PART_INDEXES)
+BODY_135_FILTER = PersonFilter(foot_parts=FOOT_PART_INDEXES, face_parts=tuple(range(65, 135)),
+                               hand_groups=(tuple(range(25, 45)), tuple(range(45, 65))))
+# maskFeet (knee, ankle) pairs of the BODY_25 and BODY_23 layouts
+MASK_FEET_25 = ((10, 11), (13, 14))
+MASK_FEET_23 = ((8, 9), (11, 12))
+
 # --------------------------------------------------------------------------------------------
 # The models. Runtime models first (OpenPose's PoseModel order), then the fork-only layouts.
 
@@ -611,9 +685,10 @@ _model(
     model_folder="pose/body_25", caffemodel_name="pose_iter_584000.caffemodel",
     description="OpenPose default body + foot model", openpose_cpu_connector=True,
     cpu_connector_fill_only_pairs=(18, 19),
+    person_filter=FEET_FILTER,
     variants=(
         _variant("COCO_25", "coco_foot", 25, COCOFOOT_TO_25, mask_only=(1, 8, 11, 14, 19, 20, 21, 22, 23, 24)),
-        _variant("COCO_25_17", "coco", 25, COCO17_TO_19),
+        _variant("COCO_25_17", "coco", 25, COCO17_TO_19, mask_feet_pairs=MASK_FEET_25),
         _variant("COCO_25_133", "wholebody", 25, WHOLEBODY_TO_25, upstream=False),
     ))
 _model(
@@ -649,27 +724,28 @@ _model(
 _model(
     "BODY_25E", BODY_25_PARTS, PAFS_25E, FLIPS_25, openpose_name="BODY_25E",
     to_coco17=TO_COCO17_25, to_coco_foot=TO_COCO_FOOT_25, model_folder="pose/body_25e",
-    description="BODY_25 with 12 extra (redundant) PAFs",
+    description="BODY_25 with 12 extra (redundant) PAFs", person_filter=FEET_FILTER,
     variants=(
         _variant("COCO_25E", "coco_foot", 25, COCOFOOT_TO_25, mask_only=(1, 8, 11, 14, 19, 20, 21, 22, 23, 24)),
-        _variant("COCO_25_17E", "coco", 25, COCO17_TO_19),
+        _variant("COCO_25_17E", "coco", 25, COCO17_TO_19, mask_feet_pairs=MASK_FEET_25),
     ))
 _model(
     "CAR_12", CAR_12_PARTS, PAFS_CAR_12, FLIPS_CAR_12, openpose_name="CAR_12",
     model_folder="car/car_12", description="car, 12 parts (experimental upstream)",
-    variants=(_variant("CAR_12", "car14", 12, {**_range_map(0, 0, 8), **_range_map(8, 9, 4)}),))
+    variants=(_variant("CAR_12", "car14", 12, {**_range_map(0, 0, 8), **_range_map(8, 9, 4)},
+                       mask_is_background=True, label_rules_implemented=False),))
 _model(
     "BODY_23", BODY_23_PARTS, PAFS_23, FLIPS_23, openpose_name="BODY_23",
     to_coco17=TO_COCO17_23, to_coco_foot=TO_COCO_FOOT_23, model_folder="pose/body_23",
     description="23 parts (no neck / mid-hip) with redundant PAFs",
     variants=(
         _variant("COCO_23", "coco_foot", 23, COCOFOOT_TO_23, mask_only=(9, 12, 17, 18, 19, 20, 21, 22)),
-        _variant("COCO_23_17", "coco", 23, COCO17_TO_23),
+        _variant("COCO_23_17", "coco", 23, COCO17_TO_23, mask_feet_pairs=MASK_FEET_23),
     ))
 _model(
     "CAR_22", CAR_22_PARTS, PAFS_CAR_22, FLIPS_CAR_22, openpose_name="CAR_22",
     model_folder="car/car_22", description="car, 22 parts (experimental upstream)",
-    variants=(_variant("CAR_22", "car22", 22, _range_map(0, 0, 22)),))
+    variants=(_variant("CAR_22", "car22", 22, _range_map(0, 0, 22), roi_mask_codes=(2, 3, 4)),))
 _model(
     "BODY_19E", BODY_19_PARTS, PAFS_19E, FLIPS_19, openpose_name="BODY_19E",
     to_coco17=TO_COCO17_25, model_folder="pose/body_19e",
@@ -679,9 +755,10 @@ _model(
     "BODY_25B", BODY_25B_PARTS, PAFS_25B, FLIPS_25B, openpose_name="BODY_25B",
     has_background=False, to_coco17=TO_COCO17_IDENTITY, to_coco_foot=TO_COCO_FOOT_25,
     model_folder="pose/body_25b", description="openpose_train BODY_25B (COCO order + neck, head top, feet)",
+    person_filter=FEET_FILTER,
     variants=(
-        _variant("COCO_25B_23", "coco_foot", 25, COCOFOOT_TO_25B, minus1=(17, 18)),
-        _variant("COCO_25B_17", "coco", 25, COCO17_TO_25B, minus1=(17, 18)),
+        _variant("COCO_25B_23", "coco_foot", 25, COCOFOOT_TO_25B, minus1=(17, 18), force_minus1_mask=True),
+        _variant("COCO_25B_17", "coco", 25, COCO17_TO_25B, minus1=(17, 18), force_minus1_mask=True),
         _variant("MPII_25B_16", "mpii", 25, MPII_TO_25B),
         _variant("PT_25B_15", "posetrack", 25, PT_TO_25B),
         _variant("COCO_25B_133", "wholebody", 25, WHOLEBODY_TO_25B, minus1=(17, 18), upstream=False),
@@ -691,7 +768,7 @@ _model(
     has_background=False, sigma_ratios=SIGMA_RATIO_135, to_coco17=TO_COCO17_IDENTITY,
     to_coco_foot=TO_COCO_FOOT_25, to_coco_face=TO_COCO_FACE_135,
     to_coco_hand21=TO_COCO_HAND21_135, to_coco_hand42=TO_COCO_HAND42_135,
-    model_folder="pose/body_135",
+    model_folder="pose/body_135", person_filter=BODY_135_FILTER,
     description="openpose_train whole body: 25B body + 2 x 20 hand + 70 face",
     variants=(
         _variant("COCO_135_23", "coco_foot", 135, COCOFOOT_TO_25B,
@@ -718,7 +795,7 @@ _model(
 _model(
     "BODY_95", BODY_95_PARTS, PAFS_95, FLIPS_95, has_background=False,
     to_coco17=TO_COCO17_IDENTITY, to_coco_foot=TO_COCO_FOOT_25, model_folder="pose/body_95",
-    description="training fork: 25B body + 70 face",
+    description="training fork: 25B body + 70 face", person_filter=FEET_FILTER,
     variants=(
         _variant("COCO_95_23", "coco_foot", 95, COCOFOOT_TO_25B,
                  minus1=(17, 18) + tuple(range(25, 95))),
@@ -731,10 +808,10 @@ _model(
     model_folder="pose/body_59", description="training fork: BODY_19 body + 2 x 20 hand",
     variants=(
         _variant("DOME_59", "dome59", 59, _range_map(0, 0, 59)),
-        _variant("COCO_59_17", "coco", 59, COCO17_TO_19),
+        _variant("COCO_59_17", "coco", 59, COCO17_TO_19, label_rules_implemented=False),
         _variant("MPII_59", "mpii_hand59", 59,
                  {i: i for i in range(59) if i not in (0, 1, 8, 15, 16, 17, 18)},
-                 force_global_mask=True),
+                 force_global_mask=True, missing_threshold=2),
     ))
 _model(
     "BODY_19b", BODY_19_PARTS, PAFS_19B, FLIPS_19, to_coco17=TO_COCO17_25,
@@ -749,4 +826,5 @@ _model(
     to_coco_foot=TO_COCO_FOOT_25, model_folder="pose/body_65",
     description="training fork: BODY_25 + 2 x 20 hand (flip swaps only the wrists and hands)",
     variants=(_variant("MPII_65_42", "hand42", 65,
-                       {4: 21, 7: 0, **_range_map(25, 1, 20), **_range_map(45, 22, 20)}),))
+                       {4: 21, 7: 0, **_range_map(25, 1, 20), **_range_map(45, 22, 20)},
+                       missing_threshold=2, mask_is_background=True, label_rules_implemented=False),))

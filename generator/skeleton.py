@@ -24,6 +24,18 @@ Format (see ``generator/example_skeleton.yaml``)::
           Nose: 0                  # indexes or dataset keypoint names; parts not listed are
           Neck: [5, 6]             # "not in this dataset" (v = 4)
         minus1: [HeadTop]          # optional CHANNELS_TO_MASK {-1} parts
+        # optional label rules (docs/labels.md §Per-model rules; defaults in brackets):
+        force_global_mask: true    # global masking of missing parts even if P <= P_lmdb [true]
+        missing_threshold: 4       # main-person v >= this counts as missing [4]
+        mask_feet_pairs: [[RKnee, RAnkle]]   # maskFeet (knee, ankle) pairs [none]
+        force_minus1_mask: false   # "-1" person-box masking with <= 70 parts [false]
+        roi_mask_codes: [3, 4]     # v codes whose person boxes are masked (2, 3, 4) [3, 4]
+        mask_is_background: false  # augmentation: mask_miss := padding mask [false]
+        label_rules_implemented: true   # false: the OPData layer refuses the variant [true]
+    person_filter:                 # OpenPose's person filter groups (optional; none by default)
+      foot_parts: [LBigToe, ...]   # not counted unless maximising positives
+      face_parts: [...]            # count as one keypoint; a lone face is dropped
+      hand_groups: [[...], [...]]  # each counts as at most one keypoint
 
 Every problem raises ``SkeletonError`` naming the file and the problem: unreadable YAML, unknown
 keys, index out of range, unknown part or keypoint names, duplicate part names, duplicate pairs,
@@ -38,13 +50,18 @@ from typing import Dict, List, Sequence
 import yaml
 
 from openpose_train.generator.registry import (
-    DatasetLayout, PoseModel, PostprocessThresholds, SkeletonError, TrainingVariant,
+    DatasetLayout, PersonFilter, PoseModel, PostprocessThresholds, SkeletonError, TrainingVariant,
     UnknownModelError, get_dataset_layout, list_dataset_layouts, register_dataset_layout)
 
 _TOP_KEYS = {"name", "description", "parts", "pairs", "flips", "background", "sigma_ratios",
              "thresholds", "to_coco17", "to_coco_foot", "openpose_name", "model_folder",
-             "dataset_layouts", "variants", "variant", "stride"}
-_VARIANT_KEYS = {"op_model", "dataset", "sources", "minus1", "category"}
+             "dataset_layouts", "variants", "variant", "stride", "person_filter"}
+_VARIANT_KEYS = {"op_model", "dataset", "sources", "minus1", "category", "force_global_mask",
+                 "missing_threshold", "mask_feet_pairs", "force_minus1_mask", "roi_mask_codes",
+                 "mask_is_background", "label_rules_implemented"}
+_VARIANT_FLAGS = {"force_global_mask": True, "force_minus1_mask": False, "mask_is_background": False,
+                  "label_rules_implemented": True}
+_FILTER_KEYS = {"foot_parts", "face_parts", "hand_groups"}
 _LAYOUT_KEYS = {"key", "keypoints", "lmdb_dataset", "category", "has_mask", "json_fields",
                 "validity_fields", "description"}
 _CATEGORIES = ("COCO", "MPII", "PT", "HAND", "FACE", "DOME", "CAR")
@@ -82,6 +99,15 @@ class _Checker:
                 return names.index(ref)
             self.fail(f"{where}: unknown name '{ref}' (known: {', '.join(names)})")
         self.fail(f"{where}: {ref!r} is neither a name nor an index")
+
+    def flag(self, mapping, key, default: bool, where: str) -> bool:
+        value = mapping.get(key, default)
+        self.expect(isinstance(value, bool), f"{where}.{key} must be true or false, got {value!r}")
+        return value
+
+    def part_list(self, value, names, where: str) -> tuple:
+        self.expect(isinstance(value, list), f"'{where}' must be a list of parts")
+        return tuple(self.index(ref, names, where) for ref in value)
 
     def pair_list(self, value, names, where: str) -> List[tuple]:
         self.expect(isinstance(value, list), f"'{where}' must be a list of [A, B] pairs")
@@ -282,8 +308,36 @@ def _variants(data, name, parts, layouts, check) -> tuple:
             op_model=op_model, dataset=key, category=category,
             num_lmdb_parts=layout.num_keypoints, sources=tuple(sources),
             empty_mask_parts=tuple(i for i, s in enumerate(sources) if not s and i not in minus1),
-            minus1_parts=minus1, upstream=False, global_missing_mask=True))
+            minus1_parts=minus1, upstream=False, **_label_rules(entry, parts, check, where)))
     return tuple(out)
+
+
+def _label_rules(entry, parts, check, where) -> dict:
+    """The optional TrainingVariant rule fields of one variant entry (docs/labels.md §Per-model rules)."""
+    rules = {key: check.flag(entry, key, default, where) for key, default in _VARIANT_FLAGS.items()}
+    threshold = entry.get("missing_threshold", 4)
+    check.expect(isinstance(threshold, int) and not isinstance(threshold, bool) and 1 <= threshold <= 4,
+                 f"{where}.missing_threshold must be an integer 1..4, got {threshold!r}")
+    rules["missing_threshold"] = threshold
+    rules["mask_feet_pairs"] = tuple(check.pair_list(entry.get("mask_feet_pairs") or [], parts,
+                                                     f"{where}.mask_feet_pairs"))
+    codes = entry.get("roi_mask_codes", [3, 4])
+    check.expect(isinstance(codes, list) and all(c in (2, 3, 4) and not isinstance(c, bool) for c in codes),
+                 f"{where}.roi_mask_codes must list visibility codes among 2, 3, 4, got {codes!r}")
+    rules["roi_mask_codes"] = tuple(sorted(set(codes)))
+    return rules
+
+
+def _person_filter(data, parts, check) -> PersonFilter:
+    value = data.get("person_filter") or {}
+    check.keys(value, _FILTER_KEYS, "person_filter")
+    hands = value.get("hand_groups") or []
+    check.expect(isinstance(hands, list), "'person_filter.hand_groups' must be a list of part lists")
+    return PersonFilter(
+        foot_parts=check.part_list(value.get("foot_parts") or [], parts, "person_filter.foot_parts"),
+        face_parts=check.part_list(value.get("face_parts") or [], parts, "person_filter.face_parts"),
+        hand_groups=tuple(check.part_list(group, parts, f"person_filter.hand_groups[{k}]")
+                          for k, group in enumerate(hands)))
 
 
 def load_skeleton_yaml(path) -> PoseModel:
@@ -314,6 +368,7 @@ def load_skeleton_yaml(path) -> PoseModel:
         stride=stride,
         model_folder=data.get("model_folder") or f"pose/{name.lower()}",
         variants=_variants(data, name, parts, layouts, check), upstream=False,
+        person_filter=_person_filter(data, parts, check),
         description=str(data.get("description") or f"YAML skeleton {Path(path).name}"))
     for layout in layouts.values():
         register_dataset_layout(layout)

@@ -85,13 +85,13 @@ def label_cases():
 
 
 def _augment(rng_seed, config, sample, op_model, background=None):
-    """One augment_sample call for ``op_model``'s variant."""
+    """One augmentation with the rules of ``op_model``'s variant (before the move: augment_sample
+    with ``mask_is_background = op_model in ("MPII_65_42", "CAR_12")``)."""
     from openpose_train.caffe_layers import augment as A
     from openpose_train.generator.registry import get_training_variant
     model, variant = get_training_variant(op_model)
-    mask_is_background = op_model in ("MPII_65_42", "CAR_12")
-    return A.augment_sample(np.random.default_rng(rng_seed), config, sample, variant.category, variant.op_model,
-                            model.flip_pairs, background=background, mask_is_background=mask_is_background)
+    return A.augment_variant_sample(np.random.default_rng(rng_seed), config, sample, model, variant,
+                                    background=background)
 
 
 def augment_cases():

@@ -42,12 +42,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from openpose_train.generator.registry import PoseModel, PostprocessThresholds
+from openpose_train.generator.registry import PersonFilter, PoseModel, PostprocessThresholds
 
-# Foot keypoints in the BODY_25 / BODY_25B / BODY_135 layouts (spec 4.7).
-FOOT_PARTS = tuple(range(19, 25))
-# BODY_135 groups that count as at most one keypoint each (spec 4.7): left hand, right hand, face.
-BODY_135_GROUPS = (tuple(range(25, 45)), tuple(range(45, 65)), tuple(range(65, 135)))
 _WINDOW = np.arange(-3, 4)
 
 
@@ -396,19 +392,19 @@ def _capped(person: _Person, group: Sequence[int], limit: int) -> int:
     return max(present - limit, 0)
 
 
-def _effective_count(person: _Person, n_parts: int, maximize_positives: bool) -> Optional[int]:
-    """Keypoint count used by the keep rule, or None when a count rule drops the person."""
+def _effective_count(person: _Person, groups: PersonFilter, maximize_positives: bool) -> Optional[int]:
+    """Keypoint count used by the keep rule, or None when a count rule drops the person
+    (the model's ``person_filter`` groups, docs/postprocessing.md §Person filter)."""
     count = person.count
-    if n_parts >= 135:
-        # BODY_135: the face counts as one keypoint; a person that is then a single keypoint
-        # (a lone face) is dropped; each hand counts as one keypoint.
-        face, right_hand, left_hand = BODY_135_GROUPS[2], BODY_135_GROUPS[1], BODY_135_GROUPS[0]
-        count -= _capped(person, face, 1)
+    if groups.face_parts:
+        # the face counts as one keypoint; a person that is then a single keypoint (a lone face)
+        # is dropped; each hand counts as one keypoint.
+        count -= _capped(person, groups.face_parts, 1)
         if count == 1:
             return None
-        count -= _capped(person, right_hand, 1) + _capped(person, left_hand, 1)
-    if not maximize_positives and (n_parts == 25 or n_parts > 70):
-        feet = _capped(person, FOOT_PARTS, 0)
+        count -= sum(_capped(person, hand, 1) for hand in groups.hand_groups)
+    if not maximize_positives and groups.foot_parts:
+        feet = _capped(person, groups.foot_parts, 0)
         count -= feet
         if feet and count <= 4:
             return None
@@ -423,7 +419,7 @@ def filter_people(people: List[_Person], model: PoseModel, thresholds: Postproce
     def run(maximize):
         kept = []
         for person in people:
-            count = _effective_count(person, model.num_parts, maximize)
+            count = _effective_count(person, model.person_filter, maximize)
             if count is None or count <= 0:
                 continue
             if (count >= thresholds.connect_min_subset_cnt

@@ -4,15 +4,13 @@ Not for use: it is the independent oracle that tests compare :mod:`postprocess` 
 straightforward baseline of ``benchmarks/postprocess.py`` (dense whole-map NMS, per-candidate and
 per-sample PAF scoring in Python, like the open Python implementations). It reads the rules from
 ``spec/openpose_runtime.md`` 4.4-4.8 one by one, sharing no code with the fast version beyond
-the thresholds dataclass and the count rule's constants.
+the thresholds dataclass and the model's ``person_filter`` groups.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
-
-from openpose_train.validation.postprocess import BODY_135_GROUPS, FOOT_PARTS
 
 
 def _nms_reference(hm, threshold, offset, max_peaks):
@@ -116,16 +114,16 @@ def parse_people_reference(model, maps, scale=1.0, thresholds=None, maximize_pos
 
     def keep(maximize):
         out = []
+        groups = model.person_filter
         for parts, count, score, _ in alive:
-            if n >= 135:
-                left, right, face = BODY_135_GROUPS
-                count -= max(sum(g in parts for g in face) - 1, 0)
+            if groups.face_parts:
+                count -= max(sum(g in parts for g in groups.face_parts) - 1, 0)
                 if count == 1:
                     continue
-                for hand in (right, left):
+                for hand in groups.hand_groups:
                     count -= max(sum(g in parts for g in hand) - 1, 0)
-            if not maximize and (n == 25 or n > 70):
-                feet = sum(f in parts for f in FOOT_PARTS)
+            if not maximize and groups.foot_parts:
+                feet = sum(f in parts for f in groups.foot_parts)
                 count -= feet
                 if feet and count <= 4:
                     continue
