@@ -482,9 +482,10 @@ def load_weights(net, paths: Iterable[str], logger: Optional[GlogLogger] = None,
     reports = []
     for path in paths:
         if not os.path.exists(path):
+            from openpose_train.generator.render import vgg_command
+
             raise TrainingError(f"{path}: weights file not found (the VGG-19 initialisation is made by "
-                                f"`openpose-train vgg vgg19.pth {path}`; leave -weights out to start from "
-                                f"random weights)")
+                                f"`{vgg_command(path)}`; leave -weights out to start from random weights)")
         try:
             weights = caffe_io.read_caffemodel(path)
         except Exception as exc:  # a corrupt or truncated file: name it
