@@ -149,6 +149,11 @@ def test_encoded_lmdb_warned_at_generation_and_refused_by_train_pose_sh(tmp_path
                          text=True)
     assert bad.returncode == 1 and "ARGS" not in bad.stdout       # the fork never started
     assert f"{encoded} is an encoded (JPEG) LMDB: the OpenPose Caffe fork cannot read it" in bad.stderr
+    (tmp_path / "encoded/model").mkdir(exist_ok=True)
+    (tmp_path / "encoded/model/pose_iter_2.solverstate").write_bytes(b"")
+    bad = subprocess.run(["bash", str(tmp_path / "encoded/resume_train.sh"), ""], env=env, capture_output=True,
+                         text=True)
+    assert bad.returncode == 1 and "ARGS" not in bad.stdout and "Caffe fork cannot read it" in bad.stderr
 
 
 def test_fork_check_command_lists_each_problem(tmp_path):
@@ -247,7 +252,8 @@ def test_missing_vgg_weights_named_with_the_command_and_no_vgg(tmp_path):
 
 def test_resume_script_picks_the_newest_solverstate(tmp_path):
     out = tmp_path / "run"
-    render.render_model_files("BODY_25", out, "tiny", gpus="0")
+    lmdb = write_lmdb(tmp_path / "lmdb_coco")
+    render.render_model_files("BODY_25", out, "tiny", gpus="0", datasets=(render.DatasetSpec(lmdb, 1.0, "COCO_25"),))
     env = script_env(CAFFE=fake_caffe(tmp_path))
     r = subprocess.run(["bash", str(out / "resume_train.sh")], env=env, capture_output=True, text=True)
     assert r.returncode == 1 and "no model/pose_iter_*.solverstate" in r.stderr
@@ -332,9 +338,9 @@ def _assert_fork_preconditions(net_param, scripts, where):
     probabilities = [float(v) for v in p.probabilities.split(";")]
     assert all(0 <= v <= 1 for v in probabilities), where
     assert abs(sum(probabilities) + p.prob_only_background - 1) <= 1e-6, where
-    assert "openpose-train fork-check pose_training.prototxt" in scripts["train_script"], where
-    check = scripts["train_script"].index("fork-check")
-    assert check < scripts["train_script"].index('${CAFFE:-openpose-train} "${ARGS[@]}"'), where
+    for script in scripts.values():          # train_pose.sh and resume_train.sh check before launching
+        check = script.index("openpose-train fork-check pose_training.prototxt")
+        assert check < script.index('${CAFFE:-openpose-train} "${ARGS[@]}"'), where
 
 
 @pytest.mark.parametrize("background", [None, "", "/d/lmdb_background"], ids=["default", "none", "given"])
