@@ -43,6 +43,7 @@ setup(
         "tqdm>=4.66",
         "matplotlib>=3.7",
         "pyyaml>=6.0",
+        "tensorboard>=2.14",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5", "grpcio-tools>=1.62"],

@@ -6,11 +6,15 @@ generated ``train_pose.sh`` runs with either binary::
     openpose-train train -solver pose_solver.prototxt [-weights W1.caffemodel,W2...] [-snapshot X.solverstate]
                          [-gpu 0,1|all] [-iterations N] [-sigint_effect stop] [-sighup_effect snapshot]
                          [--backend torch|caffe] [--bf16] [--channels-last] [--workers N]
+                         [--val-images DIR --val-annotations JSON --val-interval N [--val-metric body]]
+                         [--no-tensorboard]
 
 Paths in the solver (``net:``, ``snapshot_prefix``) are relative to the current working directory,
 as in Caffe; a ``net:`` missing there but present next to the solver file is used with a warning.
 ``-iterations N`` overrides the solver's ``max_iter`` (``caffe train`` ignores it). Multi-GPU: see
 training/distributed.py (``-gpu 0,1`` spawns one process per GPU; or launch with torchrun).
+Evaluation during training and the best snapshot: training/evaluation.py; TensorBoard event
+files: training/tensorboard_log.py.
 """
 from __future__ import annotations
 
@@ -50,6 +54,9 @@ class TrainConfig:
     progress: bool = True
     progress_interval: float = 30.0
     cwd: str = field(default_factory=os.getcwd)
+    evaluation: Optional[object] = None      # training.evaluation.EvaluationConfig (--val-*)
+    tensorboard: bool = True
+    tensorboard_maps_every: int = 1
 
 
 def parse_gpus(text: Optional[str]) -> List[int]:
@@ -231,12 +238,20 @@ def run_training(cfg: TrainConfig) -> int:
             raise TrainingError("give -snapshot to resume training or -weights to fine-tune, not both")
         if cfg.weights:
             load_weights(net, cfg.weights, logger, reinit_on_shape_mismatch=cfg.reinit_mismatched)
+        evaluator = None
+        if cfg.evaluation is not None and rank == 0:
+            from .evaluation import build_evaluator
+
+            evaluator = build_evaluator(cfg.evaluation, net_param, net_path, solver_param.snapshot_prefix,
+                                        device, logger)
         options = TrainOptions(max_iter=cfg.iterations, sigint_effect=cfg.sigint_effect,
                                sighup_effect=cfg.sighup_effect, bf16=cfg.bf16, channels_last=cfg.channels_last,
                                workers=cfg.workers, metrics_path=cfg.metrics, progress=cfg.progress,
-                               progress_interval=cfg.progress_interval)
+                               progress_interval=cfg.progress_interval,
+                               tensorboard=cfg.tensorboard, tensorboard_maps_every=cfg.tensorboard_maps_every)
         trainer = Trainer(solver_param, net, sources, net_param=net_param, options=options, logger=logger,
-                          device=device, dist=ctx, test_net=test_net, test_sources=test_sources)
+                          device=device, dist=ctx, test_net=test_net, test_sources=test_sources,
+                          evaluator=evaluator)
         if cfg.snapshot:
             logger.info("caffe.cpp:253", f"Resuming from {cfg.snapshot}")
         logger.info("caffe.cpp:263", "Starting Optimization")
@@ -246,6 +261,24 @@ def run_training(cfg: TrainConfig) -> int:
             src.close()
         logger.close()
         distributed.shutdown(ctx)
+
+
+def _evaluation_config(images, annotations, interval, metric, net_resolution, deploy, model, limit, mode):
+    """The --val-* flags as an EvaluationConfig, or None without them (the three main ones go together)."""
+    given = {"--val-images": images, "--val-annotations": annotations, "--val-interval": interval}
+    if not any(v is not None for v in given.values()):
+        return None
+    missing = [name for name, value in given.items() if value is None]
+    if missing:
+        raise TrainingError(f"evaluation during training needs --val-images, --val-annotations and "
+                            f"--val-interval; missing {', '.join(missing)}")
+    from .evaluation import EvaluationConfig, check_config
+
+    cfg = EvaluationConfig(images=os.path.abspath(images), annotations=os.path.abspath(annotations),
+                           interval=interval, metric=metric, net_resolution=net_resolution,
+                           deploy=os.path.abspath(deploy) if deploy else None, model=model, limit=limit, mode=mode)
+    check_config(cfg)
+    return cfg
 
 
 def _solver_text(p) -> str:
@@ -281,8 +314,31 @@ def _worker(cfg: TrainConfig) -> None:
 @click.option("--no-progress", is_flag=True, help="No progress bar (or progress lines).")
 @click.option("--progress-interval", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds between progress lines when stderr is not a terminal (e.g. piped through tee).")
+@click.option("--val-images", default=None, type=click.Path(file_okay=False),
+              help="Held-out image folder scored every --val-interval iterations (with --val-annotations).")
+@click.option("--val-annotations", default=None, type=click.Path(dir_okay=False),
+              help="COCO keypoint JSON of --val-images.")
+@click.option("--val-interval", type=int, default=None,
+              help="Score the weights every N iterations (after the snapshot); keeps <prefix>_best.caffemodel.")
+@click.option("--val-metric", default="body", show_default=True,
+              help="What is scored and kept best: body (COCO keypoint AP).")
+@click.option("--val-net-resolution", default="-1x368", show_default=True, help="Validation net input size.")
+@click.option("--val-deploy", default=None, type=click.Path(dir_okay=False),
+              help="Deploy prototxt (default: pose_deploy.prototxt beside the training net).")
+@click.option("--val-model", default=None,
+              help="Registry model of the outputs (default: from the OPData layer's model string).")
+@click.option("--val-limit", type=int, default=None, help="Score only the first N validation images.")
+@click.option("--val-mode", type=click.Choice(["auto", "inline", "background"]), default="auto", show_default=True,
+              help="inline: between iterations; background: an 'openpose-train validate' process; "
+                   "auto: background on CUDA, inline on the CPU.")
+@click.option("--no-tensorboard", is_flag=True,
+              help="No TensorBoard event files (default: <snapshot_prefix>_tensorboard/).")
+@click.option("--tensorboard-maps-every", type=int, default=1, show_default=True,
+              help="Predicted heatmaps/PAFs on the first validation image every K snapshots (0: never).")
 def train(solver, weights, snapshot, gpu, iterations, sigint_effect, sighup_effect, reinit_mismatched, backend,
-          bf16, channels_last, workers, log_file, metrics, no_progress, progress_interval):
+          bf16, channels_last, workers, log_file, metrics, no_progress, progress_interval, val_images, val_annotations,
+          val_interval, val_metric, val_net_resolution, val_deploy, val_model, val_limit, val_mode, no_tensorboard,
+          tensorboard_maps_every):
     """Train a net like `caffe train` (same flags), writing Caffe snapshots.
 
     \b
@@ -296,6 +352,11 @@ def train(solver, weights, snapshot, gpu, iterations, sigint_effect, sighup_effe
         workers = min(4, max(0, (os.cpu_count() or 1) - 1))
     lock = None
     try:
+        evaluation = _evaluation_config(val_images, val_annotations, val_interval, val_metric, val_net_resolution,
+                                        val_deploy, val_model, val_limit, val_mode)
+        if backend == "caffe" and evaluation is not None:
+            raise TrainingError("--val-* (evaluation during training) needs the torch backend; with Caffe, "
+                                "run 'openpose-train validate-snapshots' on its snapshots")
         lock = take_snapshot_lock(solver)
         if backend == "caffe":
             from .caffe_backend import run_caffe
@@ -310,7 +371,9 @@ def train(solver, weights, snapshot, gpu, iterations, sigint_effect, sighup_effe
                           snapshot=snapshot or None, gpus=parse_gpus(gpu),
                           iterations=iterations, sigint_effect=sigint_effect, sighup_effect=sighup_effect,
                           bf16=bf16, channels_last=channels_last, workers=workers, log_file=log_file,
-                          metrics=metrics, progress=not no_progress, progress_interval=progress_interval)
+                          metrics=metrics, progress=not no_progress, progress_interval=progress_interval,
+                          evaluation=evaluation, tensorboard=not no_tensorboard,
+                          tensorboard_maps_every=tensorboard_maps_every)
         from . import distributed
 
         if len(cfg.gpus) > 1 and not distributed.launched_by_torchrun():

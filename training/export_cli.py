@@ -1,13 +1,19 @@
 """``openpose-train export``: a snapshot into OpenPose's models folder (and optionally ONNX)."""
+import os
+
 import click
 
 from openpose_train.generator.registry import UnknownModelError
 
 
 @click.command("export")
-@click.option("--snapshot", required=True, type=click.Path(dir_okay=False),
+@click.option("--snapshot", default=None, type=click.Path(dir_okay=False),
               help="pose_iter_N.caffemodel written by training.")
-@click.option("--model", "model_name", required=True, help="Registry model, e.g. BODY_25, BODY_25B, BODY_135.")
+@click.option("--best", "best_dir", default=None, type=click.Path(),
+              help="Instead of --snapshot: the best snapshot of a training run with --val-interval "
+                   "(TRAINING_DIR holding <prefix>_best.json, or its parent, or the JSON itself).")
+@click.option("--model", "model_name", default=None,
+              help="Registry model, e.g. BODY_25, BODY_25B, BODY_135 (with --best: default the one it was scored as).")
 @click.option("--to", "to", required=True, type=click.Path(file_okay=False),
               help="OpenPose models/ folder (created if missing).")
 @click.option("--preset", default=None, help="Generator preset the network was trained with.")
@@ -17,10 +23,28 @@ from openpose_train.generator.registry import UnknownModelError
 @click.option("--onnx", "onnx_path", default=None, type=click.Path(dir_okay=False),
               help="Also write an ONNX model (dynamic height/width), checked with onnxruntime.")
 @click.option("--opset", default=17, show_default=True, help="ONNX opset.")
-def export(snapshot, model_name, to, preset, deploy, net_resolution, onnx_path, opset):
+def export(snapshot, best_dir, model_name, to, preset, deploy, net_resolution, onnx_path, opset):
     """Write SNAPSHOT and its deploy prototxt where OpenPose expects them, after checking every layer."""
     from openpose_train.training.export import ExportError, export_snapshot
 
+    if (snapshot is None) == (best_dir is None):
+        raise click.UsageError("give --snapshot SNAPSHOT or --best TRAINING_DIR (one of them)")
+    if best_dir is not None:
+        from openpose_train.training.data_sources import TrainingError
+        from openpose_train.training.evaluation import find_best
+
+        try:
+            snapshot, record = find_best(best_dir)
+        except TrainingError as exc:
+            raise click.ClickException(str(exc))
+        model_name = model_name or record.get("model")
+        net_resolution = net_resolution or record.get("net_resolution")
+        if deploy is None and preset is None and record.get("deploy") and os.path.isfile(record["deploy"]):
+            deploy = record["deploy"]
+        click.echo(f"best:       iteration {record['iteration']}, {record['metric']} {record.get('key', '')} "
+                   f"{record['score']:.4f} ({snapshot})")
+    if not model_name:
+        raise click.UsageError("--model is required")
     try:
         result = export_snapshot(snapshot, model_name, to, preset=preset, deploy=deploy,
                                  net_resolution=net_resolution)

@@ -67,6 +67,9 @@ class TrainOptions:
     progress: bool = True
     progress_interval: float = 30.0          # seconds between progress lines when stderr is not a terminal
     install_signal_handlers: bool = True
+    tensorboard: bool = False                # event files (training/tensorboard_log.py)
+    tensorboard_dir: Optional[str] = None    # default: <snapshot_prefix>_tensorboard
+    tensorboard_maps_every: int = 1          # predicted maps every K snapshots (0: never)
 
 
 class SignalActions:
@@ -154,7 +157,7 @@ class Trainer:
     def __init__(self, solver_param, net, sources: Sequence[BatchSource], *, net_param=None,
                  options: Optional[TrainOptions] = None, logger: Optional[GlogLogger] = None,
                  device: Optional[torch.device] = None, dist=None,
-                 test_net=None, test_sources: Sequence[Sequence[BatchSource]] = ()):
+                 test_net=None, test_sources: Sequence[Sequence[BatchSource]] = (), evaluator=None):
         self.param = solver_param
         self.net = net
         self.net_param = net_param
@@ -179,6 +182,10 @@ class Trainer:
         self.progress = None
         self.model = net            # what the training passes call: the net, or the net in DDP
         self._ddp = None
+        self.evaluator = evaluator if self.is_root else None  # training.evaluation.Evaluator (--val-*)
+        self.tensorboard = None
+        self._data_wait = 0.0   # seconds this iteration spent waiting for input batches
+        self._images = 0        # images this iteration (all iter_size passes, this rank)
 
     # ---- set-up --------------------------------------------------------------------------------
     def _learnable_params(self) -> List[LearnableParam]:
@@ -196,6 +203,15 @@ class Trainer:
                 inputs[name] = torch.as_tensor(value).to(self.device, non_blocking=True)
         return inputs
 
+    def _train_inputs(self) -> Dict[str, torch.Tensor]:
+        """The train sources' next batch; counts the wait and the images for the metrics."""
+        t = time.perf_counter()
+        inputs = self._inputs(self.sources)
+        self._data_wait += time.perf_counter() - t
+        first = next(iter(inputs.values()), None)
+        self._images += int(first.shape[0]) if first is not None and first.dim() else 0
+        return inputs
+
     @staticmethod
     def _forward(net, inputs):
         # bf16 autocast and channels_last live in the net (caffe_layers.net.configure_precision)
@@ -209,7 +225,7 @@ class Trainer:
         """
         no_sync = self._ddp.no_sync() if self._ddp is not None and not sync else contextlib.nullcontext()
         with no_sync:
-            outputs = self.model(self._inputs(self.sources))
+            outputs = self.model(self._train_inputs())
             loss = self.net.total_loss(outputs)
             if loss.requires_grad:
                 loss.float().backward()
@@ -265,6 +281,17 @@ class Trainer:
                                  interval=self.options.progress_interval)
         self.logger.progress = self.progress
         start_iter = self.solver.iter
+        if self.is_root and self.options.tensorboard:
+            from .tensorboard_log import TensorBoardLog
+
+            try:
+                self.tensorboard = TensorBoardLog(
+                    self.options.tensorboard_dir or f"{prefix or 'train'}_tensorboard", purge_step=start_iter,
+                    maps_every=self.options.tensorboard_maps_every, maps_source=self.evaluator)
+            except TrainingError as exc:  # the package is missing: train on, say so once
+                self.logger.warning("solver.cpp:292", f"no TensorBoard event files: {exc}")
+        if self.evaluator is not None:
+            self.evaluator.start(self, resumed=bool(resume_file))
         try:
             self.step(self.max_iter - self.solver.iter)
             p = self.param
@@ -281,9 +308,15 @@ class Trainer:
                 log("solver.cpp:320", f"Iteration {self.solver.iter}, loss = {format_float(self.smoothed_loss)}")
             if self._has_test_net() and p.test_interval and self.solver.iter % p.test_interval == 0:
                 self.test_all()
+            if self.evaluator is not None:
+                self.evaluator.close(wait=True)     # a background evaluation still running
             log("solver.cpp:326", "Optimization Done.")
             return self.solver.iter
         finally:
+            if self.evaluator is not None:
+                self.evaluator.close(wait=False)
+            if self.tensorboard is not None:
+                self.tensorboard.close()
             self.progress.close()
             self.logger.progress = None
             self.metrics.close()
@@ -303,7 +336,9 @@ class Trainer:
         iter_size = max(1, int(p.iter_size))
         while self.solver.iter < stop_iter:
             it = self.solver.iter
+            iteration_start = time.perf_counter()     # images/s: this iteration's own work
             self._clear_grads()
+            self._data_wait, self._images = 0.0, 0
             if (self._has_test_net() and p.test_interval and it % p.test_interval == 0
                     and (it > 0 or p.test_initialization)):
                 self.test_all()
@@ -335,10 +370,16 @@ class Trainer:
                 log("solver.cpp:239", self.progress.summary(it))
             rate = self.solver.apply_update(display=display)
             self.solver.iter += 1
-            self.metrics.write({
+            now = time.perf_counter()
+            record = {
                 "iteration": it, "loss": loss, "smoothed_loss": self.smoothed_loss,
                 "outputs": {name: (values[0] if len(values) == 1 else values) for name, values, _ in out_values},
-                "lr": rate, "time": round(time.perf_counter() - t0, 6)})
+                "lr": rate, "time": round(now - t0, 6),
+                "images_per_s": round(self._images * self.world_size / max(now - iteration_start, 1e-9), 3),
+                "data_wait_s": round(self._data_wait, 6)}
+            self.metrics.write(record)
+            if self.tensorboard is not None:
+                self.tensorboard.iteration(record)
             self.progress.update(self.solver.iter, self.smoothed_loss, rate)
             action = self.signals.take() if self.signals else ACTION_NONE
             if self.dist is not None:
@@ -348,6 +389,8 @@ class Trainer:
             if action == ACTION_STOP:
                 self.requested_early_exit = True
                 break
+            if self.evaluator is not None:
+                self.evaluator.after_iteration(self)
 
     def _check_finite(self, loss: float, iteration: int) -> None:
         bad = not math.isfinite(loss)
@@ -420,6 +463,8 @@ class Trainer:
         caffe_io.write_solverstate(state_path, iter=it, learned_net=model_path,
                                    history=self.solver.history_arrays(), current_step=self.solver.current_step)
         self.last_snapshot = state_path
+        if self.tensorboard is not None:
+            self.tensorboard.snapshot(self)
         return state_path
 
     def restore(self, state_file: str) -> None:

@@ -1,0 +1,218 @@
+"""Evaluation during training (--val-*): Caffe test lines that parse_log.py reads, the best snapshot
+kept atomically and across resumes, JSONL and TensorBoard records, ``export --best``."""
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from openpose_train.cli import main
+
+from test_train_loop import parse_log_like_caffe, run_cli
+
+# Caffe's tools/extra/parse_log.py: test rows come from these lines (the iteration from the
+# latest 'Iteration N' line before them)
+REGEX_ITERATION = re.compile(r'Iteration (\d+)')
+REGEX_TEST_OUTPUT = re.compile(r'Test net output #(\d+): (\S+) = ([\.\deE+-]+)')
+
+
+def parse_test_rows(text):
+    """{iteration: {output name: value}} of a log's text, as parse_log.py builds its test CSV."""
+    rows, iteration = {}, -1
+    for line in text.splitlines():
+        m = REGEX_ITERATION.search(line)
+        if m:
+            iteration = int(m.group(1))
+        m = REGEX_TEST_OUTPUT.search(line)
+        if m and iteration >= 0:
+            rows.setdefault(iteration, {})[m.group(2)] = float(m.group(3))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """Synthetic COCO dataset (train + held-out val) -> LMDB -> generated BODY_25 'tiny' net (crop 64, batch 1)."""
+    tmp = tmp_path_factory.mktemp("evaltrain")
+    runner = CliRunner()
+
+    def cli(*args):
+        r = runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+    cli("synth", "--out", tmp / "synth", "--images", 8, "--width", 96, "--height", 96, "--max-people", 1,
+        "--val-fraction", 0.25, "--person-height", 0.5, 0.8)
+    cli("lmdb", "--json", tmp / "synth/annotations/person_keypoints_train2017.json",
+        "--images", tmp / "synth/train2017", "--out", tmp / "lmdb", "--workers", 1, "--quiet")
+    out = tmp / "net"
+    cli("prototxt", "--model", "BODY_25", "--preset", "tiny", "--out", out, "--crop-size", 64, "--batch-size", 1,
+        "--lmdb", tmp / "lmdb", "--vgg-weights", "", "--display", 1, "--snapshot-interval", 2,
+        "--max-iter", 4, "--base-lr", 1e-3, "--gpus", "")
+    val = ["--val-images", tmp / "synth/val2017", "--val-annotations",
+           tmp / "synth/annotations/person_keypoints_val2017.json", "--val-net-resolution", "-1x96"]
+    return out, [str(v) for v in val]
+
+
+def copy_project(project, tmp_path):
+    out, val = project
+    d = tmp_path / "run"
+    shutil.copytree(out, d, ignore=shutil.ignore_patterns("model"))
+    return d, val
+
+
+def test_val_interval_logs_ap_keeps_best_writes_events_and_exports(project, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    d, val = copy_project(project, tmp_path)
+    r = run_cli(["-solver", "pose_solver.prototxt", "--log", "train.log", "--val-interval", "2", *val], d)
+    assert r.exit_code == 0, r.output
+    # the AP lines, as parse_log.py reads them: one test row per evaluation
+    tests = parse_test_rows((d / "train.log").read_text())
+    assert sorted(tests) == [2, 4]
+    for row in tests.values():
+        assert list(row) == ["AP", "AP50", "AR"] and all(0 <= v <= 1 for v in row.values())
+    # the train rows still parse as before (the test lines do not disturb them)
+    assert [row["NumIters"] for row in parse_log_like_caffe(d / "train.log")] == [0, 1, 2, 3]
+    # the best snapshot: the first evaluation with the highest AP, identical to that iteration's snapshot
+    best = json.loads((d / "model/pose_best.json").read_text())
+    top = max(v["AP"] for v in tests.values())
+    assert best["iteration"] == min(i for i, v in tests.items() if v["AP"] == top)
+    assert best["score"] == pytest.approx(top, abs=1e-6) and best["metric"] == "body" and best["model"] == "BODY_25"
+    model = (d / "model/pose_best.caffemodel").read_bytes()
+    assert hashlib.sha256(model).hexdigest() == best["sha256"]
+    assert model == (d / f"model/pose_iter_{best['iteration']}.caffemodel").read_bytes()
+    assert not list((d / "model").glob("*.tmp*"))
+    # JSONL: training records 0..3 and one validation record per evaluation
+    records = [json.loads(line) for line in (d / "model/pose_metrics.jsonl").read_text().splitlines()]
+    assert [r_["iteration"] for r_ in records if "loss" in r_] == [0, 1, 2, 3]
+    validations = {r_["iteration"]: r_["validation"] for r_ in records if "validation" in r_}
+    assert sorted(validations) == [2, 4]
+    assert all(validations[i]["AP"] == pytest.approx(tests[i]["AP"], abs=1e-4) for i in validations)
+    assert all(r_["images_per_s"] > 0 and r_["data_wait_s"] >= 0 for r_ in records if "loss" in r_)
+    # TensorBoard events, read back with tensorboard's own reader
+    events = EventAccumulator(str(d / "model/pose_tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"loss/total", "loss/smoothed", "lr", "speed/images_per_s", "speed/data_wait_s", "val/AP",
+            "val/best", "loss/loss_stage0_L1", "loss/loss_stage0_L2"} <= set(tags["scalars"])
+    assert [e.step for e in events.Scalars("loss/total")] == [0, 1, 2, 3]
+    by_iter = {r_["iteration"]: r_ for r_ in records if "loss" in r_}
+    assert [e.value for e in events.Scalars("loss/total")] == pytest.approx([by_iter[i]["loss"] for i in range(4)])
+    assert [(e.step, round(e.value, 4)) for e in events.Scalars("val/AP")] == \
+        [(i, round(tests[i]["AP"], 4)) for i in (2, 4)]
+    heatmaps = events.Images("maps/heatmaps")
+    assert [e.step for e in heatmaps] == [2, 4] and heatmaps[0].width > 12 * 5
+    assert [e.step for e in events.Images("maps/pafs")] == [2, 4]
+    # export --best TRAINING_DIR: the best snapshot into an OpenPose models folder
+    r = CliRunner().invoke(main, ["export", "--best", str(d), "--to", str(tmp_path / "models")])
+    assert r.exit_code == 0, r.output
+    assert f"iteration {best['iteration']}" in r.output
+    assert (tmp_path / "models/pose/body_25/pose_iter_584000.caffemodel").read_bytes() == model
+    assert (tmp_path / "models/pose/body_25/pose_deploy.prototxt").read_bytes() == \
+        (d / "pose_deploy.prototxt").read_bytes()
+
+
+def test_best_is_kept_across_resume_and_replaced_by_a_fresh_run(project, tmp_path):
+    d, val = copy_project(project, tmp_path)
+    args = ["-solver", "pose_solver.prototxt", "--val-interval", "2", "--no-tensorboard", *val]
+    assert run_cli(args + ["-iterations", "2"], d).exit_code == 0
+    record_path = d / "model/pose_best.json"
+    # an earlier run's best that no AP can beat
+    record = json.loads(record_path.read_text())
+    record.update(score=2.0, iteration=1)
+    record_path.write_text(json.dumps(record))
+    before = (d / "model/pose_best.caffemodel").read_bytes()
+    r = run_cli(args + ["-snapshot", "model/pose_iter_2.solverstate"], d)
+    assert r.exit_code == 0, r.output
+    assert "best snapshot so far: iteration 1" in r.output
+    assert json.loads(record_path.read_text())["score"] == 2.0
+    assert (d / "model/pose_best.caffemodel").read_bytes() == before
+    assert sorted(parse_test_rows(r.output)) == [4]
+    # a fresh run (no -snapshot) is another training: its own first score replaces the record
+    r = run_cli(args, d)
+    assert r.exit_code == 0, r.output
+    assert json.loads(record_path.read_text())["iteration"] == 2
+
+
+
+def test_background_mode_scores_like_inline(project, tmp_path):
+    """--val-mode background (the CUDA default) runs 'openpose-train validate' on the snapshot's weights."""
+    d, val = copy_project(project, tmp_path)
+    args = ["-solver", "pose_solver.prototxt", "--val-interval", "4", "--no-tensorboard", *val]
+    r = run_cli(args + ["--val-mode", "background"], d)
+    assert r.exit_code == 0, r.output
+    assert "validation started in process" in r.output
+    background = parse_test_rows(r.output)
+    assert sorted(background) == [4]
+    assert json.loads((d / "model/pose_best.json").read_text())["iteration"] == 4
+    assert not list((d / "model/pose_validation").glob("*.caffemodel"))     # the pending weights moved
+    shutil.rmtree(d / "model")
+    r = run_cli(args + ["--val-mode", "inline"], d)
+    assert r.exit_code == 0, r.output
+    assert parse_test_rows(r.output) == background
+
+
+def test_best_follows_the_highest_score(project, tmp_path):
+    """Evaluator bookkeeping: a record is replaced only by a strictly higher score."""
+    from openpose_train.caffe_layers import caffe_io
+    from openpose_train.training.evaluation import EvaluationConfig, build_evaluator
+    from openpose_train.training.logging_utils import GlogLogger
+
+    d, val = copy_project(project, tmp_path)
+    net_path = str(d / "pose_training.prototxt")
+    net_param = caffe_io.read_net_prototxt(net_path)
+    cfg = EvaluationConfig(images=val[1], annotations=val[3], interval=1)
+    lines = []
+
+    class Lines:
+        def write(self, text):
+            lines.append(text)
+
+        def flush(self):
+            pass
+    ev = build_evaluator(cfg, net_param, net_path, str(d / "model/pose"), "cpu", GlogLogger(stream=Lines()))
+    ev.out_dir = str(d / "model")
+    (d / "model").mkdir()
+    weights = {}
+    for it, ap in ((10, 0.1), (20, 0.3), (30, 0.2), (40, 0.3)):
+        weights[it] = {name: [b + it for b in blobs] for name, blobs in ev.deploy_net.caffe_weights().items()}
+        ev._record(it, {"AP": ap, "AP50": 0.5, "AR": 0.4}, weights=weights[it])
+    best = json.loads((d / "model/pose_best.json").read_text())
+    assert best["iteration"] == 20 and best["score"] == 0.3
+    got = caffe_io.read_caffemodel(str(d / "model/pose_best.caffemodel"))
+    name = next(iter(weights[20]))
+    assert np.array_equal(got[name][0], weights[20][name][0])
+    assert sum("new best" in line for line in lines) == 2
+
+
+@pytest.mark.parametrize("case", ["missing_annotations", "bad_metric", "bad_interval", "missing_images",
+                                  "bad_resolution"])
+def test_bad_val_flags_give_one_line(project, tmp_path, case):
+    d, val = copy_project(project, tmp_path)
+    args = {"missing_annotations": ["--val-images", val[1], "--val-interval", "2"],
+            "bad_metric": [*val, "--val-interval", "2", "--val-metric", "elbow"],
+            "bad_interval": [*val, "--val-interval", "0"],
+            "missing_images": [*val[2:], "--val-images", str(d / "nope"), "--val-interval", "2"],
+            "bad_resolution": [*val[:4], "--val-net-resolution", "100x100", "--val-interval", "2"]}[case]
+    expect = {"missing_annotations": "missing --val-annotations", "bad_metric": "--val-metric 'elbow'",
+              "bad_interval": "--val-interval 0", "missing_images": "nope",
+              "bad_resolution": "--val-net-resolution '100x100'"}[case]
+    r = run_cli(["-solver", "pose_solver.prototxt", *args], d)
+    assert r.exit_code != 0
+    assert expect in r.output and "Traceback" not in r.output
+    assert not (d / "model").exists()
+
+
+def test_export_best_refuses_a_mismatched_or_missing_record(project, tmp_path):
+    d, _ = copy_project(project, tmp_path)
+    r = CliRunner().invoke(main, ["export", "--best", str(d), "--to", str(tmp_path / "m")])
+    assert r.exit_code != 0 and "no *_best.json" in r.output
+    (d / "model").mkdir()
+    (d / "model/pose_best.caffemodel").write_bytes(b"x")
+    (d / "model/pose_best.json").write_text(json.dumps({"iteration": 2, "metric": "body", "score": 0.5,
+                                                         "caffemodel": "pose_best.caffemodel", "sha256": "0" * 64}))
+    r = CliRunner().invoke(main, ["export", "--best", str(d), "--to", str(tmp_path / "m"), "--model", "BODY_25"])
+    assert r.exit_code != 0 and "sha256 differs" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "m").exists()

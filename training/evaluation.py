@@ -1,0 +1,411 @@
+"""Evaluation during training: score the current weights on a held-out set every N iterations and
+keep the best snapshot.
+
+``openpose-train train ... --val-images DIR --val-annotations JSON --val-interval N`` runs, every
+N iterations (after that iteration's snapshot), the same detection and COCO evaluation as
+``openpose-train validate`` on the deploy net with the training weights. The score goes
+
+* into the log as Caffe's test lines, which ``tools/extra/parse_log.py`` reads as a test row::
+
+      ... solver.cpp:330] Iteration 2000, Testing net (#0)
+      ... solver.cpp:414]     Test net output #0: AP = 0.5123
+
+* into the JSONL metrics as ``{"iteration": N, "validation": {"metric": ..., "AP": ..., ...}}``
+  (no ``loss`` key, so loss readers skip it) and into TensorBoard (``val/<name>``);
+* when it beats the best score so far: ``<snapshot_prefix>_best.caffemodel`` and
+  ``<snapshot_prefix>_best.json`` (iteration, metric, score, sha256 of the caffemodel), both
+  written to temporary names and renamed. A resumed run (``-snapshot``) keeps the best of the
+  earlier run; a fresh run replaces it with its own first score.
+
+Where it runs: between iterations in the training process (``inline``, the CPU default), or in a
+background ``openpose-train validate`` process on the snapshot's weights (``background``, the
+default on CUDA), whose result is logged when it arrives; training waits for a still-running
+evaluation before it starts the next one and before it exits.
+
+The deploy net is the generator's ``pose_deploy.prototxt`` beside the training net (or
+``--val-deploy``); the pose model comes from the OPData layer's model string through the
+registry (or ``--val-model``). Detections per image and COCO results go to
+``<snapshot_prefix>_validation/results_iter_N.json`` (+ ``_summary.json``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from .data_sources import TrainingError
+
+# --val-metric -> the summary key of the validation run that holds it, and whether higher is better.
+# "body" is COCO keypoint AP (validation/coco_eval.py).
+VAL_METRICS: Dict[str, tuple] = {"body": ("AP", True)}
+# extra columns printed after output #0 when the summary has them (parse_log.py makes them columns)
+EXTRA_OUTPUTS = ("AP50", "AR")
+VAL_MODES = ("auto", "inline", "background")
+
+
+@dataclass
+class EvaluationConfig:
+    """The ``--val-*`` flags of ``openpose-train train``."""
+
+    images: str
+    annotations: str
+    interval: int
+    metric: str = "body"
+    net_resolution: str = "-1x368"
+    deploy: Optional[str] = None        # default: pose_deploy.prototxt beside the training net
+    model: Optional[str] = None         # default: the OPData layer's model string, via the registry
+    limit: Optional[int] = None         # score only the first N images
+    mode: str = "auto"                  # auto: background on CUDA, inline on the CPU
+
+
+def check_config(cfg: EvaluationConfig) -> None:
+    """Flag-level checks before anything is built (one line naming the flag)."""
+    if cfg.interval is None or cfg.interval <= 0:
+        raise TrainingError(f"--val-interval {cfg.interval}: must be a positive number of iterations")
+    if cfg.metric not in VAL_METRICS:
+        raise TrainingError(f"--val-metric {cfg.metric!r}: choose one of {', '.join(VAL_METRICS)}")
+    if cfg.mode not in VAL_MODES:
+        raise TrainingError(f"--val-mode {cfg.mode!r}: choose one of {', '.join(VAL_MODES)}")
+    if not os.path.isdir(cfg.images):
+        raise TrainingError(f"--val-images {cfg.images}: folder not found")
+    if not os.path.isfile(cfg.annotations):
+        raise TrainingError(f"--val-annotations {cfg.annotations}: file not found")
+    if cfg.deploy and not os.path.isfile(cfg.deploy):
+        raise TrainingError(f"--val-deploy {cfg.deploy}: file not found")
+    from openpose_train.validation.inference import InferenceError, parse_net_resolution
+    try:
+        parse_net_resolution(cfg.net_resolution)
+    except InferenceError as exc:
+        raise TrainingError(str(exc).replace("--net-resolution", "--val-net-resolution")) from None
+
+
+def pose_model_of(net_param, net_path: str, name: Optional[str] = None):
+    """The registry PoseModel: ``name`` if given, else that of the train net's OPData model string."""
+    from openpose_train.generator.registry import UnknownModelError, get_model, get_training_variant
+
+    try:
+        if name:
+            return get_model(name)
+        for layer in net_param.layer:
+            if layer.type == "OPData":
+                from openpose_train.caffe_layers.op_data import parse_layer
+
+                op_model = parse_layer(layer).sources[0].op_model
+                return get_training_variant(op_model)[0]
+    except UnknownModelError as exc:
+        raise TrainingError(f"--val-model: {exc.args[0] if exc.args else exc}") from None
+    except ValueError as exc:  # OPDataError
+        raise TrainingError(f"{net_path}: {exc}") from None
+    raise TrainingError(f"{net_path} has no OPData layer to take the pose model from; give --val-model")
+
+
+def default_deploy(net_path: str) -> str:
+    """The generator writes ``pose_deploy.prototxt`` beside ``pose_training.prototxt``."""
+    path = os.path.join(os.path.dirname(os.path.abspath(net_path)), "pose_deploy.prototxt")
+    if not os.path.isfile(path):
+        raise TrainingError(f"validation during training needs the deploy prototxt: {path} not found "
+                            f"(give --val-deploy)")
+    return path
+
+
+def best_paths(prefix: str) -> tuple:
+    """``(<prefix>_best.caffemodel, <prefix>_best.json)``."""
+    return f"{prefix}_best.caffemodel", f"{prefix}_best.json"
+
+
+def read_best(json_path: str) -> dict:
+    """The best-snapshot record; TrainingError naming the file when it is unreadable."""
+    try:
+        with open(json_path) as f:
+            record = json.load(f)
+    except OSError as exc:
+        raise TrainingError(f"{json_path}: cannot read the best-snapshot record ({exc.strerror})") from None
+    except ValueError as exc:
+        raise TrainingError(f"{json_path}: not a JSON best-snapshot record ({exc})") from None
+    for key in ("iteration", "metric", "score", "caffemodel"):
+        if key not in record:
+            raise TrainingError(f"{json_path}: field '{key}' is missing")
+    return record
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_json_atomic(path: str, data) -> str:
+    """Write to ``<path>.tmp<pid>``; returns that name (the caller renames it)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    return tmp
+
+
+def _in_memory_backend(net, device):
+    """A validation TorchBackend over an already built deploy CaffeNet (weights loaded by the caller)."""
+    import torch
+
+    from openpose_train.validation.inference import TorchBackend
+
+    backend = TorchBackend.__new__(TorchBackend)
+    backend.torch, backend.net, backend.device = torch, net, device
+    backend.input_name = next(iter(net.input_blobs))
+    return backend
+
+
+class Evaluator:
+    """Runs the ``--val-*`` evaluation for a :class:`training.loop.Trainer` (rank 0 only)."""
+
+    def __init__(self, cfg: EvaluationConfig, model, deploy: str, prefix: str, net_param, device,
+                 logger, model_arg: Optional[str] = None):
+        import torch
+
+        from openpose_train.caffe_layers import caffe_io
+        from openpose_train.caffe_layers.net import CaffeNet
+
+        self.cfg = cfg
+        self.model = model
+        self.deploy = deploy
+        self.prefix = prefix
+        self.net_param = net_param          # written into best.caffemodel, as in snapshots
+        self.device = torch.device(device)
+        self.logger = logger
+        self.model_arg = model_arg or model.name
+        self.key, self.higher_is_better = VAL_METRICS[cfg.metric]
+        self.out_dir = f"{prefix}_validation"
+        self.best_model, self.best_json = best_paths(prefix)
+        self.best: Optional[dict] = None
+        self.background = cfg.mode == "background" or (cfg.mode == "auto" and self.device.type == "cuda")
+        self._job = None                    # (iteration, Popen, results path, pending caffemodel, log file)
+        try:
+            self.deploy_net = CaffeNet(caffe_io.read_net_prototxt(deploy), phase="TEST")
+        except Exception as exc:  # a broken deploy file: name it
+            raise TrainingError(f"bad deploy prototxt {deploy}: {exc}") from None
+        self.deploy_net.to(self.device).eval()
+        self.metrics = None                 # the trainer's MetricsWriter (set in start)
+        self.tensorboard = None
+
+    # ---- life cycle --------------------------------------------------------------------------------
+    def start(self, trainer, resumed: bool) -> None:
+        """Called by ``Trainer.solve``: picks up the trainer's sinks and, on a resume, the best so far."""
+        self.metrics = trainer.metrics
+        self.tensorboard = getattr(trainer, "tensorboard", None)
+        os.makedirs(self.out_dir, exist_ok=True)
+        if resumed and os.path.isfile(self.best_json):
+            self.best = read_best(self.best_json)
+            self.logger.info("solver.cpp:300", f"best snapshot so far: iteration {self.best['iteration']}, "
+                             f"{self.best['metric']} {self.key} = {self.best['score']} ({self.best_model})")
+
+    def after_iteration(self, trainer) -> None:
+        """Called after each iteration's snapshot: collect a finished background job; start a new one."""
+        self._poll(wait=False)
+        if trainer.solver.iter % self.cfg.interval == 0:
+            self.evaluate(trainer)
+
+    def close(self, wait: bool = True) -> None:
+        """End of training: wait for (or, after an error, stop) a background evaluation."""
+        if self._job is None:
+            return
+        if wait:
+            self._poll(wait=True)
+        else:
+            self._job[1].kill()
+            self._job[1].wait()
+            self._discard_job()
+
+    # ---- one evaluation ----------------------------------------------------------------------------
+    def evaluate(self, trainer) -> None:
+        it = trainer.solver.iter
+        weights = trainer.net.caffe_weights()
+        if self.background:
+            self._poll(wait=True)           # one at a time
+            self._start_job(it, weights)
+            return
+        summary = self.score_inline(it, weights)
+        self._record(it, summary, weights=weights)
+
+    def score_inline(self, iteration: int, weights) -> dict:
+        from openpose_train.validation.inference import InferenceSettings, PoseEstimator
+        from openpose_train.validation.runner import run_validation
+
+        self.deploy_net.load_caffe_weights(weights, allow_missing=False)
+        estimator = PoseEstimator(self.model, _in_memory_backend(self.deploy_net, self.device),
+                                  InferenceSettings(net_resolution=self.cfg.net_resolution))
+        return run_validation(estimator, self.cfg.images, self._results_path(iteration), self.cfg.annotations,
+                              limit=self.cfg.limit, progress=False)
+
+    def _results_path(self, iteration: int) -> str:
+        return os.path.join(self.out_dir, f"results_iter_{iteration}.json")
+
+    def _start_job(self, iteration: int, weights) -> None:
+        from openpose_train.caffe_layers import caffe_io
+
+        pending = os.path.join(self.out_dir, f"weights_iter_{iteration}.caffemodel")
+        caffe_io.write_caffemodel(pending, weights, net=self.net_param)
+        results = self._results_path(iteration)
+        args = [sys.executable, "-m", "openpose_train.cli", "validate", "--prototxt", self.deploy,
+                "--caffemodel", pending, "--model", self.model_arg, "--images", self.cfg.images,
+                "--annotations", self.cfg.annotations, "--net-resolution", self.cfg.net_resolution,
+                "--device", str(self.device), "--out", results, "--quiet"]
+        if self.cfg.limit:
+            args += ["--limit", str(self.cfg.limit)]
+        log = open(os.path.join(self.out_dir, f"validate_iter_{iteration}.log"), "w")
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        self._job = (iteration, proc, results, pending, log)
+        self.logger.info("solver.cpp:330", f"Iteration {iteration}, validation started in process {proc.pid} "
+                         f"(log {log.name})")
+
+    def _poll(self, wait: bool) -> None:
+        if self._job is None:
+            return
+        iteration, proc, results, pending, log = self._job
+        if (proc.wait() if wait else proc.poll()) is None:
+            return
+        rc = proc.returncode
+        summary_path = os.path.splitext(results)[0] + "_summary.json"
+        try:
+            if rc != 0:
+                raise TrainingError(f"validation of iteration {iteration} failed (exit status {rc}); "
+                                    f"log: {log.name}")
+            with open(summary_path) as f:
+                summary = json.load(f)
+            self._record(iteration, summary, caffemodel=pending)
+        finally:
+            self._discard_job()
+
+    def _discard_job(self) -> None:
+        _, _, _, pending, log = self._job
+        log.close()
+        if os.path.exists(pending):
+            os.unlink(pending)
+        self._job = None
+
+    # ---- results -----------------------------------------------------------------------------------
+    def _record(self, iteration: int, summary: dict, weights=None, caffemodel: Optional[str] = None) -> None:
+        from .solver import format_float
+
+        value = summary.get(self.key)
+        if value is None:
+            raise TrainingError(f"validation of iteration {iteration}: no {self.key} in the summary "
+                                f"({summary.get('note') or 'no annotations?'})")
+        value = float(value)
+        log = self.logger.info
+        log("solver.cpp:330", f"Iteration {iteration}, Testing net (#0)")
+        outputs = [(self.key, value)] + [(k, float(summary[k])) for k in EXTRA_OUTPUTS
+                                         if k != self.key and summary.get(k) is not None]
+        for k, (name, v) in enumerate(outputs):
+            log("solver.cpp:414", f"    Test net output #{k}: {name} = {format_float(v)}")
+        record = {"metric": self.cfg.metric, **dict(outputs),
+                  "images": summary.get("images_evaluated"), "results": summary.get("results")}
+        improved = self.best is None or (value > self.best["score"] if self.higher_is_better
+                                         else value < self.best["score"])
+        if improved:
+            self._write_best(iteration, value, weights, caffemodel)
+            log("solver.cpp:415", f"    new best {self.cfg.metric} {self.key} = {format_float(value)}: "
+                f"{self.best_model} (iteration {iteration})")
+        record["best_iteration"] = self.best["iteration"]
+        record["best_score"] = self.best["score"]
+        if self.metrics is not None:
+            self.metrics.write({"iteration": iteration, "validation": record})
+        if self.tensorboard is not None:
+            self.tensorboard.validation(iteration, dict(outputs), best=self.best["score"])
+
+    def _write_best(self, iteration: int, value: float, weights, caffemodel: Optional[str]) -> None:
+        """best.caffemodel and best.json: both to temporary names, then renamed (the JSON last)."""
+        from openpose_train.caffe_layers import caffe_io
+
+        tmp_model = f"{self.best_model}.tmp{os.getpid()}"
+        if caffemodel is not None:
+            os.replace(caffemodel, tmp_model)
+        else:
+            caffe_io.write_caffemodel(tmp_model, weights, net=self.net_param)
+        record = {"iteration": iteration, "metric": self.cfg.metric, "key": self.key, "score": value,
+                  "higher_is_better": self.higher_is_better, "caffemodel": os.path.basename(self.best_model),
+                  "sha256": file_sha256(tmp_model), "deploy": os.path.abspath(self.deploy),
+                  "model": self.model.name, "net_resolution": self.cfg.net_resolution,
+                  "images": os.path.abspath(self.cfg.images),
+                  "annotations": os.path.abspath(self.cfg.annotations)}
+        tmp_json = _write_json_atomic(self.best_json, record)
+        os.replace(tmp_model, self.best_model)
+        os.replace(tmp_json, self.best_json)
+        self.best = record
+
+    # ---- TensorBoard maps --------------------------------------------------------------------------
+    def first_image(self) -> Optional[str]:
+        """The fixed image whose predicted maps TensorBoard shows: the first annotated image found."""
+        from openpose_train.validation.coco_eval import load_coco
+        from openpose_train.validation.runner import list_images
+
+        try:
+            entries = list_images(self.cfg.images, load_coco(self.cfg.annotations), limit=1).entries
+        except ValueError:
+            return None
+        return entries[0].path if entries else None
+
+    def predicted_maps(self, weights, image_path: str):
+        """``(maps, grey)``: the deploy net's output (C, h, w) at stride 8 with ``weights`` on one
+        image, and that image as the net saw it, grey in [0, 1] at (h, w); None if unreadable."""
+        import cv2
+
+        from openpose_train.validation.inference import (net_input_size, parse_net_resolution,
+                                                         preprocess)
+        image = cv2.imread(image_path, cv2.IMREAD_COLOR)
+        if image is None:
+            return None
+        size = net_input_size((image.shape[1], image.shape[0]), parse_net_resolution(self.cfg.net_resolution))
+        x = preprocess(image, size)[0]
+        self.deploy_net.load_caffe_weights(weights, allow_missing=False)
+        maps = _in_memory_backend(self.deploy_net, self.device).forward(x[None])[0]
+        grey = x.mean(axis=0) + 0.5         # undo OpenPose's pixel / 256 - 0.5
+        grey = cv2.resize(grey, (maps.shape[2], maps.shape[1]), interpolation=cv2.INTER_AREA)
+        return maps, np.clip(grey, 0.0, 1.0)
+
+
+def build_evaluator(cfg: EvaluationConfig, net_param, net_path: str, prefix: str, device, logger) -> Evaluator:
+    """An :class:`Evaluator` for ``train``'s ``--val-*`` flags (checks them first)."""
+    check_config(cfg)
+    if not prefix:
+        raise TrainingError("--val-interval needs the solver's snapshot_prefix (the best snapshot goes beside it)")
+    model = pose_model_of(net_param, net_path, cfg.model)
+    deploy = cfg.deploy or default_deploy(net_path)
+    return Evaluator(cfg, model, deploy, prefix, net_param, device, logger, model_arg=cfg.model)
+
+
+def find_best(training_dir: str) -> tuple:
+    """``(best caffemodel path, best record)`` of a training folder: its ``*_best.json`` (or one in a
+    sub-folder, the generator's ``model/`` layout; or the JSON itself), checked against the
+    caffemodel's sha256. TrainingError names what is missing or inconsistent."""
+    import glob
+
+    if os.path.isfile(training_dir) and training_dir.endswith(".json"):
+        found = [training_dir]
+    elif os.path.isdir(training_dir):
+        found = sorted(glob.glob(os.path.join(training_dir, "*_best.json"))) or \
+            sorted(glob.glob(os.path.join(training_dir, "*", "*_best.json")))
+    else:
+        raise TrainingError(f"--best {training_dir}: no such training folder")
+    if not found:
+        raise TrainingError(f"--best {training_dir}: no *_best.json (train with --val-interval to keep the best "
+                            f"snapshot)")
+    if len(found) > 1:
+        raise TrainingError(f"--best {training_dir}: several best-snapshot records ({', '.join(found)}); "
+                            f"give one of them")
+    record = read_best(found[0])
+    model_path = os.path.join(os.path.dirname(found[0]), os.path.basename(record["caffemodel"]))
+    if not os.path.isfile(model_path):
+        raise TrainingError(f"{found[0]}: its caffemodel {model_path} is missing")
+    if record.get("sha256") and file_sha256(model_path) != record["sha256"]:
+        raise TrainingError(f"{model_path} is not the snapshot {found[0]} describes (sha256 differs: the training "
+                            f"was interrupted while replacing the best snapshot?)")
+    return model_path, record
