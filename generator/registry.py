@@ -211,6 +211,10 @@ class DatasetLayout:
     # COCO-WholeBody does not have (written "not in this dataset", LMDB 4). () = none.
     wholebody_fields: Tuple[Tuple[str, str, int], ...] = ()
     description: str = ""
+    # OKS evaluation (docs/postprocessing.md): per keypoint sigma in layout order, and the named
+    # keypoint groups scored separately as (group, first keypoint, count): "body", "foot", ...
+    oks_sigmas: Tuple[float, ...] = ()
+    keypoint_groups: Tuple[Tuple[str, int, int], ...] = ()
 
     @property
     def num_keypoints(self) -> int:
@@ -258,6 +262,9 @@ class PoseModel:
     cpu_connector_fill_only_pairs: Tuple[int, ...] = ()
     cpu_connector_lone_peaks_unchecked: bool = False
     person_filter: PersonFilter = field(default_factory=PersonFilter)
+    # "hand" / "face": OpenPose runs this net on square crops around a hand / face
+    # (openpose_runtime.md 4.10), not on the whole image
+    crop_net: str = ""
 
     # Derived sizes: computed, never stored twice.
     @property
@@ -282,6 +289,18 @@ class PoseModel:
         """OpenPose's POSE_MAP_INDEX: for each runtime pair, its (x, y) offsets in the PAF block."""
         index = {pair: i for i, pair in enumerate(self.paf_pairs)}
         return tuple((2 * index[p], 2 * index[p] + 1) for p in self.runtime_pairs)
+
+    def coco_group_reorder(self, group: str) -> Optional[Tuple[int, ...]]:
+        """Model part index per keypoint of a COCO(-WholeBody) keypoint group (``body``, ``foot``,
+        ``face``, ``lefthand``, ``righthand``; -1: none), or None when the model has no such
+        reorder. The hands come from ``to_coco_hand42`` = [left 21, right 21]."""
+        hand42 = self.to_coco_hand42
+        table = {"body": self.to_coco17, "foot": self.to_coco_foot, "face": self.to_coco_face,
+                 "lefthand": None if hand42 is None else hand42[:21],
+                 "righthand": None if hand42 is None else hand42[21:]}
+        if group not in table:
+            raise UnknownModelError(f"unknown keypoint group '{group}'; known: {', '.join(table)}")
+        return table[group]
 
     def variant(self, op_model: str) -> TrainingVariant:
         """This model's training variant named by the fork model string ``op_model``."""
@@ -501,10 +520,28 @@ HAND_21_KEYPOINTS = ("hand_root",) + tuple(
                                   "pinky_finger") for k in range(1, 5))
 FACE_68_KEYPOINTS = tuple(f"face_{i}" for i in range(68))
 
+# OKS sigmas per keypoint (COCO's 17 as in pycocotools; foot, face and hands as in the
+# COCO-WholeBody evaluation, docs/postprocessing.md) and the groups scored separately
+OKS_SIGMAS_BODY = (.026, .025, .025, .035, .035, .079, .079, .072, .072, .062, .062, .107, .107,
+                   .087, .087, .089, .089)
+OKS_SIGMAS_FOOT = (.068, .066, .066, .092, .094, .094)
+OKS_SIGMAS_FACE = (
+    .042, .043, .044, .043, .040, .035, .031, .025, .020, .023, .029, .032, .037, .038, .043, .041,
+    .045, .013, .012, .011, .011, .012, .012, .011, .011, .013, .015, .009, .007, .007, .007, .012,
+    .009, .008, .016, .010, .017, .011, .009, .011, .009, .007, .013, .008, .011, .012, .010, .034,
+    .008, .008, .009, .008, .008, .007, .010, .008, .009, .009, .009, .007, .007, .008, .011, .008,
+    .008, .008, .010, .008)
+OKS_SIGMAS_HAND = (.029, .022, .035, .037, .047, .026, .025, .024, .035, .018, .024, .022, .026,
+                   .017, .021, .021, .032, .020, .019, .022, .031)
+GROUPS_WHOLEBODY = (("body", 0, 17), ("foot", 17, 6), ("face", 23, 68), ("lefthand", 91, 21),
+                    ("righthand", 112, 21))
+
 _dataset("coco", COCO_17_KEYPOINTS, "COCO", "COCO", True,
+         oks_sigmas=OKS_SIGMAS_BODY, keypoint_groups=GROUPS_WHOLEBODY[:1],
          description="COCO 2017 person keypoints (17)")
 _dataset("coco_foot", COCO_17_KEYPOINTS + COCO_FOOT_KEYPOINTS, "COCO", "COCO", True,
          wholebody_fields=(("keypoints", "", 17), ("foot_kpts", "foot_valid", 6)),
+         oks_sigmas=OKS_SIGMAS_BODY + OKS_SIGMAS_FOOT, keypoint_groups=GROUPS_WHOLEBODY[:2],
          description="COCO 2017 + CMU foot (23 in 'keypoints')")
 _dataset("wholebody",
          COCO_17_KEYPOINTS + COCO_FOOT_KEYPOINTS + FACE_68_KEYPOINTS
@@ -513,6 +550,8 @@ _dataset("wholebody",
          "COCO_WholeBody", "COCO", True,
          json_fields=("keypoints", "foot_kpts", "face_kpts", "lefthand_kpts", "righthand_kpts"),
          validity_fields=("", "foot_valid", "face_valid", "lefthand_valid", "righthand_valid"),
+         oks_sigmas=OKS_SIGMAS_BODY + OKS_SIGMAS_FOOT + OKS_SIGMAS_FACE + OKS_SIGMAS_HAND * 2,
+         keypoint_groups=GROUPS_WHOLEBODY,
          description="COCO-WholeBody (133 = body 17, foot 6, face 68, left hand 21, right hand 21)")
 _dataset("mpii",
          ("r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "pelvis", "thorax",
@@ -785,11 +824,13 @@ _model(
     "HAND_21", ("Wrist",) + HAND_PARTS, (), (), model_folder="hand",
     caffemodel_name="pose_iter_102000.caffemodel",
     description="OpenPose hand CPM net (right hands; heatmaps + background, no PAFs)",
+    crop_net="hand", to_coco_hand21=tuple(range(21)),
     variants=(_variant("HAND_21", "hand21", 21, _range_map(0, 0, 21), upstream=False),))
 _model(
     "FACE_70", FACE_PARTS, (), FLIPS_FACE, model_folder="face",
     caffemodel_name="pose_iter_116000.caffemodel",
     description="OpenPose face CPM net (heatmaps + background, no PAFs)",
+    crop_net="face", to_coco_face=tuple(range(68)),
     variants=(_variant("FACE_70", "face70", 70, _range_map(0, 0, 70), upstream=False),))
 # Fork-only layouts (no OpenPose --model_pose string).
 _model(

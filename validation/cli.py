@@ -84,6 +84,18 @@ def _echo_stats(summary: dict) -> None:
         click.echo(summary["note"], err=True)
 
 
+def _echo_metrics_table(summary: dict) -> None:
+    """One table: every metric's headline numbers, then one line per metric that does not apply."""
+    from openpose_train.validation.metrics import table_rows
+    rows = table_rows(summary)
+    if not rows:
+        return
+    width = max(len(name) for name, _ in rows)
+    click.echo(f"{'metric':<{width}}  value")
+    for name, value in rows:
+        click.echo(f"{name:<{width}}  {value}")
+
+
 @click.command("validate")
 @click.option("--model-folder", default=None, type=click.Path(file_okay=False),
               help="OpenPose models/ folder, or a folder with a deploy prototxt and a caffemodel")
@@ -97,23 +109,61 @@ def _echo_stats(summary: dict) -> None:
 @click.option("--render", default=None, type=click.Path(file_okay=False),
               help="also write PNGs with the detected skeletons here")
 @click.option("--quiet", is_flag=True, help="no progress bar")
+@click.option("--metrics", "metrics", default=None,
+              help="comma list of body,foot,wholebody,hand,face (default: all the model and the "
+                   "annotations allow)")
+@click.option("--groundtruth-maps", is_flag=True,
+              help="score each image's own annotations drawn as heatmaps/PAFs at the net's output "
+                   "resolution instead of running a network: the post-processing ceiling")
 def validate(model_folder, prototxt, caffemodel, model_name, model_yaml, images, annotations,
-             out, write_json, render, quiet, **opts):
-    """COCO keypoint AP of a model, detected as OpenPose would."""
+             out, write_json, render, quiet, metrics, groundtruth_maps, **opts):
+    """COCO keypoint AP (and foot, whole-body, hand, face metrics) of a model, detected as
+    OpenPose would."""
     from openpose_train.validation.inference import find_model_files
+    from openpose_train.validation.metrics import parse_metrics
     from openpose_train.validation.runner import run_validation
     try:
         model = _model(model_name, model_yaml)
-        prototxt, caffemodel = find_model_files(model, model_folder, prototxt, caffemodel)
-        estimator = _estimator(model, prototxt, caffemodel, opts)
+        wanted = parse_metrics(metrics)
+        if groundtruth_maps:
+            estimator, settings = _ground_truth_estimator(model, annotations, opts)
+        else:
+            prototxt, caffemodel = find_model_files(model, model_folder, prototxt, caffemodel)
+            estimator = _crop_estimator(model, prototxt, caffemodel, opts) if model.crop_net \
+                else _estimator(model, prototxt, caffemodel, opts)
+            settings = _settings(model, prototxt, caffemodel, opts)
         summary = run_validation(estimator, images, out, annotations, write_json, render,
                                  batch_size=opts["batch_size"], limit=opts["limit"],
-                                 settings=_settings(model, prototxt, caffemodel, opts),
-                                 progress=not quiet, echo=click.echo)
+                                 settings=settings, progress=not quiet, echo=click.echo,
+                                 metrics=wanted)
     except MODEL_ERRORS as exc:
         raise _fail(exc) from None
     _echo_stats(summary)
+    _echo_metrics_table(summary)
     click.echo(f"results: {out}")
+
+
+def _crop_estimator(model, prototxt, caffemodel, opts):
+    from openpose_train.validation.crop_nets import CropNetEstimator
+    from openpose_train.validation.inference import load_backend
+    return CropNetEstimator(model, load_backend(opts["backend"], prototxt, caffemodel, opts["device"]))
+
+
+def _ground_truth_estimator(model, annotations, opts):
+    """The --groundtruth-maps stand-in for the network, and its settings for the summary."""
+    from openpose_train.validation.groundtruth_maps import (GroundTruthCropEstimator,
+                                                            GroundTruthEstimator)
+    from openpose_train.validation.inference import InferenceSettings
+    from openpose_train.validation.metrics import load_annotations
+    if not annotations:
+        raise click.ClickException("--groundtruth-maps draws the annotations: give --annotations")
+    settings = {k: opts[k] for k in ("net_resolution", "net_resolution_dynamic", "scale_number",
+                                     "scale_gap", "maximize_positives")}
+    summary_settings = dict(settings, model=model.name, groundtruth_maps=True)
+    if model.crop_net:
+        return GroundTruthCropEstimator(model), summary_settings
+    return (GroundTruthEstimator(model, load_annotations(annotations), InferenceSettings(**settings)),
+            summary_settings)
 
 
 @click.command("validate-snapshots")

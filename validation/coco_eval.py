@@ -69,7 +69,14 @@ def coco_mapping(model: PoseModel, variant: str = "body") -> Sequence[int]:
 def people_to_coco(model: PoseModel, keypoints: np.ndarray, scores: np.ndarray, image_id: int,
                    variant: str = "body") -> List[dict]:
     """COCO results entries of one image (CocoJsonSaver conventions)."""
-    mapping = np.asarray(coco_mapping(model, variant))
+    return reordered_entries(coco_mapping(model, variant), keypoints, scores, image_id)
+
+
+def reordered_entries(mapping: Sequence[int], keypoints: np.ndarray, scores: np.ndarray,
+                      image_id: int) -> List[dict]:
+    """COCO results entries of one image with the model part per COCO keypoint ``mapping``
+    (-1: none); a person with no valid mapped keypoint is skipped."""
+    mapping = np.asarray(mapping)
     out = []
     for person, score in zip(np.asarray(keypoints), np.asarray(scores)):
         picked = np.zeros((len(mapping), 3), dtype=np.float64)

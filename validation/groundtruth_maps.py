@@ -93,3 +93,131 @@ def _cells(lo: float, hi: float, stride: int, centre: float, size: int):
     first = max(int(math.ceil((lo - centre) / stride)), 0)
     last = min(int(math.floor((hi - centre) / stride)) + 1, size)
     return first, last
+
+
+# ------------------------------------------------------------------------------ --groundtruth-maps
+# ``validate --groundtruth-maps``: instead of a network's output, each image's own annotations
+# rendered with the training label rules (caffe_layers/labels.py, docs/labels.md) at the
+# network's output resolution (stride 8 of the net input OpenPose would use), then
+# post-processed exactly as a network's maps: the ceiling post-processing allows at that
+# resolution. Keypoints get a deterministic jitter below 0.1 net pixel: integer annotations
+# otherwise draw Gaussians with two equal top pixels, a tie OpenPose's strict NMS rejects and
+# that no network output has.
+GROUND_TRUTH_JITTER = 0.1
+
+
+def ground_truth_variant(model: PoseModel, doc: dict):
+    """The model's training variant (registry data) that reads the most keypoints of the
+    annotations ``doc`` (e.g. COCO_25_133 on COCO-WholeBody, COCO_18 from its body part), and
+    its dataset layout."""
+    from openpose_train.generator.registry import get_dataset_layout
+    from openpose_train.validation.coco_eval import CocoEvalError
+    from openpose_train.validation.metrics_coco import annotation_keypoints
+    sample = next((a for a in doc.get("annotations", [])
+                   if not a.get("iscrowd", 0) and a.get("keypoints")), None)
+    best = None
+    for variant in model.variants:
+        try:
+            layout = get_dataset_layout(variant.dataset)
+        except KeyError:
+            continue
+        if sample is not None and annotation_keypoints(sample, layout) is not None \
+                and (best is None or variant.num_lmdb_parts > best[0].num_lmdb_parts):
+            best = (variant, layout)
+    if best is None:
+        raise CocoEvalError(f"{model.name}: none of its training variants "
+                            f"({', '.join(v.op_model for v in model.variants) or 'none'}) reads "
+                            f"these annotations, so their ground-truth maps cannot be drawn")
+    return best
+
+
+def openpose_visibility(points: np.ndarray) -> np.ndarray:
+    """COCO v (0 unlabeled, 1 occluded, 2 visible) -> the fork's codes (2, 0, 1), in place.
+    COCO-WholeBody hands carry a confidence in (0, 1] as v: labeled (as the evaluation counts
+    every v > 0), so any 0 < v < 1.5 is "occluded" (0), which draws like a visible point."""
+    v = points[..., 2]
+    points[..., 2] = np.select([v >= 2.5, v >= 1.5, v > 0], [4, 1, 0], 2)
+    return points
+
+
+class GroundTruthEstimator:
+    """Stands in for :class:`~openpose_train.validation.inference.PoseEstimator`: the maps of
+    each image are its annotations rendered by the training label renderer at every scale's
+    stride-8 grid, merged and parsed like a network's."""
+
+    needs_image_ids = True
+
+    def __init__(self, model: PoseModel, doc: dict, settings=None, sigma: float = 7.0,
+                 stride: int = 8):
+        from openpose_train.validation.inference import InferenceSettings, PoseEstimator
+        from openpose_train.validation.metrics_coco import annotation_keypoints
+        self.model, self.sigma, self.stride = model, sigma, stride
+        self.variant, layout = ground_truth_variant(model, doc)
+        self.settings = settings or InferenceSettings()
+        self._planner = PoseEstimator(model, None, self.settings)
+        people: dict = {}
+        for ann in doc.get("annotations", []):
+            if ann.get("iscrowd", 0) or float(ann.get("num_keypoints", 0) or 0) <= 0:
+                continue
+            points = annotation_keypoints(ann, layout)
+            if points is not None:
+                people.setdefault(int(ann["image_id"]), []).append(openpose_visibility(points))
+        self.people = {k: np.asarray(v, np.float32) for k, v in people.items()}
+
+    def maps(self, image_shape, image_id: int):
+        """(merged maps at the scale-0 net size, net->image scale) of one image."""
+        from openpose_train.caffe_layers.labels import (label_targets_to_net_output,
+                                                        remap_keypoints, render_labels)
+        from openpose_train.validation.inference import net_to_image_scale, resize_and_merge
+        h, w = image_shape[:2]
+        scales, net0 = self._planner.plan((w, h))
+        lmdb = self.people.get(int(image_id), np.zeros((0, self.variant.num_lmdb_parts, 3), np.float32))
+        people = remap_keypoints(self.variant, lmdb)
+        rng = np.random.default_rng(int(image_id))
+        jitter = rng.uniform(-GROUND_TRUTH_JITTER, GROUND_TRUTH_JITTER, people[..., :2].shape)
+        outputs = []
+        for size, s in scales:
+            scaled = people.copy()
+            scaled[..., :2] = people[..., :2] * s + jitter
+            grid = (size[0] // self.stride, size[1] // self.stride)
+            label = render_labels(self.model, self.variant, scaled, None, grid, self.stride,
+                                  self.sigma)
+            outputs.append(np.asarray(label_targets_to_net_output(self.model, label)))
+        merged = resize_and_merge(outputs, [s for _, s in scales], net0, factor=self.stride)
+        return merged, net_to_image_scale(net0, (w, h))
+
+    def estimate_batch(self, images, image_ids):
+        from openpose_train.validation.postprocess import parse_people
+        out = []
+        for image, image_id in zip(images, image_ids):
+            merged, scale = self.maps(image.shape, image_id)
+            out.append(parse_people(self.model, merged, scale=scale,
+                                    maximize_positives=self.settings.maximize_positives))
+        return out
+
+
+class GroundTruthCropEstimator:
+    """Stands in for :class:`~openpose_train.validation.crop_nets.CropNetEstimator`: each
+    hand / face crop's maps are its own keypoints rendered with the label rules on the crop
+    net's stride-8 output grid."""
+
+    def __init__(self, model: PoseModel, net_side: int = 368, crop_scale: float = 1.5,
+                 sigma: float = 7.0, stride: int = 8):
+        self.model, self.net_side, self.crop_scale = model, net_side, crop_scale
+        self.sigma, self.stride = sigma, stride
+        self.variant = model.variants[0]
+
+    def estimate_crops(self, image, samples):
+        from openpose_train.caffe_layers.labels import label_targets_to_net_output, render_labels
+        from openpose_train.validation.crop_nets import (crop_matrix, ground_truth_people,
+                                                         keypoints_from_maps)
+        out = []
+        grid = (self.net_side // self.stride,) * 2
+        for sample in samples:
+            matrix = crop_matrix(sample, self.net_side, self.crop_scale)
+            people = ground_truth_people(self.model, sample, matrix)
+            label = render_labels(self.model, self.variant, people, None, grid, self.stride,
+                                  self.sigma)
+            maps = np.asarray(label_targets_to_net_output(self.model, label))
+            out.append(keypoints_from_maps(self.model, maps, matrix, sample.group))
+        return out

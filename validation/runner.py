@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -21,6 +21,7 @@ from openpose_train.validation.coco_eval import (
     CocoEvalError, STAT_NAMES, evaluate, image_id_from_name, image_ids_by_name, load_coco,
     people_to_coco, write_json_atomic, write_openpose_json)
 from openpose_train.validation.inference import PoseEstimator, iter_batches
+from openpose_train.validation.metrics import evaluate as evaluate_metrics
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -70,14 +71,21 @@ def run_validation(estimator: PoseEstimator, images_dir: str, out: str,
                    annotations: Optional[str] = None, write_json_dir: Optional[str] = None,
                    render_dir: Optional[str] = None, batch_size: int = 1,
                    limit: Optional[int] = None, settings: Optional[dict] = None,
-                   progress: bool = True, echo: Callable[[str], None] = lambda s: None) -> dict:
+                   progress: bool = True, echo: Callable[[str], None] = lambda s: None,
+                   metrics: Optional[Sequence[str]] = None) -> dict:
     """Validate one model; writes ``out`` (COCO results) and ``<out>_summary.json``; returns
-    the summary (AP..ARl are None in test-dev mode)."""
+    the summary (AP..ARl are None in test-dev mode) with every metric of
+    :func:`openpose_train.validation.metrics.evaluate` under flat keys (``metrics``: default
+    the model's; the notes of those that do not apply are in ``metric_notes``)."""
     from tqdm import tqdm
     model: PoseModel = estimator.model
     coco = load_coco(annotations) if annotations else None
+    if model.crop_net:
+        return _run_crop_validation(estimator, images_dir, out, annotations, coco, limit,
+                                    settings, progress, echo, metrics)
     images = list_images(images_dir, coco, limit)
     results, evaluated, unreadable = [], [], []
+    people_by_image = {}
     without_people = 0
     bar = tqdm(total=len(images.entries), desc="validate", unit="img", disable=not progress,
                dynamic_ncols=True)
@@ -89,12 +97,17 @@ def run_validation(estimator: PoseEstimator, images_dir: str, out: str,
                 unreadable.append(os.path.basename(entry.path))
             else:
                 loaded.append((entry, image))
-        people = estimator.estimate_batch([img for _, img in loaded]) if loaded else []
+        # the ground-truth stand-in (--groundtruth-maps) draws each image's own annotations
+        ids = {"image_ids": [e.image_id for e, _ in loaded]} \
+            if getattr(estimator, "needs_image_ids", False) else {}
+        people = estimator.estimate_batch([img for _, img in loaded], **ids) if loaded else []
         for (entry, image), (keypoints, scores) in zip(loaded, people):
             evaluated.append(entry.image_id)
-            entries = people_to_coco(model, keypoints, scores, entry.image_id)
+            people_by_image[entry.image_id] = (keypoints, scores)
+            entries = people_to_coco(model, keypoints, scores, entry.image_id) \
+                if model.to_coco17 is not None else []
             results += entries
-            without_people += not entries
+            without_people += not len(keypoints)
             if write_json_dir:
                 write_openpose_json(write_json_dir, entry.path, keypoints)
             if render_dir:
@@ -109,11 +122,16 @@ def run_validation(estimator: PoseEstimator, images_dir: str, out: str,
     summary = {name: None for name in STAT_NAMES}
     note = "test-dev mode: no annotations, results JSON only"
     if coco is not None:
-        ev = evaluate(coco, results, evaluated)
-        summary.update(ev["stats"])
-        note = ev["note"]
-        if ev["summary"]:
-            echo(ev["summary"])
+        if model.to_coco17 is not None:
+            ev = evaluate(coco, results, evaluated)
+            summary.update(ev["stats"])
+            note = ev["note"]
+            if ev["summary"]:
+                echo(ev["summary"])
+        else:
+            note = f"{model.name}: no COCO body keypoints (see metric_notes)"
+        summary.update(evaluate_metrics(model, coco.dataset, people_by_image, metrics=metrics,
+                                        image_ids=evaluated))
     for problem, items in (("missing", images.missing), ("unreadable", unreadable)):
         if items:
             echo(f"{len(items)} {problem} image(s) skipped, e.g. {', '.join(items[:3])}")
@@ -124,6 +142,49 @@ def run_validation(estimator: PoseEstimator, images_dir: str, out: str,
         "detections": len(results), "results": os.path.abspath(out),
         "annotations": os.path.abspath(annotations) if annotations else None,
         "settings": settings or estimator.settings.describe(), "note": note})
+    write_json_atomic(summary_path_for(out), summary, indent=2)
+    return summary
+
+
+def _run_crop_validation(estimator, images_dir, out, annotations, coco, limit, settings, progress,
+                         echo, metrics) -> dict:
+    """HAND_21 / FACE_70: the net on every annotated hand / face box of each image
+    (:mod:`openpose_train.validation.crop_nets`); ``out`` gets one entry per crop."""
+    from tqdm import tqdm
+    from openpose_train.validation.crop_nets import crop_samples, predictions_for
+    from openpose_train.validation.metrics_coco import annotation_layout
+    model = estimator.model
+    if coco is None:
+        raise CocoEvalError(f"{model.name} runs on annotated {model.crop_net} boxes: "
+                            f"give --annotations (COCO-WholeBody JSON)")
+    samples = crop_samples(coco.dataset, annotation_layout(coco.dataset), model)
+    images = list_images(images_dir, coco, limit)
+    crops, results, evaluated, unreadable = {}, [], [], []
+    for entry in tqdm(images.entries, desc="validate", unit="img", disable=not progress,
+                      dynamic_ncols=True):
+        image = cv2.imread(entry.path, cv2.IMREAD_COLOR)
+        if image is None:
+            unreadable.append(os.path.basename(entry.path))
+            continue
+        evaluated.append(entry.image_id)
+        found = predictions_for(estimator, image, samples.get(entry.image_id))
+        crops.update(found)
+        results += [{"image_id": entry.image_id, "annotation_id": ann_id, "group": group,
+                     "keypoints": [round(float(v), 3) for v in kps.reshape(-1)]}
+                    for (ann_id, group), kps in found.items()]
+    write_json_atomic(out, results)
+    for problem, items in (("missing", images.missing), ("unreadable", unreadable)):
+        if items:
+            echo(f"{len(items)} {problem} image(s) skipped, e.g. {', '.join(items[:3])}")
+    summary = {name: None for name in STAT_NAMES}
+    summary.update(evaluate_metrics(model, coco.dataset, crops=crops, metrics=metrics,
+                                    image_ids=evaluated))
+    summary.update({
+        "model": model.name, "images": len(images.entries) + len(images.missing),
+        "images_evaluated": len(evaluated), "images_missing": images.missing,
+        "images_unreadable": unreadable, "crops": len(results),
+        "results": os.path.abspath(out), "annotations": os.path.abspath(annotations),
+        "settings": settings or {}, "note": f"{model.name}: {model.crop_net} crops of the annotated boxes"})
     write_json_atomic(summary_path_for(out), summary, indent=2)
     return summary
 
