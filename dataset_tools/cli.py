@@ -53,7 +53,10 @@ def synth(out, n_images, seed, width, height, max_people, val_fraction, foot, wh
         sizes = dict(min_person_height=low, max_person_height=high)
     config = SynthConfig(images=n_images, seed=seed, width=width, height=height, max_people=max_people,
                          val_fraction=val_fraction, foot=foot, wholebody=wholebody, **sizes)
-    result = make_synthetic_dataset(out, config, progress=sys.stderr.isatty())
+    try:
+        result = make_synthetic_dataset(out, config, progress=sys.stderr.isatty())
+    except OSError as exc:
+        raise click.ClickException(f"{exc.filename or out}: cannot write ({exc.strerror or exc})") from None
     for split, path in result.splits.items():
         click.echo(f"{split}: {result.num_images[split]} images in {result.image_dirs[split]}, annotations {path}")
     click.echo(f"{result.num_people} people")
@@ -110,10 +113,10 @@ def inspect(lmdb_path, model, count, start, out, labels, seed):
     from openpose_train.generator.registry import UnknownModelError
 
     from .datum import DatumError
-    from .inspect import render_grid
+    from .inspect import GridWriteError, render_grid
     from .lmdb_reader import LmdbReadError
     try:
         info = render_grid(lmdb_path, Path(out), model=model, count=count, start=start, labels=labels, seed=seed)
-    except (LmdbReadError, DatumError, UnknownModelError, KeyError) as exc:
+    except (LmdbReadError, GridWriteError, DatumError, UnknownModelError, KeyError) as exc:
         raise click.ClickException(str(exc).strip("'\"")) from None
     click.echo(info)

@@ -9,6 +9,7 @@ heatmaps (max over parts, red) and PAF magnitudes (green), and the model skeleto
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import List, Optional
 
@@ -141,6 +142,27 @@ def label_tile(record: Record, model, modules, rng) -> Optional[np.ndarray]:
     return _fit(blended)[0]
 
 
+class GridWriteError(OSError):
+    """The PNG cannot be written (message names the file)."""
+
+
+def _write_png(out: Path, image) -> None:
+    """Write ``image`` to a temporary name beside ``out`` and rename; nothing is left on failure."""
+    tmp = out.with_name(out.name + ".tmp.png")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        ok, data = cv2.imencode(".png", image)
+        if not ok:
+            raise OSError("PNG encoding failed")
+        tmp.write_bytes(data.tobytes())     # an OSError (a full disk), unlike cv2.imwrite's silent False
+        tmp.replace(out)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        why = "a path above it is a file" if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror
+        raise GridWriteError(f"{out}: cannot write ({why or exc})") from None
+
+
 def render_grid(lmdb_path, out: Path, model: str = "BODY_25", count: int = 16, start: int = 0,
                 labels: bool = False, seed: int = 0) -> str:
     """Write a PNG grid of ``count`` records from ``start``; returns a one-line description."""
@@ -171,11 +193,6 @@ def render_grid(lmdb_path, out: Path, model: str = "BODY_25", count: int = 16, s
         row += [np.zeros((TILE, TILE, 3), np.uint8)] * (per_row - len(row))
         rows.append(np.hstack(row))
     grid = np.vstack(rows)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.png")
-    if not cv2.imwrite(str(tmp), grid):
-        raise OSError(f"cannot write {out}")
-    tmp.replace(out)
+    _write_png(Path(out), grid)
     note = "" if not labels or modules is not None else " (labels: the OPData layer is not installed)"
     return f"{out}: {len(indexes)} of {total} records from {lmdb_path}{note}"

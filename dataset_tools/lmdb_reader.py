@@ -17,16 +17,40 @@ class LmdbReadError(OSError):
     """The path is not a readable LMDB (message names it)."""
 
 
+class LmdbTruncatedError(LmdbReadError):
+    """``data.mdb`` ends before its last committed page (message names the file)."""
+
+
 def open_lmdb(path, readahead: bool = False) -> lmdb.Environment:
-    """Open an LMDB directory (or single file) read-only, without a lock file."""
+    """Open an LMDB directory (or single file) read-only, without a lock file.
+
+    Every reader of an LMDB opens it here. A ``data.mdb`` shorter than its last committed page
+    (a copy cut short, a full disk) is refused: LMDB maps the file, and reading a page past its
+    end kills the process with SIGBUS instead of raising."""
     path = Path(path)
     if not path.exists():
         raise LmdbReadError(f"{path}: no such LMDB")
+    data_file = path / "data.mdb" if path.is_dir() else path
+    if not data_file.is_file():
+        raise LmdbReadError(f"{path}: not an LMDB (no {data_file.name})")
+    if data_file.stat().st_size == 0:
+        raise LmdbReadError(f"{data_file}: empty file, not an LMDB")
     try:
-        return lmdb.open(str(path), readonly=True, lock=False, readahead=readahead,
-                         subdir=path.is_dir(), max_readers=256)
+        env = lmdb.open(str(path), readonly=True, lock=False, readahead=readahead,
+                        subdir=path.is_dir(), max_readers=256)
     except lmdb.Error as exc:
         raise LmdbReadError(f"{path}: not a readable LMDB ({exc})") from None
+    try:
+        used = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    except lmdb.Error as exc:
+        env.close()
+        raise LmdbReadError(f"{path}: not a readable LMDB ({exc})") from None
+    size = data_file.stat().st_size
+    if size < used:
+        env.close()
+        raise LmdbTruncatedError(f"{data_file}: truncated LMDB ({size} bytes, its pages need {used}); "
+                            "copy or build it again")
+    return env
 
 
 class LmdbReader:

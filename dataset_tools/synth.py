@@ -311,8 +311,9 @@ def make_synthetic_dataset(out_dir, config: Optional[SynthConfig] = None, progre
             image_id = index + 1
             img, anns = synthesize_image(config, index, image_id)
             name = f"{image_id:012d}.jpg"
-            if not cv2.imwrite(str(image_dir / name), img, [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality]):
-                raise OSError(f"cannot write {image_dir / name}")
+            ok, jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality])
+            assert ok, "OpenCV cannot encode JPEG"
+            (image_dir / name).write_bytes(jpeg.tobytes())   # a full disk raises, unlike cv2.imwrite
             images.append({"id": image_id, "file_name": name, "width": config.width, "height": config.height,
                            "license": 0})
             for ann in anns:
@@ -327,9 +328,13 @@ def make_synthetic_dataset(out_dir, config: Optional[SynthConfig] = None, progre
                "annotations": annotations, "categories": _categories(config)}
         json_path = root / "annotations" / f"person_keypoints_{split}.json"
         tmp = json_path.with_suffix(".json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(doc, f)
-        os.replace(tmp, json_path)
+        try:
+            with open(tmp, "w") as f:
+                json.dump(doc, f)
+            os.replace(tmp, json_path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
         result.splits[split] = json_path
         result.image_dirs[split] = image_dir
         result.num_images[split] = len(images)

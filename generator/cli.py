@@ -53,11 +53,14 @@ def parse_crop(text: Optional[str]):
 
 def _dataset_from_lmdb(path: str, model) -> Optional[str]:
     """Dataset key of an existing LMDB: metadata dataset string + keypoint count of its first record."""
+    from openpose_train.dataset_tools.lmdb_reader import LmdbTruncatedError
     try:
         from openpose_train.dataset_tools.datum import read_datum
         from .registry import get_dataset_layout
         value = fork_check.first_record(path)
         meta = read_datum(value).meta if value is not None else None
+    except LmdbTruncatedError as exc:     # a training file pointing at it would only fail later
+        raise click.ClickException(str(exc)) from None
     except Exception:   # unreadable or foreign LMDB: fall back to the name / explicit --lmdb-model
         return None
     if meta is None:

@@ -45,29 +45,78 @@ def find_deploy_prototxt(snapshot: Path, model) -> Optional[Path]:
     return None
 
 
-def _atomic_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
+def _atomic_write(dst: Path, write) -> None:
+    """``write(tmp)`` then rename onto ``dst``; on an OSError (a full disk) the partial file is
+    removed and ExportError names ``dst``."""
     tmp = dst.with_name(dst.name + ".partial")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    try:
+        write(tmp)
+        os.replace(tmp, dst)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"{dst}: cannot write ({exc.strerror or exc})") from None
 
 
-def _atomic_write_text(text: str, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".partial")
-    tmp.write_text(text)
-    os.replace(tmp, dst)
+def _prepare_target(target_dir: Path, needed: int) -> None:
+    """Create the OpenPose model folder and refuse at once when the files surely do not fit."""
+    try:
+        target_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = "a path on the way is a file" if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror
+        raise ExportError(f"{target_dir}: cannot create the models folder ({why or exc})") from None
+    free = shutil.disk_usage(target_dir).free
+    if needed > free:
+        raise ExportError(f"{target_dir}: the export needs {needed / 2**20:.1f} MiB, the disk has "
+                          f"{free / 2**20:.1f} MiB free")
 
 
-def check_snapshot(deploy_path: Path, snapshot: Path):
-    """Raise ExportError unless every parameterised deploy layer is in the caffemodel with the right shapes."""
+OUTPUT_BLOB = "net_output"      # the top OpenPose reads (docs/formats.md)
+
+
+def check_deploy_against_model(deploy_path: Path, net, model) -> None:
+    """Raise ExportError unless the deploy's ``net_output`` has the registry model's channels:
+    heatmaps (parts + background) and PAFs, each from its own final layer when they are
+    concatenated. OpenPose picks its tables by the folder name alone, so a net of another model
+    exported there runs without an error and finds nobody (or garbage)."""
+    from openpose_train.caffe_layers.shapes import infer_blob_shapes
+
+    try:
+        shapes = infer_blob_shapes(net, {None: (1, 3, 64, 64)}, phase=1)
+    except Exception as exc:
+        raise ExportError(f"{deploy_path}: {exc}") from exc
+    if OUTPUT_BLOB not in shapes:
+        raise ExportError(f"{deploy_path}: no blob named '{OUTPUT_BLOB}' (OpenPose reads its output from it)")
+    producer = [layer for layer in net.layer if OUTPUT_BLOB in layer.top][-1]
+    heatmaps = model.num_parts + int(model.has_background)
+    pafs = 2 * model.num_pafs
+    expected_text = f"{model.name} has {model.num_channels}: heatmaps {heatmaps}" + (f" + PAFs {pafs}" if pafs else "")
+    if producer.type == "Concat":
+        found = [(name, shapes[name][1]) for name in producer.bottom]
+        if sorted(c for _, c in found) != sorted(c for c in (heatmaps, pafs) if c):
+            layers = ", ".join(f"'{name}' {c}" for name, c in found)
+            raise ExportError(f"{deploy_path}: the final layers {layers} give {shapes[OUTPUT_BLOB][1]} output "
+                              f"channels, {expected_text} (is --model the one the snapshot was trained as?)")
+    elif shapes[OUTPUT_BLOB][1] != model.num_channels:
+        raise ExportError(f"{deploy_path}: the final layer '{producer.name}' gives {shapes[OUTPUT_BLOB][1]} "
+                          f"output channels, {expected_text} (is --model the one the snapshot was trained as?)")
+
+
+def check_snapshot(deploy_path: Path, snapshot: Path, model=None, deploy_text: Optional[str] = None):
+    """Raise ExportError unless every parameterised deploy layer is in the caffemodel with the right
+    shapes (and, given a registry ``model``, the deploy's output has that model's channels).
+    ``deploy_text``: the deploy itself (``deploy_path`` then only names it)."""
     from openpose_train.caffe_layers import caffe_io
 
     try:
-        net = caffe_io.read_net_prototxt(str(deploy_path))
+        if deploy_text is None:
+            net = caffe_io.read_net_prototxt(str(deploy_path))
+        else:
+            net = caffe_io.parse_prototxt(deploy_text, caffe_io.caffe_pb2.NetParameter(), deploy_path)
         weights = caffe_io.read_caffemodel(str(snapshot))
     except Exception as exc:  # the I/O layer already names file and position
         raise ExportError(str(exc)) from exc
+    if model is not None:
+        check_deploy_against_model(deploy_path, net, model)
     try:
         return caffe_io.check_weights_against_net(net, weights)
     except Exception as exc:
@@ -106,23 +155,19 @@ def export_snapshot(snapshot, model_name: str, to, preset: Optional[str] = None,
         if deploy_path is None:
             from openpose_train.generator.render import render_deploy
             rendered_text = render_deploy(model.name, preset=preset)
-            to_check = Path(str(snapshot) + ".deploy_check.prototxt")
-            _atomic_write_text(rendered_text, to_check)
-            deploy_path = to_check
-    try:
-        check_snapshot(deploy_path, snapshot)
-        models_dir = Path(to)
-        target_dir = models_dir / model.model_folder
-        target_prototxt = target_dir / model.deploy_name
-        target_caffemodel = target_dir / model.caffemodel_name
-        if rendered_text is not None:
-            _atomic_write_text(rendered_text, target_prototxt)
-        else:
-            _atomic_copy(deploy_path, target_prototxt)
-        _atomic_copy(snapshot, target_caffemodel)
-    finally:
-        if rendered_text is not None:
-            deploy_path.unlink(missing_ok=True)
+            deploy_path = Path(f"<{model.name} deploy rendered from the registry>")
+    check_snapshot(deploy_path, snapshot, model, rendered_text)
+    models_dir = Path(to)
+    target_dir = models_dir / model.model_folder
+    target_prototxt = target_dir / model.deploy_name
+    target_caffemodel = target_dir / model.caffemodel_name
+    deploy_size = len(rendered_text.encode()) if rendered_text is not None else deploy_path.stat().st_size
+    _prepare_target(target_dir, snapshot.stat().st_size + deploy_size)
+    if rendered_text is not None:
+        _atomic_write(target_prototxt, lambda tmp: tmp.write_text(rendered_text))
+    else:
+        _atomic_write(target_prototxt, lambda tmp: shutil.copyfile(deploy_path, tmp))
+    _atomic_write(target_caffemodel, lambda tmp: shutil.copyfile(snapshot, tmp))
 
     if net_resolution is None:
         from openpose_train.generator.render import resolve_preset

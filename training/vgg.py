@@ -24,6 +24,7 @@ VGG's convention, and relies on fine-tuning; the converted file reproduces what 
 """
 from __future__ import annotations
 
+import pickle
 from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, List, Mapping, Tuple
@@ -127,8 +128,9 @@ def convert_vgg19(pth_path, out_caffemodel, with_fc: bool = True, deploy_path=No
     from openpose_train.caffe_layers.caffe_io import write_caffemodel
     try:
         state = torch.load(str(pth_path), map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise VggConversionError(f"{pth_path}: cannot read the state dict: {exc}") from exc
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise VggConversionError(f"{pth_path}: cannot read the state dict: {first_line}") from None
     if hasattr(state, "state_dict"):
         state = state.state_dict()
     if not isinstance(state, Mapping):

@@ -269,5 +269,8 @@ def plot(sources, out, smooth):
             click.echo(f"skipped: {exc}", err=True)
     if not curves:
         raise click.ClickException(f"no loss values in {', '.join(sources)}")
-    plot_loss(curves, out, smooth=smooth)
+    try:
+        plot_loss(curves, out, smooth=smooth)
+    except PlotError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"plot: {out}")

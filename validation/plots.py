@@ -75,10 +75,15 @@ def _pyplot():
 
 def _save(fig, out_png: str) -> None:
     folder = os.path.dirname(os.path.abspath(out_png))
-    os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".tmp_{os.getpid()}_{os.path.basename(out_png)}")
-    fig.savefig(tmp, format="png", dpi=100)
-    os.replace(tmp, out_png)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fig.savefig(tmp, format="png", dpi=100)
+        os.replace(tmp, out_png)
+    except OSError as exc:
+        if os.path.isfile(tmp):
+            os.unlink(tmp)
+        raise PlotError(f"{out_png}: cannot write ({exc.strerror or exc})") from None
 
 
 def _draw_loss(ax, curves: Dict[str, LossCurve], smooth: int) -> None:
