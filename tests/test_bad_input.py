@@ -319,8 +319,7 @@ CASES = [
          lambda w, t: ["lmdb_trunc/data.mdb", "truncated"], how="process"),
     Case("prototxt-out-under-a-file", lambda w, t: ["prototxt", "--model", "BODY_25", "--preset", "tiny",
                                                     "--out", str(w.afile / "sub"), "--lmdb", str(w.lmdb)],
-         lambda w, t: ["afile"],
-         xfail="NotADirectoryError traceback in generator/render.py write_atomic: the generator helper fixes it"),
+         lambda w, t: ["afile"]),
     Case("generate_prototxt-unknown-model", lambda w, t: ["--model", "BODY_99", "--out", str(t / "p")],
          lambda w, t: ["BODY_99"], how="script"),
     # train
@@ -339,9 +338,7 @@ CASES = [
          lambda w, t: ["lmdb_trunc/data.mdb", "truncated"], how="process"),
     Case("train-snapshot-prefix-under-a-file", lambda w, t: ["train", "-solver", str(w.under_file_solver),
                                                              "--no-progress", "--workers", "0"],
-         lambda w, t: ["afile"],
-         xfail="FileExistsError traceback in training/logging_utils.py (log folder from snapshot_prefix): the "
-               "training-loop helper fixes it"),
+         lambda w, t: ["afile"]),
     # export
     Case("export-model-mismatch", lambda w, t: ["export", "--model", "BODY_25", "--snapshot",
                                                 str(_snap(w, "BODY_25B")), "--to", str(t / "models")],
