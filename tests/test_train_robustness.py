@@ -227,3 +227,82 @@ def test_snapshot_lock_without_flock_takes_over_dead_pids_only(tmp_path, monkeyp
         with pytest.raises(TrainingError, match=f"PID {os.getpid()} on "):
             snapshot_lock.SnapshotLock(prefix, "s.prototxt").acquire()
     assert not (tmp_path / "model/pose.lock").exists()
+
+
+# ---- item: snapshots on a full disk, a snapshot_prefix under a file --------------------------------------------
+def assert_complete_snapshots_only(folder):
+    """Every snapshot is the caffemodel + trainstate + solverstate trio; no temporary file is left."""
+    names = sorted(p.name for p in folder.iterdir() if "_iter_" in p.name or ".tmp" in p.name)
+    stems = {n.rsplit(".", 1)[0] for n in names}
+    assert names == sorted(f"{s}.{ext}" for s in stems for ext in ("caffemodel", "solverstate", "trainstate")), names
+    return sorted(stems)
+
+
+def test_disk_full_while_snapshotting_keeps_no_partial_snapshot(tmp_path, monkeypatch):
+    import errno
+
+    from openpose_train.caffe_layers import caffe_io
+
+    real = caffe_io.write_solverstate
+
+    def full_disk(path, iter, **kw):
+        if iter == 20:
+            with open(path, "wb") as f:
+                f.write(b"\x08\x14")              # a partial file, then the disk is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path, iter, **kw)
+    monkeypatch.setattr(caffe_io, "write_solverstate", full_disk)
+    d = make_dir(tmp_path)
+    r = run_cli(["-solver", "solver.prototxt"], d)
+    assert_one_line_error(r, "model/pose_iter_20.solverstate: cannot write the snapshot of iteration 20",
+                          "No space left on device", "the last complete snapshot is model/pose_iter_10.solverstate")
+    assert assert_complete_snapshots_only(d / "model") == ["pose_iter_10"]
+
+
+def test_snapshot_that_cannot_fit_is_refused_before_writing(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(1 << 20, (1 << 20) - 100, 100)
+                        if str(p).endswith("model") else real(p))
+    d = make_dir(tmp_path)
+    r = run_cli(["-solver", "solver.prototxt"], d)
+    assert_one_line_error(r, "model/pose_iter_10.solverstate: the snapshot of iteration 10 needs",
+                          "MiB, the disk has 0.00 MiB free", "no snapshot was written in this run")
+    assert assert_complete_snapshots_only(d / "model") == []
+
+
+def test_snapshot_prefix_under_a_file_fails_at_the_start(tmp_path):
+    d = make_dir(tmp_path, solver=SOLVER.replace('snapshot_prefix: "model/pose"',
+                                                 'snapshot_prefix: "somefile/model/pose"'))
+    (d / "somefile").write_text("not a folder")
+    r = run_cli(["-solver", "solver.prototxt"], d)
+    assert_one_line_error(r, "solver.prototxt", "snapshot_prefix 'somefile/model/pose'",
+                          "cannot create the folder somefile/model")
+    assert "Iteration 0" not in r.output and "Solving" not in r.output
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 64 KiB tmpfs (needs root and mount permission; skipped otherwise)."""
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_training_onto_a_small_tmpfs_stops_with_one_line_and_whole_snapshots(tmp_path, small_tmpfs):
+    solver = SOLVER.replace('snapshot_prefix: "model/pose"', f'snapshot_prefix: "{small_tmpfs}/pose"').replace(
+        "snapshot: 10", "snapshot: 1").replace("max_iter: 20", "max_iter: 200")
+    d = make_dir(tmp_path, solver=solver)
+    r = run_cli(["-solver", "solver.prototxt", "--metrics", "metrics.jsonl"], d)
+    line = assert_one_line_error(r, str(small_tmpfs))
+    assert re.search(r"needs [\d.]+ MiB, the disk has|No space left on device", line), line
+    assert len(assert_complete_snapshots_only(small_tmpfs)) >= 1

@@ -42,6 +42,7 @@ class GlogLogger:
         self.stream = sys.stderr if stream is None else stream
         self.enabled = enabled
         self.progress: Optional["Progress"] = None
+        self.log_file = log_file
         self._file = open(log_file, "a", buffering=1) if (log_file and enabled) else None
         self._lock = threading.Lock()
 
@@ -71,7 +72,12 @@ class GlogLogger:
                 self.stream.write(line + "\n")
                 self.stream.flush()
             if self._file is not None:
-                self._file.write(line + "\n")
+                try:
+                    self._file.write(line + "\n")
+                except OSError as exc:  # e.g. a full disk: keep training, say so once on the stream
+                    self._file = None
+                    self.stream.write(glog_prefix("W", "logging.cc:0") + f"log file {self.log_file}: "
+                                      f"{exc.strerror or exc}; no longer written\n")
 
     def close(self) -> None:
         if self._file is not None:
@@ -165,7 +171,11 @@ class MetricsWriter:
 
     def write(self, record: Dict) -> None:
         if self._f is not None:
-            self._f.write(json.dumps(record, sort_keys=False) + "\n")
+            try:
+                self._f.write(json.dumps(record, sort_keys=False) + "\n")
+            except OSError as exc:  # a full disk: name the file (the CLI prints one line)
+                from .data_sources import TrainingError
+                raise TrainingError(f"{self.path}: cannot write the metrics: {exc.strerror or exc}") from None
 
     def close(self) -> None:
         if self._f is not None:

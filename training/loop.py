@@ -27,6 +27,7 @@ import math
 import os
 import pickle
 import random
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ import torch
 
 from .data_sources import BatchSource, TrainingError
 from .logging_utils import GlogLogger, MetricsWriter, Progress, truncate_metrics
+from .snapshot_lock import prepare_snapshot_folder
 from .solver import CaffeSolver, LearnableParam, format_float
 
 # Caffe's SolverAction
@@ -116,13 +118,11 @@ def trainstate_path(solverstate_path: str) -> str:
     return base + ".trainstate"
 
 
-def _atomic_write_bytes(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
+def _write_synced(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def rng_state() -> Dict:
@@ -449,23 +449,52 @@ class Trainer:
             return None
         prefix = self.param.snapshot_prefix
         it = self.solver.iter
-        folder = os.path.dirname(prefix)
-        if folder:
-            os.makedirs(folder, exist_ok=True)
+        prepare_snapshot_folder(prefix, "the solver")
         model_path = snapshot_filename(prefix, it, ".caffemodel")
-        self.logger.info("solver.cpp:464", f"Snapshotting to binary proto file {model_path}")
-        # caffe_io writes through a temporary name and renames
-        caffe_io.write_caffemodel(model_path, self.net.caffe_weights(), net=self.net_param)
         state_path = snapshot_filename(prefix, it, ".solverstate")
-        side = {"format": 1, "iter": it, "world_size": self.world_size, "ranks": ranks}
-        _atomic_write_bytes(trainstate_path(state_path), pickle.dumps(side, protocol=4))
-        self.logger.info("sgd_solver.cpp:284", f"Snapshotting solver state to binary proto file {state_path}")
-        caffe_io.write_solverstate(state_path, iter=it, learned_net=model_path,
-                                   history=self.solver.history_arrays(), current_step=self.solver.current_step)
+        side_path = trainstate_path(state_path)
+        weights = self.net.caffe_weights()
+        history = self.solver.history_arrays()
+        side = pickle.dumps({"format": 1, "iter": it, "world_size": self.world_size, "ranks": ranks}, protocol=4)
+        self._check_free_space(state_path, weights, history, len(side))
+        # a snapshot is the three files or nothing: each is written to a temporary name, and all are
+        # renamed only once all are written, the solverstate last (it is what -snapshot names)
+        staged = [(f"{path}.tmp{os.getpid()}", path) for path in (model_path, side_path, state_path)]
+        self.logger.info("solver.cpp:464", f"Snapshotting to binary proto file {model_path}")
+        try:
+            caffe_io.write_caffemodel(staged[0][0], weights, net=self.net_param)
+            _write_synced(staged[1][0], side)
+            self.logger.info("sgd_solver.cpp:284", f"Snapshotting solver state to binary proto file {state_path}")
+            caffe_io.write_solverstate(staged[2][0], iter=it, learned_net=model_path, history=history,
+                                       current_step=self.solver.current_step)
+            for tmp, path in staged:
+                os.replace(tmp, path)
+        except OSError as exc:
+            for tmp, _ in staged:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            raise TrainingError(f"{state_path}: cannot write the snapshot of iteration {it}: "
+                                f"{exc.strerror or exc}; nothing of it was kept ({self._last_snapshot_text()})") \
+                from None
         self.last_snapshot = state_path
         if self.tensorboard is not None:
             self.tensorboard.snapshot(self)
         return state_path
+
+    def _last_snapshot_text(self) -> str:
+        return (f"the last complete snapshot is {self.last_snapshot}" if self.last_snapshot
+                else "no snapshot was written in this run")
+
+    def _check_free_space(self, state_path: str, weights, history, side_bytes: int) -> None:
+        """Refuse a snapshot that cannot fit before writing any of it (the files hold the float32
+        blobs plus small headers)."""
+        needed = side_bytes + 4 * sum(a.size for blobs in weights.values() for a in blobs) \
+            + 4 * sum(h.size for h in history)
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(state_path))).free
+        if needed > free:
+            raise TrainingError(f"{state_path}: the snapshot of iteration {self.solver.iter} needs "
+                                f"{needed / 2**20:.2f} MiB, the disk has {free / 2**20:.2f} MiB free; free some "
+                                f"space and resume ({self._last_snapshot_text()})")
 
     def restore(self, state_file: str) -> None:
         """Caffe's ``Restore``: weights from learned_net, iter, current_step, history; plus our side file."""
