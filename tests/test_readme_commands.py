@@ -164,8 +164,6 @@ def run_readme(root: Path, commands, env):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 10: generate_prototxt.py --lmdb without probabilities plus the "
-                   "preset's prob_only_background 0.02 sums to 1.02 (being fixed in the generator)")
 def test_readme_commands_run_as_written(tmp_path):
     root = make_checkout(tmp_path / "checkout")
     commands = [c for c in readme_commands(README.read_text()) if c not in SKIPPED]
