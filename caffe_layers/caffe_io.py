@@ -555,6 +555,18 @@ def read_caffemodel(path: PathLike, with_types: bool = False):
 
 
 # ----------------------------------------------------------------------------------------------
+# Caffe log lines (glog): read by the external-binary backend and by the loss plots
+
+_NUM = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)|-?nan\(ind\))"
+RE_DISPLAY = re.compile(r"Iteration (\d+) \(.*?\), loss = " + _NUM)
+RE_DISPLAY_OLD = re.compile(r"Iteration (\d+), loss = " + _NUM)
+RE_LR = re.compile(r"Iteration (\d+), lr = " + _NUM)
+RE_TRAIN_OUTPUT = re.compile(r"Train net output #(\d+): (\S+) = " + _NUM)
+RE_SNAPSHOT = re.compile(r"Snapshotting (?:solver state )?to binary proto file (\S+)")
+RE_MAX_ITER = re.compile(r"max_iter: (\d+)")
+
+
+# ----------------------------------------------------------------------------------------------
 # solverstate
 
 @dataclass

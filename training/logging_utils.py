@@ -13,13 +13,15 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import re
 import sys
 import threading
 import time
 from typing import IO, Dict, Optional
 
 from tqdm import tqdm
+
+from openpose_train.caffe_layers.caffe_io import (
+    RE_DISPLAY, RE_DISPLAY_OLD, RE_LR, RE_MAX_ITER, RE_SNAPSHOT, RE_TRAIN_OUTPUT)
 
 
 def glog_prefix(severity: str = "I", where: str = "solver.cpp:0", now: Optional[_dt.datetime] = None,
@@ -210,14 +212,7 @@ def truncate_metrics(path: str, iteration: int) -> int:
     return dropped
 
 
-# ---- reading Caffe logs (the external-binary backend) ----------------------------------------------
-_NUM = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)|-?nan\(ind\))"
-RE_DISPLAY = re.compile(r"Iteration (\d+) \(.*?\), loss = " + _NUM)
-RE_DISPLAY_OLD = re.compile(r"Iteration (\d+), loss = " + _NUM)
-RE_LR = re.compile(r"Iteration (\d+), lr = " + _NUM)
-RE_TRAIN_OUTPUT = re.compile(r"Train net output #(\d+): (\S+) = " + _NUM)
-RE_SNAPSHOT = re.compile(r"Snapshotting (?:solver state )?to binary proto file (\S+)")
-RE_MAX_ITER = re.compile(r"max_iter: (\d+)")
+# ---- reading Caffe logs (the external-binary backend; the line patterns are in caffe_io) ---------
 
 
 class CaffeLogFollower:

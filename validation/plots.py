@@ -23,7 +23,7 @@ class PlotError(ValueError):
 
 def read_loss_curve(path: str) -> LossCurve:
     """(iterations, losses) from a glog/Caffe training log or a metrics JSONL file."""
-    from openpose_train.training.logging_utils import RE_DISPLAY, RE_DISPLAY_OLD
+    from openpose_train.caffe_layers.caffe_io import RE_DISPLAY, RE_DISPLAY_OLD
     its, losses = [], []
     try:
         with open(path, errors="replace") as f:
