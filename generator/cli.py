@@ -204,6 +204,12 @@ def _preset_sources_help() -> str:
 @click.option("--no-vgg", is_flag=True, help="No -weights: train from random initialisation (= --vgg-weights '').")
 @click.option("--random-seed", type=int, default=render.DEFAULT_RANDOM_SEED, show_default=True,
               help="Solver random_seed (reruns reproduce); -1 leaves it out (a new seed each run, as Caffe).")
+@click.option("--val-images", type=click.Path(file_okay=False),
+              help="Held-out image folder that train_pose.sh scores every --val-interval iterations.")
+@click.option("--val-annotations", type=click.Path(dir_okay=False), help="COCO keypoint JSON of --val-images.")
+@click.option("--val-interval", type=click.IntRange(min=1),
+              help="train --val-interval: iterations between evaluations (the best snapshot is kept).")
+@click.option("--val-metric", default="body", show_default=True, help="train --val-metric.")
 @click.option("--stages", help="Stage counts: 'PAF,HEAT' (BODY_25 family) or N (COCO/hand/face).")
 @click.option("--width", type=click.IntRange(min=1), help="Width of the refinement-stage convs.")
 @click.option("--deploy-only", is_flag=True, help="Write only the deploy prototxt.")
@@ -211,7 +217,7 @@ def prototxt(model_name, yaml_path, preset, out_dir, batch_size, crop_size, lmdb
              scale_max, sigma, max_rotation, occlusions, dataset_dir, background_lmdb, prob_only_background,
              media_directory, base_lr, lr_policy, stepvalues, stepsize, gamma, power, max_iter, snapshot_interval,
              snapshot_prefix, display, gpus, vgg_weights, no_vgg, random_seed, stages, width, deploy_only,
-             drop_sources):
+             drop_sources, val_images, val_annotations, val_interval, val_metric):
     """Render deploy/training/solver prototxts and train_pose.sh / resume_train.sh for a model."""
     try:
         if yaml_path:
@@ -242,7 +248,8 @@ def prototxt(model_name, yaml_path, preset, out_dir, batch_size, crop_size, lmdb
             max_iter=max_iter, snapshot_interval=snapshot_interval, snapshot_prefix=snapshot_prefix,
             display=display, gpus=gpus, vgg_weights="" if no_vgg else absolute(vgg_weights),
             random_seed=random_seed, paf_stages=paf_stages,
-            heat_stages=heat_stages, width=width)
+            heat_stages=heat_stages, width=width, val_images=absolute(val_images) or "",
+            val_annotations=absolute(val_annotations) or "", val_interval=val_interval or 0, val_metric=val_metric)
         out = Path(out_dir or f"out/{model.name}_{preset_name}")
         if deploy_only:
             text = render.render_deploy(model.name, preset_name, **options)

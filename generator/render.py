@@ -40,6 +40,7 @@ gamma 0.5 at the ten step values, display 20, snapshot 2000, max_iter 1e6) witho
 from __future__ import annotations
 
 import os
+import shlex
 import struct
 import tempfile
 from dataclasses import dataclass, field, fields as dc_fields, replace
@@ -104,6 +105,11 @@ class GeneratorOptions:
     gpus: str = "0"                                       # "" = CPU (solver_mode CPU, no -gpu)
     vgg_weights: str = "dataset/vgg/VGG_ILSVRC_19_layers.caffemodel"   # "" = no -weights
     random_seed: int = DEFAULT_RANDOM_SEED                # < 0: not written (Caffe draws a seed per run)
+    # evaluation during training, passed by the scripts to `openpose-train train` (0 = none)
+    val_images: str = ""
+    val_annotations: str = ""
+    val_interval: int = 0
+    val_metric: str = "body"
     # network controls
     paf_stages: Optional[int] = None
     heat_stages: Optional[int] = None
@@ -428,10 +434,26 @@ def render_scripts(model_name: str, preset: Optional[str] = None, **options) -> 
     pre = resolve_preset(model_name, preset)
     ctx = dict(model=get_model(model_name).name, preset=pre.name, gpus=opts.gpus,
                vgg_weights=opts.vgg_weights, snapshot_prefix=opts.snapshot_prefix,
-               vgg_command=vgg_command("$WEIGHTS"))
+               vgg_command=vgg_command("$WEIGHTS"), val_args=val_args(opts))
     env = environment()
     return {"train_script": env.get_template("train_pose.sh.j2").render(**ctx),
             "resume_script": env.get_template("resume_train.sh.j2").render(**ctx)}
+
+
+def val_args(opts: GeneratorOptions) -> str:
+    """The ``train --val-*`` flags of the scripts, shell-quoted ('' without --val-interval)."""
+    given = {"--val-images": opts.val_images, "--val-annotations": opts.val_annotations,
+             "--val-interval": opts.val_interval}
+    if not any(given.values()):
+        return ""
+    missing = [name for name, value in given.items() if not value]
+    if missing:
+        raise GeneratorError(f"evaluation during training needs --val-images, --val-annotations and "
+                             f"--val-interval; missing {', '.join(missing)}")
+    if opts.val_interval < 0:
+        raise GeneratorError(f"--val-interval {opts.val_interval}: must be a positive number of iterations")
+    args = [*given.items(), ("--val-metric", opts.val_metric)]
+    return " ".join(f"{name} {shlex.quote(str(value))}" for name, value in args)
 
 
 def vgg_command(path: str) -> str:

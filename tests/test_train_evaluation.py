@@ -216,3 +216,42 @@ def test_export_best_refuses_a_mismatched_or_missing_record(project, tmp_path):
     r = CliRunner().invoke(main, ["export", "--best", str(d), "--to", str(tmp_path / "m"), "--model", "BODY_25"])
     assert r.exit_code != 0 and "sha256 differs" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "m").exists()
+
+
+def test_generator_val_options_reach_train_and_resume_scripts(tmp_path):
+    """prototxt --val-*: train_pose.sh / resume_train.sh pass them to openpose-train (quoted), never to Caffe."""
+    import os
+    import subprocess
+
+    val_dir = tmp_path / "val images"
+    val_dir.mkdir()
+    (tmp_path / "val.json").write_text("{}")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name in ("openpose-train", "caffe"):
+        (fake / name).write_text('#!/usr/bin/env bash\nfor a in "$@"; do echo "ARG[$a]"; done\n')
+        (fake / name).chmod(0o755)
+    r = CliRunner().invoke(main, ["prototxt", "--model", "BODY_25", "--preset", "tiny", "--out", str(tmp_path / "o"),
+                                  "--no-vgg", "--gpus", "", "--val-images", str(val_dir), "--val-annotations",
+                                  str(tmp_path / "val.json"), "--val-interval", "500"])
+    assert r.exit_code == 0, r.output
+    env = dict(os.environ, PATH=f"{fake}{os.pathsep}{os.environ['PATH']}")
+    expected = ["--val-images", str(val_dir), "--val-annotations", str(tmp_path / "val.json"), "--val-interval", "500",
+                "--val-metric", "body"]
+
+    def args(script, extra_env=None, *argv):
+        run = subprocess.run(["bash", str(tmp_path / "o" / script), *argv], env=dict(env, **(extra_env or {})),
+                             capture_output=True, text=True, check=True)
+        return re.findall(r"ARG\[(.*?)\]", run.stdout)
+    got = args("train_pose.sh", None, "")
+    assert got[:3] == ["train", "-solver", "pose_solver.prototxt"] and got[3:] == expected
+    (tmp_path / "o/model").mkdir(exist_ok=True)
+    (tmp_path / "o/model/pose_iter_4.solverstate").write_bytes(b"")
+    got = args("resume_train.sh", None, "")
+    assert got[3:5] == ["-snapshot", "model/pose_iter_4.solverstate"] and got[5:] == expected
+    # the Caffe fork has no --val-* flags: CAFFE=... leaves them out
+    assert "--val-images" not in args("train_pose.sh", {"CAFFE": str(fake / "caffe")}, "")
+    # all three or none
+    r = CliRunner().invoke(main, ["prototxt", "--model", "BODY_25", "--preset", "tiny", "--out", str(tmp_path / "p"),
+                                  "--val-interval", "5"])
+    assert r.exit_code != 0 and "missing --val-images, --val-annotations" in r.output
