@@ -45,7 +45,11 @@ def export_onnx(prototxt, caffemodel, onnx_path, opset: int = 17, check_size=(1,
     graph = _DeployGraph(net, input_name, output_blob).eval()
     example = torch.from_numpy(np.random.default_rng(0).uniform(-0.5, 0.5, check_size).astype(np.float32))
     onnx_path = Path(onnx_path)
-    onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = "a path above it is a file" if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror
+        raise OnnxExportError(f"{onnx_path}: cannot create its folder ({why or exc})") from None
     tmp = onnx_path.with_name(onnx_path.name + ".partial")
     try:
         with warnings.catch_warnings(), torch.no_grad():
