@@ -346,8 +346,7 @@ CASES = [
          lambda w, t: ["afile"]),
     Case("train-snapshot-disk-full", lambda w, t: ["train", "-solver", str(w.full_solver), "--no-progress",
                                                    "--workers", "0"], lambda w, t: ["full/pose"],
-         needs_tmpfs=True, xfail="OSError traceback from caffe_io._atomic_write when the snapshot does not fit: "
-                                 "the training-loop helper checks free space before snapshotting"),
+         needs_tmpfs=True),
     # export
     Case("export-model-mismatch", lambda w, t: ["export", "--model", "BODY_25", "--snapshot",
                                                 str(_snap(w, "BODY_25B")), "--to", str(t / "models")],
