@@ -464,7 +464,41 @@ def _write_planes(image: np.ndarray, planes: np.ndarray) -> None:
         planes[:] = image.transpose(2, 0, 1)      # the binding allocated new arrays: copy
 
 
-def _worker_main(config, slot_names, shapes, with_labels, tasks, results):
+PR_SET_PDEATHSIG = 1    # <linux/prctl.h>
+
+
+def _die_with_parent(parent_watch) -> None:
+    """End this worker when the training process ends, even by ``kill -9`` (then nothing tells the
+    workers, which wait on their task queue forever). Linux: the kernel's parent-death signal (the
+    parent is the forkserver, which exits with the training process). Everywhere: a thread waits
+    for EOF on ``parent_watch``, a pipe whose only write end the training process holds, and
+    checks that the parent process is still the same."""
+    import os
+    import signal
+    import threading
+
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+    def watch():
+        while os.getppid() == parent:
+            try:
+                if parent_watch.poll(1.0):      # EOF (or anything): the training process is gone
+                    break
+            except OSError:
+                break
+        os._exit(1)
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _worker_main(config, slot_names, shapes, with_labels, tasks, results, parent_watch=None):
+    if parent_watch is not None:
+        _die_with_parent(parent_watch)
     cv2.setNumThreads(1)            # the workers are the parallelism (a fresh process: safe)
     readers = _Readers(config)
     slots = [shared_memory.SharedMemory(name=n) for n in slot_names]
@@ -607,13 +641,16 @@ class OPDataSource:
         self._tasks = ctx.Queue()
         self._results = ctx.Queue()
         shapes = (self.image_shape, self.label_shape)
+        # the workers watch this pipe for EOF: only this process holds its write end (_die_with_parent)
+        watch_r, self._parent_watch = ctx.Pipe(duplex=False)
         with _main_module_hidden():
             for _ in range(self.num_workers):
                 p = ctx.Process(target=_worker_main, daemon=True,
                                 args=(self.config, [s.name for s in self._slots], shapes, self._with_worker_labels,
-                                      self._tasks, self._results))
+                                      self._tasks, self._results, watch_r))
                 p.start()
                 self._workers.append(p)
+        watch_r.close()
         self._in_flight = 0
 
     def _fill(self):
@@ -724,6 +761,7 @@ class OPDataSource:
                 if p.is_alive():
                     p.terminate()
             self._workers = []
+            self._parent_watch.close()
             for s in self._slots:
                 s.close()
                 s.unlink()

@@ -321,14 +321,22 @@ def test_nan_loss_stops_with_iteration_and_last_snapshot(tmp_path):
 
 
 # ---- signals (a real process) -----------------------------------------------------------------------------
-def spawn_endless_training(tmp_path, snapshot_interval):
-    """`openpose-train train` in a subprocess on a never-ending solver, logging every iteration."""
-    solver = SOLVER.replace("max_iter: 20", "max_iter: 100000000").replace(
-        "snapshot: 10", f"snapshot: {snapshot_interval}").replace("display: 5", "display: 1")
-    d = make_dir(tmp_path, solver=solver)
+def spawn_endless_training(tmp_path, snapshot_interval, project=None, workers=0):
+    """`openpose-train train` in a subprocess on a never-ending solver, logging every iteration: the
+    DummyData net, or a copy of ``project`` (a generated folder, e.g. tiny_project) with ``workers``."""
+    if project is None:
+        d, solver_file = make_dir(tmp_path), "solver.prototxt"
+    else:
+        import shutil
+        d, solver_file = tmp_path / "run", "pose_solver.prototxt"
+        shutil.copytree(project, d, ignore=shutil.ignore_patterns("model"))
+    solver = (d / solver_file).read_text()
+    for name, value in (("max_iter", 100000000), ("snapshot", snapshot_interval), ("display", 1)):
+        solver = re.sub(rf"^{name}: .*$", f"{name}: {value}", solver, flags=re.M)
+    (d / solver_file).write_text(solver)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([PY, "-m", "openpose_train.cli", "train", "-solver", "solver.prototxt", "--workers", "0"],
-                            cwd=d, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    proc = subprocess.Popen([PY, "-m", "openpose_train.cli", "train", "-solver", solver_file, "--workers",
+                             str(workers)], cwd=d, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     return d, proc
 
 

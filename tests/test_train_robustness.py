@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import lmdb
 import numpy as np
@@ -306,3 +307,53 @@ def test_training_onto_a_small_tmpfs_stops_with_one_line_and_whole_snapshots(tmp
     line = assert_one_line_error(r, str(small_tmpfs))
     assert re.search(r"needs [\d.]+ MiB, the disk has|No space left on device", line), line
     assert len(assert_complete_snapshots_only(small_tmpfs)) >= 1
+
+
+# ---- item: data workers die with their training process ---------------------------------------------------------
+def descendants(pid):
+    """PIDs of every live descendant of ``pid`` (from /proc)."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def alive(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")             # a zombie has exited (PID 1 may not reap it here)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers through /proc")
+def test_data_workers_die_with_a_killed_training(tiny_project, tmp_path):
+    from test_train_loop import spawn_endless_training
+
+    d, proc = spawn_endless_training(tmp_path, 0, project=tiny_project, workers=2)
+    try:
+        deadline = time.time() + 120
+        for line in proc.stderr:
+            if "] Iteration 2 (" in line or time.time() > deadline:
+                break
+        workers = [p for p in descendants(proc.pid) if alive(p)]
+        assert len(workers) >= 3, workers          # the forkserver and its 2 data workers at least
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    deadline = time.time() + 10
+    while time.time() < deadline and any(alive(p) for p in workers):
+        time.sleep(0.2)
+    left = [p for p in workers if alive(p)]
+    for p in left:                                  # do not leave them behind when the test fails
+        os.kill(p, 9)
+    assert not left, left
