@@ -1,6 +1,6 @@
 """Caffemodel write/read speed for a BODY_25-sized net (26,166,084 parameters).
 
-Shapes come from ``param_shapes`` of the reference BODY_25 deploy prototxt when ../shared is present,
+Shapes come from ``param_shapes`` of OpenPose's BODY_25 deploy prototxt when the third-party sample data is present,
 otherwise from a synthetic list of conv/PReLU blobs with the same total. ``value`` is the median
 wall time of ``write_caffemodel`` (packed float32 bytes straight from numpy, atomic rename) and of
 ``read_caffemodel`` (hand-written wire reader, np.frombuffer). ``baseline`` is the naive protobuf

@@ -1,21 +1,21 @@
-"""OPData augmentation, CPU reference (``spec/op_data_layer.md`` §2, §5, §12).
+"""OPData augmentation, CPU reference (``docs/labels.md`` §Augmentation order, §Quirks).
 
 One sample goes through: background crop (if a background LMDB is configured) -> scale ->
 centre swap -> rotation -> crop-centre jitter -> flip, all applied to the keypoints first, then ONE
 bicubic ``cv2.warpAffine`` for the image and one for each mask, occlusion patches, ``mask_miss``
 shrunk to the label grid with ``INTER_AREA`` and the background pasted into the padding.
 
-Random numbers are drawn from an injected ``numpy.random.Generator`` in the fork's order (§5.9),
+Random numbers are drawn from an injected ``numpy.random.Generator`` in the fork's order (§Draw order),
 so one seed gives one sample. The sampled values are kept in :class:`AugmentParams`, which the
 torch path (``labels_torch``) reuses.
 
 Quirks of the fork, reproduced by default (:class:`AugmentConfig` has the switches):
 
 * ``fix_flip_width`` False: keypoints flip around ``crop_size_y - 1`` while the image flips around
-  ``crop_size_x - 1`` (§12.1); for non-square crops the labels then miss the image. True flips
+  ``crop_size_x - 1`` (§Quirks); for non-square crops the labels then miss the image. True flips
   keypoints around ``crop_size_x - 1``.
 * ``fix_background_offset`` False: the background crop's vertical offset tests the horizontal
-  slack, so tall backgrounds are always top-aligned (§5.1, §12.2). True draws it from the
+  slack, so tall backgrounds are always top-aligned (§Background crop, §Quirks). True draws it from the
   vertical slack.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ from .labels import flip_people, keep_roi_inside, round_half_away
 
 #: the fork normalises person scale against this crop height ("compatibility with the old LMDB")
 LEGACY_CROP = 368.0
-#: BGR means of normalisation modes 1 and 2 (§2, field 28)
+#: BGR means of normalisation modes 1 and 2 (§Normalisation)
 MEAN_BGR_1 = (102.9801, 115.9465, 122.7717)
 MEAN_BGR_2 = (103.94, 116.78, 123.68)
 
@@ -51,7 +51,7 @@ def parse_list(text, cast=float) -> Tuple:
 
 
 def per_dataset(values: Sequence, index: int):
-    """Entry ``index`` of a per-dataset list; short lists are padded with their FIRST entry (§2)."""
+    """Entry ``index`` of a per-dataset list; short lists are padded with their FIRST entry (§Sampling)."""
     if not values:
         raise AugmentError("empty per-dataset parameter list")
     return values[index] if 0 <= index < len(values) else values[0]
@@ -153,7 +153,7 @@ class AugmentedSample:
 # ----------------------------------------------------------------------------- sampling
 
 def read_background(background: np.ndarray, config: AugmentConfig, rng) -> Tuple[np.ndarray, Tuple[int, int]]:
-    """``readBackgroundImage`` (§5.1): cover-resize and crop (2 draws when it is larger), mirrored."""
+    """``readBackgroundImage`` (§Background crop): cover-resize and crop (2 draws when it is larger), mirrored."""
     width, height = config.crop_x, config.crop_y
     bh, bw = background.shape[:2]
     offset = (0, 0)
@@ -196,7 +196,7 @@ def _mean_visible(joints, a, b):
 
 def swap_center(rng, config: AugmentConfig, category: str, op_model: str, joints: np.ndarray,
                 objpos: np.ndarray, mult: float) -> np.ndarray:
-    """``swapCenterPoint`` (§5.3): maybe re-centre on a wrist, the nose, the neck, wrists or knees."""
+    """``swapCenterPoint`` (§Centre swap): maybe re-centre on a wrist, the nose, the neck, wrists or knees."""
     d = rng.random()
     big = (mult > 2 and d > 0.05) or (mult > 1.3 and d > 0.5)
     if category == "HAND" or (category == "DOME" and d < 0.5):
@@ -237,7 +237,7 @@ def rotation_matrix(source_size: Tuple[int, int], scale: float, degrees: float) 
     """``estimateRotation``'s R (2x3 float64) for the scaled image, with the bounding-box shift.
 
     The box is OpenCV's ``RotatedRect.boundingRect()`` of float32 corners (ceil - floor + 1), which
-    makes it Ws+1 x Hs+1 at 0 degrees: the half-pixel shift of §12.4 is kept.
+    makes it Ws+1 x Hs+1 at 0 degrees: the half-pixel shift of §Quirks is kept.
     """
     ws = float(round_half_away(source_size[0] * scale))
     hs = float(round_half_away(source_size[1] * scale))
@@ -291,7 +291,7 @@ def transform_points(points: np.ndarray, params: AugmentParams, config: AugmentC
 
 def sample_occlusions(rng, config: AugmentConfig, dataset_index: int, people: np.ndarray,
                       scale_self: float) -> Tuple[Tuple[int, int, int, int], ...]:
-    """``doOcclusions`` draws (§5.4 step 8): rectangles around random labeled parts of the main person."""
+    """``doOcclusions`` draws (§Occlusions): rectangles around random labeled parts of the main person."""
     joints = people[0]
     n_parts = joints.shape[0]
     d = rng.random()
@@ -317,7 +317,7 @@ def sample_occlusions(rng, config: AugmentConfig, dataset_index: int, people: np
 
 def sample_params(rng, config: AugmentConfig, sample: Sample, category: str, op_model: str,
                   flip_pairs=()) -> Tuple[AugmentParams, np.ndarray]:
-    """Draw scale, centre swap, rotation, crop jitter and flip (§5.9 order) -> (params, people in crop)."""
+    """Draw scale, centre swap, rotation, crop jitter and flip (§Draw order) -> (params, people in crop)."""
     idx = sample.dataset_index
     mult, scale = sample_scale(rng, config, idx, sample.scale_self)
     objpos = np.asarray(sample.objpos, np.float32)
@@ -364,7 +364,7 @@ def _warp(src, matrix, config, border):
 def augment_sample(rng, config: AugmentConfig, sample: Sample, category: str, op_model: str,
                    flip_pairs=(), background: Optional[np.ndarray] = None,
                    mask_is_background: bool = False) -> AugmentedSample:
-    """The whole TRAIN augmentation of one record (§5.1-5.4), draws in the fork's order.
+    """The whole TRAIN augmentation of one record (§Augmentation order), draws in the fork's order.
 
     ``background``: a background (negatives) image, or None when no background LMDB is configured.
     ``mask_is_background``: MPII_65_42/CAR_12 behaviour (mask_miss replaced by the padding mask).
@@ -431,7 +431,7 @@ def augment_variant_sample(rng, config: AugmentConfig, sample: Sample, model, va
 
 
 def background_only_sample(rng, config: AugmentConfig, background: np.ndarray, num_parts: int) -> AugmentedSample:
-    """§5.5: the mirrored background crop, no people, labels not filled."""
+    """§Background-only samples: the mirrored background crop, no people, labels not filled."""
     bg, offset = read_background(background, config, rng)
     return AugmentedSample(image=np.ascontiguousarray(bg), mask_grid=None,
                            people=np.zeros((0, num_parts, 3), np.float32),
@@ -439,7 +439,7 @@ def background_only_sample(rng, config: AugmentConfig, background: np.ndarray, n
 
 
 def unaugmented_sample(config: AugmentConfig, sample: Sample) -> AugmentedSample:
-    """§5.7 TEST phase: no augmentation; only crop-sized images make consistent shapes."""
+    """§TEST phase: no augmentation; only crop-sized images make consistent shapes."""
     height, width = sample.image.shape[:2]
     if (width, height) != (config.crop_x, config.crop_y):
         raise AugmentError(f"TEST phase needs images of the crop size {config.crop_x}x{config.crop_y}, "
@@ -452,7 +452,7 @@ def unaugmented_sample(config: AugmentConfig, sample: Sample) -> AugmentedSample
 
 
 def normalize_image(image: np.ndarray, mode: int) -> np.ndarray:
-    """``fillTransformedData`` (§5.6): uint8 (H, W, 3) BGR -> float32 (3, H, W) BGR planes."""
+    """``fillTransformedData`` (§Normalisation): uint8 (H, W, 3) BGR -> float32 (3, H, W) BGR planes."""
     img = image.astype(np.float32)
     if mode == 0:
         out = (img - np.float32(128)) / np.float32(256)

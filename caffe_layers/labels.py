@@ -1,4 +1,4 @@
-"""OPData label rendering, CPU reference (``spec/op_data_layer.md`` §1.3, §4, §6).
+"""OPData label rendering, CPU reference (``docs/labels.md`` §Visibility, §Channel order, §Label steps).
 
 A label is float32 ``(2C, gy, gx)``: the first half holds loss weights, the second half targets,
 channel ``c`` of the first half weighting channel ``C + c``. Inside each half: PAF x/y pairs
@@ -6,7 +6,7 @@ channel ``c`` of the first half weighting channel ``C + c``. Inside each half: P
 
 People are one array ``(n_people, P, 3)`` of ``(x, y, v)`` in crop pixel coordinates, row 0 the
 main person (the one the sample was centred on), already remapped to the model
-(:func:`remap_keypoints`) and augmented. Visibility codes (§1.3): 0 occluded, 1 visible,
+(:func:`remap_keypoints`) and augmented. Visibility codes (§Visibility): 0 occluded, 1 visible,
 2 outside/unlabeled, 3 synthetic point with a missing source, 4 not in the dataset.
 
 Only the cells a Gaussian or a limb can reach are computed: Gaussians in a fixed window around
@@ -20,11 +20,11 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-#: Gaussian cut-off: cells with exponent above this (value < 1 %) are not drawn (§6 step 7).
+#: Gaussian cut-off: cells with exponent above this (value < 1 %) are not drawn (§Gaussians).
 GAUSSIAN_CUTOFF = 4.6052
-#: PAF half width in grid cells (§6 step 11).
+#: PAF half width in grid cells (§PAFs).
 PAF_THRESHOLD = 1.0
-#: background weight is forced to 1 where the background target is below this (§6 step 12).
+#: background weight is forced to 1 where the background target is below this (§Label steps, step 12).
 BKG_WEIGHT_THRESHOLD = 0.85
 #: person ROI enlargement ratios: step 6 (v == 3 / v >= 4 parts) and step 8 ("-1" channels).
 ROI_RATIO_VISIBILITY = 0.3
@@ -53,10 +53,10 @@ class LabelLayout:
     paf_b: np.ndarray                 # (E,) part index of each PAF's end
     sigma_ratios: np.ndarray          # (P,) float32
     part_channels: np.ndarray         # (P, C) bool: heatmap + PAF x/y channels touching the part
-    global_masking: bool              # §6 step 5 active (TrainingVariant.global_missing_mask)
+    global_masking: bool              # §Masks: global masking runs (TrainingVariant.global_missing_mask)
     missing_threshold: int
     empty_parts: np.ndarray           # (P,) bool: CHANNELS_TO_MASK entry empty
-    minus1_masking: bool              # §6 step 8 active
+    minus1_masking: bool              # §Masks: the "-1" boxes run
     minus1_parts: np.ndarray          # (P,) bool
     roi_codes: Tuple[int, ...]        # visibility codes X of maskPersonIfVisibleIsX
     feet_pairs: Tuple[Tuple[int, int], ...]
@@ -116,7 +116,7 @@ def label_layout(model, variant) -> LabelLayout:
 # ----------------------------------------------------------------------------- keypoints
 
 def sanitize_visibility(points: np.ndarray, width: float, height: float) -> np.ndarray:
-    """§1.3 decoding: ``v = round(v)``; a point outside ``[0,width) x [0,height)`` with v != 2 gets v = 2.
+    """§Decoding: ``v = round(v)``; a point outside ``[0,width) x [0,height)`` with v != 2 gets v = 2.
 
     ``points`` (..., 3) float; returns a float32 copy.
     """
@@ -153,7 +153,7 @@ def _remap_tables(variant):
 def remap_keypoints(variant, lmdb_points) -> np.ndarray:
     """LMDB keypoints ``(..., P_lmdb, 3)`` -> model keypoints ``(..., P, 3)`` (``lmdbJointsToOurModel``).
 
-    The point is the mean of the part's sources; visibility (§1.3): no source -> (0, 0) v=4; one
+    The point is the mean of the part's sources; visibility (§Decoding): no source -> (0, 0) v=4; one
     source -> 4/2/0 kept, anything else 1; several -> any 4 (or unexpected) 4, else 2 mixed with
     0/1 -> 3, all 2 -> 2, any 0 -> 0, else 1.
     """
@@ -362,7 +362,7 @@ def _inverse_ratios(ratios):
 
 
 def render_heatmaps(targets, weights, layout, people, sigma, stride, grid_w, grid_h):
-    """§6 step 7 in place: Gaussians of every v <= 1 keypoint (max over people).
+    """§Gaussians in place: Gaussians of every v <= 1 keypoint (max over people).
 
     Each keypoint's window of cells; exp(-(dx^2 + dy^2) / 2s^2) = exp(-dx^2/2s^2) exp(-dy^2/2s^2),
     so only 2 x window exponentials per keypoint (cells outside the grid get dx^2 = inf: value 0),
@@ -434,7 +434,7 @@ def _scratch_index(size: int) -> np.ndarray:
 
 
 def limb_band_cells(ax, ay, bx, by, grid_w, grid_h):
-    """Cells of each limb's PAF (§6 step 11): (limb, cell, ux, uy) per covered cell.
+    """Cells of each limb's PAF (§PAFs): (limb, cell, ux, uy) per covered cell.
 
     ``a``/``b`` are limb ends in grid units (pixels / stride, float32), ``cell`` is ``gy * grid_w
     + gx``; ``ux``/``uy`` the limb's unit vector. A cell belongs to a limb when it lies in the
@@ -513,7 +513,7 @@ def _limb_cells(a, b, grid_w, grid_h, base=None):
 
 
 def render_pafs(targets, weights, layout, people, stride, grid_w, grid_h):
-    """§6 step 11 in place: unit vectors along every limb with both ends v <= 1, averaged by count.
+    """§PAFs in place: unit vectors along every limb with both ends v <= 1, averaged by count.
 
     Cells covered by one limb of a pair get its vector; cells where several people's limbs of the
     same pair meet get the float32 sum of u / count in limb order (the reference's order).
@@ -564,7 +564,7 @@ _FEET_INDEX = {}
 
 
 def _mask_feet(weights, layout, people, stride, grid_w, grid_h):
-    """maskFeet (§6 step 5): clear the background weight on each foot box of every person."""
+    """maskFeet (§Masks): clear the background weight on each foot box of every person."""
     index = _FEET_INDEX.get(layout.feet_pairs)
     if index is None:
         index = _FEET_INDEX[layout.feet_pairs] = np.asarray(layout.feet_pairs, np.int64).reshape(-1)
@@ -602,7 +602,7 @@ _MISSING = {}
 
 
 def _missing_channels(layout, main_missing):
-    """§6 step 5 channels for the main person's missing parts ``main_missing`` (P,) bool: the
+    """Global-masking channels (§Masks) for the main person's missing parts ``main_missing`` (P,) bool: the
     zeroed channels (C,) bool or None, their runs ``[(start, stop), ...]`` and the runs of the
     other channels. Cached per pattern."""
     key = (id(layout), main_missing.tobytes())
@@ -627,7 +627,7 @@ def _missing_channels(layout, main_missing):
 
 def render_labels(model, variant, people, mask_miss_grid, grid_size, stride, sigma,
                   filled: bool = True, out: Optional[np.ndarray] = None) -> np.ndarray:
-    """The OPData label of one sample: float32 ``(2C, gy, gx)`` (§6, steps in the fork's order).
+    """The OPData label of one sample: float32 ``(2C, gy, gx)`` (§Label steps, in the fork's order).
 
     ``model``/``variant``: registry PoseModel and TrainingVariant; ``people`` ``(n, P, 3)`` crop
     pixel coordinates, row 0 the main person; ``mask_miss_grid`` uint8 ``(gy, gx)`` (255 = train)

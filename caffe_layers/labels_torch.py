@@ -1,6 +1,6 @@
 """OPData labels for a whole batch in one pass on a torch device (CPU or CUDA).
 
-Same definition as the CPU reference :mod:`labels` (``spec/op_data_layer.md`` §6) and the same
+Same definition as the CPU reference :mod:`labels` (``docs/labels.md`` §Label steps) and the same
 float32 operation order, so the two agree within 1e-5 for the same augmented keypoints. People are
 padded to ``(N, M, P, 3)`` with v = 2 (a value no rule draws or masks); each rule is evaluated
 on the full ``(N, ., gy, gx)`` grid, looping only over the M people slots.

@@ -1,7 +1,7 @@
 """The ``OPData`` layer as a data source: LMDB records -> augmented images + labels, batched.
 
 ``OPDataSource`` is what the training engine reads from and a plain Python iterator
-(``spec/op_data_layer.md`` §3). Per batch it draws one source with the configured
+(``docs/labels.md`` §Sampling). Per batch it draws one source with the configured
 probabilities (or a background-only batch), takes the next records of that source (and of the
 background LMDB), augments each one (``augment.py``) and renders its label (``labels.py``, or
 ``labels_torch.py`` on ``label_device``).
@@ -28,7 +28,7 @@ format, no copy of the data field) and interleaved once with ``cv2.merge``; imag
 with ``cv2.LUT`` (the 256 results of the torch ops); the bicubic warps dominate what is left.
 
 Not implemented (refused with a clear message): ``add_distance``, ``taf_topology`` and the
-MPII_65_42 / CAR_12 / COCO_59_17 label rules. Deliberate deviation: an invalid record (§5.8) gives
+MPII_65_42 / CAR_12 / COCO_59_17 label rules. Deliberate deviation: an invalid record (§Invalid records) gives
 a zero image instead of the fork's stale buffer contents.
 """
 from __future__ import annotations
@@ -51,7 +51,7 @@ from . import augment as A
 from .caffe_io import CaffemodelError, wire_fields
 from . import labels as L
 
-#: categories whose datum carries mask_miss in channel 4 (§1.4); plus the face70_mask_out dataset
+#: categories whose datum carries mask_miss in channel 4 (§Decoding); plus the face70_mask_out dataset
 MASK_CATEGORIES = frozenset({"COCO", "CAR", "MPII", "PT", "HAND"})
 
 
@@ -84,7 +84,7 @@ class OPDataConfig:
 
 
 def parse_layer(layer_param, phase: str = "TRAIN", **augment_overrides) -> OPDataConfig:
-    """Validate an OPData ``LayerParameter`` (§2, §3.1 checks) into an :class:`OPDataConfig`."""
+    """Validate an OPData ``LayerParameter`` (the checks of §Sampling) into an :class:`OPDataConfig`."""
     name = layer_param.name or "OPData"
     if layer_param.type and layer_param.type != "OPData":
         raise OPDataError(f"layer '{name}' has type '{layer_param.type}', expected 'OPData'")
@@ -142,7 +142,7 @@ def parse_layer(layer_param, phase: str = "TRAIN", **augment_overrides) -> OPDat
 
 
 def choose_source(probabilities, dice: float) -> int:
-    """§3.2: the first source whose cumulative probability exceeds ``dice``; -1 = background only."""
+    """§Sampling: the first source whose cumulative probability exceeds ``dice``; -1 = background only."""
     total = 0.0
     for i, p in enumerate(probabilities):
         total += p
@@ -155,7 +155,7 @@ def choose_source(probabilities, dice: float) -> int:
 
 def sample_from_record(record, model, variant, config: A.AugmentConfig, dataset_index: int,
                        media_directory: str = "", expected_dataset: Optional[str] = None):
-    """A decoded datum -> :class:`augment.Sample` in model keypoints, or None when invalid (§5.8).
+    """A decoded datum -> :class:`augment.Sample` in model keypoints, or None when invalid (§Invalid records).
 
     Applies the fork's metadata rules: COCO category -1 shift, v rounding and out-of-image -> 2,
     the LMDB->model remap, scale_self normalised to the crop height. Invalid: a dataset string
@@ -408,7 +408,7 @@ def run_plan(readers: _Readers, plan: BatchPlan, images: np.ndarray, labels: Opt
     for i, (key, bg_key) in enumerate(zip(plan.keys, plan.bg_keys)):
         image, label, out = render_item(readers, plan.source, key, bg_key, rng, with_labels=labels is not None,
                                         label_out=None if labels is None else labels[i])
-        if out is None:                                 # invalid metadata (§5.8): zero label and image
+        if out is None:                                 # invalid metadata (§Invalid records): zero label and image
             images[i] = 0
             if labels is not None:
                 labels[i] = 0

@@ -4,7 +4,7 @@ Reads body 17 (``coco``), COCO + foot 23 (``coco_foot``), COCO-WholeBody 133 (``
 hand and face COCO-style files, and MPII (converted by :mod:`.mpii`). Keypoint counts, field
 names, the LMDB dataset string and the mask channel come from the registry's ``DatasetLayout``.
 
-Rules (``spec/openpose_train.md`` 3.2-3.4, 7.4), and where we deliberately differ:
+Rules (``docs/formats.md`` §Records), and where we deliberately differ:
 
 * images are the images that have annotations, in order of first appearance of their
   ``image_id`` among the annotations (a2); annotations of one image need not be contiguous

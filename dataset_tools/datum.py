@@ -1,7 +1,7 @@
 """The OpenPose training datum: metadata plane codec and Caffe ``Datum`` (de)serialisation.
 
 One codec shared by the LMDB writer, the LMDB reader, the inspector and the OPData layer.
-Layout (``spec/openpose_train.md`` 2.3/2.4, ``spec/op_data_layer.md`` 1.1/1.2):
+Layout (``docs/formats.md`` §Datum, §Metadata rows):
 
 * raw datum (default, what the original pipeline writes): ``channels=C, height=H, width=W,
   data = uint8 (C, H, W) C-order, label = 0``; channels are B, G, R, metadata plane and,
@@ -67,7 +67,7 @@ class DatumError(ValueError):
 
 @dataclass
 class Metadata:
-    """One training record's metadata (row layout of ``spec/op_data_layer.md`` 1.2).
+    """One training record's metadata (row layout of ``docs/formats.md`` §Metadata rows).
 
     Coordinates are as stored in the LMDB (1-based for :data:`ONE_BASED_DATASETS`).
     ``joints`` is (N, 3) float32 ``[x, y, v]`` with OpenPose visibility codes (0 occluded,

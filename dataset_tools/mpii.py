@@ -1,6 +1,6 @@
 """MPII in the list format (``[{image, joints, joints_vis, center, scale}, ...]``) to COCO style.
 
-Mirrors ``mpii/a1_generateFinalJsonAndMasks.py`` (``spec/openpose_train.md`` 7.4) as far as the
+Mirrors ``mpii/a1_generateFinalJsonAndMasks.py`` (openpose_train's MPII converter; ``docs/formats.md`` §Records) as far as the
 list format allows: a joint with ``joints_vis`` 1 becomes COCO v=2 (the list format does not
 separate visible from occluded), a missing joint (0, 0, 0); the person box is the box of the
 labeled joints grown by 10 % of its width on each side and by 5 % / 10 % of its height above /

@@ -24,8 +24,6 @@ EXPERIMENTS = (
     ("1_25BSuperModel11FullVGG", "BODY_25B"),
     ("100_135AlmostSameBatchAllGPUs", "BODY_135"),
 )
-# OpenPose's CPU people builder only implements these (spec/openpose_runtime.md 2.6).
-CPU_CONNECTOR_MODELS = ("BODY_25", "COCO_18", "MPI_15", "MPI_15_4")
 # openpose_train's experimental_models/README: every released snapshot is pose_iter_464000.
 RELEASED_ITERATIONS = {"body_25": 584000}
 DEFAULT_RELEASED_ITERATIONS = 464000
@@ -47,7 +45,7 @@ def experiment_files(preset_name: str, model_name: str) -> Dict[str, str]:
         model=model, preset=preset, recipe=recipe, datasets=datasets, folder=folder,
         params=net.parameter_count(), layers=len(net.layers),
         heat=model.num_parts + int(model.has_background), pafs=2 * model.num_pafs,
-        stage_counts=_stage_counts(net), cpu_ok=model.name in CPU_CONNECTOR_MODELS,
+        stage_counts=_stage_counts(net), cpu_ok=model.openpose_cpu_connector,
         iterations=RELEASED_ITERATIONS.get(preset_name, DEFAULT_RELEASED_ITERATIONS),
         solver=render.GeneratorOptions(), fmt=lambda v: "%.3g" % v,
         stepvalues=render.DEFAULT_STEPVALUES)

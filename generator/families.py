@@ -7,14 +7,14 @@ background, PAF channels) are passed in from the registry by the renderer.
 
 Families
 --------
-* :class:`DenseFamily`  BODY_25 style (``spec/openpose_runtime.md`` 3.1, 3.5; ``openpose_train.md`` 6):
+* :class:`DenseFamily`  BODY_25 style (OpenPose's ``pose/body_25`` and openpose_train's BODY_25B / BODY_135 deploy files):
   VGG front end + CPM convs with PReLU, PAF stages (``L2``) then heatmap stages (``L1``), each stage
   ``blocks`` x (three chained 3x3 convs whose outputs are concatenated) + 1x1 ``mid`` + 1x1 output.
   Presets ``body_25``, ``1_25BBkg``, ``1_25BSuperModel11FullVGG`` (dense front end), ``100_135AlmostSameBatchAllGPUs``
   and ``tiny``.
-* :class:`TwoBranchFamily`  the CVPR'17 PAF v1 net (COCO, MPI, MPI 4-stage; ``openpose_runtime.md`` 3.2):
+* :class:`TwoBranchFamily`  the CVPR'17 PAF v1 net (COCO, MPI, MPI 4-stage; OpenPose's ``pose/coco``, ``pose/mpi``):
   ReLU everywhere, both branches interleaved per layer, 7x7 refinement stages, L1 = PAF, L2 = heatmaps.
-* :class:`SingleBranchFamily`  the CPM hand / face nets (``openpose_runtime.md`` 3.3, 3.4).
+* :class:`SingleBranchFamily`  the CPM hand / face nets (OpenPose's ``hand`` and ``face`` models).
 
 Every :class:`Layer` keeps its learning-rate multipliers and fillers; the BODY_25 deploy file is the
 one upstream file written without them (``Preset.deploy_learning_params = False``).
@@ -328,7 +328,7 @@ def _resize(stages, count):
 # ------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TwoBranchFamily:
-    """COCO / MPI (``openpose_runtime.md`` 3.2). Branch L1 = PAFs, L2 = heatmaps, interleaved."""
+    """COCO / MPI (OpenPose's ``pose/coco``, ``pose/mpi`` deploy files). Branch L1 = PAFs, L2 = heatmaps, interleaved."""
 
     stages: int = 6
     width: int = 128
@@ -455,7 +455,7 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class Recipe:
-    """Training data and solver defaults of a preset (``openpose_train.md`` 4.1, 5)."""
+    """Training data and solver defaults of a preset (openpose_train's ``d_setLayers.py`` and shipped training files)."""
 
     datasets: Tuple[DatasetSpec, ...] = ()   # () = the model's first registry variant on lmdb_<dataset>
     background_lmdb: str = "lmdb_background"
@@ -477,7 +477,7 @@ class Preset:
     recipe: Recipe = field(default_factory=Recipe)
     upstream_folder: str = ""       # openpose_train experimental_models/<folder>/<model dir>
     description: str = ""
-    # OpenPose command-line flags from openpose_train's experimental_models/README (openpose_train.md 1.4)
+    # OpenPose command-line flags from openpose_train's experimental_models/README
     net_resolution: str = "-1x368"
     multiscale_flags: str = ""
 
@@ -491,7 +491,7 @@ _BODY25B_DATA = (DatasetSpec("lmdb_coco2017_foot", 0.05, dataset="coco_foot"),
                  DatasetSpec("lmdb_mpii", 0.05, dataset="mpii"))
 _BODY25B_DATA_FULLVGG = _BODY25B_DATA[:2] + (replace(_BODY25B_DATA[2], scale_max=2.5),)
 # The released BODY_135 run: effective per-dataset values (the fork indexes the over-long scale
-# lists by dataset, so entries 10-15 of its strings are never read; openpose_train.md 5).
+# lists by dataset, so entries 10-15 of its strings are never read; docs/labels.md §Sampling).
 _BODY135_DATA = (
     DatasetSpec("lmdb_coco2017_foot", 0.05, dataset="coco_foot"),
     DatasetSpec("lmdb_coco", 0.73, dataset="coco"),

@@ -34,8 +34,8 @@ Fields added to the original interface:
   (BODY_95, BODY_59, BODY_65, COCO_19b/COCO_19_V2 layouts, HAND_21, FACE_70, YAML skeletons).
 * ``PoseModel.description``: one line for ``openpose-train models``.
 * ``PoseModel.variant(op_model)``: the TrainingVariant of this model with that fork string.
-* ``TrainingVariant.global_missing_mask`` (a property): whether ``spec/op_data_layer.md`` §6 step 5
-  (global masking of unlabeled parts) runs: ``P > P_lmdb`` or ``force_global_mask``. The fork
+* ``TrainingVariant.global_missing_mask`` (a property): whether global masking of unlabeled
+  parts runs (``docs/labels.md`` §Masks): ``P > P_lmdb`` or ``force_global_mask``. The fork
   forces it for MPII_59; our own extensions (``upstream=False``, YAML skeletons by default) force
   it too, because e.g. COCO-WholeBody (133 points) trained into BODY_25B (25 parts) has
   ``P < P_lmdb`` yet labels neither UpperNeck nor HeadTop.
@@ -45,15 +45,17 @@ Fields added to the original interface:
   ``PoseModel.person_filter``. Nothing outside this module branches on a model name.
 * ``TrainingVariant.num_parts`` (= P), ``mapped_parts``.
 * ``PoseModel.to_coco_face`` / ``to_coco_hand21`` / ``to_coco_hand42``: the other COCO-JSON
-  reorders of ``openpose_runtime.md`` §4.9 (BODY_135 only).
+  reorders of OpenPose's ``--write_coco_json`` (BODY_135 only; ``docs/postprocessing.md`` §Output).
 * ``DatasetLayout`` registry: ``get_dataset_layout``, ``list_dataset_layouts``,
   ``register_dataset_layout``.
 
-Facts and their sources: ``spec/op_data_layer.md`` §7 (keypoint orders, LMDB->model mappings,
-CHANNELS_TO_MASK, training PAF pairs, flip swaps, sigma ratios), ``spec/openpose_runtime.md``
-§1.2 (folders and file names), §2.3-2.5 (names, runtime pairs/POSE_MAP_INDEX, thresholds), §4.9
-(COCO-17 / foot reorders), ``spec/openpose_train.md`` §1.5 (dataset strings) and Appendix B.
-Documented choices (the spec gives no table):
+Facts and their upstream sources: the training fork's ``poseModel.cpp`` (keypoint orders,
+LMDB->model mappings, CHANNELS_TO_MASK, training PAF pairs, flip swaps, sigma ratios, model
+strings), OpenPose's ``poseParameters.cpp`` and model folders (names, runtime pairs /
+POSE_MAP_INDEX, thresholds, folders and file names, ``docs/formats.md`` §Models folder), its
+``CocoJsonSaver`` (COCO-17 / foot reorders) and openpose_train's LMDB writer (dataset strings).
+How the layers use them: ``docs/labels.md``, ``docs/postprocessing.md``.
+Documented choices (upstream has no table for these):
 
 * MPI_15 / MPI_15_4 have no training variant: the fork has no MPI model string.
 * MPI flip pairs are the R/L part-name pairs (2/5 3/6 4/7 8/11 9/12 10/13).
@@ -68,13 +70,13 @@ Documented choices (the spec gives no table):
   whose ``*_valid`` flag is false is written as "not in this dataset" (v=4), which would mask a
   labeled body wrist (most COCO-WholeBody people have no valid hand).
 * BODY_59 / BODY_65 / BODY_19b / BODY_19_V2 (no OpenPose runtime) reuse the 19/25-part COCO-17
-  reorder of §4.9, since their body parts have the BODY_25 order.
-* CHANNELS_TO_MASK's missing FACE_135_70 initialiser (op_data_layer.md 7.4) is not copied:
-  FACE_135_70 and DOME_135 get the intended lists (the spec shows the bug changes no label).
-* Dataset strings the spec does not name (``posetrack``, ``COCO_WholeBody``, ``dome19``,
+  reorder of ``CocoJsonSaver``, since their body parts have the BODY_25 order.
+* CHANNELS_TO_MASK's missing FACE_135_70 initialiser is not copied: FACE_135_70 and DOME_135 get
+  the intended lists (the bug changes no label; ``docs/labels.md`` §Per-model rules).
+* Dataset strings upstream does not name (``posetrack``, ``COCO_WholeBody``, ``dome19``,
   ``dome59``) are ours; every reader takes them from ``DatasetLayout.lmdb_dataset``.
 
-Channel layout conventions (``spec/op_data_layer.md`` section 6, ``spec/openpose_runtime.md`` 2.2):
+Channel layout conventions (``docs/labels.md`` §Channel order, ``docs/postprocessing.md`` §Inputs):
 
 * network output (``net_output``): heatmaps of ``num_parts`` parts in part order, then the
   background channel iff ``has_background``, then PAFs in *training* pair order
@@ -182,7 +184,7 @@ class PersonFilter:
 
 @dataclass(frozen=True)
 class PostprocessThresholds:
-    """OpenPose's defaults (``spec/openpose_runtime.md`` 2.3; maximize_positives=false)."""
+    """OpenPose's defaults (``docs/postprocessing.md`` §Thresholds; maximize_positives=false)."""
 
     nms_threshold: float = 0.05
     connect_inter_threshold: float = 0.05
@@ -239,20 +241,20 @@ class PoseModel:
     thresholds: PostprocessThresholds = field(default_factory=PostprocessThresholds)
     to_coco17: Optional[Tuple[int, ...]] = None  # model part index for each COCO-17 keypoint (-1: none)
     to_coco_foot: Optional[Tuple[int, ...]] = None  # model part index for the 6 COCO-foot points
-    # --write_coco_json face / hand21 / hand42 variants (BODY_135 only, openpose_runtime.md 4.9);
+    # --write_coco_json face / hand21 / hand42 variants (BODY_135 only, docs/postprocessing.md §Output);
     # hand42 = [LWrist, left hand 20, RWrist, right hand 20] = COCO-WholeBody's two hands
     to_coco_face: Optional[Tuple[int, ...]] = None
     to_coco_hand21: Optional[Tuple[int, ...]] = None
     to_coco_hand42: Optional[Tuple[int, ...]] = None
     stride: int = 8
-    # OpenPose models/ layout (spec/openpose_runtime.md 1.2)
+    # OpenPose models/ layout (docs/formats.md §Models folder)
     model_folder: str = ""                 # e.g. "pose/body_25"
     deploy_name: str = "pose_deploy.prototxt"
     caffemodel_name: str = "pose_iter_XXXXXX.caffemodel"
     variants: Tuple[TrainingVariant, ...] = ()
     upstream: bool = True                  # False for YAML skeletons
     description: str = ""
-    # OpenPose's CPU-only build has a body connector for these models only (openpose_runtime.md 2.6);
+    # OpenPose's CPU-only build has a body connector for these models only (docs/postprocessing.md §CPU build);
     # the others need its CUDA build.
     openpose_cpu_connector: bool = False
     # The CPU connector's model-specific rules (docs/postprocessing.md §CPU build): runtime pair
@@ -263,7 +265,7 @@ class PoseModel:
     cpu_connector_lone_peaks_unchecked: bool = False
     person_filter: PersonFilter = field(default_factory=PersonFilter)
     # "hand" / "face": OpenPose runs this net on square crops around a hand / face
-    # (openpose_runtime.md 4.10), not on the whole image
+    # (docs/postprocessing.md §Hand and face), not on the whole image
     crop_net: str = ""
 
     # Derived sizes: computed, never stored twice.
@@ -383,7 +385,7 @@ def load_skeleton_yaml(path, register_model: bool = False) -> PoseModel:
 
 
 # --------------------------------------------------------------------------------------------
-# Table helpers: they only parse the compact notation the spec uses ("1-8 8-9", "5/2 6/3").
+# Table helpers: they only parse a compact notation ("1-8 8-9", "5/2 6/3").
 
 def _pairs(text: str) -> Tuple[Tuple[int, int], ...]:
     """``"1-8 8-9"`` -> ((1, 8), (8, 9))."""
@@ -461,7 +463,7 @@ def _dataset(key, keypoints, lmdb_dataset, category, has_mask, **kwargs) -> Data
 
 
 # --------------------------------------------------------------------------------------------
-# Part names (spec/openpose_runtime.md 2.4, spec/op_data_layer.md 7.2)
+# Part names (OpenPose's poseParameters.cpp, the fork's poseModel.cpp)
 
 BODY_25_PARTS = (
     "Nose", "Neck", "RShoulder", "RElbow", "RWrist", "LShoulder", "LElbow", "LWrist", "MidHip",
@@ -507,7 +509,7 @@ CAR_22_PARTS = ("FLWheel", "BLWheel", "FRWheel", "BRWheel", "FRFogLight", "FLFog
                 "BRTop", "BLLight", "BRLight", "Trunk", "BBumper", "BLCorner", "BRCorner")
 
 # --------------------------------------------------------------------------------------------
-# Dataset layouts (LMDB keypoint orders; spec/openpose_train.md 1.5, op_data_layer.md 1.1/7.3)
+# Dataset layouts (LMDB keypoint orders; docs/formats.md §Datum, §Metadata rows)
 
 COCO_17_KEYPOINTS = (
     "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
@@ -589,7 +591,7 @@ _dataset("car22", tuple(p.lower() for p in CAR_22_PARTS), "car22", "CAR", True,
          description="car 22")
 
 # --------------------------------------------------------------------------------------------
-# PAF pair lists in training (channel) order, spec/op_data_layer.md 7.5
+# PAF pair lists in training (channel) order (the fork's poseModel.cpp)
 
 PAFS_18 = _pairs("1-8 8-9 9-10 1-11 11-12 12-13 1-2 2-3 3-4 2-16 1-5 5-6 6-7 5-17 1-0 0-14 0-15 "
                  "14-16 15-17")
@@ -632,7 +634,7 @@ PAFS_CAR_22 = _pairs(
     "0-1 1-3 3-2 2-0 6-7 7-16 16-17 17-6 12-13 13-14 14-15 15-12 6-8 7-8 6-9 7-9 6-4 7-5 12-11 "
     "13-10 16-18 17-18 16-19 17-19 0-7 3-17 6-12 16-14 6-21 7-20 3-21 20-14")
 
-# Runtime POSE_BODY_PART_PAIRS where the map index is not sequential (openpose_runtime.md 2.5)
+# Runtime POSE_BODY_PART_PAIRS where the map index is not sequential (OpenPose's POSE_MAP_INDEX; docs/postprocessing.md §Inputs)
 RUNTIME_PAIRS_BODY_25 = _pairs(
     "1-8 1-2 1-5 2-3 3-4 5-6 6-7 8-9 9-10 10-11 8-12 12-13 13-14 1-0 0-15 15-17 0-16 16-18 2-17 "
     "5-18 14-19 19-20 14-21 11-22 22-23 11-24")
@@ -640,7 +642,7 @@ RUNTIME_PAIRS_COCO_18 = _pairs(
     "1-2 1-5 2-3 3-4 5-6 6-7 1-8 8-9 9-10 1-11 11-12 12-13 1-0 0-14 14-16 0-15 15-17 2-16 5-17")
 
 # --------------------------------------------------------------------------------------------
-# Flip swap lists, spec/op_data_layer.md 7.6
+# Flip swap lists (the fork's poseModel.cpp)
 
 FLIPS_18 = _flips("5/2 6/3 7/4 11/8 12/9 13/10 15/14 17/16")
 FLIPS_19 = _flips("5/2 6/3 7/4 12/9 13/10 14/11 16/15 18/17")
@@ -659,7 +661,7 @@ FLIPS_CAR_12 = _flips("0/1 2/3 4/5 6/7 8/9 10/11")
 FLIPS_CAR_22 = _flips("0/2 1/3 4/5 6/7 10/11 12/13 14/15 16/17 20/21")
 
 # --------------------------------------------------------------------------------------------
-# LMDB -> model mappings, spec/op_data_layer.md 7.3 (model part: LMDB index or averaged indexes)
+# LMDB -> model mappings (the fork's poseModel.cpp; model part: LMDB index or averaged indexes)
 
 COCO17_TO_18 = {0: 0, 1: (5, 6), 2: 6, 3: 8, 4: 10, 5: 5, 6: 7, 7: 9, 8: 12, 9: 14, 10: 16,
                 11: 11, 12: 13, 13: 15, 14: 2, 15: 1, 16: 4, 17: 3}
@@ -674,7 +676,7 @@ COCOFOOT_TO_25B = {**COCO17_TO_25B, **_range_map(19, 17, 6)}
 MPII_TO_25B = {5: 13, 6: 12, 17: 8, 18: 9}
 PT_TO_25B = {0: 13, 5: 9, 6: 8, 7: 10, 8: 7, 9: 11, 10: 6, 11: 3, 12: 2, 13: 4, 14: 1, 15: 5,
              16: 0, 17: 12, 18: 14}
-FACE70_NOSE = (27, 28, 29, 30, 31, 32, 34, 35)      # 33 excluded (spec 7.3)
+FACE70_NOSE = (27, 28, 29, 30, 31, 32, 34, 35)      # 33 excluded, as in the fork
 FACE70_REYE = tuple(range(36, 42))
 FACE70_LEYE = tuple(range(42, 48))
 FACE70_TO_95 = {0: FACE70_NOSE, 1: FACE70_LEYE, 2: FACE70_REYE, **_range_map(25, 0, 70)}
@@ -692,7 +694,7 @@ WHOLEBODY_TO_135 = {
     **_range_map(65, _WB_FACE, 68),
     133: tuple(_WB_FACE + j for j in FACE70_REYE), 134: tuple(_WB_FACE + j for j in FACE70_LEYE)}
 
-# COCO JSON output reorders, spec/openpose_runtime.md 4.9
+# COCO JSON output reorders (OpenPose's CocoJsonSaver; docs/postprocessing.md §Output)
 TO_COCO17_18 = (0, 15, 14, 17, 16, 5, 2, 6, 3, 7, 4, 11, 8, 12, 9, 13, 10)
 TO_COCO17_25 = (0, 16, 15, 18, 17, 5, 2, 6, 3, 7, 4, 12, 9, 13, 10, 14, 11)
 TO_COCO17_23 = (0, 14, 13, 16, 15, 4, 1, 5, 2, 6, 3, 10, 7, 11, 8, 12, 9)

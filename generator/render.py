@@ -12,7 +12,7 @@ paf_stages, ...); anything left ``None`` comes from the preset's recipe. All mod
 counts, background channel, training model strings, file names) come from the registry.
 
 Mapping of the old OPData field names (body_25 / 1_25BBkg reference files) onto today's fork proto
-(``spec/op_data_layer.md`` 2), as written by :func:`render_training`:
+(``docs/formats.md`` §Prototxt dialect), as written by :func:`render_training`:
 
 =============================  =============================================================
 reference field                written as

@@ -7,7 +7,8 @@ groups.
 holds the sha256 of each array's bytes (with dtype and shape) computed from the code before the
 move, and ``tests/data/registry_golden.npz`` a few small arrays raw, so that a difference shows
 where. Groups: ``synthetic`` (always runs) and ``real`` (LMDBs built from the extracts in
-../shared/data; only hashes are stored, no third-party pixels).
+the third-party sample data, found as tests/conftest.py finds it; only hashes are stored, no
+third-party pixels).
 
 Regenerate (only when a label rule changes on purpose)::
 

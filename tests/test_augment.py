@@ -56,7 +56,7 @@ def test_same_seed_same_sample_and_draw_order():
     b = A.augment_sample(np.random.default_rng(7), config, sample, "COCO", "TOY", TOY_FLIP, background=bg)
     np.testing.assert_array_equal(a.image, b.image)
     np.testing.assert_array_equal(a.people, b.people)
-    # draw order (§5.9): background x and y offsets (700x500 covers the crop, wider after the
+    # draw order (docs/labels.md §Draw order): background x and y offsets (700x500 covers the crop, wider after the
     # resize), scale d + d2, centre swap d, rotation, dx, dy, flip
     rng = np.random.default_rng(7)
     d = rng.random(9)
@@ -75,7 +75,7 @@ def test_per_dataset_lists_pad_with_the_first_entry():
 
 
 def test_rotation_box_half_pixel_shift():
-    # at 0 degrees the OpenCV box is Ws+1 x Hs+1: R translates by +0.5 px (§12.4)
+    # at 0 degrees the OpenCV box is Ws+1 x Hs+1: R translates by +0.5 px (docs/labels.md §Quirks)
     rot = A.rotation_matrix((300, 200), 1.0, 0.0)
     np.testing.assert_allclose(rot, [[1, 0, 0.5], [0, 1, 0.5]])
 

@@ -1,7 +1,7 @@
 """caffe.proto, prototxt / caffemodel / solverstate I/O and shape inference.
 
 Independent checks: protobuf's own parser/serialiser for the hand-written wire codec, OpenCV's Caffe
-importer for written caffemodels, torch for pooling/convolution output sizes, the spec's field table
+importer for written caffemodels, torch for pooling/convolution output sizes, the fork's field table
 for OPTransformationParameter and its parameter count for BODY_25.
 """
 import ast
@@ -90,8 +90,8 @@ def test_generated_module_matches_proto(tmp_path):
         assert filecmp.cmp(tmp_path / "caffe_pb2.py", committed, shallow=False), "run `make proto`"
 
 
-# spec/op_data_layer.md section 2: number, name, type, default
-OP_TRANSFORM_SPEC = [
+# the fork's caffe.proto (docs/formats.md §Prototxt dialect): number, name, type, default
+OP_TRANSFORM_FIELDS = [
     (8, "stride", "uint32", 4), (9, "flip_prob", "float", 0.5), (10, "max_degree_rotations", "string", "45.0"),
     (12, "crop_size_x", "uint32", 368), (13, "crop_size_y", "uint32", 368),
     (14, "center_perterb_max", "float", 10.0), (15, "center_swap_prob", "float", 0.0),
@@ -105,12 +105,12 @@ OP_TRANSFORM_SPEC = [
 ]
 
 
-def test_op_transform_param_matches_spec():
+def test_op_transform_param_matches_the_fork():
     from google.protobuf.descriptor import FieldDescriptor as F
     types = {"uint32": F.TYPE_UINT32, "float": F.TYPE_FLOAT, "string": F.TYPE_STRING, "bool": F.TYPE_BOOL}
     desc = caffe_pb2.OPTransformationParameter.DESCRIPTOR
-    assert sorted(f.number for f in desc.fields) == [n for n, *_ in OP_TRANSFORM_SPEC]
-    for number, name, ftype, default in OP_TRANSFORM_SPEC:
+    assert sorted(f.number for f in desc.fields) == [n for n, *_ in OP_TRANSFORM_FIELDS]
+    for number, name, ftype, default in OP_TRANSFORM_FIELDS:
         fd = desc.fields_by_number[number]
         assert (fd.name, fd.type) == (name, types[ftype])
         assert fd.default_value == pytest.approx(default) if ftype == "float" else fd.default_value == default
@@ -265,7 +265,7 @@ def body25_net():
 def test_body25_param_count_and_names():
     net = body25_net()
     expected = param_shapes(net)
-    # spec: 213 parameterised layers (114 conv + 99 PReLU), 26,166,084 parameters
+    # OpenPose's BODY_25: 213 parameterised layers (114 conv + 99 PReLU), 26,166,084 parameters
     assert len(expected) == 213
     types = {layer.name: layer.type for layer in net.layer}
     assert sum(types[n] == "Convolution" for n in expected) == 114

@@ -1,4 +1,4 @@
-"""Record selection, metadata and masks on the real sample data (../shared/data; skipped when absent)."""
+"""Record selection, metadata and masks on the real third-party sample data (skipped when absent)."""
 import json
 from collections import Counter
 

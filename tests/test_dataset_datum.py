@@ -1,4 +1,4 @@
-"""Datum / metadata codec: byte layout against the spec rows, protobuf wire compatibility, round trips."""
+"""Datum / metadata codec: byte layout against the original rows (docs/formats.md §Metadata rows), protobuf wire compatibility, round trips."""
 import struct
 
 import cv2
@@ -37,7 +37,7 @@ def _sample_meta(n_parts=17, n_other=2, dataset="COCO", seed=0):
                     others_scale=rng.uniform(0.1, 1, n_other), others_joints=others)
 
 
-def test_metadata_rows_match_spec_layout():
+def test_metadata_rows_match_the_original_layout():
     meta = _sample_meta()
     plane = encode_metadata(meta, 240, 320)
     f = lambda row, i: struct.unpack_from("<f", plane[row].tobytes(), 4 * i)[0]  # noqa: E731

@@ -63,3 +63,13 @@ def test_compatibility_names_tests_that_exist(repo_root):
     assert checked > 40
     for bench in re.findall(r"`(\w+\.py)`", text.split("## Benchmarks", 1)[1]):
         assert (repo_root / "benchmarks" / bench).is_file(), bench
+
+
+def test_no_file_cites_the_team_folder(repo_root):
+    """The project cites its own docs/: no tracked file mentions the shared spec folder or the
+    third-party data folder, except the tests' data loader."""
+    pattern = re.compile(r"(?<![\w.])" + "spec" + "/|" + re.escape(".." + "/shared"))
+    bad = [f"{path.relative_to(repo_root)}:{lineno}: {line.strip()[:80]}"
+           for path in tracked_text_files(repo_root) if path.relative_to(repo_root).as_posix() != "tests/conftest.py"
+           for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), 1) if pattern.search(line)]
+    assert not bad, "cite docs/*.md instead:\n" + "\n".join(bad)

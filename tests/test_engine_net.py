@@ -267,7 +267,7 @@ layer { name: "quiet" type: "Silence" bottom: "a2" }
     ("body_25", 156, 6, 10), ("1_25BBkg", 194, 6, 10), ("1_25BSuperModel11FullVGG", 194, 2, 3),
     ("100_135AlmostSameBatchAllGPUs", 878, 5, 10)])
 def test_reference_training_nets_build(shared, folder, label_channels, losses, batch):
-    """The shipped training prototxts (spec/openpose_train.md section 5 table): OPData shapes with the
+    """The shipped training prototxts (openpose_train's experimental_models): OPData shapes with the
     label channels from the registry, one loss per stage and branch."""
     from openpose_train.caffe_layers.caffe_io import read_net_prototxt
     path = shared("reference", "openpose_models", "experimental", folder, "training_results", "pose_training.prototxt")

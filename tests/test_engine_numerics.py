@@ -173,4 +173,4 @@ def test_body25_deploy_matches_opencv(tmp_path, shared):
     net, out = compare_with_opencv(tmp_path, path.read_text(), {"image": x}, ["net_output"])
     assert out["net_output"].shape == (1, 78, 8, 8)
     assert sum(p.numel() for p in net.parameters()) == 26166084
-    assert len(net.caffe_weights()) == 213  # 114 conv + 99 PReLU (spec/openpose_runtime.md App. B)
+    assert len(net.caffe_weights()) == 213  # 114 conv + 99 PReLU (the layers OpenPose's BODY_25 caffemodel holds)

@@ -77,7 +77,7 @@ def test_default_presets_and_file_names():
 
 
 @pytest.mark.parametrize("model,preset,params", [
-    # spec/openpose_runtime.md 1.3 and openpose_train.md 6 (computed from the upstream files)
+    # computed from the upstream deploy files
     ("BODY_25", None, 26166084), ("COCO_18", None, 52311446), ("MPI_15", None, 51481032),
     ("MPI_15_4", None, 34240880), ("HAND_21", None, 36832324), ("FACE_70", None, 38425706),
     ("BODY_25B", None, 26719041), ("BODY_25B", "1_25BSuperModel11FullVGG", 69355937),
@@ -123,7 +123,7 @@ def _layers_by_type(net, type_):
 def test_training_net_structure(model, preset, layers, slice_points, losses):
     net = parse_net(render.render_training(model, preset))
     if layers is not None:
-        assert len(net.layer) == layers          # spec openpose_train.md 5 table
+        assert len(net.layer) == layers          # the upstream training file's layer count
     assert net.layer[0].type == "OPData" and list(net.layer[0].top) == ["image", "label"]
     assert list(_layers_by_type(net, "Slice")[0].slice_param.slice_point) == slice_points
     loss_layers = _layers_by_type(net, "EuclideanLoss")

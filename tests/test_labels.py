@@ -1,4 +1,4 @@
-"""OPData labels (caffe_layers/labels.py) against the formulas of spec/op_data_layer.md §6."""
+"""OPData labels (caffe_layers/labels.py) against the formulas of docs/labels.md §Label steps."""
 import math
 
 import numpy as np

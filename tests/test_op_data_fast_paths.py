@@ -1,6 +1,6 @@
 """The fast paths of the OPData layer against independent references: the in-place datum reader
 against protobuf parsing, the LUT normalisation against the torch ops, the windowed renderer's
-Gaussian cut-off and PAF band against full-grid evaluations of the spec formulas."""
+Gaussian cut-off and PAF band against full-grid evaluations of the formulas (docs/labels.md §Gaussians, §PAFs)."""
 import numpy as np
 import pytest
 import torch
@@ -44,7 +44,7 @@ def test_cutoff_d2_is_the_forks_float64_test():
 
 
 def test_limb_band_cells_equal_the_full_grid_test():
-    """The 4 candidates per step find exactly the cells of the spec's test evaluated on every cell."""
+    """The 4 candidates per step find exactly the cells of the band test evaluated on every cell."""
     rng = np.random.default_rng(3)
     gw, gh = 23, 17
     gx, gy = np.meshgrid(np.arange(gw, dtype=np.float32), np.arange(gh, dtype=np.float32))

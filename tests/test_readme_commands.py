@@ -6,8 +6,8 @@ dropped) runs with ``bash`` in a temporary folder laid out like a user's checkou
 * ``Makefile``, ``setup.py``, ``generate_prototxt.py`` and ``generator/`` are links into this
   repository; ``.venv`` is a folder whose ``bin`` links to the running interpreter's ``bin`` (so
   ``make lmdb`` and ``openpose-train`` are this installation), with its install stamp present.
-* ``data/`` holds the folders the README names, made of links to the real extracts in
-  ``../shared/data``: ``data/coco`` (minicoco's train2017 + COCO-WholeBody's images; val2017 =
+* ``data/`` holds the folders the README names, made of links to the real third-party
+  extracts (found as ``tests/conftest.py`` finds them): ``data/coco`` (minicoco's train2017 + COCO-WholeBody's images; val2017 =
   mmpose's 4 COCO val images), ``data/coco_wholebody``, ``data/mpii``.
 * ``vgg19.pth`` is a VGG-19-shaped torchvision state dict with random weights, standing in for the
   download (the one command that needs the internet to make it).

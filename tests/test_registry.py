@@ -1,10 +1,10 @@
-"""Registry tables against the spec's own numbers (spec/op_data_layer.md §7, openpose_runtime.md §2)."""
+"""Registry tables against upstream's own numbers (the fork's poseModel.cpp, OpenPose's poseParameters.cpp)."""
 import pytest
 
 from openpose_train.generator import registry as reg
 
-# spec/op_data_layer.md §7.1: string -> (category, P, P_lmdb, E, bkg, 2C), typed in from the table.
-SPEC_7_1 = {
+# the fork's model strings -> (category, P, P_lmdb, E, bkg, 2C), typed in from its tables.
+FORK_TABLE = {
     "COCO_18": ("COCO", 18, 17, 19, 1, 114),
     "DOME_18": ("DOME", 18, 19, 19, 1, 114),
     "COCO_19": ("COCO", 19, 17, 20, 1, 120),
@@ -42,15 +42,15 @@ SPEC_7_1 = {
 }
 
 
-def test_every_fork_string_of_the_spec_is_registered():
+def test_every_fork_string_is_registered():
     upstream = {name for name in reg.list_training_variants()
                 if reg.get_training_variant(name)[1].upstream}
-    assert upstream == set(SPEC_7_1)
+    assert upstream == set(FORK_TABLE)
 
 
-@pytest.mark.parametrize("op_model", sorted(SPEC_7_1))
-def test_counts_match_spec_7_1(op_model):
-    category, parts, lmdb_parts, pafs, bkg, label_channels = SPEC_7_1[op_model]
+@pytest.mark.parametrize("op_model", sorted(FORK_TABLE))
+def test_counts_match_the_fork_table(op_model):
+    category, parts, lmdb_parts, pafs, bkg, label_channels = FORK_TABLE[op_model]
     model, variant = reg.get_training_variant(op_model)
     assert variant.category == category
     assert model.num_parts == parts == variant.num_parts
@@ -69,7 +69,7 @@ def test_headline_label_channels():
     assert reg.get_model("BODY_135").label_channels == 878
 
 
-# raw POSE_MAP_INDEX, spec/openpose_runtime.md §2.5 (offsets inside the PAF block)
+# OpenPose's raw POSE_MAP_INDEX (offsets inside the PAF block)
 RAW_MAP_INDEX = {
     "BODY_25": [0, 1, 14, 15, 22, 23, 16, 17, 18, 19, 24, 25, 26, 27, 6, 7, 2, 3, 4, 5, 8, 9, 10,
                 11, 12, 13, 30, 31, 32, 33, 36, 37, 34, 35, 38, 39, 20, 21, 28, 29]
@@ -84,7 +84,7 @@ RAW_MAP_INDEX = {
 
 
 @pytest.mark.parametrize("name", sorted(RAW_MAP_INDEX))
-def test_map_index_equals_spec(name):
+def test_map_index_equals_openposes(name):
     model = reg.get_model(name)
     flat = [c for xy in model.map_index for c in xy]
     assert flat == RAW_MAP_INDEX[name]
@@ -105,7 +105,7 @@ def test_body_135_coco_json_lists_by_name():
 
 
 def test_body_25_runtime_pairs_and_absolute_channels():
-    # spec §2.5 absolute channels: "0:1-8 = 26/27", "1:1-2 = 40/41", "13:1-0 = 56/57", "25:11-24 = 76/77"
+    # OpenPose's absolute channels: "0:1-8 = 26/27", "1:1-2 = 40/41", "13:1-0 = 56/57", "25:11-24 = 76/77"
     model = reg.get_model("BODY_25")
     start = model.num_parts + 1
     for k, pair, x in [(0, (1, 8), 26), (1, (1, 2), 40), (13, (1, 0), 56), (19, (5, 18), 54),
@@ -125,7 +125,7 @@ def test_body_25b_pairs_match_appendix_b():
     assert reg.get_model("BODY_25B").paf_pairs == tuple(zip(a, b))
 
 
-def test_body_95_face_pafs_match_spec_text():
+def test_body_95_face_pafs_match_the_fork_list():
     text = ("25-26 26-27 27-28 28-29 29-30 30-31 31-32 32-33 33-34 34-35 35-36 36-37 37-38 38-39 "
             "39-40 40-41 25-42 41-51 42-43 43-44 44-45 45-46 46-47 47-48 48-49 49-50 50-51 46-52 "
             "47-52 52-53 53-54 54-55 55-58 58-57 57-56 58-59 59-60 52-64 52-67 61-62 62-63 63-64 "
@@ -182,7 +182,7 @@ def test_tables_in_range(name):
             assert all(-1 <= i < model.num_parts for i in table)
 
 
-def test_flip_counts_match_spec():
+def test_flip_counts_match_the_fork():
     assert len(reg.get_model("BODY_95").flip_pairs) == 41
     assert len(reg.get_model("BODY_135").flip_pairs) == 61
 
@@ -225,7 +225,7 @@ def test_channels_to_mask_rules():
     _, v = reg.get_training_variant("HAND_135_21")
     assert v.minus1_parts == (9,) + tuple(range(25, 45))
     assert v.sources[10] == (0,) and v.sources[45] == (1,)
-    # §6 step 5 runs iff P > P_lmdb (fork) or MPII_59; always for our extensions
+    # global masking (docs/labels.md §Masks) runs iff P > P_lmdb (fork) or MPII_59; always for our extensions
     assert reg.get_training_variant("COCO_25_17")[1].global_missing_mask
     assert not reg.get_training_variant("DOME_135")[1].global_missing_mask
     assert reg.get_training_variant("MPII_59")[1].global_missing_mask

@@ -183,7 +183,7 @@ def test_lr_policies(policy, kw, it, want):
 
 
 def test_multistep_matches_openpose_schedule():
-    # spec §4.5: base 1e-4, gamma 0.5, the 10 stepvalues of pose_solver.prototxt
+    # openpose_train's solver: base 1e-4, gamma 0.5, the 10 stepvalues of pose_solver.prototxt
     steps = [200000, 300000, 360000, 420000, 480000, 540000, 600000, 700000, 800000, 900000]
     p = solver_param(base_lr=1e-4, lr_policy="multistep", gamma=0.5, stepvalue=steps)
     table = [(0, 1e-4), (199999, 1e-4), (200000, 5e-5), (299999, 5e-5), (300000, 2.5e-5), (360000, 1.25e-5),

@@ -9,7 +9,7 @@ from openpose_train.validation.coco_eval import (
     CocoEvalError, STAT_NAMES, evaluate, image_id_from_name, load_coco, openpose_json,
     people_to_coco, write_openpose_json)
 
-# spec 4.9: OpenPose index for each COCO keypoint (nose, l/r eye, l/r ear, ...)
+# OpenPose's CocoJsonSaver: index for each COCO keypoint (nose, l/r eye, l/r ear, ...)
 BODY_25_TO_COCO = [0, 16, 15, 18, 17, 5, 2, 6, 3, 7, 4, 12, 9, 13, 10, 14, 11]
 COCO_18_TO_COCO = [0, 15, 14, 17, 16, 5, 2, 6, 3, 7, 4, 11, 8, 12, 9, 13, 10]
 

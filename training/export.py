@@ -1,6 +1,6 @@
 """From a training snapshot to OpenPose's ``models/`` folder.
 
-OpenPose finds a body model only by fixed relative paths (``spec/openpose_runtime.md`` 1.1-1.2):
+OpenPose finds a body model only by fixed relative paths (``docs/formats.md`` §Models folder):
 ``pose/body_25/pose_deploy.prototxt`` + ``pose/body_25/pose_iter_584000.caffemodel`` and so on.
 The names come from the registry (``PoseModel.model_folder``, ``deploy_name``,
 ``caffemodel_name``); nothing here is specific to one model.

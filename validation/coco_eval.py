@@ -1,6 +1,6 @@
 """COCO keypoint results, OpenPose's JSON writers and pycocotools evaluation.
 
-* COCO results (``spec/openpose_runtime.md`` 4.9, OpenPose's CocoJsonSaver conventions):
+* COCO results (``docs/postprocessing.md`` §Output, OpenPose's CocoJsonSaver conventions):
   keypoints reordered to COCO-17 with the registry's ``to_coco17`` (``to_coco_foot`` for the foot
   file), each written ``x, y, 1`` when its score is > 0 else ``-1, -1, 0``; a person with no valid
   selected keypoint is skipped; ``score`` = the person score; ``category_id`` 1; ``image_id`` from

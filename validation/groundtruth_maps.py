@@ -5,7 +5,7 @@ label renderer of ``caffe_layers/labels.py`` works on the stride-8 training grid
 are drawn directly at the resolution the parser reads, e.g. OpenPose's 8x upsampled maps).
 Gaussians are combined by max, PAFs (unit vectors A->B within ``paf_width`` of the segment) are
 averaged where limbs overlap (the band reaches ``paf_width`` past both ends), the background is ``max(1 - max_parts, 0)``: the conventions of
-``spec/openpose_runtime.md`` section 7. Only the window a Gaussian or limb can reach is touched.
+the training labels (``docs/labels.md`` §Gaussians, §PAFs). Only the window a Gaussian or limb can reach is touched.
 """
 from __future__ import annotations
 

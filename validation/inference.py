@@ -1,6 +1,7 @@
 """OpenPose-exact inference: preprocessing, multi-scale, net backends, resize & merge.
 
-``spec/openpose_runtime.md`` 2.1 (input), 4.1 (scales), 4.2 (resize & merge), 4.3 (net->image).
+``docs/formats.md`` §Network input and output, ``docs/postprocessing.md`` §Inputs (scales, resize
+& merge, net->image).
 
 * Preprocessing: BGR uint8 image placed top-left and scaled by
   ``s = min((Wn-1)/(Wi-1), (Hn-1)/(Hi-1))`` with ``warpAffine`` (INTER_CUBIC when enlarging,
@@ -129,7 +130,7 @@ def cubic_taps(n_out: int, n_in: int, factor: float) -> Tuple[np.ndarray, np.nda
     along one axis: output pixel x reads the source at ``xs = (x + 0.5) / factor - 0.5``;
     Catmull-Rom (a = -0.5) through the taps ``x1 - 1 .. x1 + 2`` with ``x1 = clamp(floor(xs))``
     and the taps clamped, the offset ``xs - x1`` itself unclamped (so the first rows extrapolate
-    slightly, errata 3 of the spec). Taps never decrease along the output."""
+    slightly; ``docs/postprocessing.md`` §Inputs). Taps never decrease along the output."""
     xs = (np.arange(n_out) + 0.5) / factor - 0.5
     x1 = np.clip(np.floor(xs), 0, n_in - 1).astype(np.int64)
     t = xs - x1

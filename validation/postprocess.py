@@ -1,6 +1,6 @@
 """OpenPose's body post-processing: heatmaps + PAFs -> people.
 
-Follows the CUDA path of OpenPose (``spec/openpose_runtime.md`` sections 4.4-4.8), which is the one
+Follows the CUDA path of OpenPose (``docs/postprocessing.md`` §NMS to §Output), which is the one
 every body model runs with (the CPU connector only knows BODY_25/COCO/MPI):
 
 * NMS: a peak is a pixel off the outer 1-pixel border, above the NMS threshold and strictly
@@ -14,11 +14,10 @@ every body model runs with (the CPU connector only knows BODY_25/COCO/MPI):
 * Global greedy assembly over all pairs sorted by ``(paf + 0.1 sA + 0.1 sB, paf, pair, A, B)``
   descending, with the five cases (new person, attach A or B, redundant PAF, merge of disjoint
   people).
-* Filtering: foot keypoints do not count for 25-part and > 70-part models unless maximising
-  positives (a person left with <= 4 keypoints after the discount is dropped); for BODY_135
-  the face and each hand count as one keypoint (a lone face is dropped); keep iff
+* Filtering with the model's ``person_filter`` groups (foot parts not counted unless maximising
+  positives, a face and each hand counted as one keypoint); keep iff
   ``count >= min_subset_cnt`` and ``score / count >= min_subset_score``; when nobody survives
-  the filter runs once more with ``maximize_positives``.
+  the filter runs once more with ``maximize_positives`` (``docs/postprocessing.md`` §Person filter).
 * Output: keypoints ``(people, N, 3)`` = (x * scale, y * scale, peak score), zeros for missing
   parts, people in creation order; scores = person score / (N + number of pairs).
 
@@ -81,7 +80,7 @@ class Connections:
 
 
 def maximize_positives_thresholds(t: PostprocessThresholds) -> PostprocessThresholds:
-    """OpenPose's ``--maximize_positives`` defaults derived from the normal ones (spec 2.3):
+    """OpenPose's ``--maximize_positives`` defaults derived from the normal ones (``docs/postprocessing.md`` §Thresholds):
     NMS 0.05 -> 0.02 (MPI's own values stay), inter threshold -> 0.01, min-above 0.75,
     min subset count 2, min subset score 0.05."""
     return dataclasses.replace(
@@ -445,7 +444,7 @@ def check_maps(model: PoseModel, maps: np.ndarray) -> None:
 
 
 def find_maximum_keypoints(model: PoseModel, maps: np.ndarray, scale: float = 1.0) -> Tuple[np.ndarray, np.ndarray]:
-    """Hand / face networks (OpenPose's ``MaximumCaffe``, spec 4.10): one "person" whose part p
+    """Hand / face networks (OpenPose's ``MaximumCaffe``, ``docs/postprocessing.md`` §Hand and face): one "person" whose part p
     is the global maximum of heatmap p (first occurrence in raster order), score = that value;
     no NMS, no threshold. Returns ((1, N, 3), (1,)) with the mean keypoint score."""
     n = model.num_parts

@@ -3,7 +3,7 @@
 Not for use: it is the independent oracle that tests compare :mod:`postprocess` against, and the
 straightforward baseline of ``benchmarks/postprocess.py`` (dense whole-map NMS, per-candidate and
 per-sample PAF scoring in Python, like the open Python implementations). It reads the rules from
-``spec/openpose_runtime.md`` 4.4-4.8 one by one, sharing no code with the fast version beyond
+``docs/postprocessing.md`` §NMS to §Person filter one by one, sharing no code with the fast version beyond
 the thresholds dataclass and the model's ``person_filter`` groups.
 """
 from __future__ import annotations
