@@ -357,3 +357,22 @@ def test_data_workers_die_with_a_killed_training(tiny_project, tmp_path):
     for p in left:                                  # do not leave them behind when the test fails
         os.kill(p, 9)
     assert not left, left
+
+
+def test_caffe_backend_resume_truncates_the_metrics_too(tmp_path, monkeypatch):
+    import json
+
+    from openpose_train.caffe_layers import caffe_io
+    from test_train_loop import FAKE_CAFFE
+
+    d = make_dir(tmp_path)
+    fake = tmp_path / "caffe"
+    fake.write_text(FAKE_CAFFE)                 # displays iterations 0, 20 and 40
+    fake.chmod(0o755)
+    monkeypatch.setenv("CAFFE", str(fake))
+    assert run_cli(["-solver", "solver.prototxt"], d).exit_code == 0
+    caffe_io.write_solverstate(str(d / "model/pose_iter_20.solverstate"), 20, "model/pose_iter_20.caffemodel", [])
+    r = run_cli(["-solver", "solver.prototxt", "-snapshot", "model/pose_iter_20.solverstate"], d)
+    assert r.exit_code == 0, r.output
+    iterations = [json.loads(l)["iteration"] for l in (d / "model/pose_metrics.jsonl").read_text().splitlines()]
+    assert iterations == [0] + [0, 20, 40]      # the first run's 20 and 40 are gone (the fake replays from 0)

@@ -13,7 +13,7 @@ import time
 from typing import List, Optional
 
 from .data_sources import TrainingError
-from .logging_utils import CaffeLogFollower, GlogLogger, MetricsWriter, Progress
+from .logging_utils import CaffeLogFollower, GlogLogger, MetricsWriter, Progress, truncate_metrics
 
 
 def find_caffe() -> str:
@@ -60,6 +60,18 @@ def _solver_fields(solver: str):
         return None, None
 
 
+def _resumed_iteration(snapshot: Optional[str]) -> int:
+    """The iteration a ``-snapshot`` resumes at (0 without one; Caffe itself reports a bad file)."""
+    from openpose_train.caffe_layers import caffe_io
+
+    if not snapshot:
+        return 0
+    try:
+        return int(caffe_io.read_solverstate(snapshot).iter)
+    except Exception:  # missing or corrupt: Caffe says so in its own words
+        return 0
+
+
 def run_caffe(solver: str, weights: List[str], snapshot: Optional[str], gpu: str, iterations: Optional[int],
               sigint_effect: str = "stop", sighup_effect: str = "snapshot", log_file: Optional[str] = None,
               metrics: Optional[str] = None, progress: bool = True) -> int:
@@ -74,8 +86,11 @@ def run_caffe(solver: str, weights: List[str], snapshot: Optional[str], gpu: str
     max_iter = iterations if iterations is not None else solver_max_iter
     if metrics is None:  # same place as the torch engine's
         metrics = f"{prefix}_metrics.jsonl" if prefix else os.path.splitext(solver)[0] + "_metrics.jsonl"
+    start_iter = _resumed_iteration(snapshot)
+    if start_iter:  # Caffe displays the resumed iterations again: drop their old records
+        truncate_metrics(metrics, start_iter)
     writer = MetricsWriter(metrics)
-    bar = Progress(0, max_iter or 0, enabled=progress and bool(max_iter))
+    bar = Progress(start_iter, max_iter or 0, enabled=progress and bool(max_iter))
     logger.progress = bar
     env = dict(os.environ, GLOG_logtostderr="1")
     t0 = time.perf_counter()

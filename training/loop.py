@@ -141,7 +141,7 @@ def set_rng_state(state: Dict) -> None:
 
 def caffe_output_order(net) -> List[str]:
     """The net's output blobs as Caffe numbers them (``Train net output #k``): Caffe collects them in
-    a std::set of blob names, so in name order, not layer order (docs/compatibility.md)."""
+    a std::set of blob names, so in name order, not layer order (docs/compatibility.md §Caffe files)."""
     return sorted(getattr(net, "output_blobs", None) or [n for n, _ in net.loss_blobs])
 
 
