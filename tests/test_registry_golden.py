@@ -8,6 +8,9 @@ import pytest
 import registry_golden as G
 from conftest import SHARED, shared_path
 
+REGENERATE = ("outputs differ from tests/data/registry_golden.*; if a label, augmentation, LMDB or "
+              "post-processing rule changed on purpose, regenerate them: .venv/bin/python tests/registry_golden.py --write")
+
 
 def _mismatches(group, arrays):
     expected = json.loads(G.GOLDEN_JSON.read_text())[group]
@@ -30,10 +33,10 @@ def test_synthetic_outputs_are_bit_identical(tmp_path):
     for name in ("BODY_25", "BODY_135"):
         kept = arrays[f"postprocess/{name}/max0/keypoints"].shape[0]
         assert 0 < kept < arrays[f"postprocess/{name}/max1/keypoints"].shape[0], name
-    assert not _mismatches("synthetic", arrays)
+    assert not _mismatches("synthetic", arrays), REGENERATE
 
 
 def test_real_extract_outputs_are_bit_identical(tmp_path):
     shared_path("data")
     arrays = G.compute("real", tmp_path, SHARED)
-    assert not _mismatches("real", arrays)
+    assert not _mismatches("real", arrays), REGENERATE
