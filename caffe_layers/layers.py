@@ -202,6 +202,9 @@ class Convolution(CaffeLayer):
         self.dilation = _spatial(cp, "dilation", 1, param.name)
         self.group = int(cp.group)
         self.num_output = int(cp.num_output)
+        if self.num_output <= 0 or self.group <= 0:     # Caffe: CHECK_GT(num_output_, 0), CHECK_GT(group_, 0)
+            raise LayerConfigError(f"layer '{param.name}' ({param.type}): num_output {self.num_output} and "
+                                   f"group {self.group} must be positive")
         cin = _channels(param, bottom_shapes)
         if cin % self.group or self.num_output % self.group:
             raise LayerConfigError(f"layer '{param.name}': channels {cin} -> {self.num_output} "
@@ -261,6 +264,8 @@ class InnerProduct(CaffeLayer):
                                    f"(bottom shape {_fmt(shape)}); give the net input shapes")
         k = int(np.prod(tail))
         self.num_output = int(ip.num_output)
+        if self.num_output <= 0:
+            raise LayerConfigError(f"layer '{param.name}' (InnerProduct): num_output {self.num_output} must be positive")
         self.transpose = bool(ip.transpose)
         wshape = (k, self.num_output) if self.transpose else (self.num_output, k)
         self.weight = nn.Parameter(fill_blob(wshape, ip.weight_filler, generator, param.name))

@@ -257,6 +257,13 @@ def world(tmp_path_factory, synth):
     w.full_solver.write_text("\n".join(
         f'snapshot_prefix: "{root / "full" / "pose"}"' if line.startswith("snapshot_prefix") else line
         for line in solver.splitlines()) + "\n")
+    w.zero_solver = root / "train_zero" / "pose_solver.prototxt"      # a conv with num_output: 0
+    shutil.copytree(w.train, w.zero_solver.parent)
+    net_text = (w.zero_solver.parent / "pose_training.prototxt").read_text()
+    assert net_text.count("num_output: 26") == 1
+    (w.zero_solver.parent / "pose_training.prototxt").write_text(net_text.replace("num_output: 26", "num_output: 0"))
+    w.zero_deploy = root / "zero_deploy.prototxt"
+    w.zero_deploy.write_text(w.deploy.read_text().replace("num_output: 26", "num_output: 0"))
     w.trunc_state = root / "pose_iter_1.solverstate"
     caffe_io.write_solverstate(str(w.trunc_state), 1, str(w.snap_BODY_25), [])
     state = w.trunc_state.read_bytes() + b"\x1a\xff\xff\x03"    # a history blob cut after its length
@@ -347,6 +354,8 @@ CASES = [
     Case("train-snapshot-disk-full", lambda w, t: ["train", "-solver", str(w.full_solver), "--no-progress",
                                                    "--workers", "0"], lambda w, t: ["full/pose"],
          needs_tmpfs=True),
+    Case("train-num-output-zero", lambda w, t: ["train", "-solver", str(w.zero_solver), "--no-progress",
+                                                "--workers", "0"], lambda w, t: ["Mconv4_stage0_L1", "num_output 0"]),
     # export
     Case("export-model-mismatch", lambda w, t: ["export", "--model", "BODY_25", "--snapshot",
                                                 str(_snap(w, "BODY_25B")), "--to", str(t / "models")],
@@ -407,6 +416,15 @@ CASES = [
     Case("time-model-missing", lambda w, t: ["time", "-model", str(t / "nope.prototxt")],
          lambda w, t: ["nope.prototxt"]),
     Case("time-model-garbage", lambda w, t: ["time", "-model", str(w.garbage)], lambda w, t: ["garbage.bin"]),
+    Case("time-num-output-zero", lambda w, t: ["time", "-model", str(w.zero_deploy), "-iterations", "1"],
+         lambda w, t: ["zero_deploy.prototxt", "Mconv4_stage0_L1", "num_output 0"]),
+    Case("export-num-output-zero", lambda w, t: ["export", "--model", "BODY_25", "--snapshot", str(_snap(w)),
+                                                 "--deploy", str(w.zero_deploy), "--to", str(t / "models")],
+         lambda w, t: ["zero_deploy.prototxt", "Mconv4_stage0_L1"]),
+    Case("validate-num-output-zero", lambda w, t: [
+        "validate", "--prototxt", str(w.zero_deploy), "--caffemodel", str(_snap(w)), "--model", "BODY_25",
+        "--images", str(w.images), "--annotations", str(w.json), "--out", str(t / "r.json"), "--quiet"],
+        lambda w, t: ["Mconv4_stage0_L1"]),
     # plot
     Case("plot-source-missing", lambda w, t: ["plot", str(t / "nope.log"), "--out", str(t / "p.png")],
          lambda w, t: ["nope.log"]),
@@ -442,9 +460,10 @@ def _run(case, w, own):
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=[pytest.mark.xfail(strict=True, reason=c.xfail)]
                                                if c.xfail else []) for c in CASES])
-def test_bad_input_sweep(case, world, tmp_path):
+def test_bad_input_sweep(case, world, tmp_path, monkeypatch):
     if case.needs_tmpfs and world.full_reason:
         pytest.skip(world.full_reason)
+    monkeypatch.chdir(tmp_path)      # relative outputs (snapshot_prefix "model/pose") land in the case's folder
     before = set(_leftovers(world.root))
     rc, output = _run(case, world, tmp_path)
     left = sorted(set(_leftovers(world.root, tmp_path)) - before)
