@@ -3,8 +3,9 @@
 ``OPDataSource`` is what the training engine reads from and a plain Python iterator
 (``docs/labels.md`` §Sampling). Per batch it draws one source with the configured
 probabilities (or a background-only batch), takes the next records of that source (and of the
-background LMDB), augments each one (``augment.py``) and renders its label (``labels.py``, or
-``labels_torch.py`` on ``label_device``).
+background LMDB), augments each one (``augment.py``) and renders its label (``labels.py`` in the
+workers, or, with ``label_device`` a torch device, ``labels_torch.py`` on that device for the whole
+batch: workers then send the augmented images, mask grids and keypoints only).
 
 Determinism: the main process *plans* every batch (source draw, record keys, a per-batch seed
 derived from ``(seed, rank, batch number)``); workers only execute plans. The same seed
@@ -530,20 +531,22 @@ class OPDataSource:
     """Batches of the OPData layer: ``{top_name: torch.float32 tensor}`` per ``next()``.
 
     ``layer_param``: caffe_pb2.LayerParameter of type "OPData". ``num_workers`` 0 runs in the
-    calling thread. ``label_device`` "cpu": workers render labels with numpy; otherwise workers
-    send keypoints and masks and the labels of the whole batch are rendered there in one pass
-    (``labels_torch``).
+    calling thread, None uses :func:`default_workers`. ``label_device`` "workers": workers render labels
+    with numpy; a torch device ("cpu", "cuda:0"): workers send keypoints and mask grids, and the image
+    is normalised and the labels of the whole batch rendered on that device in one pass
+    (``labels_torch``); on CUDA the uint8 images travel through pinned buffers, copied on a side stream.
     """
 
     def __init__(self, layer_param, phase: str = "TRAIN", seed: Optional[int] = None, rank: int = 0,
-                 world_size: int = 1, num_workers: int = 2, prefetch: int = 4, label_device="cpu",
+                 world_size: int = 1, num_workers: Optional[int] = None, prefetch: int = 4,
+                 label_device="workers",
                  mp_context: Optional[str] = None, **augment_overrides):
         self.config = parse_layer(layer_param, phase, **augment_overrides)
         if not 0 <= rank < world_size:
             raise OPDataError(f"rank {rank} outside world_size {world_size}")
         self.rank, self.world_size = int(rank), int(world_size)
         self.seed = int(np.random.SeedSequence().entropy % (2 ** 63)) if seed is None else int(seed)
-        self.num_workers = int(num_workers)
+        self.num_workers = default_workers() if num_workers is None else int(num_workers)
         self.prefetch = max(1, int(prefetch or layer_param.data_param.prefetch or 4))
         self.label_device = str(label_device)
         self._readers = _Readers(self.config)
@@ -575,6 +578,7 @@ class OPDataSource:
         self.label_shape = (n, model.label_channels, grid_h, grid_w)
         self._mp_context = mp_context
         self._workers: List = []
+        self._pinned = []           # CUDA label device: [pinned uint8 batch, copy-done event] ring
         self._reset_planning(self._initial_state())
 
     # --- planning ---------------------------------------------------------------------------
@@ -626,7 +630,7 @@ class OPDataSource:
     # --- execution --------------------------------------------------------------------------
     @property
     def _with_worker_labels(self):
-        return self.label_device == "cpu"
+        return self.label_device == "workers"
 
     def _start_workers(self):
         # LMDB environments must not cross a fork: children open their own
@@ -711,9 +715,36 @@ class OPDataSource:
         if self._with_worker_labels:
             image = normalize_batch_lut(images, mode)
         else:
-            image = normalize_batch(torch.from_numpy(images).to(torch.device(self.label_device)), mode)
+            image = normalize_batch(self._images_to_device(images), mode)
         label = torch.from_numpy(labels.copy()) if labels is not None else None
         return image, label, inputs
+
+    def _images_to_device(self, images: np.ndarray):
+        """uint8 planes on the label device (they may live in a worker's slot: copied before it is reused).
+
+        CUDA: through a ring of two pinned buffers and a non-blocking copy on a side stream, so the
+        copy overlaps the work already queued; the current stream waits for it before normalising.
+        """
+        import torch
+        device = torch.device(self.label_device)
+        if device.type != "cuda":
+            return torch.from_numpy(images).to(device)
+        if not self._pinned:
+            self._copy_stream = torch.cuda.Stream(device)
+            self._pinned = [[torch.empty(self.image_shape, dtype=torch.uint8).pin_memory(), None] for _ in range(2)]
+        entry = self._pinned[0]
+        self._pinned.append(self._pinned.pop(0))
+        if entry[1] is not None:
+            entry[1].synchronize()          # its previous copy has finished reading it
+        entry[0].numpy()[...] = images
+        with torch.cuda.stream(self._copy_stream):
+            out = entry[0].to(device, non_blocking=True)
+            entry[1] = torch.cuda.Event()
+            entry[1].record(self._copy_stream)
+        current = torch.cuda.current_stream(device)
+        current.wait_stream(self._copy_stream)
+        out.record_stream(current)
+        return out
 
     def __next__(self):
         image, label, inputs = self._next_arrays()
@@ -780,6 +811,16 @@ class OPDataSource:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def default_workers() -> int:
+    """Data worker processes per training process: the cores this process may use
+    (``os.sched_getaffinity``), shared by the processes of this node (``LOCAL_WORLD_SIZE``), less one
+    for the training loop itself; 0 (in the calling thread) on a single core."""
+    import os
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(0, cores // local - 1)
 
 
 def normalize_batch(image, mode: int):

@@ -5,7 +5,8 @@ generated ``train_pose.sh`` runs with either binary::
 
     openpose-train train -solver pose_solver.prototxt [-weights W1.caffemodel,W2...] [-snapshot X.solverstate]
                          [-gpu 0,1|all] [-iterations N] [-sigint_effect stop] [-sighup_effect snapshot]
-                         [--backend torch|caffe] [--bf16] [--channels-last] [--workers N]
+                         [--backend torch|caffe] [--bf16] [--channels-last] [--compile] [--workers N]
+                         [--labels auto|workers|device]
                          [--val-images DIR --val-annotations JSON --val-interval N [--val-metric body]]
                          [--no-tensorboard]
 
@@ -48,7 +49,10 @@ class TrainConfig:
     sighup_effect: str = "snapshot"
     bf16: bool = False
     channels_last: bool = False
-    workers: int = 0
+    compile: bool = False
+    compile_backend: str = "inductor"
+    workers: Optional[int] = None            # None: op_data.default_workers() in each process
+    labels: str = "auto"                     # where OPData labels are rendered: auto, workers, device
     log_file: Optional[str] = None
     metrics: Optional[str] = None
     progress: bool = True
@@ -191,9 +195,8 @@ def run_training(cfg: TrainConfig) -> int:
                 logger.warning("caffe.cpp:237", "the solver says solver_mode: GPU but no CUDA device is visible; "
                                "training on the CPU")
             logger.info("caffe.cpp:238", "Use CPU.")
-            for name, flag in (("--bf16", cfg.bf16), ("--channels-last", cfg.channels_last)):
-                if flag:
-                    logger.warning("caffe.cpp:239", f"{name} is a GPU option; ignored on the CPU")
+            if cfg.bf16:
+                logger.warning("caffe.cpp:239", "--bf16 is a GPU option; ignored on the CPU")
         try:
             check_solver_param(solver_param)
         except SolverConfigError as exc:
@@ -225,13 +228,16 @@ def run_training(cfg: TrainConfig) -> int:
                                     input_shapes=known_input_shapes(net_param, "TEST"))
         except (NetDefinitionError, LayerConfigError, UnsupportedLayerError) as exc:
             raise TrainingError(f"bad net file {net_path}: {exc}") from exc
-        configure_precision(net, device, bf16=cfg.bf16 and use_cuda, channels_last=cfg.channels_last and use_cuda)
+        configure_precision(net, device, bf16=cfg.bf16 and use_cuda, channels_last=cfg.channels_last)
         if test_net is not None:
-            configure_precision(test_net, device, bf16=cfg.bf16 and use_cuda,
-                                channels_last=cfg.channels_last and use_cuda)
+            configure_precision(test_net, device, bf16=cfg.bf16 and use_cuda, channels_last=cfg.channels_last)
+        workers, label_device = data_settings(cfg, device)
+        logger.info("caffe.cpp:240", f"data: {workers} worker processes per rank, labels rendered "
+                    + ("in the workers" if label_device == "workers" else f"per batch on {label_device}"))
         try:
-            sources = make_sources(net, "TRAIN", seed, rank, world, cfg.workers)
-            test_sources = [make_sources(test_net, "TEST", seed, 0, 1, cfg.workers)] if test_net is not None else []
+            sources = make_sources(net, "TRAIN", seed, rank, world, workers, label_device)
+            test_sources = ([make_sources(test_net, "TEST", seed, 0, 1, workers, label_device)]
+                            if test_net is not None else [])
         except TrainingError as exc:  # name the net file too: the message names the layer
             raise TrainingError(f"{net_path}: {exc}") from exc
         if cfg.snapshot and cfg.weights:
@@ -246,7 +252,8 @@ def run_training(cfg: TrainConfig) -> int:
                                         device, logger)
         options = TrainOptions(max_iter=cfg.iterations, sigint_effect=cfg.sigint_effect,
                                sighup_effect=cfg.sighup_effect, bf16=cfg.bf16, channels_last=cfg.channels_last,
-                               workers=cfg.workers, metrics_path=cfg.metrics, progress=cfg.progress,
+                               compile=cfg.compile, compile_backend=cfg.compile_backend,
+                               workers=workers, metrics_path=cfg.metrics, progress=cfg.progress,
                                progress_interval=cfg.progress_interval,
                                tensorboard=cfg.tensorboard, tensorboard_maps_every=cfg.tensorboard_maps_every)
         trainer = Trainer(solver_param, net, sources, net_param=net_param, options=options, logger=logger,
@@ -281,6 +288,17 @@ def _evaluation_config(images, annotations, interval, metric, net_resolution, de
     return cfg
 
 
+def data_settings(cfg: TrainConfig, device):
+    """(worker processes, OPData label device) for this process: ``--labels auto`` renders on the
+    device on CUDA (workers send images, mask grids and keypoints) and in the workers on the CPU."""
+    from openpose_train.caffe_layers.op_data import default_workers
+
+    workers = default_workers() if cfg.workers is None else int(cfg.workers)
+    if cfg.labels == "workers" or (cfg.labels == "auto" and device.type != "cuda"):
+        return workers, "workers"
+    return workers, str(device)
+
+
 def _solver_text(p) -> str:
     from openpose_train.caffe_layers import caffe_io
 
@@ -307,8 +325,16 @@ def _worker(cfg: TrainConfig) -> None:
 @click.option("--backend", type=click.Choice(["torch", "caffe"]), default=None,
               help="torch (default) or an external Caffe binary ($CAFFE or 'caffe' on PATH; $CAFFE selects it).")
 @click.option("--bf16", is_flag=True, help="bf16 autocast on CUDA (ignored on the CPU).")
-@click.option("--channels-last", "channels_last", is_flag=True, help="channels_last activations on CUDA.")
-@click.option("--workers", type=int, default=None, help="Data-loading worker processes per rank.")
+@click.option("--channels-last", "channels_last", is_flag=True, help="channels_last activations (memory layout).")
+@click.option("--compile", "compile_net", is_flag=True, help="Run the training net through torch.compile.")
+@click.option("--compile-backend", default="inductor", show_default=True,
+              help="torch.compile backend for --compile (aot_eager: graph capture without code generation).")
+@click.option("--workers", type=int, default=None,
+              help="Data-loading worker processes per rank (default: the usable cores of this node, shared by "
+                   "its ranks, less one).")
+@click.option("--labels", type=click.Choice(["auto", "workers", "device"]), default="auto", show_default=True,
+              help="Where OPData labels are rendered: device = per batch on the training device (labels_torch), "
+                   "workers = numpy in the workers; auto = device on CUDA, workers on the CPU.")
 @click.option("--log", "log_file", default=None, help="Also append the glog-style log to this file.")
 @click.option("--metrics", default=None, help="JSONL metrics file (default <snapshot_prefix>_metrics.jsonl).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (or progress lines).")
@@ -336,9 +362,9 @@ def _worker(cfg: TrainConfig) -> None:
 @click.option("--tensorboard-maps-every", type=int, default=1, show_default=True,
               help="Predicted heatmaps/PAFs on the first validation image every K snapshots (0: never).")
 def train(solver, weights, snapshot, gpu, iterations, sigint_effect, sighup_effect, reinit_mismatched, backend,
-          bf16, channels_last, workers, log_file, metrics, no_progress, progress_interval, val_images, val_annotations,
-          val_interval, val_metric, val_net_resolution, val_deploy, val_model, val_limit, val_mode, no_tensorboard,
-          tensorboard_maps_every):
+          bf16, channels_last, compile_net, compile_backend, workers, labels, log_file, metrics, no_progress,
+          progress_interval, val_images, val_annotations, val_interval, val_metric, val_net_resolution, val_deploy,
+          val_model, val_limit, val_mode, no_tensorboard, tensorboard_maps_every):
     """Train a net like `caffe train` (same flags), writing Caffe snapshots.
 
     \b
@@ -348,8 +374,6 @@ def train(solver, weights, snapshot, gpu, iterations, sigint_effect, sighup_effe
     """
     backend = backend or ("caffe" if os.environ.get("CAFFE") else "torch")
     weight_list = [w for w in weights.split(",") if w]
-    if workers is None:
-        workers = min(4, max(0, (os.cpu_count() or 1) - 1))
     lock = None
     try:
         evaluation = _evaluation_config(val_images, val_annotations, val_interval, val_metric, val_net_resolution,
@@ -370,7 +394,8 @@ def train(solver, weights, snapshot, gpu, iterations, sigint_effect, sighup_effe
         cfg = TrainConfig(solver=solver, weights=weight_list, reinit_mismatched=reinit_mismatched,
                           snapshot=snapshot or None, gpus=parse_gpus(gpu),
                           iterations=iterations, sigint_effect=sigint_effect, sighup_effect=sighup_effect,
-                          bf16=bf16, channels_last=channels_last, workers=workers, log_file=log_file,
+                          bf16=bf16, channels_last=channels_last, compile=compile_net,
+                          compile_backend=compile_backend, workers=workers, labels=labels, log_file=log_file,
                           metrics=metrics, progress=not no_progress, progress_interval=progress_interval,
                           evaluation=evaluation, tensorboard=not no_tensorboard,
                           tensorboard_maps_every=tensorboard_maps_every)

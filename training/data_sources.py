@@ -123,8 +123,9 @@ class DummyDataSource(BatchSource):
 
 
 def make_sources(net, phase: str, seed: int, rank: int = 0, world_size: int = 1,
-                 num_workers: int = 0) -> List[BatchSource]:
-    """One source per data layer of ``net`` (a CaffeNet), in layer order."""
+                 num_workers: int = 0, label_device="workers") -> List[BatchSource]:
+    """One source per data layer of ``net`` (a CaffeNet), in layer order. ``label_device``: where OPData
+    renders labels ("workers": numpy in the worker processes; a torch device: per batch there)."""
     sources: List[BatchSource] = []
     for layer in net.data_layers:
         if layer.type == "DummyData":
@@ -137,7 +138,7 @@ def make_sources(net, phase: str, seed: int, rank: int = 0, world_size: int = 1,
                                     f"available ({exc})") from exc
             try:
                 source = OPDataSource(layer, phase=phase, seed=seed, rank=rank, world_size=world_size,
-                                      num_workers=num_workers)
+                                      num_workers=num_workers, label_device=label_device)
             except (ValueError, OSError) as exc:  # OPDataError, a missing LMDB: one clear line
                 where = f"layer '{layer.name}'"
                 msg = str(exc)

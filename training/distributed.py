@@ -102,7 +102,8 @@ def free_port() -> int:
 
 def _spawned_entry(local_rank: int, world_size: int, port: int, fn: Callable, args: tuple) -> None:
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world_size),
-                       "RANK": str(local_rank), "LOCAL_RANK": str(local_rank)})
+                       "RANK": str(local_rank), "LOCAL_RANK": str(local_rank),
+                       "LOCAL_WORLD_SIZE": str(world_size)})
     fn(*args)
 
 

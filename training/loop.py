@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from .data_sources import BatchSource, TrainingError
+from .feed import DATA_WAIT_WARNING, BatchFeed
 from .logging_utils import GlogLogger, MetricsWriter, Progress, truncate_metrics
 from .snapshot_lock import prepare_snapshot_folder
 from .solver import CaffeSolver, LearnableParam, format_float
@@ -64,6 +65,8 @@ class TrainOptions:
     sighup_effect: str = "snapshot"
     bf16: bool = False
     channels_last: bool = False
+    compile: bool = False                    # torch.compile the training net
+    compile_backend: str = "inductor"
     workers: int = 0
     metrics_path: Optional[str] = None       # default: <snapshot_prefix>_metrics.jsonl
     progress: bool = True
@@ -180,12 +183,13 @@ class Trainer:
         self.signals: Optional[SignalActions] = None
         self.metrics = None
         self.progress = None
-        self.model = net            # what the training passes call: the net, or the net in DDP
+        self.model = net            # what the training passes call: the net, or the net in DDP (compiled)
         self._ddp = None
         self.evaluator = evaluator if self.is_root else None  # training.evaluation.Evaluator (--val-*)
         self.tensorboard = None
-        self._data_wait = 0.0   # seconds this iteration spent waiting for input batches
+        self._data_wait = 0.0   # seconds this iteration spent obtaining input batches (BatchFeed.wait_s)
         self._images = 0        # images this iteration (all iter_size passes, this rank)
+        self.feed = BatchFeed(self.sources, self.device)
 
     # ---- set-up --------------------------------------------------------------------------------
     def _learnable_params(self) -> List[LearnableParam]:
@@ -204,10 +208,8 @@ class Trainer:
         return inputs
 
     def _train_inputs(self) -> Dict[str, torch.Tensor]:
-        """The train sources' next batch; counts the wait and the images for the metrics."""
-        t = time.perf_counter()
-        inputs = self._inputs(self.sources)
-        self._data_wait += time.perf_counter() - t
+        """The train sources' next batch (read ahead by the feed); counts the images for the metrics."""
+        inputs = self.feed.next()
         first = next(iter(inputs.values()), None)
         self._images += int(first.shape[0]) if first is not None and first.dim() else 0
         return inputs
@@ -267,6 +269,8 @@ class Trainer:
             self.restore(resume_file)
         if self.dist is not None:  # after restore: DDP broadcasts rank 0's weights
             self.model = self._ddp = self.dist.wrap(self.net, self.device)
+        if self.options.compile:
+            self.model = torch.compile(self.model, backend=self.options.compile_backend)
         self.signals = SignalActions(self.options.sigint_effect, self.options.sighup_effect,
                                      install=self.options.install_signal_handlers)
         prefix = self.param.snapshot_prefix
@@ -302,7 +306,7 @@ class Trainer:
                 return self.solver.iter
             if p.display and self.solver.iter % p.display == 0:
                 with torch.no_grad():
-                    outputs = self._forward(self.net, self._inputs(self.sources))
+                    outputs = self._forward(self.net, self.feed.next())
                     loss = float(self.net.total_loss(outputs))
                 self._update_smoothed_loss(loss, start_iter)
                 log("solver.cpp:320", f"Iteration {self.solver.iter}, loss = {format_float(self.smoothed_loss)}")
@@ -333,12 +337,14 @@ class Trainer:
         timer = time.perf_counter()
         t0 = timer
         iterations_last = self.solver.iter
+        wait_last = self.feed.wait_s
         iter_size = max(1, int(p.iter_size))
         while self.solver.iter < stop_iter:
             it = self.solver.iter
             iteration_start = time.perf_counter()     # images/s: this iteration's own work
+            wait_start = self.feed.wait_s
             self._clear_grads()
-            self._data_wait, self._images = 0.0, 0
+            self._images = 0
             if (self._has_test_net() and p.test_interval and it % p.test_interval == 0
                     and (it > 0 or p.test_initialization)):
                 self.test_all()
@@ -349,6 +355,9 @@ class Trainer:
                 l, outputs = self.forward_backward(sync=k == iter_size - 1)
                 loss_t = loss_t + l
             loss_t = loss_t / iter_size
+            if it + 1 < stop_iter:
+                self.feed.prefetch()    # overlaps the device's backward (float(loss_t) waits for it)
+            self._data_wait = self.feed.wait_s - wait_start
             loss = float(loss_t)
             self._check_finite(loss, it)
             self._update_smoothed_loss(loss, start_iter)
@@ -359,8 +368,14 @@ class Trainer:
                 per_s = (it - iterations_last) / (lapse if lapse else 1.0)
                 log("solver.cpp:218", f"Iteration {it} ({format_float(per_s)} iter/s, {format_float(lapse)}s/"
                     f"{p.display} iters), loss = {format_float(self.smoothed_loss)}")
+                wait_fraction = (self.feed.wait_s - wait_last) / (lapse if lapse else 1.0)
+                if it > iterations_last and wait_fraction > DATA_WAIT_WARNING:
+                    self.logger.warning("solver.cpp:219", f"data_wait {wait_fraction:.3f}: the step waited on "
+                                        f"data for {100 * wait_fraction:.1f}% of the last {it - iterations_last} "
+                                        f"iterations' time (raise --workers)")
                 timer = now
                 iterations_last = it
+                wait_last = self.feed.wait_s
                 k = 0
                 for name, values, weight in out_values:
                     for v in values:
@@ -443,7 +458,7 @@ class Trainer:
         from openpose_train.caffe_layers import caffe_io
 
         # every rank's data-layer and RNG state (collective: all ranks take part)
-        mine = {"data": [src.state_dict() for src in self.sources], "rng": rng_state()}
+        mine = {"data": self.feed.state_dicts(), "rng": rng_state()}
         ranks = self.dist.gather_objects(mine) if self.dist is not None else [mine]
         if not self.is_root:
             return None
@@ -532,8 +547,7 @@ class Trainer:
                 self.logger.warning("solver.cpp:300", f"{side_path} was written by {len(per_rank)} processes, "
                                     f"this run has {self.world_size}: data-layer state starts afresh")
             else:
-                for src, st in zip(self.sources, per_rank[self.rank]["data"]):
-                    src.load_state_dict(st)
+                self.feed.load_state_dicts(per_rank[self.rank]["data"])
                 set_rng_state(per_rank[self.rank]["rng"])
         else:
             self.logger.warning("solver.cpp:300", f"no {side_path} beside the solverstate (a Caffe snapshot?): "
