@@ -137,6 +137,7 @@ def test_best_is_kept_across_resume_and_replaced_by_a_fresh_run(project, tmp_pat
 
 
 
+@pytest.mark.slow      # a second Python process with torch (~15 s on the 2 shared CPU cores)
 def test_background_mode_scores_like_inline(project, tmp_path):
     """--val-mode background (the CUDA default) runs 'openpose-train validate' on the snapshot's weights."""
     d, val = copy_project(project, tmp_path)
@@ -188,21 +189,23 @@ def test_best_follows_the_highest_score(project, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing_annotations", "bad_metric", "bad_interval", "missing_images",
-                                  "bad_resolution"])
+                                  "bad_resolution", "metric_not_in_annotations"])
 def test_bad_val_flags_give_one_line(project, tmp_path, case):
     d, val = copy_project(project, tmp_path)
     args = {"missing_annotations": ["--val-images", val[1], "--val-interval", "2"],
             "bad_metric": [*val, "--val-interval", "2", "--val-metric", "elbow"],
             "bad_interval": [*val, "--val-interval", "0"],
             "missing_images": [*val[2:], "--val-images", str(d / "nope"), "--val-interval", "2"],
-            "bad_resolution": [*val[:4], "--val-net-resolution", "100x100", "--val-interval", "2"]}[case]
+            "bad_resolution": [*val[:4], "--val-net-resolution", "100x100", "--val-interval", "2"],
+            "metric_not_in_annotations": [*val, "--val-interval", "2", "--val-metric", "foot"]}[case]
     expect = {"missing_annotations": "missing --val-annotations", "bad_metric": "--val-metric 'elbow'",
               "bad_interval": "--val-interval 0", "missing_images": "nope",
-              "bad_resolution": "--val-net-resolution '100x100'"}[case]
+              "bad_resolution": "--val-net-resolution '100x100'",
+              "metric_not_in_annotations": "--val-metric foot: the annotations (coco) have no foot keypoints"}[case]
     r = run_cli(["-solver", "pose_solver.prototxt", *args], d)
     assert r.exit_code != 0
     assert expect in r.output and "Traceback" not in r.output
-    assert not (d / "model").exists()
+    assert not list(d.glob("model/*.caffemodel"))
 
 
 def test_export_best_refuses_a_mismatched_or_missing_record(project, tmp_path):
@@ -255,3 +258,21 @@ def test_generator_val_options_reach_train_and_resume_scripts(tmp_path):
     r = CliRunner().invoke(main, ["prototxt", "--model", "BODY_25", "--preset", "tiny", "--out", str(tmp_path / "p"),
                                   "--val-interval", "5"])
     assert r.exit_code != 0 and "missing --val-images, --val-annotations" in r.output
+
+
+def test_val_metric_foot_scores_foot_ap(project, tmp_path):
+    """--val-metric foot on COCO-foot annotations (23 keypoints): foot_ap is output #0 and the best score."""
+    d, val = copy_project(project, tmp_path)
+    r = CliRunner().invoke(main, ["synth", "--out", str(tmp_path / "foot"), "--images", "3", "--width", "96",
+                                  "--height", "96", "--max-people", "1", "--foot", "--person-height", "0.5", "0.8"])
+    assert r.exit_code == 0, r.output
+    foot = ["--val-images", str(tmp_path / "foot/train2017"), "--val-annotations",
+            str(tmp_path / "foot/annotations/person_keypoints_train2017.json"), "--val-net-resolution", "-1x96"]
+    r = run_cli(["-solver", "pose_solver.prototxt", "-iterations", "2", "--no-tensorboard", "--val-interval", "2",
+                 "--val-metric", "foot", *foot], d)
+    assert r.exit_code == 0, r.output
+    rows = parse_test_rows(r.output)
+    assert list(rows) == [2] and list(rows[2]) == ["foot_ap", "foot_ap50", "foot_ar"]
+    best = json.loads((d / "model/pose_best.json").read_text())
+    assert (best["metric"], best["key"]) == ("foot", "foot_ap")
+    assert best["score"] == pytest.approx(rows[2]["foot_ap"], abs=1e-4)

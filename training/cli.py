@@ -347,7 +347,8 @@ def _worker(cfg: TrainConfig) -> None:
 @click.option("--val-interval", type=int, default=None,
               help="Score the weights every N iterations (after the snapshot); keeps <prefix>_best.caffemodel.")
 @click.option("--val-metric", default="body", show_default=True,
-              help="What is scored and kept best: body (COCO keypoint AP).")
+              help="What is scored and kept best: body, foot, wholebody (COCO OKS AP), hand (PCK@0.2), "
+                   "face (NME, lower is better).")
 @click.option("--val-net-resolution", default="-1x368", show_default=True, help="Validation net input size.")
 @click.option("--val-deploy", default=None, type=click.Path(dir_okay=False),
               help="Deploy prototxt (default: pose_deploy.prototxt beside the training net).")

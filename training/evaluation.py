@@ -2,8 +2,9 @@
 keep the best snapshot.
 
 ``openpose-train train ... --val-images DIR --val-annotations JSON --val-interval N`` runs, every
-N iterations (after that iteration's snapshot), the same detection and COCO evaluation as
-``openpose-train validate`` on the deploy net with the training weights. The score goes
+N iterations (after that iteration's snapshot), the same detection and evaluation as
+``openpose-train validate --metrics M`` on the deploy net with the training weights (``--val-metric``
+M: body, foot, wholebody, hand or face; see validation/metrics.py). The score goes
 
 * into the log as Caffe's test lines, which ``tools/extra/parse_log.py`` reads as a test row::
 
@@ -41,11 +42,15 @@ import numpy as np
 
 from .data_sources import TrainingError
 
-# --val-metric -> the summary key of the validation run that holds it, and whether higher is better.
-# "body" is COCO keypoint AP (validation/coco_eval.py).
-VAL_METRICS: Dict[str, tuple] = {"body": ("AP", True)}
-# extra columns printed after output #0 when the summary has them (parse_log.py makes them columns)
-EXTRA_OUTPUTS = ("AP50", "AR")
+# --val-metric (validation/metrics.py's names) -> (summary key of the score, the keys printed after it
+# as further test outputs (parse_log.py makes them columns), whether higher is better)
+VAL_METRICS: Dict[str, tuple] = {
+    "body": ("AP", ("AP50", "AR"), True),
+    "foot": ("foot_ap", ("foot_ap50", "foot_ar"), True),
+    "wholebody": ("wholebody_ap", ("wholebody_ap50", "wholebody_ar"), True),
+    "hand": ("hand_pck", ("hand_auc",), True),
+    "face": ("face_nme", (), False),
+}
 VAL_MODES = ("auto", "inline", "background")
 
 
@@ -83,6 +88,21 @@ def check_config(cfg: EvaluationConfig) -> None:
         parse_net_resolution(cfg.net_resolution)
     except InferenceError as exc:
         raise TrainingError(str(exc).replace("--net-resolution", "--val-net-resolution")) from None
+
+
+def check_metric_applies(model, cfg: EvaluationConfig) -> None:
+    """The model and the annotations can produce --val-metric (else the metrics module's one line)."""
+    from openpose_train.validation.coco_eval import CocoEvalError
+    from openpose_train.validation.metrics import annotation_reason, load_annotations, model_reason
+    from openpose_train.validation.metrics_coco import annotation_layout
+
+    try:
+        reason = model_reason(model, cfg.metric) or \
+            annotation_reason(annotation_layout(load_annotations(cfg.annotations)), cfg.metric)
+    except CocoEvalError as exc:
+        raise TrainingError(f"--val-annotations: {exc}") from None
+    if reason:
+        raise TrainingError(f"--val-metric {reason}")
 
 
 def pose_model_of(net_param, net_path: str, name: Optional[str] = None):
@@ -182,7 +202,7 @@ class Evaluator:
         self.device = torch.device(device)
         self.logger = logger
         self.model_arg = model_arg or model.name
-        self.key, self.higher_is_better = VAL_METRICS[cfg.metric]
+        self.key, self.extra_keys, self.higher_is_better = VAL_METRICS[cfg.metric]
         self.out_dir = f"{prefix}_validation"
         self.best_model, self.best_json = best_paths(prefix)
         self.best: Optional[dict] = None
@@ -243,7 +263,7 @@ class Evaluator:
         estimator = PoseEstimator(self.model, _in_memory_backend(self.deploy_net, self.device),
                                   InferenceSettings(net_resolution=self.cfg.net_resolution))
         return run_validation(estimator, self.cfg.images, self._results_path(iteration), self.cfg.annotations,
-                              limit=self.cfg.limit, progress=False)
+                              limit=self.cfg.limit, progress=False, metrics=[self.cfg.metric])
 
     def _results_path(self, iteration: int) -> str:
         return os.path.join(self.out_dir, f"results_iter_{iteration}.json")
@@ -257,7 +277,7 @@ class Evaluator:
         args = [sys.executable, "-m", "openpose_train.cli", "validate", "--prototxt", self.deploy,
                 "--caffemodel", pending, "--model", self.model_arg, "--images", self.cfg.images,
                 "--annotations", self.cfg.annotations, "--net-resolution", self.cfg.net_resolution,
-                "--device", str(self.device), "--out", results, "--quiet"]
+                "--device", str(self.device), "--out", results, "--metrics", self.cfg.metric, "--quiet"]
         if self.cfg.limit:
             args += ["--limit", str(self.cfg.limit)]
         log = open(os.path.join(self.out_dir, f"validate_iter_{iteration}.log"), "w")
@@ -297,13 +317,13 @@ class Evaluator:
 
         value = summary.get(self.key)
         if value is None:
-            raise TrainingError(f"validation of iteration {iteration}: no {self.key} in the summary "
-                                f"({summary.get('note') or 'no annotations?'})")
+            why = summary.get("metric_notes", {}).get(self.cfg.metric) or summary.get("note") or "nothing to score"
+            raise TrainingError(f"validation of iteration {iteration}: no {self.key} ({why})")
         value = float(value)
         log = self.logger.info
         log("solver.cpp:330", f"Iteration {iteration}, Testing net (#0)")
-        outputs = [(self.key, value)] + [(k, float(summary[k])) for k in EXTRA_OUTPUTS
-                                         if k != self.key and summary.get(k) is not None]
+        outputs = [(self.key, value)] + [(k, float(summary[k])) for k in self.extra_keys
+                                         if summary.get(k) is not None]
         for k, (name, v) in enumerate(outputs):
             log("solver.cpp:414", f"    Test net output #{k}: {name} = {format_float(v)}")
         record = {"metric": self.cfg.metric, **dict(outputs),
@@ -378,6 +398,7 @@ def build_evaluator(cfg: EvaluationConfig, net_param, net_path: str, prefix: str
     if not prefix:
         raise TrainingError("--val-interval needs the solver's snapshot_prefix (the best snapshot goes beside it)")
     model = pose_model_of(net_param, net_path, cfg.model)
+    check_metric_applies(model, cfg)
     deploy = cfg.deploy or default_deploy(net_path)
     return Evaluator(cfg, model, deploy, prefix, net_param, device, logger, model_arg=cfg.model)
 
