@@ -36,13 +36,28 @@ def copy_project(tiny_project, tmp_path, name="p"):
 
 # ---- item: invalid solver and data fields ------------------------------------------------------------------
 @pytest.mark.parametrize("field,value", [("max_iter", "-5"), ("display", "-1"), ("snapshot", "-10"),
-                                         ("base_lr", "-0.01"), ("average_loss", "0"), ("test_interval", "-2")])
+                                         ("base_lr", "-0.01"), ("average_loss", "0"), ("test_interval", "-2"),
+                                         ("momentum", "-0.9"), ("weight_decay", "-0.0005")])
 def test_invalid_solver_fields_are_refused_with_file_and_field(tmp_path, field, value):
     text = "\n".join(l for l in SOLVER.splitlines() if not l.startswith(field + ":"))
     d = make_dir(tmp_path, solver=text + f"\n{field}: {value}\n")
     r = run_cli(["-solver", "solver.prototxt"], d)
     assert_one_line_error(r, "solver.prototxt", f"{field} is {value}")
     assert not list(d.glob("model/*_iter_*"))          # nothing ran, nothing was snapshotted
+
+
+@pytest.mark.parametrize("policy,fields,expected", [
+    ("step", "stepsize: 0", "lr_policy 'step' needs stepsize > 0"),
+    ("sigmoid", "", "lr_policy 'sigmoid' needs stepsize > 0"),
+    ("poly", "power: 1", "lr_policy 'poly' needs max_iter > 0")])
+def test_lr_policy_fields_are_checked_before_training(tmp_path, policy, fields, expected):
+    text = SOLVER.replace('lr_policy: "multistep"', f'lr_policy: "{policy}"\n{fields}')
+    if policy == "poly":
+        text = text.replace("max_iter: 20", "max_iter: 0")
+    d = make_dir(tmp_path, solver=text)
+    r = run_cli(["-solver", "solver.prototxt", "-iterations", "3"], d)
+    assert_one_line_error(r, "solver.prototxt", expected)
+    assert "Iteration 0" not in r.output
 
 
 def test_negative_iterations_flag_is_refused(tmp_path):

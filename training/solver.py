@@ -129,12 +129,16 @@ def check_solver_param(solver_param) -> str:
         raise SolverConfigError("iter_size must be >= 1")
     # values Caffe accepts but that make no sense (a negative max_iter still snapshots): refuse them
     for name, minimum in (("max_iter", 0), ("display", 0), ("snapshot", 0), ("test_interval", 0),
-                          ("average_loss", 1), ("base_lr", 0)):
+                          ("average_loss", 1), ("base_lr", 0), ("momentum", 0), ("weight_decay", 0)):
         value = getattr(p, name)
         if value < minimum:
             raise SolverConfigError(f"{name} is {value:g}; it must be >= {minimum}")
     if any(n < 0 for n in p.test_iter):
         raise SolverConfigError(f"test_iter {list(p.test_iter)}: each must be >= 0")
+    if p.lr_policy in ("step", "sigmoid") and p.stepsize <= 0:   # else only found at the first iteration
+        raise SolverConfigError(f"lr_policy {p.lr_policy!r} needs stepsize > 0 (stepsize is {p.stepsize})")
+    if p.lr_policy == "poly" and p.max_iter <= 0:
+        raise SolverConfigError(f"lr_policy 'poly' needs max_iter > 0 (max_iter is {p.max_iter})")
     if kind in ("AdaGrad", "RMSProp") and p.momentum != 0:
         raise SolverConfigError(f"momentum cannot be used with {kind}")
     if kind == "RMSProp" and not 0 <= p.rms_decay < 1:
