@@ -9,12 +9,14 @@ proves the commands a user types; its output goes to ``OUT/logs/<step>.log``):
 2. ``lmdb``      the training images to an OpenPose LMDB
 3. ``prototxt``  training files for BODY_25 topology with the reduced ``tiny`` preset, plus
    He-initialised starting weights (what VGG-19 weights are in the real workflow)
-4. ``train -weights``  our Caffe-compatible engine on the CPU (a progress bar follows the metrics file)
-5. ``export``    the last snapshot into an OpenPose ``models/`` folder
+4. ``train -weights --val-interval``  our Caffe-compatible engine on the CPU (a progress bar follows
+   the metrics file); every snapshot is scored on the held-out images during training and the best
+   one is kept (``pose_best.caffemodel`` + ``pose_best.json``)
+5. ``export --best``  the best snapshot into an OpenPose ``models/`` folder
 6. OpenCV DNN loads the export; its output is compared with our engine's
-7. ``validate`` / ``validate-snapshots``  COCO keypoint AP of the export on the held-out images, and
-   of every snapshot from iteration 0 (the random initial weights) on, with the AP / loss plot;
-   then a summary of where everything landed
+7. ``validate``  COCO keypoint AP of the export on the held-out images (it must equal the score
+   training logged for that snapshot) and of the random initial weights (the baseline), with the
+   AP / loss plot; then a summary of where everything landed
 
 Measured (2 shared CPU cores): 4.5 min for the defaults, training 255 s; AP 0.586 (AP50 0.917) on
 the held-out images vs 0.000 with the initial weights. Re-running overwrites the demo's own
@@ -61,7 +63,7 @@ class DemoConfig:
     base_lr: float = 1e-3             # Adam; 3e-3 diverges within 10 iterations
     lr_drop_at: float = 2 / 3         # multistep: lr * lr_drop_gamma from this share of the iterations on
     lr_drop_gamma: float = 0.3
-    snapshot_interval: int = 500      # every snapshot is validated for the AP curve
+    snapshot_interval: int = 500      # every snapshot is validated during training (--val-interval)
     scale_min: float = 1.0            # OPData scale multiplier range (person height ~ 0.6 * crop * mult,
     scale_max: float = 1.8            # i.e. 77-138 px, the size of the validation people at -1x192)
     max_rotation: float = 20.0
@@ -268,7 +270,7 @@ def train(paths: DemoPaths, cfg: DemoConfig) -> Path:
     state = {"done": 0, "last_print": time.perf_counter()}
 
     def poll():
-        rows = _read_metrics(paths.metrics)
+        rows = [r for r in _read_metrics(paths.metrics) if "loss" in r]   # not the validation records
         if not rows:
             return
         done = rows[-1]["iteration"] + 1
@@ -283,22 +285,31 @@ def train(paths: DemoPaths, cfg: DemoConfig) -> Path:
     env = {"OMP_NUM_THREADS": str(cfg.threads)} if cfg.threads else None
     try:
         run_command("train", _cli("train", "-solver", "pose_solver.prototxt", "-weights", paths.initial_weights.resolve(),
-                                  "--workers", 1),
+                                  "--workers", 1, "--val-images", paths.val_images.resolve(),
+                                  "--val-annotations", paths.val_annotations.resolve(),
+                                  "--val-interval", cfg.snapshot_interval, "--val-net-resolution", cfg.net_resolution),
                     paths.logs / "train.log", cwd=paths.model, env=env, show=False, on_poll=poll)
     finally:
         bar.close()
     rows = _read_metrics(paths.metrics)
-    if rows:
-        print(f"      loss {rows[0]['loss']:.4g} (iteration 0) -> {rows[-1]['smoothed_loss']:.4g} "
-              f"(iteration {rows[-1]['iteration']}, smoothed); log {paths.logs / 'train.log'}", flush=True)
-    last = paths.snapshots / f"pose_iter_{cfg.iterations}.caffemodel"
-    if not last.is_file():
-        raise DemoError(f"training finished without its final snapshot {last}; log: {paths.logs / 'train.log'}")
-    return last
+    losses = [r for r in rows if "loss" in r]
+    if losses:
+        print(f"      loss {losses[0]['loss']:.4g} (iteration 0) -> {losses[-1]['smoothed_loss']:.4g} "
+              f"(iteration {losses[-1]['iteration']}, smoothed); log {paths.logs / 'train.log'}", flush=True)
+    for r in rows:
+        if "validation" in r:
+            v = r["validation"]
+            print(f"      iteration {r['iteration']:>5}: AP {v['AP']:.3f}  AP50 {v['AP50']:.3f}  AR {v['AR']:.3f}"
+                  f"  (best so far: iteration {v['best_iteration']})", flush=True)
+    best = paths.snapshots / "pose_best.json"
+    if not best.is_file():
+        raise DemoError(f"training finished without {best}; log: {paths.logs / 'train.log'}")
+    return best
 
 
-def export(paths: DemoPaths, snapshot: Path, net_resolution: str) -> dict:
-    text = run_command("export", _cli("export", "--snapshot", snapshot, "--model", MODEL, "--preset", PRESET,
+def export(paths: DemoPaths, net_resolution: str) -> dict:
+    """``export --best``: the best snapshot of the training folder into the OpenPose models folder."""
+    text = run_command("export", _cli("export", "--best", paths.snapshots, "--model", MODEL,
                                       "--deploy", paths.model / "pose_deploy.prototxt",
                                       "--to", paths.openpose_models, "--net-resolution", net_resolution),
                        paths.logs / "export.log")
@@ -337,7 +348,7 @@ def write_initial_weights(deploy: Path, path: Path, seed: int) -> Path:
     """He-initialised weights for every convolution: the demo's stand-in for the VGG-19 start.
 
     Written to a file (rather than left to the prototxt's fillers) so that the same weights are
-    also validated as ``pose_iter_0``: the random-weights AP baseline. Convolutions feeding a
+    also validated: the random-weights AP baseline. Convolutions feeding a
     ReLU/PReLU get std sqrt(2 / fan_in), the others (the stage outputs) a small sqrt(1 / fan_in) / 10
     so that the first predictions are near 0.
     """
@@ -369,26 +380,35 @@ def _validate_args(paths: DemoPaths, cfg: DemoConfig) -> List[str]:
             "--net-resolution", cfg.net_resolution, "--backend", "torch", "--device", "cpu", "--quiet"]
 
 
-def validate_export(paths: DemoPaths, cfg: DemoConfig) -> dict:
-    """``openpose-train validate`` on the exported OpenPose models folder; returns its summary JSON."""
-    results = paths.validation / "results_exported.json"
-    run_command("validate", _cli("validate", "--model-folder", paths.openpose_models, *_validate_args(paths, cfg),
-                                 "--out", results, "--render", paths.validation / "rendered"),
-                paths.logs / "validate.log", show=False)
+def validate_model(paths: DemoPaths, cfg: DemoConfig, name: str, model_args: Sequence, **extra) -> dict:
+    """``openpose-train validate`` of one model on the held-out images; returns its summary JSON."""
+    results = paths.validation / f"results_{name}.json"
+    run_command(f"validate {name}", _cli("validate", *model_args, *_validate_args(paths, cfg), "--out", results,
+                                         *[a for k, v in extra.items() for a in (f"--{k}", v)]),
+                paths.logs / f"validate_{name}.log", show=False)
     return json.loads(results.with_name(results.stem + "_summary.json").read_text())
 
 
-def validate_snapshots(paths: DemoPaths, cfg: DemoConfig) -> List[dict]:
-    """``openpose-train validate-snapshots``: AP of every snapshot, iteration 0 being the initial
-    (random) weights, and its AP / loss plot. Returns the AP rows by iteration."""
-    shutil.copyfile(paths.initial_weights, paths.snapshots / "pose_iter_0.caffemodel")
-    out_dir = paths.validation / "snapshots"
-    run_command("validate-snapshots", _cli("validate-snapshots", paths.snapshots, "--prototxt",
-                                           paths.model / "pose_deploy.prototxt", *_validate_args(paths, cfg),
-                                           "--out-dir", out_dir),
-                paths.logs / "validate_snapshots.log", show=False)
-    rows = [json.loads(line) for line in (out_dir / "ap.jsonl").read_text().splitlines() if line.strip()]
-    return sorted(rows, key=lambda r: r["iteration"])
+def ap_curve(paths: DemoPaths, random_stats: dict) -> List[dict]:
+    """AP per validated iteration: the random weights at 0, then every evaluation training logged
+    in its metrics JSONL (each row with all of its summary's numbers)."""
+    from openpose_train.validation.runner import ap_table_row, summary_path_for
+
+    curve = [ap_table_row(0, random_stats)]
+    for record in _read_metrics(paths.metrics):
+        if "validation" in record:
+            summary = json.loads(Path(summary_path_for(record["validation"]["results"])).read_text())
+            curve.append(ap_table_row(record["iteration"], summary))
+    return curve
+
+
+def plot_curve(paths: DemoPaths, curve: List[dict]) -> Path:
+    from openpose_train.validation.plots import plot_ap_and_loss, read_loss_curve
+
+    png = paths.validation / "ap_vs_iteration.png"
+    plot_ap_and_loss(curve, {"training loss": read_loss_curve(str(paths.metrics))}, str(png),
+                     title=f"{MODEL}: COCO keypoint AP during training (iteration 0: initial weights)")
+    return png
 
 
 def _write_json(path: Path, data) -> None:
@@ -421,10 +441,12 @@ def run_demo(out, cfg: DemoConfig = DemoConfig(), stream=None) -> dict:
 
     rep.step("train", f"Training {cfg.iterations} iterations on the CPU with our engine "
                       f"(openpose-train train -solver pose_solver.prototxt)")
-    snapshot = train(paths, cfg)
+    best_json = train(paths, cfg)
+    best = json.loads(best_json.read_text())
 
-    rep.step("export", f"Export to an OpenPose models folder: {paths.openpose_models}")
-    exported = export(paths, snapshot, cfg.net_resolution)
+    rep.step("export", f"Export the best snapshot (iteration {best['iteration']}, AP {best['score']:.3f}) to an "
+                       f"OpenPose models folder: {paths.openpose_models}")
+    exported = export(paths, cfg.net_resolution)
 
     rep.step("opencv", "OpenCV DNN (cv2.dnn.readNetFromCaffe) loads the export; output vs our engine")
     first_val = sorted(paths.val_images.glob("*.jpg"))
@@ -438,23 +460,27 @@ def run_demo(out, cfg: DemoConfig = DemoConfig(), stream=None) -> dict:
                         f"on {parity['image']}")
 
     rep.step("validate", f"COCO keypoint AP on the {paths.val_images} images (net resolution "
-                         f"{cfg.net_resolution}): the export, and every snapshot from the random initial weights on")
-    trained = validate_export(paths, cfg)
-    curve = validate_snapshots(paths, cfg)
-    random_stats = curve[0]
-    if random_stats["iteration"] != 0 or curve[-1]["iteration"] != cfg.iterations:
-        raise DemoError(f"validate-snapshots missed the first or last snapshot: {[r['iteration'] for r in curve]}")
-    for row in curve:
-        rep.echo(f"      iteration {row['iteration']:>5}: AP {row['AP']:.3f}  AP50 {row['AP50']:.3f}  AR {row['AR']:.3f}")
-    rep.echo(f"      exported model: AP {trained['AP']:.3f}  AP50 {trained['AP50']:.3f}  AR {trained['AR']:.3f}"
-             f"  (random initial weights: AP {random_stats['AP']:.3f})")
-    plot = paths.validation / "snapshots" / "ap_vs_iteration.png"
+                         f"{cfg.net_resolution}): the exported best snapshot, and the random initial weights")
+    trained = validate_model(paths, cfg, "exported", ["--model-folder", paths.openpose_models],
+                             render=paths.validation / "rendered")
+    random_stats = validate_model(paths, cfg, "initial_weights", [
+        "--prototxt", paths.model / "pose_deploy.prototxt", "--caffemodel", paths.initial_weights])
+    if abs(trained["AP"] - best["score"]) > 0.005:      # same weights; only float summation order may differ
+        raise DemoError(f"the exported best snapshot scores AP {trained['AP']:.6f}, training logged "
+                        f"{best['score']:.6f} for iteration {best['iteration']}")
+    curve = ap_curve(paths, random_stats)
+    if curve[-1]["iteration"] != cfg.iterations:
+        raise DemoError(f"training did not validate its last iteration: {[r['iteration'] for r in curve]}")
+    rep.echo(f"      exported best snapshot (iteration {best['iteration']}): AP {trained['AP']:.3f}  "
+             f"AP50 {trained['AP50']:.3f}  AR {trained['AR']:.3f}  (random initial weights: AP {random_stats['AP']:.3f})")
+    plot = plot_curve(paths, curve)
     total = rep.close()
     summary = {
         "model": MODEL, "preset": PRESET, "config": asdict(cfg), "wall_s": round(total, 1),
         "step_s": rep.timings, "openpose_models": paths.openpose_models, "prototxt": exported["prototxt"],
         "caffemodel": exported["caffemodel"], "openpose_command": exported["command"],
         "opencv_parity": parity, "trained": trained, "random_weights": random_stats, "ap_curve": curve,
+        "best": best,
         "plot": plot, "rendered": paths.validation / "rendered", "logs": paths.logs,
         "training_log": paths.logs / "train.log", "metrics": paths.metrics, "snapshots": paths.snapshots,
     }
@@ -463,7 +489,9 @@ def run_demo(out, cfg: DemoConfig = DemoConfig(), stream=None) -> dict:
     _write_json(paths.summary, summary)
     rep.echo(f"\nDone in {total / 60:.1f} min. Everything is under {paths.out}:")
     rep.echo(f"  OpenPose model folder  {paths.openpose_models}  ({exported['caffemodel'].relative_to(paths.out)})")
-    rep.echo(f"  COCO AP (held out)     {trained['AP']:.3f}  vs  {random_stats['AP']:.3f} with the random initial weights")
+    rep.echo(f"  COCO AP (held out)     {trained['AP']:.3f} (best snapshot, iteration {best['iteration']} of "
+             f"{cfg.iterations})  vs  {random_stats['AP']:.3f} with the random initial weights")
+    rep.echo(f"  TensorBoard            tensorboard --logdir {paths.snapshots}")
     rep.echo(f"  loss / AP plot         {plot}")
     rep.echo(f"  detections drawn       {paths.validation / 'rendered'}")
     rep.echo(f"  training log, metrics  {paths.logs / 'train.log'}, {paths.metrics}")

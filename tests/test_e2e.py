@@ -20,17 +20,19 @@ AP_FIELDS = ("AP", "AP50", "AP75", "APm", "APl", "AR")
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("e2e") / "demo"
-    cfg = replace(demo.QUICK, images=20, iterations=3, snapshot_interval=3)
+    cfg = replace(demo.QUICK, images=20, iterations=4, snapshot_interval=2)
     summary = demo.run_demo(out, cfg)
     return out, cfg, summary
 
 
-def test_export_is_the_trained_snapshot_in_openpose_layout(demo_run):
+def test_export_is_the_best_snapshot_in_openpose_layout(demo_run):
     out, cfg, summary = demo_run
     folder = out / "openpose_models" / "pose" / "body_25"
     prototxt, caffemodel = folder / "pose_deploy.prototxt", folder / "pose_iter_584000.caffemodel"
     assert Path(summary["prototxt"]) == prototxt and Path(summary["caffemodel"]) == caffemodel
-    snapshot = out / "model" / "snapshots" / f"pose_iter_{cfg.iterations}.caffemodel"
+    best = json.loads((out / "model" / "snapshots" / "pose_best.json").read_text())
+    assert summary["best"]["iteration"] == best["iteration"] in (2, 4)
+    snapshot = out / "model" / "snapshots" / f"pose_iter_{best['iteration']}.caffemodel"
     assert caffemodel.read_bytes() == snapshot.read_bytes()
     assert prototxt.read_bytes() == (out / "model" / "pose_deploy.prototxt").read_bytes()
     assert "--model_pose BODY_25" in summary["openpose_command"]
@@ -39,8 +41,10 @@ def test_export_is_the_trained_snapshot_in_openpose_layout(demo_run):
 
 def test_training_ran_every_iteration(demo_run):
     out, cfg, _ = demo_run
-    rows = [json.loads(line) for line in (out / "model" / "snapshots" / "pose_metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (out / "model" / "snapshots" / "pose_metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in records if "loss" in r]
     assert [r["iteration"] for r in rows] == list(range(cfg.iterations))
+    assert [r["iteration"] for r in records if "validation" in r] == [2, 4]
     assert all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in rows)
     assert "Optimization Done." in (out / "logs" / "train.log").read_text()
 
@@ -75,16 +79,18 @@ def test_validation_summary_has_ap_fields(demo_run):
         for field in AP_FIELDS:
             value = on_disk[key][field]
             assert isinstance(value, float) and (0.0 <= value <= 1.0 or value == -1.0), (key, field, value)
-    assert [c["iteration"] for c in on_disk["ap_curve"]] == [0, 3]
-    assert on_disk["ap_curve"][0] == on_disk["random_weights"]
-    # the exported model is the last snapshot: validating the models folder gives its numbers
-    assert on_disk["trained"]["AP"] == pytest.approx(on_disk["ap_curve"][-1]["AP"], abs=1e-12)
+    assert [c["iteration"] for c in on_disk["ap_curve"]] == [0, 2, 4]
+    assert on_disk["ap_curve"][0]["AP"] == on_disk["random_weights"]["AP"]
+    # the exported model is the best snapshot: validating the models folder gives the score training logged
+    best = on_disk["best"]
+    assert on_disk["trained"]["AP"] == pytest.approx(best["score"], abs=1e-3)
+    assert best["score"] == max(c["AP"] for c in on_disk["ap_curve"][1:])
     assert on_disk["trained"]["images_evaluated"] == len(list((out / "data" / "val2017").glob("*.jpg")))
 
 
 def test_plot_is_a_png(demo_run):
     out, _, _ = demo_run
-    image = cv2.imread(str(out / "validation" / "snapshots" / "ap_vs_iteration.png"))
+    image = cv2.imread(str(out / "validation" / "ap_vs_iteration.png"))
     assert image is not None and image.shape[0] > 200 and image.shape[1] > 400
     assert image.std() > 5          # not a blank canvas
 
