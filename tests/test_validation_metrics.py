@@ -169,3 +169,73 @@ def test_hand_pck_auc_and_face_nme_on_known_errors():
     predicted = face + [2.0, 0.0]                   # every landmark 2 px off
     out = face_metrics([(_sample(face, group="face"), predicted)])
     assert out["face_nme"] == pytest.approx(2 / 40)
+
+
+# ------------------------------------------------------------------------------ the command
+HAND_TINY = """name: "tiny_hand"
+input: "image"
+input_dim: 1
+input_dim: 3
+input_dim: 368
+input_dim: 368
+layer { name: "conv1" type: "Convolution" bottom: "image" top: "conv1"
+  convolution_param { num_output: 4 pad: 1 kernel_size: 3 } }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+  pooling_param { pool: MAX kernel_size: 8 stride: 8 } }
+layer { name: "Mconv7_stage6" type: "Convolution" bottom: "pool1" top: "net_output"
+  convolution_param { num_output: 22 pad: 0 kernel_size: 1 } }
+"""
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+    from openpose_train.cli import main
+    return CliRunner().invoke(main, ["validate", *map(str, args)])
+
+
+def test_validate_hand_net_on_wholebody_crops_with_a_real_backend(tmp_path):
+    from openpose_train.caffe_layers.caffe_io import read_net_prototxt, write_caffemodel
+    from openpose_train.caffe_layers.shapes import random_weights
+    ann = shared_path("data", "mmpose_coco", "test_coco_wholebody.json")
+    proto = tmp_path / "pose_deploy.prototxt"
+    proto.write_text(HAND_TINY)
+    net = read_net_prototxt(str(proto))
+    caffemodel = tmp_path / "pose_iter_1.caffemodel"
+    write_caffemodel(str(caffemodel), random_weights(net, seed=1), net=net)
+    out = tmp_path / "hand.json"
+    result = _cli("--model", "HAND_21", "--prototxt", proto, "--caffemodel", caffemodel,
+                  "--images", ann.parent, "--annotations", ann, "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "hand_summary.json").read_text())
+    doc = json.loads(ann.read_text())
+    hands = sum(bool(a[f"{g}_valid"]) and min(a[f"{g}_box"][2:]) > 0
+                for a in doc["annotations"] for g in ("lefthand", "righthand"))
+    assert summary["hand_count"] == hands == len(json.loads(out.read_text()))
+    assert 0 <= summary["hand_pck"] < 0.9                # random weights
+    assert "hand_pck" in result.output and "hand_auc" in result.output
+
+
+def test_validate_groundtruth_maps_table_summary_keys_and_reasons(tmp_path):
+    ann = shared_path("data", "mmpose_coco", "test_coco_wholebody.json")
+    out = tmp_path / "gt.json"
+    result = _cli("--model", "COCO_18", "--groundtruth-maps", "--images", ann.parent,
+                  "--annotations", ann, "--metrics", "body,foot,face", "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "gt_summary.json").read_text())
+    assert summary["body_ap"] >= 0.8 and summary["AP"] == summary["body_ap"]
+    assert "foot_ap" not in summary and "COCO_18 has no foot keypoints" in summary["metric_notes"]["foot"]
+    assert "COCO_18 has no foot keypoints" in result.output
+    assert "not the face crop net" in result.output
+    result = _cli("--model", "BODY_25", "--groundtruth-maps", "--images", ann.parent,
+                  "--annotations", ann, "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "gt_summary.json").read_text())
+    for key in ("body_ap", "body_ap50", "body_ar", "foot_ap", "wholebody_body_ap", "wholebody_foot_ap"):
+        assert isinstance(summary[key], float), key
+    assert "BODY_25 has no face, lefthand, righthand keypoints" in summary["metric_notes"]["wholebody"]
+    result = _cli("--model", "BODY_25", "--groundtruth-maps", "--images", ann.parent, "--out", out)
+    assert result.exit_code != 0 and "give --annotations" in result.output
+    result = _cli("--model", "BODY_25", "--groundtruth-maps", "--images", ann.parent,
+                  "--annotations", ann, "--metrics", "body,toes", "--out", out)
+    assert result.exit_code != 0 and "unknown metric(s) toes" in result.output
+    assert "Traceback" not in result.output
