@@ -86,6 +86,14 @@ def test_body_round_trip_and_shift_mmpose_coco():
     assert moved["body_ap"] < base["body_ap"] - 0.1
 
 
+@pytest.mark.slow
+def test_body_round_trip_minicoco_body25b():
+    # minicoco's people are small: at -1x368 the ceiling is 0.848 AP, at -1x736 0.972
+    doc = load("minicoco", "annotations", "person_keypoints_train2017.json")
+    out = round_trip("BODY_25B", doc, net_resolution="-1x736", metric_names=["body"])
+    assert out["body_ap"] >= 0.9, out
+
+
 def test_own_oks_equals_pycocotools():
     """The OKS the shift test predicts with equals pycocotools' computeOks on the same inputs."""
     import contextlib
