@@ -213,7 +213,7 @@ class DatasetLayout:
     # COCO-WholeBody does not have (written "not in this dataset", LMDB 4). () = none.
     wholebody_fields: Tuple[Tuple[str, str, int], ...] = ()
     description: str = ""
-    # OKS evaluation (docs/postprocessing.md): per keypoint sigma in layout order, and the named
+    # OKS evaluation (docs/postprocessing.md §Metrics): per keypoint sigma in layout order, and the named
     # keypoint groups scored separately as (group, first keypoint, count): "body", "foot", ...
     oks_sigmas: Tuple[float, ...] = ()
     keypoint_groups: Tuple[Tuple[str, int, int], ...] = ()

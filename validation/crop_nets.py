@@ -1,13 +1,13 @@
 """Hand and face nets (HAND_21, FACE_70) run as OpenPose runs them: on square crops.
 
-OpenPose (docs/postprocessing.md, "Hand and face networks") warps a square rectangle of the
+OpenPose (docs/postprocessing.md §Hand and face) warps a square rectangle of the
 image into the ``net_side`` x ``net_side`` net input (``warpAffine`` with the inverse map,
 bilinear, black border), mirrors left hands (the hand net sees right hands only), upsamples the
 stride-8 output 8x with its bicubic resize and takes each heatmap's global maximum, mapped back
 through the same affine. Here the rectangles come from the COCO-WholeBody boxes
 (``face_box``, ``lefthand_box``, ``righthand_box``): a square of ``crop_scale`` times the box's
-longer side around its centre (OpenPose derives its rectangles from the body keypoints instead;
-the margin gives the net the context it was trained with).
+longer side around its centre (our choice: OpenPose derives its rectangles from the body
+keypoints instead).
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Each keypoint group of an annotation file (the registry's ``DatasetLayout.keypoi
 ``body`` 17, ``foot`` 6, ``face`` 68, ``lefthand`` 21, ``righthand`` 21, plus ``wholebody`` =
 all 133) is scored by pycocotools' ``COCOeval(iouType="keypoints")`` with that group's OKS
 sigmas (``DatasetLayout.oks_sigmas``) set in ``params.kpt_oks_sigmas``, following the COCO-WholeBody
-evaluation (docs/postprocessing.md):
+evaluation (docs/postprocessing.md §Metrics):
 
 * ground truth: the group's keypoints; a group whose ``*_valid`` flag is false counts as
   unlabeled; a person with no labeled keypoint in the group is ignored (as is a crowd); the OKS

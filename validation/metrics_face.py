@@ -1,4 +1,4 @@
-"""FACE_70 accuracy: NME normalised by the inter-ocular distance (docs/postprocessing.md).
+"""FACE_70 accuracy: NME normalised by the inter-ocular distance (docs/postprocessing.md §Metrics).
 
 Per face: the mean distance between predicted and labeled landmarks of the 68 COCO-WholeBody
 face points divided by the distance between the outer eye corners of the ground truth (points

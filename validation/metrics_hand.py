@@ -1,4 +1,4 @@
-"""HAND_21 accuracy: PCK@0.2 of the hand box and its AUC (docs/postprocessing.md).
+"""HAND_21 accuracy: PCK@0.2 of the hand box and its AUC (docs/postprocessing.md §Metrics).
 
 A labeled keypoint is correct when its prediction lies within ``threshold * max(w, h)`` of the
 COCO-WholeBody hand box (``lefthand_box`` / ``righthand_box``); PCK is the fraction of correct
