@@ -47,7 +47,8 @@ from typing import List, Optional
 import cv2
 import numpy as np
 
-from ..generator.registry import get_training_variant
+from ..generator.registry import (get_dataset_layout, get_training_variant, register,
+                                  register_dataset_layout)
 from . import augment as A
 from .caffe_io import CaffemodelError, wire_fields
 from . import labels as L
@@ -82,6 +83,10 @@ class OPDataConfig:
     phase: str
     media_directory: str
     top_names: tuple
+    # models from YAML skeletons (and their dataset layouts): workers start from a clean process
+    # and register them again, since only the registry's own tables are known there
+    custom_models: tuple = ()
+    custom_layouts: tuple = ()
 
 
 def parse_layer(layer_param, phase: str = "TRAIN", **augment_overrides) -> OPDataConfig:
@@ -118,11 +123,15 @@ def parse_layer(layer_param, phase: str = "TRAIN", **augment_overrides) -> OPDat
         raise OPDataError(f"layer '{name}': probabilities sum to {sum(probs)} + prob_only_background "
                           f"{only_bkg}, not 1")
     channels = set()
+    custom_models, custom_layouts = {}, {}
     for m in models:
         try:
             model, variant = get_training_variant(m)
         except KeyError as exc:
             raise OPDataError(f"layer '{name}': {exc}") from None
+        if not model.upstream:
+            custom_models[model.name] = model
+            custom_layouts[variant.dataset] = get_dataset_layout(variant.dataset)
         if not variant.label_rules_implemented:
             raise OPDataError(f"layer '{name}': model string {m}: its special label rules are not implemented")
         channels.add(model.label_channels)
@@ -139,7 +148,16 @@ def parse_layer(layer_param, phase: str = "TRAIN", **augment_overrides) -> OPDat
         layer_name=name, sources=tuple(SourceSpec(p, m, float(q)) for p, m, q in zip(paths, models, probs)),
         background=background, prob_only_background=only_bkg,
         batch_size=int(layer_param.data_param.batch_size), augment=aug, phase=phase,
-        media_directory=tp.media_directory, top_names=tops)
+        media_directory=tp.media_directory, top_names=tops,
+        custom_models=tuple(custom_models.values()), custom_layouts=tuple(custom_layouts.values()))
+
+
+def register_custom_models(config: OPDataConfig) -> None:
+    """Make a worker know the config's YAML skeletons (see ``OPDataConfig.custom_models``)."""
+    for layout in config.custom_layouts:
+        register_dataset_layout(layout)
+    for model in config.custom_models:
+        register(model)
 
 
 def choose_source(probabilities, dice: float) -> int:
@@ -501,6 +519,7 @@ def _worker_main(config, slot_names, shapes, with_labels, tasks, results, parent
     if parent_watch is not None:
         _die_with_parent(parent_watch)
     cv2.setNumThreads(1)            # the workers are the parallelism (a fresh process: safe)
+    register_custom_models(config)
     readers = _Readers(config)
     slots = [shared_memory.SharedMemory(name=n) for n in slot_names]
     try:

@@ -255,7 +255,11 @@ def prototxt(model_name, yaml_path, preset, out_dir, batch_size, crop_size, lmdb
             text = render.render_deploy(model.name, preset_name, **options)
             paths = {"deploy": render.write_atomic(out / render.file_names(model.name)["deploy"], text)}
         else:
+            if yaml_path:        # the scripts pass the skeleton to `openpose-train train`
+                options["model_yaml"] = Path(yaml_path).name
             paths = render.render_model_files(model.name, out, preset_name, **options)
+            if yaml_path:
+                paths["skeleton"] = render.write_atomic(out / Path(yaml_path).name, Path(yaml_path).read_text())
             sources = render.training_sources(model.name, preset_name, **options)
     except (UnknownModelError, SkeletonError, families.PresetError, render.GeneratorError) as exc:
         raise click.ClickException(str(exc)) from None

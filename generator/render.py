@@ -110,6 +110,8 @@ class GeneratorOptions:
     val_annotations: str = ""
     val_interval: int = 0
     val_metric: str = "body"
+    # a YAML skeleton's file, copied beside the scripts, which pass it to `openpose-train train`
+    model_yaml: str = ""
     # network controls
     paf_stages: Optional[int] = None
     heat_stages: Optional[int] = None
@@ -434,7 +436,7 @@ def render_scripts(model_name: str, preset: Optional[str] = None, **options) -> 
     pre = resolve_preset(model_name, preset)
     ctx = dict(model=get_model(model_name).name, preset=pre.name, gpus=opts.gpus,
                vgg_weights=opts.vgg_weights, snapshot_prefix=opts.snapshot_prefix,
-               vgg_command=vgg_command("$WEIGHTS"), val_args=val_args(opts))
+               vgg_command=vgg_command("$WEIGHTS"), val_args=val_args(opts), model_yaml=opts.model_yaml)
     env = environment()
     return {"train_script": env.get_template("train_pose.sh.j2").render(**ctx),
             "resume_script": env.get_template("resume_train.sh.j2").render(**ctx)}

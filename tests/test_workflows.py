@@ -132,22 +132,21 @@ def test_body_25_coco_and_foot_with_background(checkout, body_25):
 
 
 @pytest.mark.slow
-def test_body_25b_preset_lmdbs_from_dataset_dir(checkout):
-    """1_25BBkg with no --lmdb: the preset's LMDB names under dataset/, its 0.05/0.88/0.05/0.02 mix."""
+@pytest.mark.parametrize("name, folder, models", [
+    # 1_25BBkg with no --lmdb: the preset's LMDB names under dataset/
+    ("BODY_25B_1_25BBkg", "body_25b_bkg", None),
+    # 1_25BSuperModel11FullVGG with --lmdb PATH:PROB for each source
+    ("BODY_25B_1_25BSuperModel11FullVGG", "body_25b_fullvgg", ["COCO_25B_23", "COCO_25B_17", "MPII_25B_16"]),
+])
+def test_body_25b_presets_with_the_preset_mix(checkout, name, folder, models):
+    """Foot 0.05, COCO 0.88, MPII 0.05 and background only 0.02, however the LMDBs are given."""
     root, _ = checkout
-    run_workflow(checkout, "BODY_25B_1_25BBkg", "body_25b_bkg", "BODY_25B")
-    probs, pob, p = _probabilities(root / "training_results" / "body_25b_bkg")
+    run_workflow(checkout, name, folder, "BODY_25B")
+    probs, pob, p = _probabilities(root / "training_results" / folder)
     assert probs == pytest.approx([0.05, 0.88, 0.05]) and pob == pytest.approx(0.02)
     assert [Path(s).name for s in p.sources.split(";")] == ["lmdb_coco2017_foot", "lmdb_coco", "lmdb_mpii"]
-
-
-@pytest.mark.slow
-def test_body_25b_full_vgg_explicit_probabilities(checkout):
-    root, _ = checkout
-    run_workflow(checkout, "BODY_25B_1_25BSuperModel11FullVGG", "body_25b_fullvgg", "BODY_25B")
-    probs, pob, p = _probabilities(root / "training_results" / "body_25b_fullvgg")
-    assert probs == pytest.approx([0.05, 0.88, 0.05]) and pob == pytest.approx(0.02)
-    assert p.models.split(";") == ["COCO_25B_23", "COCO_25B_17", "MPII_25B_16"]
+    assert p.models.split(";") == (models or ["COCO_25B_23", "COCO_25B_17", "MPII_25B_16"])
+    assert p.source_background.endswith("lmdb_background")
 
 
 @pytest.mark.slow
@@ -170,12 +169,22 @@ def test_coco_18(checkout):
     run_workflow(checkout, "COCO_18", "coco", "COCO_18")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10: training a YAML skeleton fails: the OPData layer does not know "
-                   "the skeleton's model string (BODY_19_EXAMPLE_17)")
 def test_custom_yaml_skeleton(checkout):
+    """The YAML is copied beside the scripts, which pass it to `openpose-train train --model-yaml`
+    (the data layer's workers learn its model strings from the layer's config)."""
+    import subprocess
     root, env = checkout
     _run(root, env, readme_command("cp generator/example_skeleton.yaml"))
     run_workflow(checkout, "custom YAML", "mine", "my_skeleton.yaml", export=False)
+    folder = root / "training_results" / "mine"
+    assert (folder / "my_skeleton.yaml").read_text() == (root / "my_skeleton.yaml").read_text()
+    assert '--model-yaml "my_skeleton.yaml"' in (folder / "train_pose.sh").read_text()
+    fork = subprocess.run(["bash", str(folder / "train_pose.sh"), ""], env=dict(env, CAFFE="/bin/true"),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert fork.returncode == 1 and "the Caffe fork cannot train it" in fork.stdout
+    bad = subprocess.run(["openpose-train", "train", "-solver", "pose_solver.prototxt", "--model-yaml", "none.yaml"],
+                         cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert bad.returncode == 1 and "none.yaml" in bad.stdout and "Traceback" not in bad.stdout
 
 
 @pytest.mark.slow

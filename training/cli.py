@@ -61,6 +61,7 @@ class TrainConfig:
     evaluation: Optional[object] = None      # training.evaluation.EvaluationConfig (--val-*)
     tensorboard: bool = True
     tensorboard_maps_every: int = 1
+    model_yamls: List[str] = field(default_factory=list)   # custom skeletons the data layer must know
 
 
 def parse_gpus(text: Optional[str]) -> List[int]:
@@ -158,6 +159,8 @@ def run_training(cfg: TrainConfig) -> int:
     from . import distributed
     from .data_sources import known_input_shapes, make_sources
     from .logging_utils import GlogLogger
+
+    register_skeletons(cfg.model_yamls)
     from .loop import Trainer, TrainOptions, load_weights
     from .solver import SolverConfigError, check_solver_param
 
@@ -305,6 +308,17 @@ def _solver_text(p) -> str:
     return caffe_io.prototxt_string(p)
 
 
+def register_skeletons(paths) -> None:
+    """Register custom YAML skeletons so that the OPData layer knows their training model strings
+    (the generator's train_pose.sh passes the YAML it was made from)."""
+    from openpose_train.generator.registry import SkeletonError, load_skeleton_yaml
+    for path in paths:
+        try:
+            load_skeleton_yaml(path, register_model=True)
+        except SkeletonError as exc:
+            raise TrainingError(str(exc)) from None
+
+
 def _worker(cfg: TrainConfig) -> None:
     run_training(cfg)
 
@@ -337,6 +351,8 @@ def _worker(cfg: TrainConfig) -> None:
                    "workers = numpy in the workers; auto = device on CUDA, workers on the CPU.")
 @click.option("--log", "log_file", default=None, help="Also append the glog-style log to this file.")
 @click.option("--metrics", default=None, help="JSONL metrics file (default <snapshot_prefix>_metrics.jsonl).")
+@click.option("--model-yaml", "model_yamls", multiple=True, type=click.Path(dir_okay=False),
+              help="Custom skeleton YAML whose training model strings the data layer reads (repeatable).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (or progress lines).")
 @click.option("--progress-interval", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds between progress lines when stderr is not a terminal (e.g. piped through tee).")
@@ -363,7 +379,7 @@ def _worker(cfg: TrainConfig) -> None:
 @click.option("--tensorboard-maps-every", type=int, default=1, show_default=True,
               help="Predicted heatmaps/PAFs on the first validation image every K snapshots (0: never).")
 def train(solver, weights, snapshot, gpu, iterations, sigint_effect, sighup_effect, reinit_mismatched, backend,
-          bf16, channels_last, compile_net, compile_backend, workers, labels, log_file, metrics, no_progress,
+          bf16, channels_last, compile_net, compile_backend, workers, labels, log_file, metrics, model_yamls, no_progress,
           progress_interval, val_images, val_annotations, val_interval, val_metric, val_net_resolution, val_deploy,
           val_model, val_limit, val_mode, no_tensorboard, tensorboard_maps_every):
     """Train a net like `caffe train` (same flags), writing Caffe snapshots.
@@ -399,7 +415,7 @@ def train(solver, weights, snapshot, gpu, iterations, sigint_effect, sighup_effe
                           compile_backend=compile_backend, workers=workers, labels=labels, log_file=log_file,
                           metrics=metrics, progress=not no_progress, progress_interval=progress_interval,
                           evaluation=evaluation, tensorboard=not no_tensorboard,
-                          tensorboard_maps_every=tensorboard_maps_every)
+                          tensorboard_maps_every=tensorboard_maps_every, model_yamls=list(model_yamls))
         from . import distributed
 
         if len(cfg.gpus) > 1 and not distributed.launched_by_torchrun():
