@@ -116,7 +116,7 @@ def test_val_interval_logs_ap_keeps_best_writes_events_and_exports(project, tmp_
 
 def test_best_is_kept_across_resume_and_replaced_by_a_fresh_run(project, tmp_path):
     d, val = copy_project(project, tmp_path)
-    args = ["-solver", "pose_solver.prototxt", "--val-interval", "2", "--no-tensorboard", *val]
+    args = ["-solver", "pose_solver.prototxt", "--val-interval", "2", *val]
     assert run_cli(args + ["-iterations", "2"], d).exit_code == 0
     record_path = d / "model/pose_best.json"
     # an earlier run's best that no AP can beat
@@ -130,10 +130,25 @@ def test_best_is_kept_across_resume_and_replaced_by_a_fresh_run(project, tmp_pat
     assert json.loads(record_path.read_text())["score"] == 2.0
     assert (d / "model/pose_best.caffemodel").read_bytes() == before
     assert sorted(parse_test_rows(r.output)) == [4]
+    # the metrics file keeps iteration 2's validation (not scored again) and gets iteration 4's once
+    records = [json.loads(line) for line in (d / "model/pose_metrics.jsonl").read_text().splitlines()]
+    assert [r_["iteration"] for r_ in records if "validation" in r_] == [2, 4]
+    assert [r_["iteration"] for r_ in records if "loss" in r_] == [0, 1, 2, 3]
+    # TensorBoard: the resumed run purged nothing of iteration 2 and wrote 3, 4 once
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(d / "model/pose_tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("val/AP")] == [2, 4]
+    assert [e.step for e in events.Images("maps/heatmaps")] == [2, 4]
+    assert sorted(e.step for e in events.Scalars("loss/total")) == [0, 1, 2, 3]
     # a fresh run (no -snapshot) is another training: its own first score replaces the record
     r = run_cli(args, d)
     assert r.exit_code == 0, r.output
     assert json.loads(record_path.read_text())["iteration"] == 2
+    events = EventAccumulator(str(d / "model/pose_tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("val/AP")] == [2, 4]     # the earlier run's events purged
 
 
 

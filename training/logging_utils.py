@@ -188,7 +188,8 @@ class MetricsWriter:
 def truncate_metrics(path: str, iteration: int) -> int:
     """Drop the records of ``iteration`` and later from a metrics file (a resumed run replays them),
     and any torn last line of a killed run; writes a temporary file and renames it. Returns the
-    number of records dropped."""
+    number of records dropped. A validation record of ``iteration`` itself stays: it scored the
+    weights of that snapshot, which the resumed run starts from and does not score again."""
     if not path or not os.path.exists(path):
         return 0
     kept, dropped = [], 0
@@ -200,7 +201,7 @@ def truncate_metrics(path: str, iteration: int) -> int:
                 dropped += 1
                 continue
             if isinstance(record, dict) and isinstance(record.get("iteration"), int) \
-                    and record["iteration"] >= iteration:
+                    and record["iteration"] >= iteration + ("validation" in record):
                 dropped += 1
                 continue
             kept.append(line if line.endswith("\n") else line + "\n")

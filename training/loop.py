@@ -289,8 +289,11 @@ class Trainer:
             from .tensorboard_log import TensorBoardLog
 
             try:
+                # earlier events from this step on are dropped: all of them for a fresh run, those after
+                # the snapshot for a resume (its step keeps the validation and maps not written again)
                 self.tensorboard = TensorBoardLog(
-                    self.options.tensorboard_dir or f"{prefix or 'train'}_tensorboard", purge_step=start_iter,
+                    self.options.tensorboard_dir or f"{prefix or 'train'}_tensorboard",
+                    purge_step=start_iter + 1 if resume_file else start_iter,
                     maps_every=self.options.tensorboard_maps_every, maps_source=self.evaluator)
             except TrainingError as exc:  # the package is missing: train on, say so once
                 self.logger.warning("solver.cpp:292", f"no TensorBoard event files: {exc}")

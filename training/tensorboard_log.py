@@ -10,8 +10,9 @@ folder or its parent):
   heatmaps and PAF magnitudes of the current weights on a fixed validation image, each channel
   a tile over the grey image (``maps/heatmaps``, ``maps/pafs``).
 
-A resumed run purges the events at or after its start iteration (``purge_step``), so the curves
-continue without a doubled stretch. The ``tensorboard`` package is needed only when this is on
+A resumed run purges the earlier events after its start iteration (``purge_step``), so the curves
+continue without a doubled stretch (the snapshot's own step keeps its validation and maps); a fresh
+run in the same folder purges them all. The ``tensorboard`` package is needed only when this is on
 (``--no-tensorboard`` turns it off); without it, training stops at once with one line saying so.
 """
 from __future__ import annotations
@@ -30,7 +31,7 @@ def summary_writer(log_dir: str, purge_step: Optional[int] = None):
     except ImportError as exc:
         raise TrainingError(f"TensorBoard logging needs the 'tensorboard' package ({exc}); "
                             f"pip install tensorboard, or train with --no-tensorboard") from None
-    return SummaryWriter(log_dir=log_dir, purge_step=purge_step or None)
+    return SummaryWriter(log_dir=log_dir, purge_step=purge_step)
 
 
 def tile_grid(tiles, columns: Optional[int] = None, pad: int = 1) -> np.ndarray:
