@@ -207,6 +207,11 @@ class Evaluator:
         self.best_model, self.best_json = best_paths(prefix)
         self.best: Optional[dict] = None
         self.background = cfg.mode == "background" or (cfg.mode == "auto" and self.device.type == "cuda")
+        if self.background and not model.upstream:
+            # the 'validate' process knows registry models only (a YAML skeleton is registered here)
+            logger.warning("solver.cpp:300", f"{model.name} is a custom skeleton: validation runs between "
+                           f"iterations instead of in a background process")
+            self.background = False
         self._job = None                    # (iteration, Popen, results path, pending caffemodel, log file)
         try:
             self.deploy_net = CaffeNet(caffe_io.read_net_prototxt(deploy), phase="TEST")
