@@ -103,3 +103,15 @@ def test_the_rules_are_the_documented_ones(repo_root):
             assert f"`{target}`" in row or folder == "openpose_train", (folder, target)
     for module, extra in EXTRA.items():
         assert Path(module).name in section and all(f"`{t}`" in section for t in extra), module
+
+
+def test_the_registry_loads_without_the_heavy_stack():
+    """docs/architecture.md §Import rules: `openpose-train models` needs neither torch, OpenCV, LMDB
+    nor numpy."""
+    import subprocess
+    import sys
+    code = ("import sys, openpose_train.generator.registry, openpose_train.generator.skeleton, "
+            "openpose_train.generator.models_cli; "
+            "print(' '.join(m for m in ('torch', 'cv2', 'lmdb', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
