@@ -291,3 +291,21 @@ def test_val_metric_foot_scores_foot_ap(project, tmp_path):
     best = json.loads((d / "model/pose_best.json").read_text())
     assert (best["metric"], best["key"]) == ("foot", "foot_ap")
     assert best["score"] == pytest.approx(rows[2]["foot_ap"], abs=1e-4)
+
+
+def test_training_without_the_tensorboard_package_says_so_and_trains_on(tmp_path, monkeypatch):
+    import sys
+
+    from test_train_loop import make_dir
+
+    d = make_dir(tmp_path)
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)     # import fails as if not installed
+    r = run_cli(["-solver", "solver.prototxt", "-iterations", "2"], d)
+    assert r.exit_code == 0, r.output
+    assert "no TensorBoard event files: TensorBoard logging needs the 'tensorboard' package" in r.output
+    assert "--no-tensorboard" in r.output and (d / "model/pose_iter_2.caffemodel").exists()   # trained on
+    assert not (d / "model/pose_tensorboard").exists()
+    # and with it: the DummyData net's run writes its events beside the metrics
+    monkeypatch.delitem(sys.modules, "torch.utils.tensorboard")
+    assert run_cli(["-solver", "solver.prototxt", "-iterations", "2"], d).exit_code == 0
+    assert list((d / "model/pose_tensorboard").glob("events.out.tfevents.*"))
