@@ -1,4 +1,4 @@
-"""Every documented workflow end to end on the real extracts in ../shared/data, with the README's
+"""Every documented workflow end to end on the real third-party extracts, with the README's
 own command lines: JSON -> LMDB -> ``python generate_prototxt.py`` -> training with our engine ->
 ``validate-snapshots`` -> ``export`` -> OpenCV's Caffe importer reading the export.
 
