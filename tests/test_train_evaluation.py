@@ -201,6 +201,13 @@ def test_best_follows_the_highest_score(project, tmp_path):
     name = next(iter(weights[20]))
     assert np.array_equal(got[name][0], weights[20][name][0])
     assert sum("new best" in line for line in lines) == 2
+    # a failed evaluation is logged and training goes on; the best stays
+    from types import SimpleNamespace
+
+    ev.cfg.images = str(d / "gone")
+    ev.evaluate(SimpleNamespace(solver=SimpleNamespace(iter=50), net=ev.deploy_net))
+    assert "validation of iteration 50 failed: image folder not found" in lines[-1] and "training goes on" in lines[-1]
+    assert json.loads((d / "model/pose_best.json").read_text())["iteration"] == 20
 
 
 @pytest.mark.parametrize("case", ["missing_annotations", "bad_metric", "bad_interval", "missing_images",

@@ -251,14 +251,22 @@ class Evaluator:
 
     # ---- one evaluation ----------------------------------------------------------------------------
     def evaluate(self, trainer) -> None:
+        """Score the current weights; a failure is logged and training goes on (hours of training
+        are not lost to an unreadable image or a full disk in the validation folder)."""
         it = trainer.solver.iter
         weights = trainer.net.caffe_weights()
-        if self.background:
-            self._poll(wait=True)           # one at a time
-            self._start_job(it, weights)
-            return
-        summary = self.score_inline(it, weights)
-        self._record(it, summary, weights=weights)
+        try:
+            if self.background:
+                self._poll(wait=True)           # one at a time
+                self._start_job(it, weights)
+                return
+            summary = self.score_inline(it, weights)
+            self._record(it, summary, weights=weights)
+        except (TrainingError, ValueError, OSError) as exc:
+            self._failed(it, exc)
+
+    def _failed(self, iteration: int, exc: BaseException) -> None:
+        self.logger.error("solver.cpp:331", f"validation of iteration {iteration} failed: {exc}; training goes on")
 
     def score_inline(self, iteration: int, weights) -> dict:
         from openpose_train.validation.inference import InferenceSettings, PoseEstimator
@@ -301,11 +309,12 @@ class Evaluator:
         summary_path = os.path.splitext(results)[0] + "_summary.json"
         try:
             if rc != 0:
-                raise TrainingError(f"validation of iteration {iteration} failed (exit status {rc}); "
-                                    f"log: {log.name}")
+                raise TrainingError(f"'openpose-train validate' exited with status {rc} (log: {log.name})")
             with open(summary_path) as f:
                 summary = json.load(f)
             self._record(iteration, summary, caffemodel=pending)
+        except (TrainingError, ValueError, OSError) as exc:
+            self._failed(iteration, exc)
         finally:
             self._discard_job()
 
@@ -323,7 +332,7 @@ class Evaluator:
         value = summary.get(self.key)
         if value is None:
             why = summary.get("metric_notes", {}).get(self.cfg.metric) or summary.get("note") or "nothing to score"
-            raise TrainingError(f"validation of iteration {iteration}: no {self.key} ({why})")
+            raise TrainingError(f"no {self.key} in the summary ({why})")
         value = float(value)
         log = self.logger.info
         log("solver.cpp:330", f"Iteration {iteration}, Testing net (#0)")
