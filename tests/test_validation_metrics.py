@@ -239,3 +239,24 @@ def test_validate_groundtruth_maps_table_summary_keys_and_reasons(tmp_path):
                   "--annotations", ann, "--metrics", "body,toes", "--out", out)
     assert result.exit_code != 0 and "unknown metric(s) toes" in result.output
     assert "Traceback" not in result.output
+
+
+def test_validate_snapshots_of_a_hand_net_keeps_hand_pck_per_snapshot(tmp_path):
+    from click.testing import CliRunner
+    from openpose_train.caffe_layers.caffe_io import read_net_prototxt, write_caffemodel
+    from openpose_train.caffe_layers.shapes import random_weights
+    from openpose_train.cli import main
+    ann = shared_path("data", "mmpose_coco", "test_coco_wholebody.json")
+    run = tmp_path / "hand_run"
+    run.mkdir()
+    (run / "pose_deploy.prototxt").write_text(HAND_TINY)
+    net = read_net_prototxt(str(run / "pose_deploy.prototxt"))
+    for it in (1, 2):
+        write_caffemodel(str(run / f"pose_iter_{it}.caffemodel"), random_weights(net, seed=it), net=net)
+    result = CliRunner().invoke(main, ["validate-snapshots", str(run), "--model", "HAND_21",
+                                       "--images", str(ann.parent), "--annotations", str(ann), "--quiet"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (run / "validation" / "ap.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [1, 2]
+    assert all(0 <= r["hand_pck"] <= 1 and r["hand_count"] > 0 for r in rows)
+    assert rows[0]["hand_pck"] != rows[1]["hand_pck"] or rows[0]["hand_epe"] != rows[1]["hand_epe"]

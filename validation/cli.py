@@ -129,8 +129,7 @@ def validate(model_folder, prototxt, caffemodel, model_name, model_yaml, images,
             estimator, settings = _ground_truth_estimator(model, annotations, opts)
         else:
             prototxt, caffemodel = find_model_files(model, model_folder, prototxt, caffemodel)
-            estimator = _crop_estimator(model, prototxt, caffemodel, opts) if model.crop_net \
-                else _estimator(model, prototxt, caffemodel, opts)
+            estimator = _network_estimator(model, prototxt, caffemodel, opts)
             settings = _settings(model, prototxt, caffemodel, opts)
         summary = run_validation(estimator, images, out, annotations, write_json, render,
                                  batch_size=opts["batch_size"], limit=opts["limit"],
@@ -143,7 +142,10 @@ def validate(model_folder, prototxt, caffemodel, model_name, model_yaml, images,
     click.echo(f"results: {out}")
 
 
-def _crop_estimator(model, prototxt, caffemodel, opts):
+def _network_estimator(model, prototxt, caffemodel, opts):
+    """The whole-image estimator, or for HAND_21 / FACE_70 the one that runs on crops."""
+    if not model.crop_net:
+        return _estimator(model, prototxt, caffemodel, opts)
     from openpose_train.validation.crop_nets import CropNetEstimator
     from openpose_train.validation.inference import load_backend
     return CropNetEstimator(model, load_backend(opts["backend"], prototxt, caffemodel, opts["device"]))
@@ -176,8 +178,11 @@ def _ground_truth_estimator(model, annotations, opts):
               help="where results, ap.jsonl and the PNG go (default TRAINING_DIR/validation)")
 @click.option("--every", default=1, show_default=True, type=int, help="validate every N-th snapshot")
 @click.option("--quiet", is_flag=True, help="no progress bars")
+@click.option("--metrics", "metrics", default=None,
+              help="comma list of body,foot,wholebody,hand,face kept per snapshot in ap.jsonl "
+                   "(default: all the model and the annotations allow)")
 def validate_snapshots(training_dir, prototxt, model_name, model_yaml, images, annotations,
-                       out_dir, every, quiet, **opts):
+                       out_dir, every, quiet, metrics, **opts):
     """Validate every pose_iter_N.caffemodel of a training run; plot AP against iteration beside
     the training loss (PNG). Snapshots already in ap.jsonl are not validated again.
 
@@ -186,10 +191,12 @@ def validate_snapshots(training_dir, prototxt, model_name, model_yaml, images, a
     from openpose_train.validation.inference import find_deploy_prototxt
     from openpose_train.validation.plots import (PlotError, find_loss_sources, plot_ap_and_loss,
                                                  read_loss_curve)
+    from openpose_train.validation.metrics import parse_metrics
     from openpose_train.validation.runner import (ap_table_row, list_snapshots, run_validation,
                                                   snapshot_folder)
     try:
         model = _model(model_name, model_yaml)
+        wanted = parse_metrics(metrics)
         snapshot_dir = snapshot_folder(training_dir)
         snapshots = list_snapshots(snapshot_dir)[::max(1, every)]
         if not snapshots:
@@ -218,12 +225,14 @@ def validate_snapshots(training_dir, prototxt, model_name, model_yaml, images, a
             if iteration in done:
                 continue
             click.echo(f"snapshot {os.path.basename(caffemodel)}")
-            estimator = _estimator(model, prototxt, caffemodel, opts)
+            estimator = _network_estimator(model, prototxt, caffemodel, opts)
             summary = run_validation(
                 estimator, images, os.path.join(out_dir, f"results_iter_{iteration}.json"),
                 annotations, batch_size=opts["batch_size"], limit=opts["limit"],
-                settings=_settings(model, prototxt, caffemodel, opts), progress=not quiet)
+                settings=_settings(model, prototxt, caffemodel, opts), progress=not quiet,
+                metrics=wanted)
             _echo_stats(summary)
+            _echo_metrics_table(summary)
             done[iteration] = ap_table_row(iteration, summary)
             with open(table_path, "a") as f:
                 f.write(json.dumps(done[iteration]) + "\n")

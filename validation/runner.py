@@ -223,9 +223,13 @@ def snapshot_folder(training_dir: str) -> str:
 
 
 def ap_table_row(iteration: int, summary: dict) -> dict:
-    """The per-snapshot record ``validate-snapshots`` keeps (iteration + the 10 numbers)."""
+    """The per-snapshot record ``validate-snapshots`` keeps (iteration + the 10 numbers + the
+    flat metric keys of :mod:`openpose_train.validation.metrics`: ``foot_ap``, ``hand_pck``, ...)."""
+    from openpose_train.validation.metrics import METRICS
     row = {"iteration": iteration}
     row.update({k: summary.get(k) for k in STAT_NAMES})
+    row.update({k: v for k, v in summary.items() if k.split("_")[0] in METRICS
+                and (v is None or isinstance(v, (int, float)))})
     return row
 
 
