@@ -98,7 +98,7 @@ def run_workflow(checkout, name, folder, model, validate=True, export=True, trai
         assert row["iteration"] == 2 and 0.0 <= row["AP"] <= 1.0
         summary["AP"] = row["AP"]
     if export:
-        target = Path(env["OPENPOSE_DIR"]) / name
+        target = Path(env["OPENPOSE_DIR"]) / folder
         _run(root, env, f"openpose-train export --snapshot training_results/{folder}/model/pose_iter_2.caffemodel "
                         f"--model {model} --to {target}/models")
         pose_model = get_model(model)
@@ -127,8 +127,9 @@ def body_25(checkout):
 def test_body_25_coco_and_foot_with_background(checkout, body_25):
     root, _ = checkout
     probs, pob, p = _probabilities(root / "training_results" / "body_25")
-    assert probs == pytest.approx([0.95, 0.05]) and pob == 0.0
-    assert p.models.split(";") == ["COCO_25_17", "COCO_25"] and p.source_background.endswith("lmdb_background")
+    assert probs == pytest.approx([0.05, 0.95]) and pob == 0.0
+    assert [Path(s).name for s in p.sources.split(";")] == ["lmdb_coco2017_foot", "lmdb_coco"]
+    assert p.models.split(";") == ["COCO_25", "COCO_25_17"] and p.source_background.endswith("lmdb_background")
 
 
 @pytest.mark.slow
@@ -156,6 +157,19 @@ def test_body_135_every_source_with_data(checkout):
     probs, pob, p = _probabilities(root / "training_results" / "body_135")
     assert len(probs) == 6 and sum(probs) + pob == pytest.approx(1.0) and probs[0] == pytest.approx(0.6)
     assert "COCO_135_133" in p.models.split(";")
+
+
+def test_body_135_preset_without_the_sources_we_have_no_data_for(checkout):
+    """--drop-source leaves out Dome, FRGC and MultiPIE; the rest keep their ratios, re-normalised
+    to 1 - prob_only_background (generation only: the trained BODY_135 workflow is the one above)."""
+    root, env = checkout
+    _run(root, env, readme_command("python generate_prototxt.py", "body_135_preset"))
+    probs, pob, p = _probabilities(root / "training_results" / "body_135_preset")
+    names = [Path(s).name for s in p.sources.split(";")]
+    assert names == ["lmdb_coco2017_foot", "lmdb_coco", "lmdb_mpii", "lmdb_face_mask_out", "lmdb_hand_mpii"]
+    preset = np.array([0.05, 0.73, 0.05, 0.005, 0.05])
+    assert probs == pytest.approx(list(preset * 0.98 / preset.sum())) and pob == pytest.approx(0.02)
+    assert all((root / "dataset" / n).is_dir() for n in names)
 
 
 @pytest.mark.slow
