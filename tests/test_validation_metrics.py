@@ -233,6 +233,11 @@ def test_validate_groundtruth_maps_table_summary_keys_and_reasons(tmp_path):
     for key in ("body_ap", "body_ap50", "body_ar", "foot_ap", "wholebody_body_ap", "wholebody_foot_ap"):
         assert isinstance(summary[key], float), key
     assert "BODY_25 has no face, lefthand, righthand keypoints" in summary["metric_notes"]["wholebody"]
+    result = _cli("--model", "BODY_25", "--groundtruth-maps", "--openpose-build", "cpu", "--images",
+                  ann.parent, "--annotations", ann, "--metrics", "body", "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    cpu = json.loads((tmp_path / "gt_summary.json").read_text())
+    assert cpu["settings"]["openpose_build"] == "cpu" and cpu["body_ap"] >= 0.8
     result = _cli("--model", "BODY_25", "--groundtruth-maps", "--images", ann.parent, "--out", out)
     assert result.exit_code != 0 and "give --annotations" in result.output
     result = _cli("--model", "BODY_25", "--groundtruth-maps", "--images", ann.parent,

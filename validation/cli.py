@@ -160,7 +160,7 @@ def _ground_truth_estimator(model, annotations, opts):
     if not annotations:
         raise click.ClickException("--groundtruth-maps draws the annotations: give --annotations")
     settings = {k: opts[k] for k in ("net_resolution", "net_resolution_dynamic", "scale_number",
-                                     "scale_gap", "maximize_positives")}
+                                     "scale_gap", "maximize_positives", "openpose_build")}
     summary_settings = dict(settings, model=model.name, groundtruth_maps=True)
     if model.crop_net:
         return GroundTruthCropEstimator(model), summary_settings

@@ -165,10 +165,11 @@ class GroundTruthEstimator:
         self.people = {k: np.asarray(v, np.float32) for k, v in people.items()}
 
     def maps(self, image_shape, image_id: int):
-        """(merged maps at the scale-0 net size, net->image scale) of one image."""
+        """(merged maps at the scale-0 net size, net->image scale, heatmap block bounds) of one
+        image, resized as the chosen OpenPose build resizes a network's output."""
         from openpose_train.caffe_layers.labels import (label_targets_to_net_output,
                                                         remap_keypoints, render_labels)
-        from openpose_train.validation.inference import net_to_image_scale, resize_and_merge
+        from openpose_train.validation.inference import NET_DECREASE_FACTOR, net_to_image_scale
         h, w = image_shape[:2]
         scales, net0 = self._planner.plan((w, h))
         lmdb = self.people.get(int(image_id), np.zeros((0, self.variant.num_lmdb_parts, 3), np.float32))
@@ -183,17 +184,17 @@ class GroundTruthEstimator:
             label = render_labels(self.model, self.variant, scaled, None, grid, self.stride,
                                   self.sigma)
             outputs.append(np.asarray(label_targets_to_net_output(self.model, label)))
-        merged = resize_and_merge(outputs, [s for _, s in scales], net0, factor=self.stride)
-        return merged, net_to_image_scale(net0, (w, h))
+        if self.stride == NET_DECREASE_FACTOR:
+            merged, bound = self._planner.merge(outputs, [s for _, s in scales], net0)
+        else:                   # finer label grids (tests of small parts): the CUDA resize
+            from openpose_train.validation.inference import resize_and_merge
+            merged = resize_and_merge(outputs, [s for _, s in scales], net0, factor=self.stride)
+            bound = None
+        return merged, net_to_image_scale(net0, (w, h)), bound
 
     def estimate_batch(self, images, image_ids):
-        from openpose_train.validation.postprocess import parse_people
-        out = []
-        for image, image_id in zip(images, image_ids):
-            merged, scale = self.maps(image.shape, image_id)
-            out.append(parse_people(self.model, merged, scale=scale,
-                                    maximize_positives=self.settings.maximize_positives))
-        return out
+        return [self._planner.parse(*self.maps(image.shape, image_id))
+                for image, image_id in zip(images, image_ids)]
 
 
 class GroundTruthCropEstimator:

@@ -648,29 +648,35 @@ class PoseEstimator:
                 if self._maps_buffer is None or self._maps_buffer.shape != shape:
                     self._maps_buffer = np.empty(shape, np.float32)
                 buffer = self._maps_buffer
-            if self.cpu_build:
-                merged, bound = resize_and_merge_cpu(outs, net0), None
-            else:
-                merged = resize_and_merge(outs, [s for _, s in scales], net0, self.resize_device,
-                                          out=buffer)
-                bound = heatmap_block_bounds(outs, [s for _, s in scales], net0,
-                                             self.model.num_parts) \
-                    if self.model.runtime_pairs else None
+            merged, bound = self.merge(outs, [s for _, s in scales], net0, buffer)
             yield merged, net_to_image_scale(net0, (image.shape[1], image.shape[0])), bound
+
+    def merge(self, outs: Sequence[np.ndarray], scales: Sequence[float], net0: Tuple[int, int],
+              buffer: Optional[np.ndarray] = None):
+        """(merged maps at ``net0``, heatmap block bounds or None) of one image's per-scale
+        stride-8 outputs, resized as this OpenPose build resizes."""
+        if self.cpu_build:
+            return resize_and_merge_cpu(outs, net0), None
+        merged = resize_and_merge(outs, scales, net0, self.resize_device, out=buffer)
+        bound = heatmap_block_bounds(outs, scales, net0, self.model.num_parts) \
+            if self.model.runtime_pairs else None
+        return merged, bound
+
+    def parse(self, maps: np.ndarray, scale: float, bound: Optional[np.ndarray] = None):
+        """(keypoints, scores) of merged maps, parsed as this OpenPose build parses them."""
+        if self.cpu_build:
+            return parse_people_cpu(self.model, maps, scale=scale,
+                                    maximize_positives=self.settings.maximize_positives)
+        return parse_people(self.model, maps, scale=scale,
+                            maximize_positives=self.settings.maximize_positives,
+                            block_bound=bound)
 
     def estimate(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """(keypoints (people, N, 3) in image pixels, scores (people,))."""
         return self.estimate_batch([image])[0]
 
     def estimate_batch(self, images: Sequence[np.ndarray]) -> List[Tuple[np.ndarray, np.ndarray]]:
-        if self.cpu_build:
-            return [parse_people_cpu(self.model, maps, scale=s,
-                                     maximize_positives=self.settings.maximize_positives)
-                    for maps, s, _ in self._maps_batch(images, reuse=True)]
-        return [parse_people(self.model, maps, scale=s,
-                             maximize_positives=self.settings.maximize_positives,
-                             block_bound=bound)
-                for maps, s, bound in self._maps_batch(images, reuse=True)]
+        return [self.parse(maps, s, bound) for maps, s, bound in self._maps_batch(images, reuse=True)]
 
 
 def iter_batches(items: Iterable, size: int):
