@@ -33,6 +33,8 @@ def people_from_annotations(model, doc, shift=0.0, seed=0):
         person = np.zeros((model.num_parts, 3), np.float32)
         for name in names:
             first, count = dict((g, (f, c)) for g, f, c in layout.keypoint_groups)[name]
+            if model.coco_group_reorder(name) is None:
+                continue
             reorder = np.asarray(model.coco_group_reorder(name))
             part = points[first:first + count]
             have = (reorder >= 0) & (part[:, 2] > 0)
@@ -265,3 +267,25 @@ def test_validate_snapshots_of_a_hand_net_keeps_hand_pck_per_snapshot(tmp_path):
     assert [r["iteration"] for r in rows] == [1, 2]
     assert all(0 <= r["hand_pck"] <= 1 and r["hand_count"] > 0 for r in rows)
     assert rows[0]["hand_pck"] != rows[1]["hand_pck"] or rows[0]["hand_epe"] != rows[1]["hand_epe"]
+
+
+def test_foot_ap_on_coco_foot_style_annotations_equals_the_wholebody_feet():
+    """CMU's COCO-foot files hold 23 points in 'keypoints' (17 body + 6 foot): the same feet
+    written that way score the same foot AP as COCO-WholeBody's foot_kpts."""
+    doc = json.loads(shared_path("data", "coco_wholebody", "evaluation", "example_gt.json").read_text())
+    foot_style = json.loads(json.dumps(doc))
+    for ann in foot_style["annotations"]:
+        feet = ann["foot_kpts"] if ann["foot_valid"] else [0] * 18
+        ann["keypoints"] = ann["keypoints"] + feet
+        for key in ("foot_kpts", "face_kpts", "lefthand_kpts", "righthand_kpts"):
+            ann.pop(key)
+    assert annotation_layout(foot_style).key == "coco_foot"
+    model = get_model("BODY_25")
+    people = people_from_annotations(model, doc, shift=6.0)
+    ids = [im["id"] for im in doc["images"]]
+    wholebody = metrics.evaluate(model, doc, people, metrics=["foot"], image_ids=ids)
+    foot_style_out = metrics.evaluate(model, foot_style, people, metrics=["foot", "wholebody"], image_ids=ids)
+    assert 0.1 < foot_style_out["foot_ap"] < 1.0
+    assert foot_style_out["foot_ap"] == wholebody["foot_ap"]
+    assert foot_style_out["foot_ar"] == wholebody["foot_ar"]
+    assert "no wholebody keypoints" in foot_style_out["metric_notes"]["wholebody"]
