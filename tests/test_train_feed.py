@@ -204,3 +204,27 @@ def test_log_warns_when_the_step_waits_on_data(tmp_path):
     assert 0.1 < fraction <= 1.0
     waits = [m["data_wait_s"] for m in metrics(tmp_path / "m.jsonl")]
     assert len(waits) == 6 and all(w >= 0.045 for w in waits[:-1])
+
+
+@pytest.mark.slow
+def test_train_throughput_benchmark_quick_prints_the_contract_lines(repo_root):
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, str(repo_root / "benchmarks" / "train_throughput.py"), "--quick"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    by_bench = {}
+    for line in lines:
+        assert {"bench", "case", "value", "unit", "baseline", "baseline_name"} <= set(line)
+        by_bench.setdefault(line["bench"], []).append(line)
+    assert set(by_bench) == {"engine_images_per_s", "pipeline_images_per_s", "data_wait_pct",
+                             "samples_per_s_per_core"}
+    engine = by_bench["engine_images_per_s"][0]
+    pipeline = by_bench["pipeline_images_per_s"][0]
+    assert engine["value"] > 0 and pipeline["value"] > 0 and pipeline["case"] == engine["case"]
+    assert pipeline["baseline"] == engine["value"] and 0 <= pipeline["data_wait_pct"] <= 100
+    assert pipeline["workers"] == 1
+    per_core = by_bench["samples_per_s_per_core"][0]
+    assert per_core["case"].startswith("BODY_25,crop=368,") and per_core["value"] > 0 and per_core["baseline"] > 0
