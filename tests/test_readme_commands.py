@@ -45,6 +45,9 @@ SKIPPED = {
     "pip install torchvision && python -c \"import torch, torchvision; torch.save(torchvision.models"
     ".vgg19(weights='IMAGENET1K_V1').state_dict(), 'vgg19.pth')\"":
         "downloads ImageNet VGG-19 (needs internet); the test writes a VGG-19-shaped vgg19.pth",
+    'CAFFE="torchrun --nnodes 2 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint host0:29500 --rdzv_id body25 '
+    '-m openpose_train.cli" bash training_results/body_25/train_pose.sh all':
+        "needs 2 machines with 8 GPUs each; DDP itself is tested with gloo in test_train_loop.py",
 }
 
 # the documented variables, set to sizes a 2-core CPU trains in seconds
