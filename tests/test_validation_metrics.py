@@ -267,6 +267,9 @@ def test_validate_snapshots_of_a_hand_net_keeps_hand_pck_per_snapshot(tmp_path):
     assert [r["iteration"] for r in rows] == [1, 2]
     assert all(0 <= r["hand_pck"] <= 1 and r["hand_count"] > 0 for r in rows)
     assert rows[0]["hand_pck"] != rows[1]["hand_pck"] or rows[0]["hand_epe"] != rows[1]["hand_epe"]
+    best = max(rows, key=lambda r: r["hand_pck"])
+    assert f"best: iteration {best['iteration']} hand_pck {best['hand_pck']:.3f}" in result.output
+    assert (run / "validation" / "ap_vs_iteration.png").stat().st_size > 0
 
 
 def test_foot_ap_on_coco_foot_style_annotations_equals_the_wholebody_feet():

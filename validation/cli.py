@@ -191,7 +191,7 @@ def validate_snapshots(training_dir, prototxt, model_name, model_yaml, images, a
     from openpose_train.validation.inference import find_deploy_prototxt
     from openpose_train.validation.plots import (PlotError, find_loss_sources, plot_ap_and_loss,
                                                  read_loss_curve)
-    from openpose_train.validation.metrics import parse_metrics
+    from openpose_train.validation.metrics import CROP_HEADLINE, LOWER_IS_BETTER, parse_metrics
     from openpose_train.validation.runner import (ap_table_row, list_snapshots, run_validation,
                                                   snapshot_folder)
     try:
@@ -244,15 +244,19 @@ def validate_snapshots(training_dir, prototxt, model_name, model_yaml, images, a
             except PlotError:
                 continue
             break           # one source: the metrics file, else the first log with losses
+        keys = CROP_HEADLINE.get(model.crop_net, ("AP", "AP50", "AR"))
         png = plot_ap_and_loss(list(done.values()), loss, os.path.join(out_dir, "ap_vs_iteration.png"),
-                               title=f"{model.name}: COCO keypoint AP per snapshot")
+                               title=f"{model.name}: {keys[0] if model.crop_net else 'COCO keypoint AP'} "
+                                     f"per snapshot", keys=keys)
     except click.ClickException:
         raise
     except MODEL_ERRORS as exc:
         raise _fail(exc) from None
-    best = max(done.values(), key=lambda r: r.get("AP") or -1)
-    if best.get("AP") is not None:
-        click.echo(f"best: iteration {best['iteration']} AP {best['AP']:.3f}")
+    scored = [r for r in done.values() if r.get(keys[0]) is not None]
+    if scored:
+        sign = -1 if keys[0] in LOWER_IS_BETTER else 1
+        best = max(scored, key=lambda r: sign * r[keys[0]])
+        click.echo(f"best: iteration {best['iteration']} {keys[0]} {best[keys[0]]:.3f}")
     click.echo(f"plot: {png}")
 
 

@@ -29,6 +29,9 @@ from openpose_train.validation.metrics_coco import (
     WHOLEBODY, annotation_layout, group_ap, layout_groups, model_group_reorder)
 
 METRICS = ("body", "foot", "wholebody", "hand", "face")
+# the crop nets' headline numbers (per-snapshot plots, the best snapshot); the first decides
+CROP_HEADLINE = {"hand": ("hand_pck", "hand_auc"), "face": ("face_nme",)}
+LOWER_IS_BETTER = ("face_nme",)
 # the keys printed in the table per COCO group (every STAT key is in the summary)
 TABLE_STATS = ("ap", "ap50", "ar")
 

@@ -114,15 +114,17 @@ def plot_loss(curves: Dict[str, LossCurve], out_png: str, smooth: int = 20,
 
 
 def plot_ap_and_loss(ap_points: Sequence[dict], loss: Optional[Dict[str, LossCurve]],
-                     out_png: str, smooth: int = 20, title: str = "") -> str:
-    """AP (and AP50, AR) against iteration beside the training loss curve."""
+                     out_png: str, smooth: int = 20, title: str = "",
+                     keys: Sequence[str] = ("AP", "AP50", "AR")) -> str:
+    """AP (and AP50, AR; or the other metric ``keys``) against iteration beside the training
+    loss curve."""
     plt = _pyplot()
     panels = 2 if loss else 1
     fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 5), squeeze=False)
     ax = axes[0][0]
     points = sorted(ap_points, key=lambda p: p["iteration"])
     its = [p["iteration"] for p in points]
-    for key in ("AP", "AP50", "AR"):
+    for key in keys:
         values = [p.get(key) for p in points]
         if any(v is not None for v in values):
             ax.plot(its, [np.nan if v is None else v for v in values], marker="o", label=key)
