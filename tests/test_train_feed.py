@@ -102,6 +102,7 @@ solver_mode: CPU
 """
 
 
+@pytest.mark.slow
 def test_channels_last_and_compile_train_like_the_eager_engine(tmp_path, one_thread):
     """`train --channels-last` and `train --compile` (aot_eager: torch.compile's graph capture and
     autograd without inductor's C++ code generation, minutes on 2 cores) end at the eager fp32 weights."""
@@ -142,7 +143,7 @@ def test_tiny_preset_compiled_and_channels_last_equal_eager(one_thread):
         outputs = model(inputs)
         loss = net.total_loss(outputs)
         loss.backward()
-        results[name] = (float(loss), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None})
+        results[name] = (float(loss.detach()), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None})
     ref_loss, ref_grads = results["eager"]
     assert ref_loss > 0 and len(ref_grads) > 10
     for name in ("channels_last", "compile"):

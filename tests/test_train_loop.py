@@ -517,6 +517,7 @@ def _ddp_worker(out_dir):
         distributed.shutdown(ctx)
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one_process_with_double_batch(tmp_path):
     from openpose_train.caffe_layers import caffe_pb2
     from openpose_train.training import distributed
