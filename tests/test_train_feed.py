@@ -166,6 +166,18 @@ def test_default_workers_from_affinity(monkeypatch):
     assert op_data.default_workers() == 0           # one core: read in the training process
 
 
+def test_labels_render_on_the_device_by_default_on_cuda_only():
+    from openpose_train.training.cli import TrainConfig, data_settings
+
+    cfg = TrainConfig(solver="s.prototxt", workers=3)
+    assert data_settings(cfg, torch.device("cuda", 1)) == (3, "cuda:1")    # workers send images + keypoints
+    assert data_settings(cfg, torch.device("cpu")) == (3, "workers")
+    cfg.labels = "device"
+    assert data_settings(cfg, torch.device("cpu")) == (3, "cpu")
+    cfg.labels = "workers"
+    assert data_settings(cfg, torch.device("cuda", 0)) == (3, "workers")
+
+
 class SlowSource(BatchSource):
     """Fixed batches that take ``delay`` seconds each (a data pipeline slower than the step)."""
 
