@@ -33,8 +33,8 @@ from conftest import REPO, shared_path
 README = REPO / "README.md"
 
 SKIPPED = {
-    "make demo": "CI runs the demo's own pipeline in tests/test_e2e.py (a tiny configuration); "
-                 "the full demo takes minutes",
+    "make demo": "takes minutes; CI does not run it, but tests/test_e2e.py runs its pipeline "
+                 "(openpose_train.demo.run_demo) in a tiny configuration",
     "make test": "this is the test suite",
     "make install": "installs (make test's prerequisite: already done)",
     'make install TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"':
