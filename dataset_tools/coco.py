@@ -310,8 +310,13 @@ def load_keypoint_json(path, layout, images_dir=None, mask_miss_only: bool = Fal
 
 
 def _visibility_to_openpose(v: np.ndarray) -> np.ndarray:
-    """COCO v {0 unlabeled, 1 occluded, 2 visible, 3 not in dataset} -> OpenPose {2, 0, 1, 4}."""
-    v = np.rint(v).astype(np.int64)
+    """COCO v {0 unlabeled, 1 occluded, 2 visible, 3 not in dataset} -> OpenPose {2, 0, 1, 4}.
+
+    COCO-WholeBody stores a confidence in (0, 1) as the ``v`` of many hand keypoints; like its
+    official evaluation, any ``v > 0`` is labeled (here: labeled, occluded), so rounding does not
+    drop the low-confidence hand points."""
+    v = np.asarray(v, dtype=np.float64)
+    v = np.where((v > 0) & (v < 1), 1, np.rint(v)).astype(np.int64)
     return np.where(v >= 3, 4, (v + 2) % 3).astype(np.float32)
 
 

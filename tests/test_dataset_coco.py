@@ -154,8 +154,12 @@ def test_wholebody_fields_and_validity():
             else:
                 kp = np.asarray(ann[f"{name}_kpts"], float).reshape(-1, 3)
                 assert np.allclose(meta.joints[a:b, :2][kp[:, 2] > 0], kp[kp[:, 2] > 0, :2])
+                # every v > 0 is labeled (hands store confidences in (0, 1)), v = 0 is not
+                assert (v[kp[:, 2] > 0] < 2).all() and (v[kp[:, 2] == 0] == 2).all()
+                fractional = (kp[:, 2] > 0) & (kp[:, 2] < 1)
+                checked["fractional"] += int(fractional.sum())
                 checked["valid"] += 1
-    assert checked["valid"] and checked["invalid"]
+    assert checked["valid"] and checked["invalid"] and checked["fractional"]
 
 
 @pytest.mark.parametrize("key, groups", [
