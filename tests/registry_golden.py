@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -264,8 +265,7 @@ def main(argv):
     if argv != ["--write"]:
         print(__doc__)
         return 2
-    repo = HERE.parent
-    shared_root = repo.parent / "shared"
+    from conftest import SHARED as shared_root      # the one place that knows where the sample data is
     table, raw = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for group in ("synthetic", "real"):
@@ -274,8 +274,11 @@ def main(argv):
             if group == "synthetic":
                 raw.update({k: np.ascontiguousarray(v) for k, v in arrays.items() if np.asarray(v).nbytes <= RAW_LIMIT})
     GOLDEN_JSON.parent.mkdir(exist_ok=True)
-    GOLDEN_JSON.write_text(json.dumps(table, indent=0, sort_keys=True) + "\n")
-    np.savez_compressed(GOLDEN_NPZ, **raw)
+    tmp_json, tmp_npz = GOLDEN_JSON.with_suffix(".json.tmp"), GOLDEN_NPZ.with_suffix(".tmp.npz")
+    tmp_json.write_text(json.dumps(table, indent=0, sort_keys=True) + "\n")
+    np.savez_compressed(tmp_npz, **raw)
+    os.replace(tmp_json, GOLDEN_JSON)          # written whole, then renamed: nothing half-written
+    os.replace(tmp_npz, GOLDEN_NPZ)
     print(f"{sum(map(len, table.values()))} arrays hashed, {len(raw)} stored raw -> {GOLDEN_JSON.name}, {GOLDEN_NPZ.name}")
     return 0
 
