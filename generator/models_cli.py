@@ -1,6 +1,8 @@
 """``openpose-train models``: list the registry's models or describe one (or a YAML skeleton)."""
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 from openpose_train.generator import registry
@@ -96,7 +98,42 @@ def describe_model(model: registry.PoseModel) -> str:
         masked = [parts[i] for i in v.empty_mask_parts if v.sources[i]]
         if masked:
             lines.append(f"    labeled but never trained (empty CHANNELS_TO_MASK): {', '.join(masked)}")
+        rules = _rule_text(v, parts)
+        if rules:
+            lines.append(f"    label rules: {rules}")
+    groups = model.person_filter
+    if groups != registry.PersonFilter():
+        named = [("foot parts", groups.foot_parts), ("face parts", groups.face_parts)]
+        named += [(f"hand {k}", hand) for k, hand in enumerate(groups.hand_groups)]
+        lines.append("  person filter: " + "; ".join(
+            f"{label} {_part_range(group, parts)}" for label, group in named if group))
     return "\n".join(lines)
+
+
+_RULE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(registry.TrainingVariant)
+                  if f.name in registry.LABEL_RULE_FIELDS}
+
+
+def _rule_text(variant, parts) -> str:
+    """The variant's label-rule fields that differ from the defaults (docs/labels.md §Per-model rules)."""
+    out = []
+    for name in registry.LABEL_RULE_FIELDS:
+        value = getattr(variant, name)
+        if value == _RULE_DEFAULTS[name]:
+            continue
+        if name == "mask_feet_pairs":
+            value = " ".join(f"{parts[a]}/{parts[b]}" for a, b in value)
+        elif isinstance(value, tuple):
+            value = " ".join(map(str, value))
+        out.append(f"{name} {value}")
+    return ", ".join(out)
+
+
+def _part_range(group, parts) -> str:
+    """``LBigToe..RHeel (19-24)`` for a run of consecutive parts, else the names."""
+    if list(group) == list(range(group[0], group[0] + len(group))) and len(group) > 2:
+        return f"{parts[group[0]]}..{parts[group[-1]]} ({group[0]}-{group[-1]})"
+    return ", ".join(parts[i] for i in group)
 
 
 @click.command("models")

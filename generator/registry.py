@@ -103,6 +103,9 @@ class SkeletonError(ValueError):
 
 #: fork categories whose LMDB keypoints are stored 1-based (the MATLAB writer; docs/formats.md §Metadata rows)
 ONE_BASED_CATEGORIES = frozenset({"COCO"})
+#: the TrainingVariant fields that hold the fork's per-model-string label rules (docs/labels.md §Per-model rules)
+LABEL_RULE_FIELDS = ("force_global_mask", "missing_threshold", "mask_feet_pairs", "force_minus1_mask",
+                     "roi_mask_codes", "mask_is_background", "label_rules_implemented")
 #: above this many parts the fork runs the "-1" person-box masking for every model string (docs/labels.md §Masks)
 MINUS1_MASKING_MIN_PARTS = 70
 

@@ -50,15 +50,13 @@ from typing import Dict, List, Sequence
 import yaml
 
 from openpose_train.generator.registry import (
-    DatasetLayout, PersonFilter, PoseModel, PostprocessThresholds, SkeletonError, TrainingVariant,
+    LABEL_RULE_FIELDS, DatasetLayout, PersonFilter, PoseModel, PostprocessThresholds, SkeletonError, TrainingVariant,
     UnknownModelError, get_dataset_layout, list_dataset_layouts, register_dataset_layout)
 
 _TOP_KEYS = {"name", "description", "parts", "pairs", "flips", "background", "sigma_ratios",
              "thresholds", "to_coco17", "to_coco_foot", "openpose_name", "model_folder",
              "dataset_layouts", "variants", "variant", "stride", "person_filter"}
-_VARIANT_KEYS = {"op_model", "dataset", "sources", "minus1", "category", "force_global_mask",
-                 "missing_threshold", "mask_feet_pairs", "force_minus1_mask", "roi_mask_codes",
-                 "mask_is_background", "label_rules_implemented"}
+_VARIANT_KEYS = {"op_model", "dataset", "sources", "minus1", "category", *LABEL_RULE_FIELDS}
 _VARIANT_FLAGS = {"force_global_mask": True, "force_minus1_mask": False, "mask_is_background": False,
                   "label_rules_implemented": True}
 _FILTER_KEYS = {"foot_parts", "face_parts", "hand_groups"}

@@ -173,6 +173,17 @@ def test_person_filter_groups(model, tmp_path, parse):
     assert len(parse(model, maps, scale=4.0, thresholds=model.thresholds, maximize_positives=True)[0]) == 2
 
 
+def test_models_command_describes_the_rules(tmp_path):
+    from click.testing import CliRunner
+    from openpose_train.generator.models_cli import models
+    _skeleton(tmp_path / "rules.yaml", "RULES10", PERSON_FILTER)
+    out = CliRunner().invoke(models, ["--yaml", str(tmp_path / "rules.yaml")]).output
+    assert ("label rules: missing_threshold 2, mask_feet_pairs RKnee/RAnkle LKnee/LAnkle, force_minus1_mask True, "
+            "roi_mask_codes 2 3 4, mask_is_background True") in out
+    assert "person filter: foot parts LBigToe, RBigToe; face parts Nose, REye, LEye; hand 0 LKnee, LAnkle" in out
+    assert "label rules: mask_feet_pairs RKnee/RAnkle LKnee/LAnkle\n" in CliRunner().invoke(models, ["BODY_25"]).output
+
+
 def test_example_yaml_and_readme_document_the_fields(repo_root):
     for path in ("README.md", "generator/example_skeleton.yaml", "generator/skeleton.py"):
         text = (repo_root / path).read_text()
