@@ -38,6 +38,8 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Uni
 import numpy as np
 from google.protobuf import text_format
 
+from openpose_train.generator.output_paths import make_output_folder
+
 from . import caffe_pb2
 
 log = logging.getLogger(__name__)
@@ -77,7 +79,7 @@ _UMASK = _read_umask()   # read once: os.umask() is process-wide, flipping it la
 def _atomic_write(path: PathLike, write_fn, mode: str = "wb") -> None:
     """Write through ``write_fn(file)`` to a temporary file next to ``path``, then rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_output_folder(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     try:
         with os.fdopen(fd, mode) as f:

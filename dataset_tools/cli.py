@@ -32,10 +32,10 @@ def resolve_dataset_key(name: str, json_path) -> str:
 @click.command("synth")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="output folder")
 @click.option("--images", "n_images", default=100, show_default=True, type=click.IntRange(1), help="number of images")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
 @click.option("--width", default=256, show_default=True, type=click.IntRange(32))
 @click.option("--height", default=256, show_default=True, type=click.IntRange(32))
-@click.option("--max-people", default=4, show_default=True, type=click.IntRange(0))
+@click.option("--max-people", default=4, show_default=True, type=click.IntRange(1))
 @click.option("--val-fraction", default=0.0, show_default=True, type=click.FloatRange(0, 1),
               help="share of images written to val2017")
 @click.option("--foot", is_flag=True, help="23 keypoints (COCO + 6 foot) in 'keypoints'")
@@ -72,7 +72,7 @@ def synth(out, n_images, seed, width, height, max_people, val_fraction, foot, wh
               help="negatives LMDB: JSON images without people, or every image of --images")
 @click.option("--encoded", is_flag=True, help="store JPEG-encoded images (smaller; our data layer reads both, "
               "but the OpenPose Caffe fork cannot: it segfaults on encoded datums, so leave this off for CAFFE=...)")
-@click.option("--seed", default=0, show_default=True, type=int, help="record shuffle seed")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0), help="record shuffle seed")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(0),
               help="decode/mask threads beside the writing thread (0 = one per CPU, at most 4)")
 @click.option("--txn-mb", default=64, show_default=True, type=click.IntRange(1), help="write transaction size")
@@ -107,7 +107,7 @@ def lmdb(json_path, images_dir, out, dataset, background, encoded, seed, workers
 @click.option("--out", default="grid.png", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--labels", is_flag=True,
               help="also render augmented heatmaps and PAFs through the OPData layer (when installed)")
-@click.option("--seed", default=0, show_default=True, type=int, help="augmentation seed for --labels")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0), help="augmentation seed for --labels")
 def inspect(lmdb_path, model, count, start, out, labels, seed):
     """Render LMDB records (image, mask, keypoints; optionally labels) into one PNG grid."""
     from openpose_train.generator.registry import UnknownModelError

@@ -16,6 +16,7 @@ from typing import List, Optional
 import cv2
 import numpy as np
 
+from openpose_train.generator.output_paths import make_parent_folder
 from openpose_train.generator.registry import get_dataset_layout, get_model, list_dataset_layouts
 
 from .datum import Record
@@ -149,8 +150,8 @@ class GridWriteError(OSError):
 def _write_png(out: Path, image) -> None:
     """Write ``image`` to a temporary name beside ``out`` and rename; nothing is left on failure."""
     tmp = out.with_name(out.name + ".tmp.png")
+    make_parent_folder(out, GridWriteError)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
         ok, data = cv2.imencode(".png", image)
         if not ok:
             raise OSError("PNG encoding failed")
@@ -159,14 +160,14 @@ def _write_png(out: Path, image) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        why = "a path above it is a file" if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror
-        raise GridWriteError(f"{out}: cannot write ({why or exc})") from None
+        raise GridWriteError(f"{out}: cannot write ({exc.strerror or exc})") from None
 
 
 def render_grid(lmdb_path, out: Path, model: str = "BODY_25", count: int = 16, start: int = 0,
                 labels: bool = False, seed: int = 0) -> str:
     """Write a PNG grid of ``count`` records from ``start``; returns a one-line description."""
     pose_model = get_model(model)
+    make_parent_folder(out, GridWriteError, create=False)     # before reading the LMDB
     modules = _labels_module()
     rng = np.random.default_rng(seed)
     tiles: List[np.ndarray] = []

@@ -10,7 +10,8 @@ Build steps:
    decoding and the plane copies release the GIL), one datum per main person; the main thread
    only writes: the records of one image share one serialized buffer in which only the metadata
    rows change (:meth:`DatumBuilder.raw_datum`), handed to LMDB as is, and LMDB runs with
-   ``writemap`` so that ``put`` copies it straight into the file's pages (one copy per record).
+   ``writemap`` so that ``put`` copies it straight into the file's pages (one copy per record;
+   raw builds only, whose size is checked against the free space first).
    Large write transactions (``txn_bytes``); the map grows when full.
 3. close the gaps that undecodable images left: the records with the highest keys move into the
    holes (their ``writeNumber`` rewritten), so keys stay ``0 .. n-1``.
@@ -23,6 +24,7 @@ plus the annotation plan; the transaction's pages live in the file mapping).
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -38,6 +40,7 @@ import cv2
 import lmdb
 import numpy as np
 
+from openpose_train.generator.output_paths import make_output_folder
 from openpose_train.generator.registry import get_dataset_layout
 
 from . import coco
@@ -304,13 +307,15 @@ def _estimate_map_size(items, options, channels) -> int:
 
 # ----------------------------------------------------------------------------- writing
 
-def _open_env(path: Path, map_size: int) -> lmdb.Environment:
+def _open_env(path: Path, map_size: int, writemap: bool = True) -> lmdb.Environment:
     # writemap: put copies a value straight into the file's mapped pages; without it LMDB copies it
     # into malloc'd pages and write()s them at commit, a second copy that took twice as long in
     # total for 1.5 MB records. No fsync per commit: a killed process loses nothing (the OS has the
     # pages) and LMDB never overwrites the last committed state; one sync at the end.
+    # Encoded builds run without writemap: their records are small, and a full disk then fails a
+    # commit with ENOSPC (an error we report) instead of a SIGBUS in the middle of a put.
     return lmdb.open(str(path), map_size=map_size, subdir=True, meminit=False, max_dbs=0, sync=False,
-                     writemap=True, map_async=True, readahead=False)
+                     writemap=writemap, map_async=True, readahead=False)
 
 
 def _check_disk_space(partial: Path, todo: List[WorkItem], channels: int) -> None:
@@ -497,9 +502,41 @@ def build_lmdb(json_path, images_dir, out, options: Optional[BuildOptions] = Non
     ``json_path`` may be None for a background LMDB of every image in ``images_dir``.
     Raises :class:`LmdbBuildError` / :class:`coco.CocoFormatError` with a one-line message.
     """
-    options = options or BuildOptions()
+    opened: List[lmdb.Environment] = []
+    try:
+        return _build_lmdb(json_path, images_dir, out, options or BuildOptions(), opened)
+    except BaseException as exc:
+        for env in opened:      # closed, so that this process can build (resume) it again
+            env.close()
+        if isinstance(exc, lmdb.Error) or (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)):
+            raise _write_failed(Path(out).with_name(Path(out).name + ".partial"), exc) from None
+        raise
+
+
+def _write_failed(partial: Path, exc: Exception) -> LmdbBuildError:
+    """The error for a write that failed during a build: a full disk (an encoded build, without
+    ``writemap``, sees it as ENOSPC, or EIO after a short write; the raw sizes are checked before the
+    start). Committed images are kept for a resume; a partial build that holds none is removed."""
+    progress = partial / PROGRESS_FILE
+    try:
+        with open(progress) as f:
+            committed = sum(1 for line in f if line.strip()) > 1      # a line after the header
+    except OSError:
+        committed = False
+    folder = partial if partial.exists() else partial.parent
+    free = shutil.disk_usage(folder).free if folder.exists() else 0
+    why = getattr(exc, "strerror", None) or str(exc)
+    then = "free some space and rerun to resume" if committed else "nothing was kept; free some space and rerun"
+    if not committed:
+        shutil.rmtree(partial, ignore_errors=True)
+    return LmdbBuildError(f"{partial}: cannot write the LMDB ({why}), {free / 2**20:.1f} MiB free on its disk; {then}")
+
+
+def _build_lmdb(json_path, images_dir, out, options: BuildOptions, opened: List) -> BuildSummary:
     start = time.time()
     out = Path(out)
+    if out.name in ("", ".", ".."):
+        raise LmdbBuildError(f"--out {str(out)!r}: name the LMDB folder to create (e.g. out/lmdb_coco)")
     partial = out.with_name(out.name + ".partial")
     summary = BuildSummary(out=out)
     if images_dir is None or not Path(images_dir).is_dir():
@@ -507,6 +544,8 @@ def build_lmdb(json_path, images_dir, out, options: Optional[BuildOptions] = Non
     if out.exists():
         if not options.overwrite:
             raise LmdbBuildError(f"{out} exists; remove it or pass --overwrite")
+        if not (out / "data.mdb").is_file():     # --overwrite deletes it: only ever an LMDB
+            raise LmdbBuildError(f"{out} exists and is not an LMDB (no data.mdb); --overwrite only replaces an LMDB")
     layout = get_dataset_layout(options.dataset)
     named = []          # (file name, annotation id, reason) of the annotations that are not records
     if options.background:
@@ -531,14 +570,16 @@ def build_lmdb(json_path, images_dir, out, options: Optional[BuildOptions] = Non
         _check_disk_space(partial, todo, channels)
     if not resuming:
         shutil.rmtree(partial, ignore_errors=True)
+        make_output_folder(partial, "LMDB", LmdbBuildError)
         try:
-            partial.mkdir(parents=True)
             with open(partial / PROGRESS_FILE, "w") as f:
                 f.write(json.dumps({"fingerprint": fingerprint, "records": total, "images": len(items)}) + "\n")
         except OSError as exc:
             shutil.rmtree(partial, ignore_errors=True)
             raise LmdbBuildError(f"{partial}: cannot create the LMDB there ({exc.strerror or exc})") from None
-    env = _open_env(partial, options.map_size or _estimate_map_size(items, options, channels))
+    env = _open_env(partial, options.map_size or _estimate_map_size(items, options, channels),
+                    writemap=not options.encoded)
+    opened.append(env)
     config = WorkerConfig(options.dataset, total, options.encoded, options.jpeg_quality)
     workers = options.workers or min(os.cpu_count() or 1, 4)
     bar = None

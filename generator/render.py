@@ -51,6 +51,7 @@ import jinja2
 
 from . import families
 from .families import DatasetSpec, Float32Text, Layer, Net, Preset, Token
+from .output_paths import make_output_folder
 from .registry import get_model
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates"
@@ -467,10 +468,7 @@ def write_atomic(path: Path, text: str, mode: Optional[int] = None) -> Path:
     """Write to a temporary name in the same folder, then rename (no half-written files).
     A folder that cannot be made or written raises :class:`GeneratorError` naming the path."""
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:   # a file where a folder should be, no permission, ...
-        raise GeneratorError(f"cannot create the output folder {path.parent}: {exc.strerror or exc}") from None
+    make_output_folder(path.parent, "output folder", GeneratorError)
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=str(path.parent))

@@ -125,6 +125,8 @@ def _load_yaml(path, check: _Checker):
         text = Path(path).read_text()
     except OSError as exc:
         check.fail(f"cannot read skeleton file: {exc.strerror or exc}")
+    except UnicodeDecodeError as exc:
+        check.fail(f"not a YAML text file (byte {exc.start} is not UTF-8)")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

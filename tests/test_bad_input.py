@@ -262,6 +262,13 @@ def world(tmp_path_factory, synth):
     net_text = (w.zero_solver.parent / "pose_training.prototxt").read_text()
     assert net_text.count("num_output: 26") == 1
     (w.zero_solver.parent / "pose_training.prototxt").write_text(net_text.replace("num_output: 26", "num_output: 0"))
+    w.missing_bottom_solver = root / "train_missing" / "pose_solver.prototxt"   # a bottom no layer produces
+    shutil.copytree(w.train, w.missing_bottom_solver.parent)
+    (w.missing_bottom_solver.parent / "pose_training.prototxt").write_text(
+        net_text.replace('bottom: "conv1_1"', 'bottom: "conv1_nope"', 1))
+    w.syntax_solver = root / "train_syntax" / "pose_solver.prototxt"     # not a prototxt
+    shutil.copytree(w.train, w.syntax_solver.parent)
+    (w.syntax_solver.parent / "pose_training.prototxt").write_text("layer { name: \"x\" type: \n" + net_text)
     w.zero_deploy = root / "zero_deploy.prototxt"
     w.zero_deploy.write_text(w.deploy.read_text().replace("num_output: 26", "num_output: 0"))
     w.trunc_state = root / "pose_iter_1.solverstate"
@@ -314,6 +321,16 @@ CASES = [
     Case("lmdb-disk-full", lambda w, t: ["lmdb", "--json", str(w.json), "--images", str(w.images), "--quiet",
                                          "--out", str(w.full / "l")], lambda w, t: ["l.partial", "free"],
          needs_tmpfs=True),
+    Case("lmdb-encoded-disk-full", lambda w, t: ["lmdb", "--encoded", "--json", str(w.json), "--images",
+                                                 str(w.images), "--quiet", "--out", str(w.full / "l")],
+         lambda w, t: ["l.partial", "cannot write the LMDB", "free on its disk"], how="process", needs_tmpfs=True),
+    Case("lmdb-out-empty", lambda w, t: ["lmdb", "--json", str(w.json), "--images", str(w.images), "--out", ""],
+         lambda w, t: ["name the LMDB folder"]),
+    Case("lmdb-overwrite-not-an-lmdb", lambda w, t: ["lmdb", "--json", str(w.json), "--images", str(w.images),
+                                                     "--out", str(w.train), "--overwrite"],
+         lambda w, t: [w.train.name, "not an LMDB"]),
+    Case("lmdb-negative-seed", lambda w, t: ["lmdb", "--json", str(w.json), "--images", str(w.images),
+                                             "--out", str(t / "l"), "--seed", "-1"], lambda w, t: ["--seed"]),
     # inspect
     Case("inspect-truncated-lmdb", lambda w, t: ["inspect", str(w.trunc_lmdb), "--out", str(t / "g.png")],
          lambda w, t: ["lmdb_trunc/data.mdb", "truncated"], how="process"),
@@ -321,6 +338,8 @@ CASES = [
          lambda w, t: [w.images.name, "not an LMDB"]),
     Case("inspect-out-under-a-file", lambda w, t: ["inspect", str(w.lmdb), "--out", str(w.afile / "x.png")],
          lambda w, t: ["afile/x.png"]),
+    Case("inspect-negative-seed", lambda w, t: ["inspect", str(w.lmdb), "--out", str(t / "g.png"), "--labels",
+                                                "--seed", "-1"], lambda w, t: ["--seed"]),
     Case("inspect-disk-full", lambda w, t: ["inspect", str(w.lmdb), "--out", str(w.full / "g.png")],
          lambda w, t: ["g.png", "No space"], needs_tmpfs=True),
     # prototxt / generate_prototxt.py
@@ -356,6 +375,13 @@ CASES = [
          needs_tmpfs=True),
     Case("train-num-output-zero", lambda w, t: ["train", "-solver", str(w.zero_solver), "--no-progress",
                                                 "--workers", "0"], lambda w, t: ["Mconv4_stage0_L1", "num_output 0"]),
+    Case("train-missing-bottom", lambda w, t: ["train", "-solver", str(w.missing_bottom_solver), "--no-progress",
+                                               "--workers", "0"], lambda w, t: ["pose_training.prototxt", "conv1_nope"]),
+    Case("train-net-syntax", lambda w, t: ["train", "-solver", str(w.syntax_solver), "--no-progress",
+                                           "--workers", "0"], lambda w, t: ["pose_training.prototxt"]),
+    Case("train-log-under-a-file", lambda w, t: ["train", "-solver", str(w.solver), "--no-progress", "--workers", "0",
+                                                 "--log", str(w.afile / "train.log")],
+         lambda w, t: ["--log", "afile/train.log", "afile is a file"]),
     # export
     Case("export-model-mismatch", lambda w, t: ["export", "--model", "BODY_25", "--snapshot",
                                                 str(_snap(w, "BODY_25B")), "--to", str(t / "models")],
@@ -370,6 +396,9 @@ CASES = [
     Case("export-disk-full", lambda w, t: ["export", "--model", "BODY_25", "--snapshot", str(_snap(w)),
                                            "--to", str(w.full / "models")], lambda w, t: ["models", "free"],
          needs_tmpfs=True),
+    Case("export-unknown-preset", lambda w, t: ["export", "--model", "BODY_25", "--snapshot", str(_snap(w)),
+                                                "--preset", "nope", "--to", str(t / "models")],
+         lambda w, t: ["unknown preset 'nope'"]),
     Case("export-truncated-caffemodel", lambda w, t: ["export", "--model", "BODY_25", "--snapshot",
                                                       str(w.trunc_model), "--to", str(t / "models")],
          lambda w, t: ["trunc_dir/pose_iter_10.caffemodel"]),
@@ -387,7 +416,27 @@ CASES = [
     Case("validate-out-under-a-file", lambda w, t: [
         "validate", "--prototxt", str(w.deploy), "--caffemodel", str(_snap(w)), "--model", "BODY_25",
         "--images", str(w.images), "--annotations", str(w.json), "--out", str(w.afile / "r.json"), "--quiet",
-        "--limit", "1"], lambda w, t: ["afile"]),
+        "--limit", "1"], lambda w, t: ["--out", "afile/r.json", "afile is a file"]),
+    Case("validate-out-is-a-folder", lambda w, t: [
+        "validate", "--prototxt", str(w.deploy), "--caffemodel", str(_snap(w)), "--model", "BODY_25",
+        "--images", str(w.images), "--annotations", str(w.json), "--out", str(w.images), "--quiet"],
+        lambda w, t: ["--out", w.images.name, "is a folder"]),
+    Case("validate-write-json-under-a-file", lambda w, t: [
+        "validate", "--prototxt", str(w.deploy), "--caffemodel", str(_snap(w)), "--model", "BODY_25",
+        "--images", str(w.images), "--annotations", str(w.json), "--out", str(t / "r.json"), "--quiet",
+        "--write-json", str(w.afile / "j")], lambda w, t: ["--write-json", "afile/j", "afile is a file"]),
+    Case("validate-render-under-a-file", lambda w, t: [
+        "validate", "--prototxt", str(w.deploy), "--caffemodel", str(_snap(w)), "--model", "BODY_25",
+        "--images", str(w.images), "--annotations", str(w.json), "--out", str(t / "r.json"), "--quiet",
+        "--render", str(w.afile / "png")], lambda w, t: ["--render", "afile/png", "afile is a file"]),
+    Case("validate-bad-device", lambda w, t: [
+        "validate", "--prototxt", str(w.deploy), "--caffemodel", str(_snap(w)), "--model", "BODY_25",
+        "--images", str(w.images), "--annotations", str(w.json), "--out", str(t / "r.json"), "--quiet",
+        "--device", "abc"], lambda w, t: ["--device 'abc'"]),
+    Case("validate-snapshots-out-dir-under-a-file", lambda w, t: [
+        "validate-snapshots", str(_snap(w).parent), "--model", "BODY_25", "--images", str(w.images),
+        "--annotations", str(w.json), "--out-dir", str(w.afile / "v"), "--quiet"],
+        lambda w, t: ["--out-dir", "afile/v", "afile is a file"]),
     Case("validate-snapshots-missing-folder", lambda w, t: [
         "validate-snapshots", str(t / "no_training"), "--model", "BODY_25", "--images", str(w.images),
         "--annotations", str(w.json), "--quiet"], lambda w, t: ["no_training"]),
@@ -402,12 +451,25 @@ CASES = [
          lambda w, t: ["afile/d"]),
     Case("synth-disk-full", lambda w, t: ["synth", "--out", str(w.full / "d"), "--images", "50"],
          lambda w, t: ["full/d"], needs_tmpfs=True),
+    Case("synth-max-people-zero", lambda w, t: ["synth", "--out", str(t / "d"), "--images", "2", "--max-people", "0"],
+         lambda w, t: ["--max-people"]),
+    Case("synth-negative-seed", lambda w, t: ["synth", "--out", str(t / "d"), "--images", "2", "--seed", "-1"],
+         lambda w, t: ["--seed"]),
     # models
     Case("models-unknown-model", lambda w, t: ["models", "BODY_99"], lambda w, t: ["BODY_99"]),
     Case("models-yaml-wrong-types", lambda w, t: ["models", "--yaml", str(w.wrong_types)],
          lambda w, t: ["wrong_types.json"]),
+    Case("models-yaml-binary", lambda w, t: ["models", "--yaml", str(w.garbage)],
+         lambda w, t: ["garbage.bin", "not a YAML text file"]),
+    Case("prototxt-yaml-binary", lambda w, t: ["prototxt", "--yaml", str(w.garbage), "--out", str(t / "p")],
+         lambda w, t: ["garbage.bin", "not a YAML text file"]),
     Case("models-yaml-missing", lambda w, t: ["models", "--yaml", str(t / "nope.yaml")], lambda w, t: ["nope.yaml"]),
-    # vgg
+    # vgg: the outputs are checked before the (large) state dict is read
+    Case("vgg-out-under-a-file", lambda w, t: ["vgg", str(w.garbage), str(w.afile / "out.caffemodel")],
+         lambda w, t: ["afile/out.caffemodel", "afile is a file"]),
+    Case("vgg-deploy-under-a-file", lambda w, t: ["vgg", str(w.garbage), str(t / "vgg.caffemodel"), "--deploy",
+                                                  str(w.afile / "vgg_deploy.prototxt")],
+         lambda w, t: ["--deploy", "afile/vgg_deploy.prototxt", "afile is a file"]),
     Case("vgg-pth-garbage", lambda w, t: ["vgg", str(w.garbage), str(t / "vgg.caffemodel")],
          lambda w, t: ["garbage.bin"]),
     Case("vgg-pth-missing", lambda w, t: ["vgg", str(t / "nope.pth"), str(t / "vgg.caffemodel")],
@@ -467,11 +529,110 @@ def test_bad_input_sweep(case, world, tmp_path, monkeypatch):
     before = set(_leftovers(world.root))
     rc, output = _run(case, world, tmp_path)
     left = sorted(set(_leftovers(world.root, tmp_path)) - before)
+    # a refused command leaves its folder (the working directory) as it was: no snapshot folder,
+    # metrics file, output folder or lock made before the refusal
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
     assert rc != 0, output
     assert 0 < rc < 128, f"exit code {rc} (a signal): {output[-2000:]}"
     assert "Traceback" not in output, output[-3000:]
     error_lines = [line for line in output.splitlines() if line.startswith("Error:")]
     assert error_lines, output[-2000:]
+    assert not any("[Errno" in line for line in error_lines), error_lines   # a raw OSError, not a sentence
     for name in case.names(world, tmp_path):
         assert any(str(name) in line for line in error_lines), (name, error_lines)
     assert not left, left
+    assert not written, written
+
+
+# ------------------------------------------------------------------------------------------------
+# A full disk during an encoded build (no writemap there, so LMDB reports it instead of a SIGBUS):
+# one line, committed images kept for a resume that gives the same LMDB, nothing kept otherwise.
+
+def _failing_commits(monkeypatch, fail_at):
+    import lmdb
+
+    from openpose_train.dataset_tools import lmdb_writer
+    real, calls = lmdb_writer.TxnWriter.commit, []
+
+    def commit(self):
+        calls.append(len(self.indexes))
+        if len(calls) == fail_at:
+            self.txn.abort()
+            raise lmdb.DiskError("mdb_txn_commit: No space left on device")
+        real(self)
+    monkeypatch.setattr(lmdb_writer.TxnWriter, "commit", commit)
+    return calls
+
+
+def _records(path):
+    with LmdbReader(path) as reader:
+        return [reader.raw(i) for i in range(len(reader))]
+
+
+@pytest.mark.parametrize("fail_at", [1, 3])
+def test_encoded_build_on_a_full_disk_resumes_or_leaves_nothing(tmp_path, synth, monkeypatch, fail_at):
+    from openpose_train.dataset_tools.lmdb_writer import BuildOptions, LmdbBuildError, build_lmdb
+    json_path, images = synth
+    options = BuildOptions(encoded=True, txn_bytes=1, progress=False)    # a commit per image
+    out, partial = tmp_path / "l", tmp_path / "l.partial"
+    calls = _failing_commits(monkeypatch, fail_at)
+    with pytest.raises(LmdbBuildError) as err:
+        build_lmdb(json_path, images, out, options)
+    message = str(err.value)
+    assert len(calls) == fail_at and "\n" not in message and not out.exists()
+    assert message.startswith(f"{partial}: cannot write the LMDB (mdb_txn_commit: No space left on device)")
+    if fail_at == 1:
+        assert message.endswith("nothing was kept; free some space and rerun") and not partial.exists()
+    else:
+        assert message.endswith("free some space and rerun to resume") and partial.is_dir()
+    monkeypatch.undo()
+    resumed = build_lmdb(json_path, images, out, options)
+    assert resumed.finished and resumed.resumed_images == (fail_at - 1)
+    build_lmdb(json_path, images, tmp_path / "fresh", options)
+    assert _records(out) == _records(tmp_path / "fresh")
+
+
+def test_encoded_build_opens_lmdb_without_writemap(tmp_path, synth, monkeypatch):
+    """writemap turns a full disk into SIGBUS; raw builds keep it (their size is checked first)."""
+    import lmdb
+
+    from openpose_train.dataset_tools import lmdb_writer
+    seen, real = [], lmdb.open
+    monkeypatch.setattr(lmdb_writer.lmdb, "open", lambda *a, **k: seen.append(k.get("writemap")) or real(*a, **k))
+    json_path, images = synth
+    for encoded in (True, False):
+        lmdb_writer.build_lmdb(json_path, images, tmp_path / f"l{encoded}",
+                               lmdb_writer.BuildOptions(encoded=encoded, progress=False))
+    assert seen[0] is False and seen[-1] is True
+
+
+# ------------------------------------------------------------------------------------------------
+# Every subcommand: --help, no arguments, a nonexistent file as the argument and as each path option.
+
+def _subcommands():
+    from openpose_train.cli import SUBCOMMANDS
+    return [name for name, _, _ in SUBCOMMANDS]
+
+
+@pytest.mark.parametrize("name", _subcommands())
+def test_every_subcommand_help_no_args_and_missing_files(name, tmp_path, monkeypatch):
+    import click
+    monkeypatch.chdir(tmp_path)
+    command = cli_main.get_command(click.Context(cli_main), name)
+    missing = str(tmp_path / "nope" / "missing.file")
+    path_options = [p.opts[0] for p in command.params
+                    if isinstance(p, click.Option) and isinstance(p.type, click.Path)]
+    runs = [["--help"], [], [missing]] + [[opt, missing] for opt in path_options]
+    refused_all = True
+    for args in runs:
+        res = CliRunner().invoke(cli_main, [name, *args])
+        crashed = res.exception is not None and not isinstance(res.exception, SystemExit)
+        assert not crashed and "Traceback" not in res.output, (args, res.output, res.exception)
+        assert res.exit_code in (0, 1, 2), (args, res.exit_code, res.output)
+        if args == ["--help"]:
+            assert res.exit_code == 0 and "Usage:" in res.output
+        elif res.exit_code:
+            assert res.output.count("Error:") == 1 and "[Errno" not in res.output, (args, res.output)
+        else:
+            refused_all = False      # e.g. synth --out <a new folder> makes a dataset there
+    assert not refused_all or not list(tmp_path.iterdir())      # nothing written by refused commands

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from openpose_train.generator.output_paths import make_output_folder
 from openpose_train.generator.registry import get_model
 
 
@@ -59,11 +60,7 @@ def _atomic_write(dst: Path, write) -> None:
 
 def _prepare_target(target_dir: Path, needed: int) -> None:
     """Create the OpenPose model folder and refuse at once when the files surely do not fit."""
-    try:
-        target_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        why = "a path on the way is a file" if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror
-        raise ExportError(f"{target_dir}: cannot create the models folder ({why or exc})") from None
+    make_output_folder(target_dir, "models folder", ExportError)
     free = shutil.disk_usage(target_dir).free
     if needed > free:
         raise ExportError(f"{target_dir}: the export needs {needed / 2**20:.1f} MiB, the disk has "

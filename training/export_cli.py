@@ -3,6 +3,8 @@ import os
 
 import click
 
+from openpose_train.generator.families import PresetError
+from openpose_train.generator.output_paths import make_parent_folder
 from openpose_train.generator.registry import UnknownModelError
 
 
@@ -45,10 +47,12 @@ def export(snapshot, best_dir, model_name, to, preset, deploy, net_resolution, o
                    f"{record['score']:.4f} ({snapshot})")
     if not model_name:
         raise click.UsageError("--model is required")
+    if onnx_path:      # before the OpenPose files are written
+        make_parent_folder(onnx_path, click.ClickException, label="--onnx", create=False)
     try:
         result = export_snapshot(snapshot, model_name, to, preset=preset, deploy=deploy,
                                  net_resolution=net_resolution)
-    except (ExportError, UnknownModelError) as exc:
+    except (ExportError, UnknownModelError, PresetError) as exc:
         raise click.ClickException(str(exc))
     click.echo(f"prototxt:   {result.prototxt}")
     click.echo(f"caffemodel: {result.caffemodel}")

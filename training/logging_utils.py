@@ -45,7 +45,7 @@ class GlogLogger:
         self.enabled = enabled
         self.progress: Optional["Progress"] = None
         self.log_file = log_file
-        self._file = open(log_file, "a", buffering=1) if (log_file and enabled) else None
+        self._file = _open_log(log_file) if (log_file and enabled) else None
         self._lock = threading.Lock()
 
     def log(self, where: str, msg: str, severity: str = "I") -> None:
@@ -161,19 +161,36 @@ class Progress:
         self.active = self.line_mode = False
 
 
+def _open_log(path: str):
+    """The --log file for appending (a one-line TrainingError naming it when it cannot be)."""
+    from openpose_train.generator.output_paths import make_parent_folder
+
+    from .data_sources import TrainingError
+    make_parent_folder(path, TrainingError, label="--log")
+    try:
+        return open(path, "a", buffering=1)
+    except OSError as exc:
+        raise TrainingError(f"--log {path}: cannot write ({exc.strerror or exc})") from None
+
+
 class MetricsWriter:
     """Appends one JSON object per line: iteration, loss, smoothed_loss, outputs, lr, time."""
 
     def __init__(self, path: Optional[str], enabled: bool = True):
-        self.path = path
+        from openpose_train.generator.output_paths import make_parent_folder
+
+        from .data_sources import TrainingError
+        self.path = path if path and enabled else None
         self._f = None
-        if path and enabled:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            self._f = open(path, "a", buffering=1)
+        if self.path:   # the folder now (a bad path fails at the start); the file at the first record,
+            #             so that a run refused before its first iteration leaves no empty file
+            make_parent_folder(self.path, TrainingError, label="metrics file")
 
     def write(self, record: Dict) -> None:
-        if self._f is not None:
+        if self.path is not None:
             try:
+                if self._f is None:
+                    self._f = open(self.path, "a", buffering=1)
                 self._f.write(json.dumps(record, sort_keys=False) + "\n")
             except OSError as exc:  # a full disk: name the file (the CLI prints one line)
                 from .data_sources import TrainingError

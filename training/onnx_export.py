@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from openpose_train.generator.output_paths import make_parent_folder
+
 
 class OnnxExportError(Exception):
     """Export or verification failed; the message names the file."""
@@ -38,18 +40,14 @@ def load_deploy_net(prototxt, caffemodel):
 def export_onnx(prototxt, caffemodel, onnx_path, opset: int = 17, check_size=(1, 3, 96, 128),
                 output_blob: str = "net_output", tolerance: float = 1e-4) -> dict:
     """Write ``onnx_path`` (atomically) and return {'max_abs_diff': ...} of onnxruntime vs the engine."""
+    onnx_path = Path(onnx_path)
+    make_parent_folder(onnx_path, OnnxExportError)
     net = load_deploy_net(prototxt, caffemodel)
     input_name = next(iter(net.input_blobs))
     if output_blob not in net.blob_shapes:
         raise OnnxExportError(f"{prototxt}: no blob named '{output_blob}'")
     graph = _DeployGraph(net, input_name, output_blob).eval()
     example = torch.from_numpy(np.random.default_rng(0).uniform(-0.5, 0.5, check_size).astype(np.float32))
-    onnx_path = Path(onnx_path)
-    try:
-        onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        why = "a path above it is a file" if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror
-        raise OnnxExportError(f"{onnx_path}: cannot create its folder ({why or exc})") from None
     tmp = onnx_path.with_name(onnx_path.name + ".partial")
     try:
         with warnings.catch_warnings(), torch.no_grad():

@@ -12,6 +12,8 @@ import os
 import socket
 from typing import Optional
 
+from openpose_train.generator.output_paths import make_output_folder
+
 from .data_sources import TrainingError
 
 try:
@@ -24,17 +26,31 @@ def lock_path(snapshot_prefix: str) -> str:
     return f"{snapshot_prefix}.lock"
 
 
-def prepare_snapshot_folder(snapshot_prefix: str, where: str) -> None:
+def prepare_snapshot_folder(snapshot_prefix: str, where: str) -> Optional[str]:
     """Create the snapshot folder now, so a prefix under a regular file fails at the start, not at the
-    first snapshot (``where`` names the solver file in the message)."""
+    first snapshot (``where`` names the solver file in the message). Returns the topmost folder this
+    call created (None when the folder was there)."""
     folder = os.path.dirname(snapshot_prefix)
     if not folder:
+        return None
+    created = None
+    path = os.path.abspath(folder)
+    while not os.path.lexists(path):
+        created, path = path, os.path.dirname(path)
+    make_output_folder(folder, error=TrainingError, prefix=f"{where}: snapshot_prefix {snapshot_prefix!r}: ")
+    return created
+
+
+def remove_empty_folders(top: Optional[str]) -> None:
+    """Remove ``top`` and the folders under it when no file is left in them (a run refused before
+    writing anything leaves the working directory as it was)."""
+    if not top or not os.path.isdir(top):
         return
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as exc:
-        raise TrainingError(f"{where}: snapshot_prefix {snapshot_prefix!r}: cannot create the folder {folder}: "
-                            f"{exc.strerror or exc}") from None
+    for folder, _, _ in os.walk(top, topdown=False):
+        try:
+            os.rmdir(folder)
+        except OSError:     # not empty: something was written there
+            pass
 
 
 def _pid_running(pid: int) -> bool:
@@ -55,6 +71,7 @@ class SnapshotLock:
         self.where = where
         self.path = lock_path(snapshot_prefix)
         self._fd: Optional[int] = None
+        self._created: Optional[str] = None     # the folder acquire() created, removed again if left empty
 
     def _refuse(self, holder: str):
         raise TrainingError(f"{self.path}: another training ({holder}) is writing snapshots with the prefix "
@@ -77,13 +94,18 @@ class SnapshotLock:
             raise TrainingError(f"{self.path}: cannot create the snapshot lock: {exc.strerror or exc}") from None
 
     def acquire(self) -> "SnapshotLock":
-        prepare_snapshot_folder(self.prefix, self.where)
+        self._created = prepare_snapshot_folder(self.prefix, self.where)
         for _ in range(10):  # the file may be replaced between open and lock: retry
             fd = self._acquire_once()
             if fd is not None:
                 self._fd = fd
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+                try:
+                    os.ftruncate(fd, 0)
+                    os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+                except OSError as exc:      # a full disk
+                    self.release()
+                    raise TrainingError(f"{self.path}: cannot write the snapshot lock: "
+                                        f"{exc.strerror or exc}") from None
                 return self
         raise TrainingError(f"{self.path}: cannot take the snapshot lock (the file keeps changing)")
 
@@ -127,6 +149,7 @@ class SnapshotLock:
             pass
         os.close(self._fd)
         self._fd = None
+        remove_empty_folders(self._created)
 
     def __enter__(self):
         return self.acquire()

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import pickle
 from collections import OrderedDict
-from pathlib import Path
 from typing import Dict, List, Mapping, Tuple
 
 import click
 import numpy as np
+
+from openpose_train.generator.output_paths import make_parent_folder
 
 # (Caffe layer name, torchvision key prefix, weight shape) in VGG-19 order
 VGG19_CONV_CHANNELS = [(1, 1, 3, 64), (1, 2, 64, 64),
@@ -126,6 +127,11 @@ def convert_vgg19(pth_path, out_caffemodel, with_fc: bool = True, deploy_path=No
     import torch
 
     from openpose_train.caffe_layers.caffe_io import write_caffemodel
+    from openpose_train.generator.render import GeneratorError, write_atomic
+    # the outputs first: a bad path is refused before the (large) state dict is read
+    make_parent_folder(out_caffemodel, VggConversionError, create=False)
+    if deploy_path is not None:
+        make_parent_folder(deploy_path, VggConversionError, label="--deploy", create=False)
     try:
         state = torch.load(str(pth_path), map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
@@ -140,11 +146,15 @@ def convert_vgg19(pth_path, out_caffemodel, with_fc: bool = True, deploy_path=No
     except VggConversionError as exc:
         raise VggConversionError(f"{pth_path}: {exc}") from exc
     types = {name: ("InnerProduct" if name.startswith("fc") else "Convolution") for name in weights}
-    write_caffemodel(str(out_caffemodel), weights, layer_types=types)
+    try:
+        write_caffemodel(str(out_caffemodel), weights, layer_types=types)
+    except OSError as exc:            # a full disk (the temporary file is removed)
+        raise VggConversionError(f"{out_caffemodel}: cannot write ({exc.strerror or exc})") from None
     if deploy_path is not None:
-        tmp = Path(str(deploy_path) + ".tmp")
-        tmp.write_text(vgg19_deploy_prototxt(with_fc))
-        tmp.replace(deploy_path)
+        try:
+            write_atomic(deploy_path, vgg19_deploy_prototxt(with_fc))
+        except GeneratorError as exc:
+            raise VggConversionError(str(exc)) from None
     return weights
 
 

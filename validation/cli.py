@@ -131,6 +131,7 @@ def validate(model_folder, prototxt, caffemodel, model_name, model_yaml, images,
             prototxt, caffemodel = find_model_files(model, model_folder, prototxt, caffemodel)
             estimator = _network_estimator(model, prototxt, caffemodel, opts)
             settings = _settings(model, prototxt, caffemodel, opts)
+        _check_output_folders(out, write_json, render)
         summary = run_validation(estimator, images, out, annotations, write_json, render,
                                  batch_size=opts["batch_size"], limit=opts["limit"],
                                  settings=settings, progress=not quiet, echo=click.echo,
@@ -140,6 +141,16 @@ def validate(model_folder, prototxt, caffemodel, model_name, model_yaml, images,
     _echo_stats(summary)
     _echo_metrics_table(summary)
     click.echo(f"results: {out}")
+
+
+def _check_output_folders(out, write_json, render) -> None:
+    """Refuse --out, --write-json and --render paths that cannot be written (one line naming the
+    option) before any image is read; the folders are created as the files are written."""
+    from openpose_train.generator.output_paths import check_output_folder, make_parent_folder
+    make_parent_folder(out, label="--out", create=False)
+    for option, folder in (("--write-json", write_json), ("--render", render)):
+        if folder:
+            check_output_folder(folder, f"{option} folder")
 
 
 def _network_estimator(model, prototxt, caffemodel, opts):
@@ -188,6 +199,7 @@ def validate_snapshots(training_dir, prototxt, model_name, model_yaml, images, a
 
     TRAINING_DIR is the generator's output folder (snapshots in the folder of its solver's
     snapshot_prefix, e.g. model/) or the snapshot folder itself."""
+    from openpose_train.generator.output_paths import check_output_folder
     from openpose_train.validation.inference import find_deploy_prototxt
     from openpose_train.validation.plots import (PlotError, find_loss_sources, plot_ap_and_loss,
                                                  read_loss_curve)
@@ -212,7 +224,7 @@ def validate_snapshots(training_dir, prototxt, model_name, model_yaml, images, a
             raise click.ClickException(f"no deploy prototxt ({model.deploy_name} or *deploy*.prototxt) "
                                        f"in {', '.join(deploy_dirs)}; give --prototxt")
         out_dir = out_dir or os.path.join(training_dir, "validation")
-        os.makedirs(out_dir, exist_ok=True)
+        check_output_folder(out_dir, "--out-dir folder")    # created by the first results file
         table_path = os.path.join(out_dir, "ap.jsonl")
         done = {}
         if os.path.isfile(table_path):

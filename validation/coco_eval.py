@@ -22,6 +22,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
+from openpose_train.generator.output_paths import make_output_folder
 from openpose_train.generator.registry import PoseModel
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
@@ -35,7 +36,7 @@ class CocoEvalError(ValueError):
 def write_json_atomic(path: str, data, indent: Optional[int] = None) -> None:
     """Write JSON to a temporary file next to ``path`` and rename it into place."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    make_output_folder(folder)
     fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=folder)
     try:
         with os.fdopen(fd, "w") as f:

@@ -431,6 +431,19 @@ def output_layer_name(net_param, blob: str = OUTPUT_BLOB) -> str:
     return names[-1]
 
 
+def _torch_device(torch, device: Optional[str]):
+    """--device as a torch device (default: CUDA when visible), refused in one line when it names no
+    usable device."""
+    try:
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        raise InferenceError(f"--device {device!r}: not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if dev.type == "cuda" and (dev.index or 0) >= (torch.cuda.device_count() if torch.cuda.is_available() else 0):
+        raise InferenceError(f"--device {device}: no such CUDA device "
+                             f"({torch.cuda.device_count() if torch.cuda.is_available() else 0} visible)")
+    return dev
+
+
 class TorchBackend:
     """Our Caffe engine (``caffe_layers.net.CaffeNet``), CPU or CUDA, batched."""
 
@@ -444,7 +457,7 @@ class TorchBackend:
         self.torch = torch
         net_param = read_net_prototxt(str(prototxt))
         output_layer_name(net_param)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = _torch_device(torch, device)
         self.net = CaffeNet(net_param, phase="TEST")
         self.net.load_caffe_weights(str(caffemodel), allow_missing=False)
         self.net.to(self.device).eval()

@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from openpose_train.generator.output_paths import make_parent_folder
 from openpose_train.generator.registry import PoseModel
 
 LossCurve = Tuple[np.ndarray, np.ndarray]
@@ -76,8 +77,8 @@ def _pyplot():
 def _save(fig, out_png: str) -> None:
     folder = os.path.dirname(os.path.abspath(out_png))
     tmp = os.path.join(folder, f".tmp_{os.getpid()}_{os.path.basename(out_png)}")
+    make_parent_folder(out_png, PlotError)
     try:
-        os.makedirs(folder, exist_ok=True)
         fig.savefig(tmp, format="png", dpi=100)
         os.replace(tmp, out_png)
     except OSError as exc:

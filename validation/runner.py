@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from openpose_train.caffe_layers.caffe_io import read_solver_prototxt
+from openpose_train.generator.output_paths import make_output_folder
 from openpose_train.generator.registry import PoseModel
 from openpose_train.validation.coco_eval import (
     CocoEvalError, STAT_NAMES, evaluate, image_id_from_name, image_ids_by_name, load_coco,
@@ -112,7 +113,7 @@ def run_validation(estimator: PoseEstimator, images_dir: str, out: str,
                 write_openpose_json(write_json_dir, entry.path, keypoints)
             if render_dir:
                 from openpose_train.validation.plots import draw_people
-                os.makedirs(render_dir, exist_ok=True)
+                make_output_folder(render_dir, "--render folder")
                 stem = os.path.splitext(os.path.basename(entry.path))[0]
                 cv2.imwrite(os.path.join(render_dir, f"{stem}_rendered.png"),
                             draw_people(image, model, keypoints))
