@@ -67,8 +67,9 @@ def test_compatibility_names_tests_that_exist(repo_root):
 
 def test_no_file_cites_the_team_folder(repo_root):
     """The project cites its own docs/: no tracked file mentions the shared spec folder or the
-    third-party data folder, except the tests' data loader."""
-    pattern = re.compile(r"(?<![\w.])" + "spec" + "/|" + re.escape(".." + "/shared"))
+    third-party data folder, except the tests' data loader, and no section is cited by number
+    (docs/ sections have names)."""
+    pattern = re.compile(r"(?<![\w.])" + "spec" + "/|" + re.escape(".." + "/shared") + "|" + "\u00a7" + r"\s?\d")
     bad = [f"{path.relative_to(repo_root)}:{lineno}: {line.strip()[:80]}"
            for path in tracked_text_files(repo_root) if path.relative_to(repo_root).as_posix() != "tests/conftest.py"
            for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), 1) if pattern.search(line)]
