@@ -47,14 +47,12 @@ from typing import List, Optional
 import cv2
 import numpy as np
 
-from ..generator.registry import (get_dataset_layout, get_training_variant, register,
-                                  register_dataset_layout)
+from ..generator.registry import (MASK_MISS_DATASET_STRINGS, get_dataset_layout, get_training_variant,
+                                  register, register_dataset_layout)
 from . import augment as A
 from .caffe_io import CaffemodelError, wire_fields
 from . import labels as L
 
-#: categories whose datum carries mask_miss in channel 4 (§Decoding); plus the face70_mask_out dataset
-MASK_CATEGORIES = frozenset({"COCO", "CAR", "MPII", "PT", "HAND"})
 
 
 class OPDataError(ValueError):
@@ -195,12 +193,12 @@ def sample_from_record(record, model, variant, config: A.AugmentConfig, dataset_
     people = L.sanitize_visibility(people, width, height)
     people = L.remap_keypoints(variant, people)
     image = record.image
-    if variant.category == "DOME":
+    if variant.image_from_file:
         path = Path(media_directory + (meta.image_path or ""))
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise OPDataError(f"DOME image {path} cannot be read")
-    use_mask = variant.category in MASK_CATEGORIES or meta.dataset == "face70_mask_out"
+    use_mask = variant.reads_mask_miss or meta.dataset in MASK_MISS_DATASET_STRINGS
     mask = record.mask_miss if use_mask else None
     planes = getattr(record, "planes", None) if use_mask and mask is not None else None
     return A.Sample(image=image, mask_miss=mask, people=people, planes=planes,

@@ -103,6 +103,12 @@ class SkeletonError(ValueError):
 
 #: fork categories whose LMDB keypoints are stored 1-based (the MATLAB writer; docs/formats.md §Metadata rows)
 ONE_BASED_CATEGORIES = frozenset({"COCO"})
+#: fork categories whose records' mask_miss (channel 4) is read (docs/labels.md §Decoding) ...
+MASK_MISS_CATEGORIES = frozenset({"COCO", "CAR", "MPII", "PT", "HAND"})
+#: ... and the record dataset strings whose mask_miss is read whatever the category
+MASK_MISS_DATASET_STRINGS = frozenset({"face70_mask_out"})
+#: fork categories whose records hold only metadata, the image being a file under media_directory
+IMAGE_FILE_CATEGORIES = frozenset({"DOME"})
 #: the TrainingVariant fields that hold the fork's per-model-string label rules (docs/labels.md §Per-model rules)
 LABEL_RULE_FIELDS = ("force_global_mask", "missing_threshold", "mask_feet_pairs", "force_minus1_mask",
                      "roi_mask_codes", "mask_is_background", "label_rules_implemented")
@@ -166,6 +172,17 @@ class TrainingVariant:
     def minus1_masking(self) -> bool:
         """Step 8 runs: ``force_minus1_mask`` or more than MINUS1_MASKING_MIN_PARTS parts."""
         return self.force_minus1_mask or self.num_parts > MINUS1_MASKING_MIN_PARTS
+
+    @property
+    def reads_mask_miss(self) -> bool:
+        """The data layer reads the records' mask_miss (else every pixel trains), unless the record's
+        dataset string is one of MASK_MISS_DATASET_STRINGS."""
+        return self.category in MASK_MISS_CATEGORIES
+
+    @property
+    def image_from_file(self) -> bool:
+        """The record holds metadata only; the image is ``media_directory + image_path``."""
+        return self.category in IMAGE_FILE_CATEGORIES
 
     @property
     def lmdb_one_based(self) -> bool:
