@@ -1,7 +1,10 @@
 """ONNX export of a deploy net (dynamic height/width), verified with onnxruntime against the engine."""
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -24,6 +27,28 @@ class _DeployGraph(torch.nn.Module):
 
     def forward(self, image):
         return self.net({self.input_name: image})[self.output_name]
+
+
+@contextlib.contextmanager
+def _native_output_discarded():
+    """The TorchScript exporter always logs (its ONNX log is switched on by its own setup) and, when
+    it fails, writes the whole IR graph from C++ to the process's stdout: hundreds of lines before our
+    one-line error. File descriptors 1 and 2 go to a scratch file meanwhile."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        for fd in saved:
+            os.close(fd)
 
 
 def load_deploy_net(prototxt, caffemodel):
@@ -50,7 +75,7 @@ def export_onnx(prototxt, caffemodel, onnx_path, opset: int = 17, check_size=(1,
     example = torch.from_numpy(np.random.default_rng(0).uniform(-0.5, 0.5, check_size).astype(np.float32))
     tmp = onnx_path.with_name(onnx_path.name + ".partial")
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), _native_output_discarded():
             warnings.simplefilter("ignore")
             torch.onnx.export(graph, (example,), str(tmp), input_names=[input_name],
                               output_names=[output_blob], opset_version=opset, dynamo=False,
@@ -58,7 +83,8 @@ def export_onnx(prototxt, caffemodel, onnx_path, opset: int = 17, check_size=(1,
                                             output_blob: {0: "batch", 2: "out_height", 3: "out_width"}})
     except Exception as exc:
         tmp.unlink(missing_ok=True)
-        raise OnnxExportError(f"ONNX export of {prototxt} failed: {exc}") from exc
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]   # torch appends its IR graph
+        raise OnnxExportError(f"ONNX export of {prototxt} failed: {first_line}") from None
     os.replace(tmp, onnx_path)
     diff = verify_onnx(onnx_path, net, input_name, output_blob,
                        sizes=[check_size, (1, 3, 64, 64)])

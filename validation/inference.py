@@ -478,6 +478,7 @@ class OpenCVBackend:
 
     def __init__(self, prototxt, caffemodel, device: Optional[str] = None):
         from openpose_train.caffe_layers.caffe_io import read_net_prototxt
+        self.files = f"{prototxt} / {caffemodel}"
         self.layer = output_layer_name(read_net_prototxt(str(prototxt)))
         try:
             self.net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
@@ -491,7 +492,11 @@ class OpenCVBackend:
         outs = []
         for x in np.asarray(batch, dtype=np.float32):
             self.net.setInput(x[None])
-            outs.append(np.array(self.net.forward(self.layer), dtype=np.float32)[0])
+            try:
+                outs.append(np.array(self.net.forward(self.layer), dtype=np.float32)[0])
+            except cv2.error as exc:    # e.g. a caffemodel without this net's layers (read without a check)
+                raise InferenceError(f"OpenCV could not run {self.files}: "
+                                     f"{str(exc).strip().splitlines()[-1]}") from None
         return np.stack(outs)
 
 
