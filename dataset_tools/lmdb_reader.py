@@ -68,9 +68,15 @@ class LmdbReader:
     def __len__(self) -> int:
         return int(self.env.stat()["entries"])
 
+    def _corrupted(self, exc: lmdb.Error) -> LmdbReadError:
+        return LmdbReadError(f"{self.path}: corrupted LMDB ({exc}); copy or build it again")
+
     def raw(self, index: int) -> bytes:
-        with self.env.begin(buffers=False) as txn:
-            value = txn.get(b"%07d" % index)
+        try:
+            with self.env.begin(buffers=False) as txn:
+                value = txn.get(b"%07d" % index)
+        except lmdb.Error as exc:       # pages that are not what the tree says (MDB_CORRUPTED ...)
+            raise self._corrupted(exc) from None
         if value is None:
             raise KeyError(f"{self.path}: no record {index:07d}")
         return value
@@ -81,7 +87,15 @@ class LmdbReader:
     def items(self, decode: bool = True) -> Iterator[Tuple[bytes, object]]:
         """(key, Record or raw bytes) in key order."""
         with self.env.begin(buffers=False) as txn:
-            for key, value in txn.cursor():
+            entries = None
+            while True:
+                try:
+                    entries = entries or iter(txn.cursor())     # positioning reads pages too
+                    key, value = next(entries)
+                except StopIteration:
+                    return
+                except lmdb.Error as exc:
+                    raise self._corrupted(exc) from None
                 yield key, (read_datum(value, num_lmdb_parts=self.num_lmdb_parts) if decode else value)
 
     def __iter__(self) -> Iterator[Record]:

@@ -169,6 +169,7 @@ def test_image_entry_with_non_numeric_size_is_an_error_naming_it(tmp_path, synth
 # half-written file (``*.partial``, ``*.tmp*``) anywhere under the test folders.
 
 import os  # noqa: E402
+import struct  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -211,6 +212,14 @@ def world(tmp_path_factory, synth):
     w.trunc_lmdb = root / "lmdb_trunc"              # data.mdb cut after its meta pages: records and tree gone
     shutil.copytree(w.lmdb, w.trunc_lmdb)
     os.truncate(w.trunc_lmdb / "data.mdb", 3 * 4096)
+    w.corrupt_lmdb = root / "lmdb_corrupt"          # whole, but its root page's type flags overwritten
+    shutil.copytree(w.lmdb, w.corrupt_lmdb)
+    with open(w.corrupt_lmdb / "data.mdb", "r+b") as f:
+        metas = f.read(2 * 4096)       # LMDB meta pages 0 and 1: txnid at byte 144, main-tree root at 128
+        root_page = max((struct.unpack_from("<Q", metas, p * 4096 + 144)[0],
+                         struct.unpack_from("<Q", metas, p * 4096 + 128)[0]) for p in (0, 1))[1]
+        f.seek(root_page * 4096 + 10)
+        f.write(b"\x5a\x5a")
     w.not_coco = root / "not_coco.json"
     w.not_coco.write_text(json.dumps([1, 2, 3]))
     w.wrong_types = root / "wrong_types.json"
@@ -334,6 +343,8 @@ CASES = [
     # inspect
     Case("inspect-truncated-lmdb", lambda w, t: ["inspect", str(w.trunc_lmdb), "--out", str(t / "g.png")],
          lambda w, t: ["lmdb_trunc/data.mdb", "truncated"], how="process"),
+    Case("inspect-corrupted-lmdb", lambda w, t: ["inspect", str(w.corrupt_lmdb), "--out", str(t / "g.png")],
+         lambda w, t: ["lmdb_corrupt", "corrupted LMDB", "MDB_CORRUPTED"], how="process"),
     Case("inspect-not-an-lmdb", lambda w, t: ["inspect", str(w.images), "--out", str(t / "g.png")],
          lambda w, t: [w.images.name, "not an LMDB"]),
     Case("inspect-out-under-a-file", lambda w, t: ["inspect", str(w.lmdb), "--out", str(w.afile / "x.png")],
