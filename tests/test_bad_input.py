@@ -393,6 +393,9 @@ CASES = [
     Case("train-log-under-a-file", lambda w, t: ["train", "-solver", str(w.solver), "--no-progress", "--workers", "0",
                                                  "--log", str(w.afile / "train.log")],
          lambda w, t: ["--log", "afile/train.log", "afile is a file"]),
+    Case("train-metrics-under-a-file", lambda w, t: ["train", "-solver", str(w.solver), "--no-progress", "--workers",
+                                                     "0", "--metrics", str(w.afile / "m.jsonl")],
+         lambda w, t: ["metrics file", "afile/m.jsonl", "afile is a file"]),
     # export
     Case("export-model-mismatch", lambda w, t: ["export", "--model", "BODY_25", "--snapshot",
                                                 str(_snap(w, "BODY_25B")), "--to", str(t / "models")],
