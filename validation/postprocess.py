@@ -93,6 +93,16 @@ def maximize_positives_thresholds(t: PostprocessThresholds) -> PostprocessThresh
     )
 
 
+def effective_thresholds(model: PoseModel, thresholds: Optional[PostprocessThresholds],
+                         maximize_positives: bool) -> PostprocessThresholds:
+    """The thresholds a parser runs with: ``thresholds`` when given, else the model's (their
+    ``--maximize_positives`` variant when asked)."""
+    if thresholds is not None:
+        return thresholds
+    t = model.thresholds
+    return maximize_positives_thresholds(t) if maximize_positives else t
+
+
 # Block grid of the bounded peak search: block (j, i) holds the pixels of rows 8j+1..8j+8 and
 # columns 8i+1..8i+8 (row/column 0 is border and never a peak), so its 10x10 window with the
 # one-pixel halo starts at (8j, 8i) and never reaches before the map.
@@ -476,9 +486,7 @@ def parse_people(model: PoseModel, heatmaps_and_pafs: np.ndarray, scale: float =
     maps = np.ascontiguousarray(maps, dtype=np.float32)
     if not model.runtime_pairs:         # hand / face: no PAFs, one global maximum per part
         return find_maximum_keypoints(model, maps, scale)
-    t = thresholds or model.thresholds
-    if maximize_positives and thresholds is None:
-        t = maximize_positives_thresholds(t)
+    t = effective_thresholds(model, thresholds, maximize_positives)
     n = model.num_parts
     # the maps' own buffer: the PAF channels after the heatmaps give the block search its margin
     peaks = _find_peaks(maps.reshape(-1), (n,) + maps.shape[1:], t.nms_threshold, 0.5 / scale,

@@ -36,7 +36,7 @@ import numpy as np
 from openpose_train.generator.registry import PoseModel, PostprocessThresholds
 from openpose_train.validation.postprocess import (
     MapShapeError, Peaks, _Person, _paf_channels, check_maps, filter_people,
-    find_maximum_keypoints, maximize_positives_thresholds, people_arrays)
+    effective_thresholds, find_maximum_keypoints, people_arrays)
 
 _F32 = np.float32
 # (dy, dx) of the 8 neighbours and of the 7x7 centroid window, in OpenPose's loop order
@@ -254,9 +254,7 @@ def parse_people_cpu(model: PoseModel, heatmaps_and_pafs: np.ndarray, scale: flo
     if not model.runtime_pairs:
         return find_maximum_keypoints(model, maps, scale)
     check_cpu_build(model)
-    t = thresholds or model.thresholds
-    if maximize_positives and thresholds is None:
-        t = maximize_positives_thresholds(t)
+    t = effective_thresholds(model, thresholds, maximize_positives)
     peaks = find_peaks_cpu(maps[:model.num_parts], t.nms_threshold, 0.5 / scale, t.max_peaks)
     people = filter_people(assemble_people_cpu(maps, model, peaks, t), model, t,
                            maximize_positives)
