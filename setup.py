@@ -8,6 +8,7 @@ from setuptools import setup
 
 SUBPACKAGES = {
     "openpose_train": "openpose_train",
+    "openpose_train.common": "common",
     "openpose_train.generator": "generator",
     "openpose_train.templates": "templates",
     "openpose_train.dataset_tools": "dataset_tools",

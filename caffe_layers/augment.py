@@ -28,6 +28,8 @@ import numpy as np
 
 from .labels import flip_people, keep_roi_inside, round_half_away
 
+from openpose_train.common.errors import OpenPoseTrainError
+
 #: the fork normalises person scale against this crop height ("compatibility with the old LMDB")
 LEGACY_CROP = 368.0
 #: BGR means of normalisation modes 1 and 2 (§Normalisation)
@@ -35,7 +37,7 @@ MEAN_BGR_1 = (102.9801, 115.9465, 122.7717)
 MEAN_BGR_2 = (103.94, 116.78, 123.68)
 
 
-class AugmentError(ValueError):
+class AugmentError(OpenPoseTrainError, ValueError):
     """Parameters or samples the augmentation cannot handle (message says which)."""
 
 

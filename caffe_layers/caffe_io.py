@@ -38,6 +38,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Uni
 import numpy as np
 from google.protobuf import text_format
 
+from openpose_train.common.errors import OpenPoseTrainError
 from openpose_train.generator.output_paths import make_output_folder
 
 from . import caffe_pb2
@@ -48,7 +49,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 Weights = "OrderedDict[str, List[np.ndarray]]"
 
 
-class CaffeFormatError(ValueError):
+class CaffeFormatError(OpenPoseTrainError, ValueError):
     """A Caffe file (prototxt, caffemodel, solverstate) cannot be read or written."""
 
 

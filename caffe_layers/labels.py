@@ -20,6 +20,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from openpose_train.common.errors import OpenPoseTrainError
+
 #: Gaussian cut-off: cells with exponent above this (value < 1 %) are not drawn (§Gaussians).
 GAUSSIAN_CUTOFF = 4.6052
 #: PAF half width in grid cells (§PAFs).
@@ -31,7 +33,7 @@ ROI_RATIO_VISIBILITY = 0.3
 ROI_RATIO_MINUS1 = 1.0
 
 
-class LabelError(ValueError):
+class LabelError(OpenPoseTrainError, ValueError):
     """Input that cannot be rendered (wrong people shape, unsupported model string)."""
 
 

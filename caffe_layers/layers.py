@@ -23,17 +23,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from openpose_train.common.errors import OpenPoseTrainError
+
 Shape = Tuple[Optional[int], ...]
 
 # Layers whose tops are the net's inputs (fed by the caller / the data pipeline).
 DATA_LAYER_TYPES = ("Input", "OPData", "Data", "ImageData", "HDF5Data", "MemoryData", "DummyData", "OPVideo")
 
 
-class UnsupportedLayerError(ValueError):
+class UnsupportedLayerError(OpenPoseTrainError, ValueError):
     """A layer type (or a layer option) the engine does not implement. Names the layer and type."""
 
 
-class LayerConfigError(ValueError):
+class LayerConfigError(OpenPoseTrainError, ValueError):
     """A layer whose parameters or bottoms cannot work (wrong bottom count, unknown channels, ...)."""
 
 

@@ -28,18 +28,20 @@ from torch import nn
 from .layers import (DATA_LAYER_TYPES, LayerConfigError, Shape, UnsupportedLayerError, build_layer,
                      enum_name, is_loss_type)
 
+from openpose_train.common.errors import OpenPoseTrainError
+
 PHASES = ("TRAIN", "TEST")
 
 
-class NetDefinitionError(ValueError):
+class NetDefinitionError(OpenPoseTrainError, ValueError):
     """A net that cannot be built (unknown bottom, duplicate layer, bad input). Names the layer / blob."""
 
 
-class WeightShapeError(ValueError):
+class WeightShapeError(OpenPoseTrainError, ValueError):
     """A caffemodel blob whose count or shape does not match the net. Names the layer and both shapes."""
 
 
-class MissingWeightsError(ValueError):
+class MissingWeightsError(OpenPoseTrainError, ValueError):
     """Layers with parameters that the weights do not cover (when ``allow_missing=False``)."""
 
 

@@ -53,9 +53,11 @@ from . import augment as A
 from .caffe_io import CaffemodelError, wire_fields
 from . import labels as L
 
+from openpose_train.common.errors import OpenPoseTrainError
 
 
-class OPDataError(ValueError):
+
+class OPDataError(OpenPoseTrainError, ValueError):
     """Bad OPData configuration or record (the message names the layer, LMDB or record)."""
 
 

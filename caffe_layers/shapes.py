@@ -16,6 +16,8 @@ import numpy as np
 
 from . import caffe_pb2
 
+from openpose_train.common.errors import OpenPoseTrainError
+
 Shape = Tuple[Optional[int], ...]
 
 # layers whose top has the bottom's shape
@@ -25,7 +27,7 @@ _LOSSES = {"EuclideanLoss", "SoftmaxWithLoss", "SigmoidCrossEntropyLoss", "Hinge
            "MultinomialLogisticLoss", "ContrastiveLoss"}
 
 
-class ShapeInferenceError(ValueError):
+class ShapeInferenceError(OpenPoseTrainError, ValueError):
     """A layer's output or parameter shape cannot be inferred; the message names the layer."""
 
 

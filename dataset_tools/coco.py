@@ -39,6 +39,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from openpose_train.common.errors import OpenPoseTrainError
 from openpose_train.generator.registry import DatasetLayout, get_dataset_layout
 
 from .datum import Metadata
@@ -71,7 +72,7 @@ def non_numeric(name: str) -> str:
     return f"non-numeric '{name}'"
 
 
-class CocoFormatError(ValueError):
+class CocoFormatError(OpenPoseTrainError, ValueError):
     """The file is not a COCO-style keypoint file; the message names the file and the missing key."""
 
 
@@ -174,7 +175,7 @@ def _assemble_keypoints(ann, layout: DatasetLayout):
     return points
 
 
-class _NotNumeric(ValueError):
+class _NotNumeric(OpenPoseTrainError, ValueError):
     """An annotation field (the argument) holds something that is not a number."""
 
 

@@ -42,6 +42,7 @@ import numpy as np
 
 from google.protobuf.message import DecodeError
 
+from openpose_train.common.errors import OpenPoseTrainError
 from openpose_train.caffe_layers import caffe_pb2
 from openpose_train.generator.registry import get_dataset_layout, list_dataset_layouts
 
@@ -59,7 +60,7 @@ ENCODED_MAGIC = b"OPTE"
 _TRAILER = struct.Struct("<II4s")
 
 
-class DatumError(ValueError):
+class DatumError(OpenPoseTrainError, ValueError):
     """A datum or metadata plane that cannot be encoded or decoded (message says why)."""
 
 

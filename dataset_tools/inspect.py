@@ -16,6 +16,7 @@ from typing import List, Optional
 import cv2
 import numpy as np
 
+from openpose_train.common.errors import OpenPoseTrainError
 from openpose_train.generator.output_paths import make_parent_folder
 from openpose_train.generator.registry import get_dataset_layout, get_model, list_dataset_layouts
 
@@ -143,7 +144,7 @@ def label_tile(record: Record, model, modules, rng) -> Optional[np.ndarray]:
     return _fit(blended)[0]
 
 
-class GridWriteError(OSError):
+class GridWriteError(OpenPoseTrainError, OSError):
     """The PNG cannot be written (message names the file)."""
 
 

@@ -12,8 +12,10 @@ import lmdb
 
 from .datum import Record, read_datum
 
+from openpose_train.common.errors import OpenPoseTrainError
 
-class LmdbReadError(OSError):
+
+class LmdbReadError(OpenPoseTrainError, OSError):
     """The path is not a readable LMDB (message names it)."""
 
 

@@ -40,6 +40,7 @@ import cv2
 import lmdb
 import numpy as np
 
+from openpose_train.common.errors import OpenPoseTrainError
 from openpose_train.generator.output_paths import make_output_folder
 from openpose_train.generator.registry import get_dataset_layout
 
@@ -60,7 +61,7 @@ LEAVES_FOLDER = "path leaves the images folder"
 SKIPPED_LIST_SUFFIX = "_skipped.tsv"
 
 
-class LmdbBuildError(RuntimeError):
+class LmdbBuildError(OpenPoseTrainError, RuntimeError):
     """A build that cannot start or go on (message names the path and what to do)."""
 
 

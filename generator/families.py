@@ -24,8 +24,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Tuple
 
+from openpose_train.common.errors import OpenPoseTrainError
 
-class PresetError(ValueError):
+
+class PresetError(OpenPoseTrainError, ValueError):
     """Unknown preset or stage/width controls that cannot describe a network."""
 
 

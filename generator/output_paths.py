@@ -7,10 +7,12 @@ import os
 from pathlib import Path
 from typing import Optional, Type, Union
 
+from openpose_train.common.errors import OpenPoseTrainError
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-class OutputFolderError(OSError):
+class OutputFolderError(OpenPoseTrainError, OSError):
     """A folder for an output cannot be created; the message names it and says why."""
 
 

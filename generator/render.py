@@ -54,6 +54,8 @@ from .families import DatasetSpec, Float32Text, Layer, Net, Preset, Token
 from .output_paths import make_output_folder
 from .registry import get_model
 
+from openpose_train.common.errors import OpenPoseTrainError
+
 TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates"
 DEFAULT_STEPVALUES = (200000, 300000, 360000, 420000, 480000, 540000, 600000, 700000, 800000, 900000)
 FILE_KINDS = ("deploy", "training", "solver", "train_script", "resume_script")
@@ -66,7 +68,7 @@ NO_BACKGROUND_NOTE = ("no --background-lmdb: occlusions set to 0 (the Caffe fork
                       "background images)")
 
 
-class GeneratorError(ValueError):
+class GeneratorError(OpenPoseTrainError, ValueError):
     """Options that cannot produce a valid training setup (the message says which)."""
 
 

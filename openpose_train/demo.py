@@ -37,6 +37,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import click
 
+from openpose_train.common.errors import OpenPoseTrainError
+
 MODEL = "BODY_25"
 PRESET = "tiny"
 # What re-running removes inside --out (the demo's own outputs only).
@@ -44,7 +46,7 @@ DEMO_FOLDERS = ("data", "lmdb_coco", "model", "openpose_models", "validation", "
 DEMO_FILES = ("demo_summary.json",)
 
 
-class DemoError(RuntimeError):
+class DemoError(OpenPoseTrainError, RuntimeError):
     """A demo step failed; the message names the step and its log file."""
 
 

@@ -5,14 +5,15 @@ from pathlib import Path
 
 import pytest
 
-FOLDERS = ("generator", "dataset_tools", "caffe_layers", "training", "validation", "openpose_train")
+FOLDERS = ("common", "generator", "dataset_tools", "caffe_layers", "training", "validation", "openpose_train")
 # folder -> what it may import besides itself: a folder, or one module of a folder
 ALLOWED = {
-    "generator": set(),
-    "dataset_tools": {"generator", "caffe_layers.caffe_pb2", "caffe_layers.caffe_io"},
-    "caffe_layers": {"generator", "dataset_tools.datum", "dataset_tools.lmdb_reader"},
-    "training": {"generator", "caffe_layers", "validation"},
-    "validation": {"generator", "caffe_layers"},
+    "common": set(),
+    "generator": {"common"},
+    "dataset_tools": {"common", "generator", "caffe_layers.caffe_pb2", "caffe_layers.caffe_io"},
+    "caffe_layers": {"common", "generator", "dataset_tools.datum", "dataset_tools.lmdb_reader"},
+    "training": {"common", "generator", "caffe_layers", "validation"},
+    "validation": {"common", "generator", "caffe_layers"},
     "openpose_train": set(FOLDERS),
 }
 # modules with a documented extra
@@ -113,5 +114,17 @@ def test_the_registry_loads_without_the_heavy_stack():
     code = ("import sys, openpose_train.generator.registry, openpose_train.generator.skeleton, "
             "openpose_train.generator.models_cli; "
             "print(' '.join(m for m in ('torch', 'cv2', 'lmdb', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_common_loads_on_the_standard_library_alone():
+    """docs/architecture.md §Import rules: `common` is the lowest floor; it needs nothing but Python."""
+    import subprocess
+    import sys
+    code = ("import sys, openpose_train.common.errors, openpose_train.common.files; "
+            "print(' '.join(m for m in sys.modules if m.split('.')[0] in "
+            "('torch', 'cv2', 'lmdb', 'numpy', 'yaml', 'jinja2') or (m.startswith('openpose_train.') "
+            "and not m.startswith('openpose_train.common'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

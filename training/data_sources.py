@@ -14,8 +14,10 @@ from typing import Dict, List
 
 import torch
 
+from openpose_train.common.errors import OpenPoseTrainError
 
-class TrainingError(RuntimeError):
+
+class TrainingError(OpenPoseTrainError, RuntimeError):
     """Training cannot go on (bad files, shapes, resume mismatch); the message names the file or layer."""
 
 

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from openpose_train.common.errors import OpenPoseTrainError
 from openpose_train.generator.output_paths import make_output_folder
 from openpose_train.generator.registry import get_model
 
 
-class ExportError(Exception):
+class ExportError(OpenPoseTrainError):
     """The snapshot cannot be exported; the message names the file or layer."""
 
 

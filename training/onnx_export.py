@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from openpose_train.common.errors import OpenPoseTrainError
 from openpose_train.generator.output_paths import make_parent_folder
 
 
-class OnnxExportError(Exception):
+class OnnxExportError(OpenPoseTrainError):
     """Export or verification failed; the message names the file."""
 
 

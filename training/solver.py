@@ -25,6 +25,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from openpose_train.common.errors import OpenPoseTrainError
+
 # Caffe's deprecated ``solver_type`` enum (SolverParameter.SolverType) to the ``type`` string.
 SOLVER_TYPE_ENUM = {0: "SGD", 1: "Nesterov", 2: "AdaGrad", 3: "RMSProp", 4: "AdaDelta", 5: "Adam"}
 SOLVER_TYPES = tuple(SOLVER_TYPE_ENUM.values())
@@ -33,7 +35,7 @@ LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
 TWO_HISTORY_SETS = ("Adam", "AdaDelta")
 
 
-class SolverConfigError(ValueError):
+class SolverConfigError(OpenPoseTrainError, ValueError):
     """A solver prototxt whose values Caffe would reject (the message names the field)."""
 
 

@@ -31,6 +31,7 @@ from typing import Dict, List, Mapping, Tuple
 import click
 import numpy as np
 
+from openpose_train.common.errors import OpenPoseTrainError
 from openpose_train.generator.output_paths import make_parent_folder
 
 # (Caffe layer name, torchvision key prefix, weight shape) in VGG-19 order
@@ -54,7 +55,7 @@ CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float64)
 OPENPOSE_BACKBONE_LAYERS = [name for name, _, _ in VGG19_LAYERS[:10]]
 
 
-class VggConversionError(ValueError):
+class VggConversionError(OpenPoseTrainError, ValueError):
     """The state dict is not a torchvision VGG-19: names the missing key or the wrong shape."""
 
 

@@ -22,6 +22,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
+from openpose_train.common.errors import OpenPoseTrainError
 from openpose_train.generator.output_paths import make_output_folder
 from openpose_train.generator.registry import PoseModel
 
@@ -29,7 +30,7 @@ STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "
 OPENPOSE_JSON_VERSION = 1.3
 
 
-class CocoEvalError(ValueError):
+class CocoEvalError(OpenPoseTrainError, ValueError):
     """Unusable annotations or model/output combination; the message names the file or model."""
 
 

@@ -33,6 +33,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from openpose_train.common.errors import OpenPoseTrainError
 from openpose_train.generator.registry import PoseModel
 from openpose_train.validation.postprocess import PEAK_BLOCK, parse_people, peak_block_grid
 from openpose_train.validation.postprocess_cpu import (
@@ -43,7 +44,7 @@ OPENPOSE_BUILDS = ("cuda", "cpu")
 NET_DECREASE_FACTOR = 8
 
 
-class InferenceError(ValueError):
+class InferenceError(OpenPoseTrainError, ValueError):
     """Bad inference settings or model files: the message names the flag or file."""
 
 

@@ -12,13 +12,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from openpose_train.common.errors import OpenPoseTrainError
 from openpose_train.generator.output_paths import make_parent_folder
 from openpose_train.generator.registry import PoseModel
 
 LossCurve = Tuple[np.ndarray, np.ndarray]
 
 
-class PlotError(ValueError):
+class PlotError(OpenPoseTrainError, ValueError):
     """A log or metrics file without any loss values; the message names it."""
 
 

@@ -41,12 +41,13 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from openpose_train.common.errors import OpenPoseTrainError
 from openpose_train.generator.registry import PersonFilter, PoseModel, PostprocessThresholds
 
 _WINDOW = np.arange(-3, 4)
 
 
-class MapShapeError(ValueError):
+class MapShapeError(OpenPoseTrainError, ValueError):
     """Maps whose shape does not fit the model (too few channels, not 3-D)."""
 
 

@@ -33,6 +33,7 @@ from typing import List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from openpose_train.common.errors import OpenPoseTrainError
 from openpose_train.generator.registry import PoseModel, PostprocessThresholds
 from openpose_train.validation.postprocess import (
     MapShapeError, Peaks, _Person, _paf_channels, check_maps, filter_people,
@@ -44,7 +45,7 @@ _NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) !=
 _CENTROID = [(dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)]
 
 
-class CpuBuildUnsupportedError(ValueError):
+class CpuBuildUnsupportedError(OpenPoseTrainError, ValueError):
     """The model has no body connector in OpenPose's CPU build."""
 
 
