@@ -59,7 +59,7 @@ def _child_floor(json_path, images_dir, out, counts_path=None):
     import lmdb
     import numpy as np
 
-    from openpose_train.dataset_tools.datum import serialize_datum
+    from openpose_train.caffe_layers.datum import serialize_datum
     doc = json.load(open(json_path))
     counts = json.load(open(counts_path)) if counts_path else None
     start = time.perf_counter()

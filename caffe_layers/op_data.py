@@ -215,7 +215,7 @@ _OPEN_LMDBS = {}     # (pid, path) -> [LmdbReader, users]: LMDB allows one handl
 
 def _acquire(path, num_lmdb_parts=None):
     import os
-    from ..dataset_tools.lmdb_reader import LmdbReader
+    from .lmdb_reader import LmdbReader
     key = (os.getpid(), str(Path(path).resolve()))
     entry = _OPEN_LMDBS.get(key)
     if entry is None:
@@ -304,8 +304,8 @@ def raw_datum_planes(value: bytes) -> Optional[np.ndarray]:
 def read_record(value: bytes, num_lmdb_parts: Optional[int] = None):
     """Decode a datum; raw image+metadata+mask datums take a fast path (planes read in place,
     cv2.merge of B, G, R and mask_miss: about 30x cheaper than a CHW->HWC transpose), everything
-    else ``dataset_tools.datum.read_datum``."""
-    from ..dataset_tools.datum import decode_metadata, read_datum
+    else ``datum.read_datum``."""
+    from .datum import decode_metadata, read_datum
     arr = raw_datum_planes(value)
     if arr is None or arr.shape[0] != 5:
         return read_datum(value, num_lmdb_parts=num_lmdb_parts)
@@ -317,7 +317,7 @@ def read_record(value: bytes, num_lmdb_parts: Optional[int] = None):
 
 def read_background_image(value: bytes) -> np.ndarray:
     """BGR image of a background (negatives) datum; raw datums via cv2.merge of their planes."""
-    from ..dataset_tools.datum import read_datum
+    from .datum import read_datum
     arr = raw_datum_planes(value)
     if arr is not None and arr.shape[0] >= 3:
         return cv2.merge([arr[0], arr[1], arr[2]])

@@ -112,9 +112,9 @@ def inspect(lmdb_path, model, count, start, out, labels, seed):
     """Render LMDB records (image, mask, keypoints; optionally labels) into one PNG grid."""
     from openpose_train.generator.registry import UnknownModelError
 
-    from .datum import DatumError
+    from openpose_train.caffe_layers.datum import DatumError
     from .inspect import GridWriteError, render_grid
-    from .lmdb_reader import LmdbReadError
+    from openpose_train.caffe_layers.lmdb_reader import LmdbReadError
     try:
         info = render_grid(lmdb_path, Path(out), model=model, count=count, start=start, labels=labels, seed=seed)
     except (LmdbReadError, GridWriteError, DatumError, UnknownModelError, KeyError) as exc:

@@ -20,8 +20,8 @@ from openpose_train.common.errors import OpenPoseTrainError
 from openpose_train.generator.output_paths import make_parent_folder
 from openpose_train.generator.registry import get_dataset_layout, get_model, list_dataset_layouts
 
-from .datum import Record
-from .lmdb_reader import LmdbReader
+from openpose_train.caffe_layers.datum import Record
+from openpose_train.caffe_layers.lmdb_reader import LmdbReader
 
 TILE = 320
 
@@ -182,7 +182,7 @@ def render_grid(lmdb_path, out: Path, model: str = "BODY_25", count: int = 16, s
             if record.meta is not None:
                 n = _lmdb_parts_for(record.meta.dataset, record.meta.num_parts)
                 if n != record.meta.num_parts:
-                    from .datum import read_datum
+                    from openpose_train.caffe_layers.datum import read_datum
                     record = read_datum(reader.raw(i), num_lmdb_parts=n)
             tiles.append(record_tile(record, f"{i:07d}", pose_model, modules))
             if labels and modules is not None:

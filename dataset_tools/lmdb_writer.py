@@ -45,7 +45,7 @@ from openpose_train.generator.output_paths import make_output_folder
 from openpose_train.generator.registry import get_dataset_layout
 
 from . import coco
-from .datum import DatumBuilder, DatumError, minimum_width, one_based, set_write_number
+from openpose_train.caffe_layers.datum import DatumBuilder, DatumError, minimum_width, one_based, set_write_number
 
 PROGRESS_FILE = "progress.jsonl"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")

@@ -53,9 +53,9 @@ def parse_crop(text: Optional[str]):
 
 def _dataset_from_lmdb(path: str, model) -> Optional[str]:
     """Dataset key of an existing LMDB: metadata dataset string + keypoint count of its first record."""
-    from openpose_train.dataset_tools.lmdb_reader import LmdbTruncatedError
+    from openpose_train.caffe_layers.lmdb_reader import LmdbTruncatedError
     try:
-        from openpose_train.dataset_tools.datum import read_datum
+        from openpose_train.caffe_layers.datum import read_datum
         from .registry import get_dataset_layout
         value = fork_check.first_record(path)
         meta = read_datum(value).meta if value is not None else None

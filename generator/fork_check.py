@@ -19,7 +19,7 @@ ENCODED_WARNING = ("is an encoded (JPEG) LMDB: the OpenPose Caffe fork cannot re
 def first_record(path) -> Optional[bytes]:
     """The first value of the LMDB at ``path``; ``None`` when nothing is there yet or it has no records.
     An unreadable LMDB raises ``LmdbReadError``."""
-    from openpose_train.dataset_tools.lmdb_reader import open_lmdb
+    from openpose_train.caffe_layers.lmdb_reader import open_lmdb
 
     if not Path(path).exists():
         return None
@@ -35,7 +35,7 @@ def first_record(path) -> Optional[bytes]:
 def lmdb_is_encoded(path) -> Optional[bool]:
     """The ``encoded`` flag of the first record (``None``: no record yet); a foreign record raises
     ``DatumError``, an unreadable LMDB ``LmdbReadError``."""
-    from openpose_train.dataset_tools.datum import parse_datum
+    from openpose_train.caffe_layers.datum import parse_datum
 
     value = first_record(path)
     return None if value is None else bool(parse_datum(value).encoded)
@@ -50,8 +50,8 @@ def _max_occlusions(text: str) -> int:
 
 def fork_problems(net_param) -> List[str]:
     """One line per known fork precondition that ``net_param`` (a NetParameter) breaks."""
-    from openpose_train.dataset_tools.datum import DatumError
-    from openpose_train.dataset_tools.lmdb_reader import LmdbReadError
+    from openpose_train.caffe_layers.datum import DatumError
+    from openpose_train.caffe_layers.lmdb_reader import LmdbReadError
 
     problems = []
     for layer in net_param.layer:

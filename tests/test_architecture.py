@@ -10,16 +10,17 @@ FOLDERS = ("common", "generator", "dataset_tools", "caffe_layers", "training", "
 ALLOWED = {
     "common": set(),
     "generator": {"common"},
-    "dataset_tools": {"common", "generator", "caffe_layers.caffe_pb2", "caffe_layers.caffe_io"},
-    "caffe_layers": {"common", "generator", "dataset_tools.datum", "dataset_tools.lmdb_reader"},
+    "dataset_tools": {"common", "generator", "caffe_layers.caffe_pb2", "caffe_layers.caffe_io", "caffe_layers.datum",
+                      "caffe_layers.lmdb_reader"},
+    "caffe_layers": {"common", "generator"},
     "training": {"common", "generator", "caffe_layers", "validation"},
     "validation": {"common", "generator", "caffe_layers"},
     "openpose_train": set(FOLDERS),
 }
 # modules with a documented extra
 EXTRA = {
-    "generator/cli.py": {"dataset_tools.datum", "dataset_tools.lmdb_reader", "caffe_layers.caffe_io"},
-    "generator/fork_check.py": {"dataset_tools.datum", "dataset_tools.lmdb_reader", "caffe_layers.caffe_io"},
+    "generator/cli.py": {"caffe_layers.datum", "caffe_layers.lmdb_reader", "caffe_layers.caffe_io"},
+    "generator/fork_check.py": {"caffe_layers.datum", "caffe_layers.lmdb_reader", "caffe_layers.caffe_io"},
     "dataset_tools/inspect.py": {"caffe_layers.augment", "caffe_layers.labels"},
 }
 

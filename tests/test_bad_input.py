@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from openpose_train.cli import main as cli_main
 from openpose_train.dataset_tools import coco
-from openpose_train.dataset_tools.lmdb_reader import LmdbReader
+from openpose_train.caffe_layers.lmdb_reader import LmdbReader
 from openpose_train.dataset_tools.lmdb_writer import CORRUPT, LEAVES_FOLDER, skipped_list_path
 from openpose_train.dataset_tools.synth import SynthConfig, make_synthetic_dataset
 

@@ -9,7 +9,7 @@ from pycocotools.coco import COCO
 
 from conftest import shared_path
 from openpose_train.dataset_tools import coco
-from openpose_train.dataset_tools.lmdb_reader import LmdbReader
+from openpose_train.caffe_layers.lmdb_reader import LmdbReader
 from openpose_train.dataset_tools.lmdb_writer import BuildOptions, build_lmdb
 from openpose_train.generator.registry import get_dataset_layout
 

@@ -71,7 +71,7 @@ def test_the_check_finds_an_unrooted_class(tmp_path):
 
 def test_builtin_bases_stay_for_callers_that_catch_them():
     """Project errors that callers catch as OSError / KeyError still are those."""
-    from openpose_train.dataset_tools.lmdb_reader import LmdbReadError
+    from openpose_train.caffe_layers.lmdb_reader import LmdbReadError
     from openpose_train.generator.output_paths import OutputFolderError
     from openpose_train.generator.registry import UnknownModelError
     assert issubclass(LmdbReadError, OSError) and issubclass(OutputFolderError, OSError)

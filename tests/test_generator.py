@@ -421,7 +421,7 @@ def test_experimental_models_folder_is_up_to_date(tmp_path):
 @pytest.mark.parametrize("num_keypoints,expected", [(17, "COCO_25_17"), (23, "COCO_25")])
 def test_lmdb_layout_inferred_from_first_record(tmp_path, num_keypoints, expected):
     lmdb = pytest.importorskip("lmdb")
-    datum = pytest.importorskip("openpose_train.dataset_tools.datum")
+    datum = pytest.importorskip("openpose_train.caffe_layers.datum")
     from openpose_train.generator.cli import infer_op_model
     joints = np.zeros((num_keypoints, 3), np.float32)
     joints[:, 0], joints[:, 1], joints[:, 2] = np.arange(num_keypoints) + 5, 40, 1

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from openpose_train.caffe_layers import caffe_io, caffe_pb2
-from openpose_train.dataset_tools import datum
+from openpose_train.caffe_layers import datum
 from openpose_train.generator import experimental, families, fork_check, registry, render
 from openpose_train.generator.cli import prototxt
 

@@ -6,7 +6,7 @@ import torch
 from conftest import shared_path
 from openpose_train.caffe_layers import caffe_pb2
 from openpose_train.caffe_layers import op_data as OD
-from openpose_train.dataset_tools.datum import decode_metadata
+from openpose_train.caffe_layers.datum import decode_metadata
 from openpose_train.dataset_tools.lmdb_writer import BuildOptions, build_lmdb
 from openpose_train.dataset_tools.synth import SynthConfig, make_synthetic_dataset
 from openpose_train.generator.registry import get_training_variant

@@ -7,7 +7,7 @@ import torch
 
 from openpose_train.caffe_layers import labels as L
 from openpose_train.caffe_layers import op_data as OD
-from openpose_train.dataset_tools.datum import parse_datum, serialize_datum
+from openpose_train.caffe_layers.datum import parse_datum, serialize_datum
 
 
 def test_raw_datum_planes_equal_the_parsed_message():

@@ -178,7 +178,7 @@ def test_readme_commands_run_as_written(tmp_path):
 
     # what the commands made, checked by reading it back
     from openpose_train.caffe_layers.caffe_io import read_caffemodel
-    from openpose_train.dataset_tools.lmdb_reader import LmdbReader
+    from openpose_train.caffe_layers.lmdb_reader import LmdbReader
     from openpose_train.generator.registry import get_model
     for name, count in (("out/lmdb_coco", 43), ("dataset/lmdb_background", 11)):
         assert len(LmdbReader(str(root / name))) == count, name

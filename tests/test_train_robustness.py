@@ -11,7 +11,7 @@ import lmdb
 import numpy as np
 import pytest
 
-from openpose_train.dataset_tools.datum import serialize_datum
+from openpose_train.caffe_layers.datum import serialize_datum
 from test_train_loop import SOLVER, make_dir, run_cli, tiny_project  # noqa: F401 (a fixture)
 
 

@@ -43,8 +43,9 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from openpose_train.common.errors import OpenPoseTrainError
-from openpose_train.caffe_layers import caffe_pb2
 from openpose_train.generator.registry import get_dataset_layout, list_dataset_layouts
+
+from . import caffe_pb2
 
 #: dataset strings whose layout stores coordinates 1-based (the fork's COCO category).
 ONE_BASED_DATASETS = frozenset(

@@ -1,7 +1,7 @@
 """Read OpenPose training LMDBs: ours (raw or encoded datums) and the original pipeline's.
 
 Keys are ``%07d`` record numbers; values are Caffe ``Datum`` bytes decoded by
-:func:`openpose_train.dataset_tools.datum.read_datum`.
+:func:`openpose_train.caffe_layers.datum.read_datum`.
 """
 from __future__ import annotations
 
