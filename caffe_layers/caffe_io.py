@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ import numpy as np
 from google.protobuf import text_format
 
 from openpose_train.common.errors import OpenPoseTrainError
+from openpose_train.common.files import atomic_file
 from openpose_train.generator.output_paths import make_output_folder
 
 from . import caffe_pb2
@@ -66,31 +66,14 @@ class WeightsMismatchError(CaffeFormatError):
 
 
 # ----------------------------------------------------------------------------------------------
-# atomic writes
+# atomic writes (docs/architecture.md §Writing files)
 
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()   # read once: os.umask() is process-wide, flipping it later would race with threads
-
-
-def _atomic_write(path: PathLike, write_fn, mode: str = "wb") -> None:
-    """Write through ``write_fn(file)`` to a temporary file next to ``path``, then rename."""
-    path = Path(path)
-    make_output_folder(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, mode) as f:
-            write_fn(f)
-        os.chmod(tmp, 0o666 & ~_UMASK)   # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def _atomic_write(path: PathLike, write_fn, binary: bool = True) -> None:
+    """Write through ``write_fn(file)`` to a temporary file next to ``path``, then rename; the folder
+    is created first."""
+    make_output_folder(Path(path).parent)
+    with atomic_file(path, binary=binary) as f:
+        write_fn(f)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -275,7 +258,7 @@ def prototxt_string(msg) -> str:
 def write_prototxt(msg, path: PathLike) -> None:
     """Write a message as a text prototxt (atomically: temporary file + rename)."""
     text = prototxt_string(msg)
-    _atomic_write(path, lambda f: f.write(text), mode="w")
+    _atomic_write(path, lambda f: f.write(text), binary=False)
 
 
 # ----------------------------------------------------------------------------------------------

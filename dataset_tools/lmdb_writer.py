@@ -40,6 +40,7 @@ import cv2
 import lmdb
 import numpy as np
 
+from openpose_train.common.files import atomic_file, write_atomic
 from openpose_train.common.errors import OpenPoseTrainError
 from openpose_train.generator.output_paths import make_output_folder
 from openpose_train.generator.registry import get_dataset_layout
@@ -424,9 +425,7 @@ def _read_progress(partial: Path, fingerprint: str, repair: bool = False):
         reasons.update({int(k): v for k, v in entry.get("skipped", {}).items()})
         failed.extend(entry.get("failed_keys", []))
     if repair and len(valid) < len(lines):
-        tmp = progress.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in valid))
-        os.replace(tmp, progress)
+        write_atomic(progress, "".join(line + "\n" for line in valid))
     return done, reasons, failed
 
 
@@ -444,12 +443,10 @@ def _write_skipped_list(out: Path, rows) -> Optional[Path]:
         path.unlink(missing_ok=True)
         return None
     rows = sorted(rows, key=lambda row: tuple("" if v is None else str(v) for v in row))
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_file(path, newline="") as f:
         writer = csv.writer(f, delimiter="\t", lineterminator="\n")
         writer.writerow(("file_name", "annotation_id", "reason"))
         writer.writerows(("" if v is None else v for v in row) for row in rows)
-    os.replace(tmp, path)
     return path
 
 

@@ -19,7 +19,6 @@ with split ``train2017`` (and ``val2017`` with a validation share), i.e. the lay
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -27,6 +26,8 @@ from typing import Dict, List, Optional
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
+
+from openpose_train.common.files import atomic_file
 
 COCO_KEYPOINTS = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder",
                   "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
@@ -327,14 +328,8 @@ def make_synthetic_dataset(out_dir, config: Optional[SynthConfig] = None, progre
                "licenses": [{"id": 0, "name": "generated"}], "images": images,
                "annotations": annotations, "categories": _categories(config)}
         json_path = root / "annotations" / f"person_keypoints_{split}.json"
-        tmp = json_path.with_suffix(".json.tmp")
-        try:
-            with open(tmp, "w") as f:
-                json.dump(doc, f)
-            os.replace(tmp, json_path)
-        except OSError:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_file(json_path) as f:
+            json.dump(doc, f)
         result.splits[split] = json_path
         result.image_dirs[split] = image_dir
         result.num_images[split] = len(images)

@@ -39,22 +39,22 @@ gamma 0.5 at the ten step values, display 20, snapshot 2000, max_iter 1e6) witho
 """
 from __future__ import annotations
 
-import os
 import shlex
 import struct
-import tempfile
 from dataclasses import dataclass, field, fields as dc_fields, replace
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
 import jinja2
 
+from openpose_train.common import files
+from openpose_train.common.errors import OpenPoseTrainError
+
 from . import families
 from .families import DatasetSpec, Float32Text, Layer, Net, Preset, Token
 from .output_paths import make_output_folder
 from .registry import get_model
 
-from openpose_train.common.errors import OpenPoseTrainError
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates"
 DEFAULT_STEPVALUES = (200000, 300000, 360000, 420000, 480000, 540000, 600000, 700000, 800000, 900000)
@@ -467,22 +467,15 @@ def vgg_command(path: str) -> str:
 
 
 def write_atomic(path: Path, text: str, mode: Optional[int] = None) -> Path:
-    """Write to a temporary name in the same folder, then rename (no half-written files).
-    A folder that cannot be made or written raises :class:`GeneratorError` naming the path."""
+    """Write through a temporary name in the same folder, then rename (docs/architecture.md
+    §Writing files), with Unix line ends and mode 0644 unless ``mode`` is given. A folder that cannot
+    be made or written raises :class:`GeneratorError` naming the path."""
     path = Path(path)
     make_output_folder(path.parent, "output folder", GeneratorError)
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=str(path.parent))
-        with os.fdopen(fd, "w", newline="\n") as f:
-            f.write(text)
-        os.chmod(tmp, mode if mode is not None else 0o644)
-        os.replace(tmp, path)
+        files.write_atomic(path, text, mode=mode if mode is not None else 0o644, newline="\n")
     except OSError as exc:
         raise GeneratorError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

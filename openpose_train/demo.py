@@ -37,6 +37,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import click
 
+from openpose_train.common.files import write_atomic
 from openpose_train.common.errors import OpenPoseTrainError
 
 MODEL = "BODY_25"
@@ -415,9 +416,7 @@ def plot_curve(paths: DemoPaths, curve: List[dict]) -> Path:
 
 
 def _write_json(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def run_demo(out, cfg: DemoConfig = DemoConfig(), stream=None) -> dict:

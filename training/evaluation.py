@@ -40,6 +40,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from openpose_train.common.files import StagedFiles
+
 from .data_sources import TrainingError
 
 # --val-metric (validation/metrics.py's names) -> (summary key of the score, the keys printed after it
@@ -160,16 +162,6 @@ def file_sha256(path: str) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _write_json_atomic(path: str, data) -> str:
-    """Write to ``<path>.tmp<pid>``; returns that name (the caller renames it)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    return tmp
 
 
 def _in_memory_backend(net, device):
@@ -359,20 +351,20 @@ class Evaluator:
         """best.caffemodel and best.json: both to temporary names, then renamed (the JSON last)."""
         from openpose_train.caffe_layers import caffe_io
 
-        tmp_model = f"{self.best_model}.tmp{os.getpid()}"
-        if caffemodel is not None:
-            os.replace(caffemodel, tmp_model)
-        else:
-            caffe_io.write_caffemodel(tmp_model, weights, net=self.net_param)
-        record = {"iteration": iteration, "metric": self.cfg.metric, "key": self.key, "score": value,
-                  "higher_is_better": self.higher_is_better, "caffemodel": os.path.basename(self.best_model),
-                  "sha256": file_sha256(tmp_model), "deploy": os.path.abspath(self.deploy),
-                  "model": self.model.name, "net_resolution": self.cfg.net_resolution,
-                  "images": os.path.abspath(self.cfg.images),
-                  "annotations": os.path.abspath(self.cfg.annotations)}
-        tmp_json = _write_json_atomic(self.best_json, record)
-        os.replace(tmp_model, self.best_model)
-        os.replace(tmp_json, self.best_json)
+        with StagedFiles(fsync=True) as staged:
+            if caffemodel is not None:
+                staged.adopt(caffemodel, self.best_model)
+                model_file = caffemodel
+            else:
+                model_file = staged.stage(self.best_model)
+                caffe_io.write_caffemodel(model_file, weights, net=self.net_param)
+            record = {"iteration": iteration, "metric": self.cfg.metric, "key": self.key, "score": value,
+                      "higher_is_better": self.higher_is_better, "caffemodel": os.path.basename(self.best_model),
+                      "sha256": file_sha256(model_file), "deploy": os.path.abspath(self.deploy),
+                      "model": self.model.name, "net_resolution": self.cfg.net_resolution,
+                      "images": os.path.abspath(self.cfg.images),
+                      "annotations": os.path.abspath(self.cfg.annotations)}
+            staged.stage(self.best_json).write_text(json.dumps(record, indent=2))
         self.best = record
 
     # ---- TensorBoard maps --------------------------------------------------------------------------

@@ -11,13 +11,13 @@ so every parameterised layer must be present with the right blob count and shape
 """
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from openpose_train.common.errors import OpenPoseTrainError
+from openpose_train.common.files import atomic_path
 from openpose_train.generator.output_paths import make_output_folder
 from openpose_train.generator.registry import get_model
 
@@ -50,12 +50,10 @@ def find_deploy_prototxt(snapshot: Path, model) -> Optional[Path]:
 def _atomic_write(dst: Path, write) -> None:
     """``write(tmp)`` then rename onto ``dst``; on an OSError (a full disk) the partial file is
     removed and ExportError names ``dst``."""
-    tmp = dst.with_name(dst.name + ".partial")
     try:
-        write(tmp)
-        os.replace(tmp, dst)
+        with atomic_path(dst) as tmp:
+            write(tmp)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise ExportError(f"{dst}: cannot write ({exc.strerror or exc})") from None
 
 

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from openpose_train.caffe_layers.caffe_io import (
     RE_DISPLAY, RE_DISPLAY_OLD, RE_LR, RE_MAX_ITER, RE_SNAPSHOT, RE_TRAIN_OUTPUT)
+from openpose_train.common.files import write_atomic
 
 
 def glog_prefix(severity: str = "I", where: str = "solver.cpp:0", now: Optional[_dt.datetime] = None,
@@ -223,10 +224,7 @@ def truncate_metrics(path: str, iteration: int) -> int:
                 continue
             kept.append(line if line.endswith("\n") else line + "\n")
     if dropped:
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.writelines(kept)
-        os.replace(tmp, path)
+        write_atomic(path, "".join(kept), fsync=True)
     return dropped
 
 

@@ -36,6 +36,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 import numpy as np
 import torch
 
+from openpose_train.common.files import StagedFiles
+
 from .data_sources import BatchSource, TrainingError
 from .feed import DATA_WAIT_WARNING, BatchFeed
 from .logging_utils import GlogLogger, MetricsWriter, Progress, truncate_metrics
@@ -119,13 +121,6 @@ def trainstate_path(solverstate_path: str) -> str:
     """The side file beside a solverstate."""
     base = solverstate_path[:-len(".solverstate")] if solverstate_path.endswith(".solverstate") else solverstate_path
     return base + ".trainstate"
-
-
-def _write_synced(path: str, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def rng_state() -> Dict:
@@ -477,20 +472,15 @@ class Trainer:
         self._check_free_space(state_path, weights, history, len(side))
         # a snapshot is the three files or nothing: each is written to a temporary name, and all are
         # renamed only once all are written, the solverstate last (it is what -snapshot names)
-        staged = [(f"{path}.tmp{os.getpid()}", path) for path in (model_path, side_path, state_path)]
         self.logger.info("solver.cpp:464", f"Snapshotting to binary proto file {model_path}")
         try:
-            caffe_io.write_caffemodel(staged[0][0], weights, net=self.net_param)
-            _write_synced(staged[1][0], side)
-            self.logger.info("sgd_solver.cpp:284", f"Snapshotting solver state to binary proto file {state_path}")
-            caffe_io.write_solverstate(staged[2][0], iter=it, learned_net=model_path, history=history,
-                                       current_step=self.solver.current_step)
-            for tmp, path in staged:
-                os.replace(tmp, path)
+            with StagedFiles(fsync=True) as staged:
+                caffe_io.write_caffemodel(staged.stage(model_path), weights, net=self.net_param)
+                staged.stage(side_path).write_bytes(side)
+                self.logger.info("sgd_solver.cpp:284", f"Snapshotting solver state to binary proto file {state_path}")
+                caffe_io.write_solverstate(staged.stage(state_path), iter=it, learned_net=model_path,
+                                           history=history, current_step=self.solver.current_step)
         except OSError as exc:
-            for tmp, _ in staged:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
             raise TrainingError(f"{state_path}: cannot write the snapshot of iteration {it}: "
                                 f"{exc.strerror or exc}; nothing of it was kept ({self._last_snapshot_text()})") \
                 from None

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from openpose_train.common.files import atomic_path
 from openpose_train.common.errors import OpenPoseTrainError
 from openpose_train.generator.output_paths import make_parent_folder
 
@@ -74,19 +75,17 @@ def export_onnx(prototxt, caffemodel, onnx_path, opset: int = 17, check_size=(1,
         raise OnnxExportError(f"{prototxt}: no blob named '{output_blob}'")
     graph = _DeployGraph(net, input_name, output_blob).eval()
     example = torch.from_numpy(np.random.default_rng(0).uniform(-0.5, 0.5, check_size).astype(np.float32))
-    tmp = onnx_path.with_name(onnx_path.name + ".partial")
     try:
-        with warnings.catch_warnings(), torch.no_grad(), _native_output_discarded():
+        with atomic_path(onnx_path) as tmp, warnings.catch_warnings(), torch.no_grad(), \
+                _native_output_discarded():
             warnings.simplefilter("ignore")
             torch.onnx.export(graph, (example,), str(tmp), input_names=[input_name],
                               output_names=[output_blob], opset_version=opset, dynamo=False,
                               dynamic_axes={input_name: {0: "batch", 2: "height", 3: "width"},
                                             output_blob: {0: "batch", 2: "out_height", 3: "out_width"}})
     except Exception as exc:
-        tmp.unlink(missing_ok=True)
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]   # torch appends its IR graph
         raise OnnxExportError(f"ONNX export of {prototxt} failed: {first_line}") from None
-    os.replace(tmp, onnx_path)
     diff = verify_onnx(onnx_path, net, input_name, output_blob,
                        sizes=[check_size, (1, 3, 64, 64)])
     if diff > tolerance:

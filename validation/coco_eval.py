@@ -17,11 +17,11 @@ import io
 import json
 import os
 import re
-import tempfile
 from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
+from openpose_train.common.files import atomic_file
 from openpose_train.common.errors import OpenPoseTrainError
 from openpose_train.generator.output_paths import make_output_folder
 from openpose_train.generator.registry import PoseModel
@@ -36,17 +36,9 @@ class CocoEvalError(OpenPoseTrainError, ValueError):
 
 def write_json_atomic(path: str, data, indent: Optional[int] = None) -> None:
     """Write JSON to a temporary file next to ``path`` and rename it into place."""
-    folder = os.path.dirname(os.path.abspath(path))
-    make_output_folder(folder)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=indent)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    make_output_folder(os.path.dirname(os.path.abspath(path)))
+    with atomic_file(path) as f:
+        json.dump(data, f, indent=indent)
 
 
 def image_id_from_name(file_name: str) -> int:

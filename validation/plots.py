@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from openpose_train.common.files import atomic_path
 from openpose_train.common.errors import OpenPoseTrainError
 from openpose_train.generator.output_paths import make_parent_folder
 from openpose_train.generator.registry import PoseModel
@@ -76,15 +77,11 @@ def _pyplot():
 
 
 def _save(fig, out_png: str) -> None:
-    folder = os.path.dirname(os.path.abspath(out_png))
-    tmp = os.path.join(folder, f".tmp_{os.getpid()}_{os.path.basename(out_png)}")
     make_parent_folder(out_png, PlotError)
     try:
-        fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, out_png)
+        with atomic_path(out_png) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
     except OSError as exc:
-        if os.path.isfile(tmp):
-            os.unlink(tmp)
         raise PlotError(f"{out_png}: cannot write ({exc.strerror or exc})") from None
 
 
