@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-DOCS = ("formats", "labels", "postprocessing", "compatibility", "architecture")
+DOCS = ("formats", "labels", "postprocessing", "compatibility", "architecture", "refusals")
 TEXT_SUFFIXES = (".py", ".md", ".j2", ".yaml", ".yml", ".sh", ".txt", ".cfg", ".ini", ".toml")
 CITATION = re.compile(r"docs/(\w+)\.md`?\s*§\s*([^\n]*)")
 

@@ -391,3 +391,103 @@ def test_caffe_backend_resume_truncates_the_metrics_too(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     iterations = [json.loads(l)["iteration"] for l in (d / "model/pose_metrics.jsonl").read_text().splitlines()]
     assert iterations == [0] + [0, 20, 40]      # the first run's 20 and 40 are gone (the fake replays from 0)
+
+
+# ---- issue 17, class 1: a snapshot folder is data; loading it never runs code ---------------------------------
+class _Marker:
+    """Unpickling this creates ``path`` (what a hostile .trainstate could do with any command)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_trainstate_is_json_and_a_pickle_in_its_place_is_refused_without_running_it(tmp_path):
+    import json
+    import pickle
+
+    d = make_dir(tmp_path)
+    assert run_cli(["-solver", "solver.prototxt", "-iterations", "10"], d).exit_code == 0
+    side = d / "model/pose_iter_10.trainstate"
+    state = json.loads(side.read_text())                        # data only: plain JSON
+    assert state["format"] == "openpose-train trainstate" and state["iter"] == 10 and len(state["ranks"]) == 1
+    marker = tmp_path / "hostile_code_ran"
+    side.write_bytes(pickle.dumps({"format": 1, "iter": 10, "ranks": [_Marker(marker)]}, protocol=4))
+    r = run_cli(["-solver", "solver.prototxt", "-snapshot", "model/pose_iter_10.solverstate"], d)
+    assert_one_line_error(r, "model/pose_iter_10.trainstate", "a pickle", "can run any code")
+    assert not marker.exists()
+    assert "Iteration 10 (" not in r.output and not (d / "model/pose_iter_20.solverstate").exists()
+
+
+@pytest.mark.parametrize("content,expected", [
+    (lambda good: good[:len(good) // 2], "not a JSON training state"),               # truncated by a crash
+    (lambda good: b"", "not a JSON training state"),
+    (lambda good: b"null", "not an openpose-train training state"),
+    (lambda good: b'{"format": "something else"}', "not an openpose-train training state"),
+    (lambda good: good.replace(b'"version":2', b'"version":7'), "training-state version 7"),
+    (lambda good: good.replace(b'"iter":10', b'"iter":"10"'), "field 'iter'"),
+    (lambda good: good.replace(b'"iter":10', b'"iter":12'), "iteration 12 does not match"),
+    (lambda good: good.replace(b'"dtype":"uint8"', b'"dtype":"object"', 1), "is not a plain number type"),
+    (lambda good: good.replace(b'"shape":[5056]', b'"shape":[5057]', 1), "bytes for an array of shape [5057]"),
+    (lambda good: good.replace(b'"__type__":"tuple"', b'"__type__":"pickle"', 1), "unknown __type__ 'pickle'"),
+    (lambda good: good.replace(b'"rng":{', b'"rnd":{', 1), "ranks[0] is not"),
+])
+def test_damaged_trainstate_is_one_line_before_any_iteration(tmp_path, content, expected):
+    d = make_dir(tmp_path)
+    assert run_cli(["-solver", "solver.prototxt", "-iterations", "10"], d).exit_code == 0
+    side = d / "model/pose_iter_10.trainstate"
+    damaged = content(side.read_bytes())
+    assert damaged != side.read_bytes()
+    side.write_bytes(damaged)
+    r = run_cli(["-solver", "solver.prototxt", "-snapshot", "model/pose_iter_10.solverstate"], d)
+    assert_one_line_error(r, "model/pose_iter_10.trainstate", expected)
+    assert "Iteration 10 (" not in r.output and not (d / "model/pose_iter_20.solverstate").exists()
+
+
+def test_trainstate_codec_keeps_types_exactly():
+    import random
+
+    import torch
+
+    from openpose_train.training import trainstate
+    from openpose_train.training.loop import rng_state
+
+    value = {"rng": rng_state(), "data": [{"offsets": [3, 4], "dice_rng": np.random.default_rng(5).bit_generator.state,
+                                          "seed": 2 ** 70, "x": 0.1, "b": b"\x00\xff", "t": torch.arange(4.0)}]}
+    back = trainstate.decode(trainstate.encode(value))
+    assert back["rng"]["python"] == random.getstate()                       # tuples stay tuples
+    assert back["rng"]["numpy"][0] == "MT19937" and np.array_equal(back["rng"]["numpy"][1], np.random.get_state()[1])
+    assert torch.equal(back["rng"]["torch"], torch.get_rng_state()) and back["rng"]["torch"].dtype == torch.uint8
+    assert back["data"][0]["dice_rng"] == value["data"][0]["dice_rng"] and back["data"][0]["seed"] == 2 ** 70
+    assert back["data"][0]["b"] == b"\x00\xff" and torch.equal(back["data"][0]["t"], torch.arange(4.0))
+    with pytest.raises(TypeError):
+        trainstate.encode({"f": lambda: 0})                                   # only data is stored
+
+
+def test_no_loader_in_the_package_unpickles():
+    """Every loader of the package reads data only: no pickle.load(s), torch.load with weights_only=True,
+    numpy's loaders without allow_pickle=True (docs/refusals.md §Resume and side files)."""
+    import ast
+
+    repo = Path(__file__).resolve().parents[1]
+    bad = []
+    tops = [p for p in repo.iterdir() if p.is_dir() and not p.name.startswith(".")
+            and p.name not in ("tests", "build", "benchmarks") and not p.name.endswith(".egg-info")]
+    files = [p for top in tops for p in top.rglob("*.py")] + list(repo.glob("*.py"))
+    assert any(p.name == "loop.py" for p in files)
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+                continue
+            owner = node.func.value.id if isinstance(node.func.value, ast.Name) else ""
+            name = f"{owner}.{node.func.attr}"
+            keywords = {k.arg: k.value for k in node.keywords}
+            true = lambda key: isinstance(keywords.get(key), ast.Constant) and keywords[key].value is True  # noqa
+            if name in ("pickle.load", "pickle.loads", "pickle.Unpickler", "marshal.loads", "yaml.load",
+                        "yaml.unsafe_load", "yaml.full_load") \
+                    or (name == "torch.load" and not true("weights_only")) \
+                    or (name in ("np.load", "numpy.load") and true("allow_pickle")):
+                bad.append(f"{path.relative_to(repo)}:{node.lineno}: {name}")
+    assert not bad, bad

@@ -243,8 +243,6 @@ def run_training(cfg: TrainConfig) -> int:
                             if test_net is not None else [])
         except TrainingError as exc:  # name the net file too: the message names the layer
             raise TrainingError(f"{net_path}: {exc}") from exc
-        if cfg.snapshot and cfg.weights:
-            raise TrainingError("give -snapshot to resume training or -weights to fine-tune, not both")
         if cfg.weights:
             load_weights(net, cfg.weights, logger, reinit_on_shape_mismatch=cfg.reinit_mismatched)
         evaluator = None
@@ -393,6 +391,12 @@ def train(solver, weights, snapshot, gpu, iterations, sigint_effect, sighup_effe
     weight_list = [w for w in weights.split(",") if w]
     lock = None
     try:
+        if snapshot and weight_list:
+            raise TrainingError("give -snapshot to resume training or -weights to fine-tune, not both")
+        if snapshot:
+            from .loop import check_resume_file
+
+            check_resume_file(snapshot)
         evaluation = _evaluation_config(val_images, val_annotations, val_interval, val_metric, val_net_resolution,
                                         val_deploy, val_model, val_limit, val_mode)
         if backend == "caffe" and evaluation is not None:

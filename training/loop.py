@@ -8,8 +8,8 @@ last iteration: snapshot (``snapshot_after_train``), a final display forward, ``
 
 Snapshots are Caffe's files, ``<snapshot_prefix>_iter_N.caffemodel`` (NetParameter with blobs) and
 ``<snapshot_prefix>_iter_N.solverstate`` (SolverState: iter, learned_net, current_step, history),
-plus our side file ``<snapshot_prefix>_iter_N.trainstate`` (a pickle: per rank, the data-layer
-state and the torch / numpy / python RNG states) that Caffe never reads. Each file is written to a
+plus our side file ``<snapshot_prefix>_iter_N.trainstate`` (JSON, training/trainstate.py: per rank,
+the data-layer state and the torch / numpy / python RNG states) that Caffe never reads. Each file is written to a
 temporary name and renamed; the solverstate goes last, so a solverstate on disk always has its
 caffemodel (and trainstate) beside it. Resuming from a solverstate with its trainstate continues
 bit for bit on CPU; without one (a Caffe-written snapshot) the weights and solver history resume
@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import pickle
 import random
 import shutil
 import signal
@@ -41,6 +40,7 @@ from openpose_train.common.files import StagedFiles
 from .data_sources import BatchSource, TrainingError
 from .feed import DATA_WAIT_WARNING, BatchFeed
 from .logging_utils import GlogLogger, MetricsWriter, Progress, truncate_metrics
+from . import trainstate
 from .snapshot_lock import prepare_snapshot_folder
 from .solver import CaffeSolver, LearnableParam, format_float
 
@@ -468,7 +468,7 @@ class Trainer:
         side_path = trainstate_path(state_path)
         weights = self.net.caffe_weights()
         history = self.solver.history_arrays()
-        side = pickle.dumps({"format": 1, "iter": it, "world_size": self.world_size, "ranks": ranks}, protocol=4)
+        side = trainstate.dumps(it, self.world_size, ranks)
         self._check_free_space(state_path, weights, history, len(side))
         # a snapshot is the three files or nothing: each is written to a temporary name, and all are
         # renamed only once all are written, the solverstate last (it is what -snapshot names)
@@ -505,47 +505,75 @@ class Trainer:
                                 f"space and resume ({self._last_snapshot_text()})")
 
     def restore(self, state_file: str) -> None:
-        """Caffe's ``Restore``: weights from learned_net, iter, current_step, history; plus our side file."""
+        """Caffe's ``Restore``: weights from learned_net, iter, current_step, history; plus our side file.
+
+        Every file is read and checked before any is applied; the log names the files loaded."""
         from openpose_train.caffe_layers import caffe_io
 
-        if not os.path.exists(state_file):
-            raise TrainingError(f"{state_file}: solverstate not found")
+        check_resume_file(state_file)
         try:
             state = caffe_io.read_solverstate(state_file)
         except Exception as exc:  # a corrupt file: name it
             raise TrainingError(f"{state_file}: cannot read solverstate: {exc}") from exc
-        if state.learned_net:
-            model = state.learned_net
-            if not os.path.exists(model):
-                beside = os.path.join(os.path.dirname(state_file), os.path.basename(model))
-                if os.path.exists(beside):
-                    model = beside
-                else:
-                    raise TrainingError(f"{state_file}: learned_net {state.learned_net!r} not found "
-                                        f"(also looked for {beside})")
+        model = learned_net_path(state_file, state.learned_net, self.logger) if state.learned_net else None
+        side_path = trainstate_path(state_file)
+        side = trainstate.load(side_path) if os.path.exists(side_path) else None
+        if side is not None and side["iter"] != int(state.iter):
+            raise TrainingError(f"{side_path}: iteration {side['iter']} does not match {state_file} ({state.iter})")
+        if model is not None:
             load_weights(self.net, [model], self.logger)
         self.solver.iter = int(state.iter)
         self.solver.current_step = int(state.current_step)
         self.logger.info("sgd_solver.cpp:333", "SGDSolver: restoring history")
         self.solver.load_history(state.history, source=state_file)
-        side_path = trainstate_path(state_file)
-        if os.path.exists(side_path):
-            with open(side_path, "rb") as f:
-                side = pickle.load(f)
-            if side.get("iter") != self.solver.iter:
-                raise TrainingError(f"{side_path}: iteration {side.get('iter')} does not match "
-                                    f"{state_file} ({self.solver.iter})")
-            per_rank = side["ranks"]
-            if len(per_rank) != self.world_size:
-                self.logger.warning("solver.cpp:300", f"{side_path} was written by {len(per_rank)} processes, "
-                                    f"this run has {self.world_size}: data-layer state starts afresh")
-            else:
-                self.feed.load_state_dicts(per_rank[self.rank]["data"])
-                set_rng_state(per_rank[self.rank]["rng"])
-        else:
+        if side is None:
+            side_text = "none"
             self.logger.warning("solver.cpp:300", f"no {side_path} beside the solverstate (a Caffe snapshot?): "
                                 "weights and solver history resume exactly, the data order starts afresh")
+        elif len(side["ranks"]) != self.world_size:
+            side_text = f"none ({side_path} is of {len(side['ranks'])} processes)"
+            self.logger.warning("solver.cpp:300", f"{side_path} was written by {len(side['ranks'])} processes, "
+                                f"this run has {self.world_size}: data-layer state starts afresh")
+        else:
+            mine = side["ranks"][self.rank]
+            try:
+                self.feed.load_state_dicts(mine["data"])
+                set_rng_state(mine["rng"])
+            except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+                raise trainstate.TrainstateError(f"{side_path}: the state of rank {self.rank} does not fit this "
+                                                 f"net's data layers and RNGs ({exc})") from None
+            side_text = side_path
+        self.logger.info("solver.cpp:301", f"Resumed at iteration {self.solver.iter}: weights {model or 'none'}, "
+                         f"solver history {state_file}, data-layer and RNG state {side_text}")
         self.last_snapshot = state_file
+
+
+def check_resume_file(path: str) -> None:
+    """``-snapshot`` names an existing solverstate, not a caffemodel (nor another file): one line."""
+    if path.endswith(".caffemodel"):
+        raise TrainingError(f"-snapshot {path}: a caffemodel, not a solverstate; resume with -snapshot "
+                            f"{path[:-len('.caffemodel')]}.solverstate, or start a new training from these "
+                            f"weights with -weights {path}")
+    if not os.path.exists(path):
+        raise TrainingError(f"-snapshot {path}: solverstate not found")
+    if not path.endswith(".solverstate"):
+        raise TrainingError(f"-snapshot {path}: not a solverstate (Caffe names them <prefix>_iter_N.solverstate)")
+
+
+def learned_net_path(state_file: str, learned_net: str, logger: Optional[GlogLogger] = None) -> str:
+    """The caffemodel a solverstate's ``learned_net`` names: the one beside the solverstate first (a
+    snapshot resumed from another folder pairs its own weights, never the working directory's file of
+    the same relative name), else the path as written, relative to the working directory (Caffe)."""
+    beside = os.path.join(os.path.dirname(state_file), os.path.basename(learned_net))
+    if os.path.exists(beside):
+        return beside
+    if os.path.exists(learned_net):
+        if logger is not None:
+            logger.warning("solver.cpp:300", f"{state_file}: its caffemodel is not beside it ({beside}); using "
+                           f"learned_net {learned_net} from the working directory {os.getcwd()}")
+        return learned_net
+    raise TrainingError(f"{state_file}: learned_net {learned_net!r} not found (looked beside the solverstate, "
+                        f"{beside}, and in the working directory {os.getcwd()})")
 
 
 # ---- caffe_io adapters ------------------------------------------------------------------------------
