@@ -37,7 +37,7 @@ from openpose_train.common.errors import OpenPoseTrainError
 from openpose_train.generator.registry import PoseModel
 from openpose_train.validation.postprocess import PEAK_BLOCK, parse_people, peak_block_grid
 from openpose_train.validation.postprocess_cpu import (
-    check_cpu_build, parse_people_cpu, resize_and_merge_cpu)
+    check_cpu_build, opencv_resize_matrix, parse_people_cpu, resize_and_merge_cpu)
 
 OUTPUT_BLOB = "net_output"
 OPENPOSE_BUILDS = ("cuda", "cpu")
@@ -386,12 +386,18 @@ def _resize_and_merge_dense(outputs: Sequence[np.ndarray], scales: Sequence[floa
         return merged.cpu().numpy()
 
 
+# the resize kernels whose block bounds heatmap_block_bounds computes: OpenPose's CUDA bicubic
+# (factor given) and, for the CPU build, cv2.resize INTER_CUBIC (its own ratio n_in / n_out)
+RESIZE_MATRICES = {"cuda": cubic_resize_matrix,
+                   "opencv": lambda n_out, n_in, factor: opencv_resize_matrix(n_out, n_in)}
+
+
 @functools.lru_cache(maxsize=64)
-def _block_envelope(n_out: int, n_in: int, factor: float) -> np.ndarray:
-    """(blocks, n_in) largest ``|weight|`` of :func:`cubic_resize_matrix` over the output rows
+def _block_envelope(n_out: int, n_in: int, factor: float, kernel: str = "cuda") -> np.ndarray:
+    """(blocks, n_in) largest ``|weight|`` of the ``kernel``'s resize matrix over the output rows
     of each :data:`~openpose_train.validation.postprocess.PEAK_BLOCK` block (rows 8b+1..8b+8)."""
     nb = peak_block_grid(n_out, n_out)[0]
-    weights = np.abs(cubic_resize_matrix(n_out, n_in, factor))[1:1 + nb * PEAK_BLOCK]
+    weights = np.abs(RESIZE_MATRICES[kernel](n_out, n_in, factor))[1:1 + nb * PEAK_BLOCK]
     weights = np.pad(weights, ((0, nb * PEAK_BLOCK - weights.shape[0]), (0, 0)))
     envelope = weights.reshape(nb, PEAK_BLOCK, n_in).max(axis=1)
     envelope.flags.writeable = False        # shared through the cache
@@ -400,22 +406,24 @@ def _block_envelope(n_out: int, n_in: int, factor: float) -> np.ndarray:
 
 def heatmap_block_bounds(outputs: Sequence[np.ndarray], scales: Sequence[float],
                          target: Tuple[int, int], num_parts: int,
-                         factor: float = NET_DECREASE_FACTOR) -> np.ndarray:
+                         factor: float = NET_DECREASE_FACTOR, kernel: str = "cuda") -> np.ndarray:
     """Upper bound of ``|value|`` over every peak-search block of the first ``num_parts``
     channels of :func:`resize_and_merge` (same arguments), from the small net outputs alone:
     a resized pixel is ``sum Ay[y, i] Ax[x, j] src[i, j]``, so over a block it is at most
     ``sum_ij max_y|Ay[y, i]| max_x|Ax[x, j]| |src[i, j]|``, and the merge averages. Passed to
     :func:`~openpose_train.validation.postprocess.parse_people` as ``block_bound`` it lets the
     NMS skip the blocks that cannot reach the threshold (a few hundred thousand flops here
-    against a scan of every full-resolution pixel)."""
+    against a scan of every full-resolution pixel). ``kernel="opencv"``: the bounds of the CPU
+    build's :func:`~openpose_train.validation.postprocess_cpu.resize_and_merge_cpu` instead
+    (``cv2.resize``'s weights; ``factor`` and ``scales`` do not enter)."""
     tw, th = target
     bound = None
     for output, s in zip(outputs, scales):
         src = np.abs(np.asarray(output[:num_parts], dtype=np.float32))
         n, h, w = src.shape
         f = factor * scales[0] / s
-        along_x = _block_envelope(tw, w, f)
-        along_y = _block_envelope(th, h, f)
+        along_x = _block_envelope(tw, w, f, kernel)
+        along_y = _block_envelope(th, h, f, kernel)
         rows = (src.reshape(n * h, w) @ along_x.T).reshape(n, h, -1)
         b = np.matmul(along_y, rows)
         bound = b if bound is None else bound + b
@@ -675,9 +683,11 @@ class PoseEstimator:
         """(merged maps at ``net0``, heatmap block bounds or None) of one image's per-scale
         stride-8 outputs, resized as this OpenPose build resizes."""
         if self.cpu_build:
-            return resize_and_merge_cpu(outs, net0), None
-        merged = resize_and_merge(outs, scales, net0, self.resize_device, out=buffer)
-        bound = heatmap_block_bounds(outs, scales, net0, self.model.num_parts) \
+            merged = resize_and_merge_cpu(outs, net0, out=buffer)
+        else:
+            merged = resize_and_merge(outs, scales, net0, self.resize_device, out=buffer)
+        bound = heatmap_block_bounds(outs, scales, net0, self.model.num_parts,
+                                     kernel="opencv" if self.cpu_build else "cuda") \
             if self.model.runtime_pairs else None
         return merged, bound
 
@@ -685,7 +695,8 @@ class PoseEstimator:
         """(keypoints, scores) of merged maps, parsed as this OpenPose build parses them."""
         if self.cpu_build:
             return parse_people_cpu(self.model, maps, scale=scale,
-                                    maximize_positives=self.settings.maximize_positives)
+                                    maximize_positives=self.settings.maximize_positives,
+                                    block_bound=bound)
         return parse_people(self.model, maps, scale=scale,
                             maximize_positives=self.settings.maximize_positives,
                             block_bound=bound)

@@ -144,10 +144,7 @@ def _find_peaks(flat: np.ndarray, shape: Tuple[int, int, int], threshold: float,
     if h < 3 or w < 3:
         e = np.zeros(0, np.float32)
         return Peaks(np.zeros(0, np.int64), e, e, e, empty_start)
-    if block_bound is None:
-        idx, v = _strict_peaks_full_scan(flat[:n * h * w], h, w, threshold)
-    else:
-        idx, v = _strict_peaks_in_blocks(flat, n, h, w, threshold, block_bound)
+    idx, v = strict_peak_pixels(flat, (n, h, w), threshold, block_bound)
     part = idx // (h * w)
     # Peak cap per part, first ones in raster order (idx is sorted).
     counts = np.bincount(part, minlength=n)
@@ -171,6 +168,18 @@ def _find_peaks(flat: np.ndarray, shape: Tuple[int, int, int], threshold: float,
     cy = (vals * wy).sum(axis=(1, 2)) / total
     return Peaks(part=part, x=(cx + offset).astype(np.float32), y=(cy + offset).astype(np.float32),
                  score=v.astype(np.float32), start=start)
+
+
+def strict_peak_pixels(flat: np.ndarray, shape: Tuple[int, int, int], threshold: float,
+                       block_bound: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Sorted flat indices and values of the pixels of the (N, H, W) heatmaps at the start of
+    ``flat`` that are above ``threshold``, off the outer 1-pixel border and strictly greater than
+    their 8 neighbours: every pixel scanned, or with ``block_bound`` (see :func:`find_peaks`)
+    only the blocks that can reach the threshold (maps of at least 3 x 3)."""
+    n, h, w = shape
+    if block_bound is None:
+        return _strict_peaks_full_scan(flat[:n * h * w], h, w, threshold)
+    return _strict_peaks_in_blocks(flat, n, h, w, threshold, block_bound)
 
 
 def _strict_peaks_full_scan(flat: np.ndarray, h: int, w: int,
@@ -258,32 +267,39 @@ def _paf_channels(model: PoseModel) -> np.ndarray:
 
 def _paf_samples(flat, chan, ax, ay, step_x, step_y, ux, uy, h, w, steps):
     """PAF projections ``u . paf`` of each pair at its samples ``steps`` (float32, (M, k) or
-    (1, k)): sample i is read at ``floor(a + i * d / n + 0.5)``, clamped to the map."""
+    (1, k)): sample i is read at ``floor(a + i * d / n + 0.5)``, clamped to the map. ``flat``:
+    the maps as one 1-D array, ``chan``: (M, 2) offsets of the pairs' x and y maps in it."""
     sx = np.clip(np.floor(ax[:, None] + steps * step_x[:, None] + np.float32(0.5)), 0, w - 1)
     sy = np.clip(np.floor(ay[:, None] + steps * step_y[:, None] + np.float32(0.5)), 0, h - 1)
     pixel = sy.astype(np.int64) * w + sx.astype(np.int64)
-    return ux[:, None] * flat[chan[:, 0:1], pixel] + uy[:, None] * flat[chan[:, 1:2], pixel]
+    return ux[:, None] * flat[chan[:, 0:1] + pixel] + uy[:, None] * flat[chan[:, 1:2] + pixel]
 
 
 @functools.lru_cache(maxsize=16)
-def _max_failing_samples(min_above: float) -> np.ndarray:
+def _max_failing_samples(min_above: float, float32_fraction: bool = False) -> np.ndarray:
     """(26,) most samples at or below the inter threshold that a pair of n samples may have and
     still pass ``count / n > min_above`` (evaluated as the scorer does; -1: it never passes)."""
     table = np.full(26, -1, dtype=np.int64)
     for n in range(1, 26):
         count = np.arange(n + 1, dtype=np.int64)
-        ok = np.flatnonzero(count / np.float32(n) > min_above)
+        if float32_fraction:
+            ok = np.flatnonzero(count.astype(np.float32) / np.float32(n) > np.float32(min_above))
+        else:
+            ok = np.flatnonzero(count / np.float32(n) > min_above)
         if ok.size:
             table[n] = n - ok[0]
     return table
 
 
-def score_connections(maps: np.ndarray, model: PoseModel, peaks: Peaks,
-                      thresholds: PostprocessThresholds, probe: bool = True) -> Connections:
-    """PAF line scores of every (A, B) candidate of every runtime pair, sorted in OpenPose's
-    greedy order. ``maps`` is the full (C, H, W) net_output-ordered stack. ``probe=False``
-    reads every sample of every pair instead of ruling most pairs out with three probe samples
-    first (the plain path; both give the same connections)."""
+def candidate_scores(maps: np.ndarray, model: PoseModel, peaks: Peaks,
+                     thresholds: PostprocessThresholds, probe: bool = True,
+                     cpu_build: bool = False) -> Connections:
+    """PAF line scores above 1e-6 of the (A, B) candidates of every runtime pair, by pair and
+    then A, B. ``probe=False`` reads every sample of every pair instead of ruling most pairs out
+    with three probe samples first (the plain path; both give the same connections).
+    ``cpu_build``: OpenPose's CPU build arithmetic (``getScoreAB``): the kept samples summed in
+    float32 in sample order and ``count / n`` in float32 (the CUDA path sums pairwise and
+    compares the fraction in float64, ``docs/postprocessing.md`` §PAF scoring)."""
     c, h, w = maps.shape
     pairs = np.asarray(model.runtime_pairs, dtype=np.int64).reshape(-1, 2)
     counts = np.diff(peaks.start)
@@ -307,35 +323,56 @@ def score_connections(maps: np.ndarray, model: PoseModel, peaks: Peaks,
     safe = np.where(norm > 1e-6, norm, np.float32(1))
     ux, uy = dx / safe, dy / safe
     nf = n_samples.astype(np.float32)
-    chan = _paf_channels(model)[pair_id]
-    flat = maps.reshape(c, h * w)
+    chan = _paf_channels(model)[pair_id] * (h * w)
+    flat = maps.reshape(-1)
     step_x, step_y = dx / nf, dy / nf
-    inter = thresholds.connect_inter_threshold
+    inter = np.float32(thresholds.connect_inter_threshold)
+    min_above = thresholds.connect_inter_min_above_threshold
     # A pair passes with at most max_fail[n] samples at or below the threshold (0 or 1 with the
-    # default 0.95), so three probe samples rule out most pairs (limbs of different people)
-    # before the full 25-sample gather; the probes are the same samples, computed the same way.
+    # default 0.95), so three probe samples (its samples n/2, n/4, 3n/4, computed the same way)
+    # rule out most pairs (limbs of different people) before the full 25-sample gather; each
+    # probe is read only for the pairs the previous ones left in.
     todo = np.arange(total_m)
     if probe:
-        probe_steps = ((n_samples[:, None] * np.arange(1, 4)) // 4).astype(np.float32)
-        probe = _paf_samples(flat, chan, ax, ay, step_x, step_y, ux, uy, h, w, probe_steps)
-        probe_fails = (~(probe > inter)).sum(axis=1)
-        todo = np.flatnonzero(probe_fails <= _max_failing_samples(
-            thresholds.connect_inter_min_above_threshold)[n_samples])
+        max_fail = _max_failing_samples(min_above, cpu_build)[n_samples]
+        fails = np.zeros(total_m, np.int64)
+        for quarter in (2, 1, 3):
+            steps = ((n_samples[todo] * quarter) // 4).astype(np.float32)[:, None]
+            value = _paf_samples(flat, chan[todo], ax[todo], ay[todo], step_x[todo],
+                                 step_y[todo], ux[todo], uy[todo], h, w, steps)[:, 0]
+            fails = fails + ~(value > inter)
+            alive = fails <= max_fail[todo]
+            todo, fails = todo[alive], fails[alive]
     steps = np.arange(25, dtype=np.float32)
     sample = _paf_samples(flat, chan[todo], ax[todo], ay[todo], step_x[todo], step_y[todo],
                           ux[todo], uy[todo], h, w, steps[None, :])
     above = (sample > inter) & (steps[None, :] < n_samples[todo, None])
     count = above.sum(axis=1)
+    kept = np.where(above, sample, np.float32(0))
     passed = np.zeros(total_m, dtype=bool)
     mean = np.zeros(total_m, dtype=np.float64)
-    mean[todo] = np.where(above, sample, 0).sum(axis=1, dtype=np.float32) / np.maximum(count, 1)
-    passed[todo] = count / nf[todo] > thresholds.connect_inter_min_above_threshold
-    near = norm < np.sqrt(np.float32(w * h)) / 150
+    if cpu_build:       # running float32 sum (adding the zeros of dropped samples is exact)
+        total = np.cumsum(kept, axis=1, dtype=np.float32)[:, -1]
+        mean[todo] = total / np.maximum(count, 1).astype(np.float32)
+        passed[todo] = count.astype(np.float32) / nf[todo] > np.float32(min_above)
+    else:
+        mean[todo] = kept.sum(axis=1, dtype=np.float32) / np.maximum(count, 1)
+        passed[todo] = count / nf[todo] > min_above
+    near = norm < np.sqrt(np.float32(w * h)) / np.float32(150)
     score = np.where(passed, mean,
                      np.where(near, np.float32(thresholds.nms_threshold + 1e-6), np.float32(-1)))
     score = np.where(norm > 1e-6, score, np.float32(-1)).astype(np.float32)
     ok = score > 1e-6
-    pair_id, ga, gb, score = pair_id[ok], ga[ok], gb[ok], score[ok]
+    return Connections(pair_id[ok], ga[ok], gb[ok], score[ok])
+
+
+def score_connections(maps: np.ndarray, model: PoseModel, peaks: Peaks,
+                      thresholds: PostprocessThresholds, probe: bool = True) -> Connections:
+    """PAF line scores of every (A, B) candidate of every runtime pair, sorted in OpenPose's
+    greedy order. ``maps`` is the full (C, H, W) net_output-ordered stack. ``probe``: see
+    :func:`candidate_scores`."""
+    found = candidate_scores(maps, model, peaks, thresholds, probe)
+    pair_id, ga, gb, score = found.pair, found.a, found.b, found.paf
     total = (score + np.float32(0.1) * peaks.score[ga] + np.float32(0.1) * peaks.score[gb])
     # Descending on (total, paf, pair, indexA, indexB): lexsort's last key is the primary one.
     order = np.lexsort((-gb, -ga, -pair_id, -score, -total))

@@ -25,10 +25,18 @@ places, each reproduced here; the person filter and the output arrays are shared
 Only models whose registry entry has ``openpose_cpu_connector`` run on the CPU build; OpenPose
 refuses the others ("Model not implemented for CPU body connector"), and so does
 :func:`parse_people_cpu`.
+
+Cost (``benchmarks/postprocess.py``, ``postprocess_cpu_ms``): the resize writes each channel
+straight into the planar output, as OpenPose does, and is the floor; the NMS reads only the
+blocks that can reach the threshold (bounds from the small net output, as in the CUDA path) plus
+the two rings of border rows and columns the CPU rules treat apart; the connector scores every
+pair's candidates in one vectorised pass and finds a peak's person through an index, not a scan.
+:mod:`openpose_train.validation.postprocess_cpu_reference` is the plain form tests compare with.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+import functools
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -36,13 +44,15 @@ import numpy as np
 from openpose_train.common.errors import OpenPoseTrainError
 from openpose_train.generator.registry import PoseModel, PostprocessThresholds
 from openpose_train.validation.postprocess import (
-    MapShapeError, Peaks, _Person, _paf_channels, check_maps, filter_people,
-    effective_thresholds, find_maximum_keypoints, people_arrays)
+    MapShapeError, Peaks, _Person, candidate_scores, check_maps, effective_thresholds,
+    filter_people, find_maximum_keypoints, people_arrays, strict_peak_pixels)
 
 _F32 = np.float32
-# (dy, dx) of the 8 neighbours and of the 7x7 centroid window, in OpenPose's loop order
+# (dy, dx) of the 7x7 centroid window, in OpenPose's loop order (rows outside, columns inside)
+_CENTROID_DY, _CENTROID_DX = (a.ravel() for a in np.meshgrid(np.arange(-3, 4), np.arange(-3, 4),
+                                                              indexing="ij"))
+# (dy, dx) of the 8 neighbours
 _NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
-_CENTROID = [(dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)]
 
 
 class CpuBuildUnsupportedError(OpenPoseTrainError, ValueError):
@@ -57,198 +67,221 @@ def check_cpu_build(model: PoseModel) -> None:
             f"with 'Model not implemented for CPU body connector'); use --openpose-build cuda")
 
 
-def resize_and_merge_cpu(outputs: Sequence[np.ndarray], target: Tuple[int, int]) -> np.ndarray:
+def resize_and_merge_cpu(outputs: Sequence[np.ndarray], target: Tuple[int, int],
+                         out: Optional[np.ndarray] = None) -> np.ndarray:
     """(C, H, W) float32: each (C, h, w) net output resized to ``target`` (W, H) with
-    ``cv2.resize`` INTER_CUBIC, then the plain mean over the scales (the CPU build ignores the
-    per-scale ratios)."""
+    ``cv2.resize`` INTER_CUBIC one channel at a time, straight into the planar output (OpenPose's
+    ``resizeAndMergeCpu``), then the plain mean over the scales (the CPU build ignores the
+    per-scale ratios). ``out``: a C-contiguous float32 (C, H, W) array to write into (a reused
+    buffer saves a fresh one's page faults); returned."""
     tw, th = target
-    merged = None
-    for output in outputs:
-        src = np.ascontiguousarray(np.asarray(output, dtype=_F32).transpose(1, 2, 0))
-        channels = src.shape[2]
-        planes = []
-        # cv2.resize handles at most 512 channels at once (CV_CN_MAX); the kernel is per channel
-        for c0 in range(0, channels, 512):
-            part = cv2.resize(src[:, :, c0:c0 + 512], (tw, th), interpolation=cv2.INTER_CUBIC)
-            planes.append(part.reshape(th, tw, -1))
-        up = np.concatenate(planes, axis=2).transpose(2, 0, 1)
-        merged = up.copy() if merged is None else merged + up
+    channels = outputs[0].shape[0]
+    shape = (channels, th, tw)
+    if out is None:
+        out = np.empty(shape, _F32)
+    elif out.shape != shape or out.dtype != _F32 or not out.flags.c_contiguous:
+        raise MapShapeError(f"out must be a C-contiguous float32 array of shape {shape}, got "
+                            f"{out.dtype} {out.shape}")
+    scratch = None
+    for k, output in enumerate(outputs):
+        src = np.asarray(output, dtype=_F32)
+        if src.ndim != 3 or src.shape[0] != channels:
+            raise MapShapeError(f"scale {k}: net output of shape {src.shape}, scale 0 has "
+                                f"{channels} channels")
+        if k and scratch is None:
+            scratch = np.empty(shape, _F32)
+        dst = out if k == 0 else scratch
+        for c in range(channels):
+            cv2.resize(src[c], (tw, th), dst=dst[c], interpolation=cv2.INTER_CUBIC)
+        if k:
+            out += scratch
     if len(outputs) > 1:
-        merged /= _F32(len(outputs))
-    return np.ascontiguousarray(merged, dtype=_F32)
+        out /= _F32(len(outputs))
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def opencv_resize_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """(n_out, n_in) float32 weights of ``cv2.resize`` INTER_CUBIC along one axis, read off
+    OpenCV itself by resizing the identity (its own coefficients and border rule, whatever its
+    version; a height kept as is weighs 0, 1, 0, 0). For the NMS's block bounds."""
+    eye = np.eye(n_in, dtype=_F32)
+    matrix = cv2.resize(eye, (n_out, n_in), interpolation=cv2.INTER_CUBIC).T.copy()
+    matrix.flags.writeable = False      # shared through the cache
+    return matrix
+
+
+@functools.lru_cache(maxsize=16)
+def _ring_pixels(h: int, w: int) -> np.ndarray:
+    """Sorted in-map flat indices of the pixels the CPU NMS tests with ``>=`` (docs/postprocessing.md
+    §CPU build): on the rows 1 and H-2 or the columns 1 and W-2, whatever the other coordinate,
+    and not in the strict interior ``1 < x < W-2, 1 < y < H-2``."""
+    y, x = np.divmod(np.arange(h * w), w)
+    interior = (x > 1) & (x < w - 2) & (y > 1) & (y < h - 2)
+    ring = ~interior & ((x == 1) | (x == w - 2) | (y == 1) | (y == h - 2))
+    return np.flatnonzero(ring)
 
 
 def find_peaks_cpu(heatmaps: np.ndarray, threshold: float, offset: float = 0.5,
-                   max_peaks: int = 127) -> Peaks:
+                   max_peaks: int = 127, block_bound: Optional[np.ndarray] = None,
+                   flat: Optional[np.ndarray] = None) -> Peaks:
     """``nmsCpu`` on ``heatmaps`` (N, H, W): see the module docstring for the border rules.
-    Sparse: only pixels above the threshold are examined."""
+
+    The strict interior is the CUDA path's rule on a smaller window, so it goes through
+    :func:`~openpose_train.validation.postprocess.strict_peak_pixels` (above-threshold runs
+    only; with ``block_bound``, e.g. :func:`openpose_train.validation.inference.heatmap_block_bounds`
+    with ``kernel="opencv"``, only the blocks that can reach the threshold); the ring pixels are
+    tested against their 8 neighbours directly. ``flat``: a float32 buffer that starts with the
+    heatmaps (e.g. the whole maps, whose PAFs give the block search its margin)."""
     hm = np.ascontiguousarray(heatmaps, dtype=_F32)
     if hm.ndim != 3:
         raise MapShapeError(f"heatmaps must be (N, H, W), got shape {hm.shape}")
     n, h, w = hm.shape
+    hw = h * w
     t = _F32(threshold)
-    flat = np.flatnonzero(hm > t)                       # channel-major raster order
-    c, rest = np.divmod(flat, h * w)
-    y, x = np.divmod(rest, w)
-    interior = (x > 1) & (x < w - 2) & (y > 1) & (y < h - 2)
-    ring = ~interior & ((x == 1) | (x == w - 2) | (y == 1) | (y == h - 2))
-    keep = interior | ring
-    c, y, x, interior = c[keep], y[keep], x[keep], interior[keep]
-    value = hm[c, y, x]
-    # neighbours out of the map read as the threshold (only ring pixels can reach there)
-    is_peak = np.ones(value.shape, bool)
-    for dy, dx in _NEIGHBOURS:
-        nb = _gather(hm, c, y + dy, x + dx, t)
-        is_peak &= np.where(interior, value > nb, value >= nb)
-    c, y, x = c[is_peak], y[is_peak], x[is_peak]
+    if flat is None:
+        flat = hm.reshape(-1)
+    parts = []
+    if h >= 3 and w >= 3:
+        idx, _ = strict_peak_pixels(flat, (n, h, w), t, block_bound)
+        y, x = np.divmod(idx % hw, w)
+        parts.append(idx[(x > 1) & (x < w - 2) & (y > 1) & (y < h - 2)])
+    ring = _ring_pixels(h, w)
+    cand = (np.arange(n)[:, None] * hw + ring[None, :]).ravel()
+    cand = cand[flat[cand] > t]
+    if cand.size:
+        value = flat[cand]
+        y, x = np.divmod(cand % hw, w)
+        is_peak = np.ones(cand.size, bool)
+        for dy, dx in _NEIGHBOURS:       # out-of-map neighbours read as the threshold
+            yy, xx = y + dy, x + dx
+            inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+            nb = flat[cand + np.where(inside, dy * w + dx, 0)]
+            is_peak &= value >= np.where(inside, nb, t)
+        parts.append(cand[is_peak])
+    idx = np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+    c = idx // hw
     # at most max_peaks per part, the first ones in raster order
-    rank = np.arange(c.size) - np.searchsorted(c, c, side="left")
-    keep = rank < max_peaks
-    c, y, x = c[keep], y[keep], x[keep]
-    # 7x7 weighted centroid of the positive values, float32 sums in OpenPose's loop order
-    x_acc = np.zeros(c.size, _F32)
-    y_acc = np.zeros(c.size, _F32)
-    s_acc = np.zeros(c.size, _F32)
-    for dy, dx in _CENTROID:
-        s = _gather(hm, c, y + dy, x + dx, _F32(0))
-        positive = s > 0
-        s = np.where(positive, s, _F32(0))
-        x_acc = np.where(positive, x_acc + (x + dx).astype(_F32) * s, x_acc)
-        y_acc = np.where(positive, y_acc + (y + dy).astype(_F32) * s, y_acc)
-        s_acc = np.where(positive, s_acc + s, s_acc)
+    start = np.searchsorted(c, np.arange(n + 1)).astype(np.int64)
+    rank = np.arange(c.size) - start[c]
+    if rank.size and rank.max() >= max_peaks:
+        idx, c = idx[rank < max_peaks], c[rank < max_peaks]
+        start = np.searchsorted(c, np.arange(n + 1)).astype(np.int64)
+    y, x = np.divmod(idx % hw, w)
+    # 7x7 weighted centroid of the positive values: float32 running sums in OpenPose's loop
+    # order (cumsum adds in order; the zeros of skipped pixels add exactly nothing)
+    wy = y[:, None] + _CENTROID_DY
+    wx = x[:, None] + _CENTROID_DX
+    inside = (wy >= 0) & (wy < h) & (wx >= 0) & (wx < w)
+    s = flat[(c * hw)[:, None] + np.clip(wy, 0, h - 1) * w + np.clip(wx, 0, w - 1)]
+    s = np.where(inside & (s > 0), s, _F32(0))
+    x_acc = np.cumsum(wx.astype(_F32) * s, axis=1, dtype=_F32)[:, -1:].ravel()
+    y_acc = np.cumsum(wy.astype(_F32) * s, axis=1, dtype=_F32)[:, -1:].ravel()
+    s_acc = np.cumsum(s, axis=1, dtype=_F32)[:, -1:].ravel()
     off = _F32(offset)
     px = (x_acc / s_acc + off).astype(_F32)
     py = (y_acc / s_acc + off).astype(_F32)
-    start = np.searchsorted(c, np.arange(n + 1)).astype(np.int64)
-    return Peaks(c.astype(np.int64), px, py, hm[c, y, x], start)
+    return Peaks(c.astype(np.int64), px, py, flat[idx], start)
 
 
-def _gather(maps: np.ndarray, c: np.ndarray, y: np.ndarray, x: np.ndarray,
-            outside: np.float32) -> np.ndarray:
-    """maps[c, y, x], with ``outside`` where (y, x) leaves the map."""
-    _, h, w = maps.shape
-    inside = (y >= 0) & (y < h) & (x >= 0) & (x < w)
-    values = maps[c, np.clip(y, 0, h - 1), np.clip(x, 0, w - 1)]
-    return np.where(inside, values, outside)
+class _PeakOwners:
+    """Which people hold each peak (global peak index -> person indices): the CPU connector's
+    "first person with this peak" without scanning the people."""
 
+    def __init__(self):
+        self.holders: Dict[int, List[int]] = {}
 
-def score_pair_cpu(peaks_a: np.ndarray, peaks_b: np.ndarray, paf_x: np.ndarray,
-                   paf_y: np.ndarray, thresholds: PostprocessThresholds) -> np.ndarray:
-    """(nA, nB) float32 PAF line scores of every A -> B candidate (``getScoreAB``), in float32
-    arithmetic as OpenPose's: the mean of the samples above the inter threshold when enough
-    pass, else ``nms_threshold + 1e-6`` for points closer than ``sqrt(W * H) / 150``, else 0."""
-    inter_threshold = thresholds.connect_inter_threshold
-    min_above = thresholds.connect_inter_min_above_threshold
-    h, w = paf_x.shape
-    ax, ay = peaks_a[:, 0:1], peaks_a[:, 1:2]
-    dx = (peaks_b[None, :, 0] - ax).astype(_F32)
-    dy = (peaks_b[None, :, 1] - ay).astype(_F32)
-    longest = np.maximum(np.abs(dx), np.abs(dy))
-    n = np.clip(np.floor(np.sqrt(_F32(5) * longest) + _F32(0.5)), 5, 25).astype(np.int64)
-    norm = np.sqrt(dx * dx + dy * dy).astype(_F32)
-    safe = np.where(norm > 1e-6, norm, _F32(1))
-    ux, uy = dx / safe, dy / safe
-    step_x, step_y = dx / n.astype(_F32), dy / n.astype(_F32)
-    total = np.zeros(dx.shape, _F32)
-    count = np.zeros(dx.shape, np.int64)
-    ax = np.broadcast_to(ax, dx.shape)
-    ay = np.broadcast_to(ay, dx.shape)
-    for k in range(25):
-        active = k < n
-        sx = np.clip(np.trunc(ax + _F32(k) * step_x + _F32(0.5)), 0, w - 1).astype(np.int64)
-        sy = np.clip(np.trunc(ay + _F32(k) * step_y + _F32(0.5)), 0, h - 1).astype(np.int64)
-        score = ux * paf_x[sy, sx] + uy * paf_y[sy, sx]
-        passed = active & (score > _F32(inter_threshold))
-        total = np.where(passed, total + score, total)
-        count += passed
-    fraction = count.astype(_F32) / n.astype(_F32)
-    ok = fraction > _F32(min_above)
-    near = norm < np.sqrt(_F32(w * h)) / _F32(150)
-    score = np.where(ok, total / np.maximum(count, 1).astype(_F32),
-                     np.where(near, _F32(thresholds.nms_threshold + 1e-6), _F32(0)))
-    return np.where(norm > 1e-6, score, _F32(0)).astype(_F32)
+    def first(self, peak: int) -> int:
+        held = self.holders.get(peak)
+        return min(held) if held else -1
+
+    def set(self, person: _Person, index: int, part: int, peak: int) -> None:
+        old = person.parts[part]
+        if old == peak:
+            return
+        if old >= 0:
+            self.holders[old].remove(index)
+        person.parts[part] = peak
+        self.holders.setdefault(peak, []).append(index)
 
 
 def assemble_people_cpu(maps: np.ndarray, model: PoseModel, peaks: Peaks,
                         thresholds: PostprocessThresholds) -> List[_Person]:
-    """``createPeopleVector`` of the CPU build over all runtime pairs (module docstring)."""
+    """``createPeopleVector`` of the CPU build over all runtime pairs (module docstring); every
+    pair's candidates are scored at once (:func:`candidate_scores`, float32 as OpenPose's
+    ``getScoreAB``)."""
     pairs = model.runtime_pairs
-    channels = _paf_channels(model)
     fill_only = set(model.cpu_connector_fill_only_pairs)
     people: List[_Person] = []
+    owners = _PeakOwners()
     score = peaks.score
+    found = candidate_scores(maps, model, peaks, thresholds, cpu_build=True)
+    # per pair: descending (score, A, B), as std::sort with std::greater on the tuples
+    order = np.lexsort((-found.b, -found.a, -found.paf.astype(np.float64), found.pair))
+    cand_pair, cand_a, cand_b = found.pair[order], found.a[order].tolist(), found.b[order].tolist()
+    cand_score = found.paf[order]
+    bounds = np.searchsorted(cand_pair, np.arange(len(pairs) + 1)).tolist()
+
+    def new_person(parts_and_peaks, count, person_score):
+        person = _Person([-1] * model.num_parts, count, person_score)
+        people.append(person)
+        for part, peak in parts_and_peaks:
+            owners.set(person, len(people) - 1, part, peak)
 
     def lone_peaks(part):
         for g in range(peaks.start[part], peaks.start[part + 1]):
-            if model.cpu_connector_lone_peaks_unchecked or \
-                    not any(p.parts[part] == g for p in people):
-                parts = [-1] * model.num_parts
-                parts[part] = g
-                people.append(_Person(parts, 1, float(score[g])))
+            if model.cpu_connector_lone_peaks_unchecked or owners.first(g) < 0:
+                new_person([(part, g)], 1, float(score[g]))
 
     for pair_index, (part_a, part_b) in enumerate(pairs):
-        first_a, first_b = int(peaks.start[part_a]), int(peaks.start[part_b])
-        count_a = int(peaks.start[part_a + 1]) - first_a
-        count_b = int(peaks.start[part_b + 1]) - first_b
+        count_a = int(peaks.start[part_a + 1] - peaks.start[part_a])
+        count_b = int(peaks.start[part_b + 1] - peaks.start[part_b])
         if count_a == 0 or count_b == 0:
-            if count_a == 0:
-                lone_peaks(part_b)
-            else:
-                lone_peaks(part_a)
+            lone_peaks(part_b if count_a == 0 else part_a)
             continue
-        scores = score_pair_cpu(peaks.of_part(part_a), peaks.of_part(part_b),
-                                maps[channels[pair_index, 0]], maps[channels[pair_index, 1]],
-                                thresholds)
-        ia, ib = np.nonzero(scores > 1e-6)
-        # descending (score, A, B), as std::sort with std::greater on the tuples
-        order = np.lexsort((-ib, -ia, -scores[ia, ib].astype(np.float64)))
         used_a, used_b, chosen = set(), set(), []
         limit = min(count_a, count_b)
-        for k in order.tolist():
-            i, j = int(ia[k]), int(ib[k])
-            if i in used_a or j in used_b:
+        for k in range(bounds[pair_index], bounds[pair_index + 1]):
+            a, b = cand_a[k], cand_b[k]
+            if a in used_a or b in used_b:
                 continue
-            chosen.append((first_a + i, first_b + j, scores[i, j]))
+            chosen.append((a, b, cand_score[k]))
             if len(chosen) == limit:
                 break
-            used_a.add(i)
-            used_b.add(j)
+            used_a.add(a)
+            used_b.add(b)
         if pair_index == 0:
             for a, b, s in chosen:
-                people.append(_Person(_two_parts(model, part_a, a, part_b, b), 2,
-                                      float(_F32(score[a] + score[b] + s))))
+                new_person([(part_a, a), (part_b, b)], 2, float(_F32(score[a] + score[b] + s)))
         elif pair_index in fill_only:
             for a, b, _ in chosen:
-                for person in people:
+                # every person holding a or b, in order (each is changed only through itself)
+                for i in sorted(set(owners.holders.get(a, ())) | set(owners.holders.get(b, ()))):
+                    person = people[i]
                     if person.parts[part_a] == a and person.parts[part_b] < 0:
-                        person.parts[part_b] = b
+                        owners.set(person, i, part_b, b)
                     elif person.parts[part_b] == b and person.parts[part_a] < 0:
-                        person.parts[part_a] = a
+                        owners.set(person, i, part_a, a)
         else:
             for a, b, s in chosen:
-                for person in people:
-                    if person.parts[part_a] == a:
-                        person.parts[part_b] = b
-                        person.count += 1
-                        person.score = float(_F32(person.score) + _F32(score[b] + s))
-                        break
+                i = owners.first(a)
+                if i >= 0:
+                    person = people[i]
+                    owners.set(person, i, part_b, b)
+                    person.count += 1
+                    person.score = float(_F32(person.score) + _F32(score[b] + s))
                 else:
-                    people.append(_Person(_two_parts(model, part_a, a, part_b, b), 2,
-                                          float(_F32(score[a] + score[b] + s))))
+                    new_person([(part_a, a), (part_b, b)], 2, float(_F32(score[a] + score[b] + s)))
     return people
-
-
-def _two_parts(model: PoseModel, part_a: int, a: int, part_b: int, b: int) -> List[int]:
-    parts = [-1] * model.num_parts
-    parts[part_a], parts[part_b] = a, b
-    return parts
 
 
 def parse_people_cpu(model: PoseModel, heatmaps_and_pafs: np.ndarray, scale: float = 1.0,
                      thresholds: Optional[PostprocessThresholds] = None,
-                     maximize_positives: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+                     maximize_positives: bool = False,
+                     block_bound: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
     """:func:`~openpose_train.validation.postprocess.parse_people` with the CPU build's NMS and
-    connector (same arguments and outputs)."""
+    connector (same arguments and outputs; ``block_bound`` from
+    :func:`~openpose_train.validation.inference.heatmap_block_bounds` with ``kernel="opencv"``)."""
     maps = np.asarray(heatmaps_and_pafs)
     check_maps(model, maps)
     maps = np.ascontiguousarray(maps, dtype=_F32)
@@ -256,7 +289,8 @@ def parse_people_cpu(model: PoseModel, heatmaps_and_pafs: np.ndarray, scale: flo
         return find_maximum_keypoints(model, maps, scale)
     check_cpu_build(model)
     t = effective_thresholds(model, thresholds, maximize_positives)
-    peaks = find_peaks_cpu(maps[:model.num_parts], t.nms_threshold, 0.5 / scale, t.max_peaks)
+    peaks = find_peaks_cpu(maps[:model.num_parts], t.nms_threshold, 0.5 / scale, t.max_peaks,
+                           block_bound, flat=maps.reshape(-1))
     people = filter_people(assemble_people_cpu(maps, model, peaks, t), model, t,
                            maximize_positives)
     return people_arrays(people, peaks, model, scale)
