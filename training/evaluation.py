@@ -77,6 +77,8 @@ def check_config(cfg: EvaluationConfig) -> None:
         raise TrainingError(f"--val-interval {cfg.interval}: must be a positive number of iterations")
     if cfg.metric not in VAL_METRICS:
         raise TrainingError(f"--val-metric {cfg.metric!r}: choose one of {', '.join(VAL_METRICS)}")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise TrainingError(f"--val-limit {cfg.limit}: must be at least 1 (the number of images to score)")
     if cfg.mode not in VAL_MODES:
         raise TrainingError(f"--val-mode {cfg.mode!r}: choose one of {', '.join(VAL_MODES)}")
     if not os.path.isdir(cfg.images):
@@ -92,19 +94,27 @@ def check_config(cfg: EvaluationConfig) -> None:
         raise TrainingError(str(exc).replace("--net-resolution", "--val-net-resolution")) from None
 
 
-def check_metric_applies(model, cfg: EvaluationConfig) -> None:
-    """The model and the annotations can produce --val-metric (else the metrics module's one line)."""
-    from openpose_train.validation.coco_eval import CocoEvalError
-    from openpose_train.validation.metrics import annotation_reason, load_annotations, model_reason
+def check_metric_applies(model, cfg: EvaluationConfig):
+    """The model and the annotations can produce --val-metric, and the images chosen hold something to
+    score (else one line, before any iteration is spent); returns the validation ImageList."""
+    from openpose_train.validation.coco_eval import CocoEvalError, load_coco
+    from openpose_train.validation.metrics import metric_reason
     from openpose_train.validation.metrics_coco import annotation_layout
+    from openpose_train.validation.runner import check_something_to_score, list_images
 
+    images = None
     try:
-        reason = model_reason(model, cfg.metric) or \
-            annotation_reason(annotation_layout(load_annotations(cfg.annotations)), cfg.metric)
+        coco = load_coco(cfg.annotations)
+        reason = metric_reason(model, annotation_layout(coco.dataset), cfg.metric)
+        if not reason:
+            images = list_images(cfg.images, coco, cfg.limit)
+            if not model.crop_net:
+                check_something_to_score(coco, images, cfg.annotations, cfg.limit, option="--val-limit")
     except CocoEvalError as exc:
         raise TrainingError(f"--val-annotations: {exc}") from None
     if reason:
         raise TrainingError(f"--val-metric {reason}")
+    return images
 
 
 def pose_model_of(net_param, net_path: str, name: Optional[str] = None):
@@ -404,8 +414,10 @@ def build_evaluator(cfg: EvaluationConfig, net_param, net_path: str, prefix: str
     if not prefix:
         raise TrainingError("--val-interval needs the solver's snapshot_prefix (the best snapshot goes beside it)")
     model = pose_model_of(net_param, net_path, cfg.model)
-    check_metric_applies(model, cfg)
+    images = check_metric_applies(model, cfg)
     deploy = cfg.deploy or default_deploy(net_path)
+    for line in images.problems():      # absent or repeated images: said once, with counts
+        logger.warning("solver.cpp:300", f"--val-images: {line}")
     return Evaluator(cfg, model, deploy, prefix, net_param, device, logger, model_arg=cfg.model)
 
 

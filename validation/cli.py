@@ -77,9 +77,9 @@ def _settings(model, prototxt, caffemodel, opts) -> dict:
 
 
 def _echo_stats(summary: dict) -> None:
-    if summary.get("AP") is not None:
-        click.echo("  ".join(f"{k} {summary[k]:.3f}" for k in ("AP", "AP50", "AP75", "APm", "APl", "AR")
-                             if summary.get(k) is not None))
+    if summary.get("AP") is not None:       # None: nothing measured (pycocotools' -1), "n/a"
+        click.echo("  ".join(f"{k} {'n/a' if summary.get(k) is None else format(summary[k], '.3f')}"
+                             for k in ("AP", "AP50", "AP75", "APm", "APl", "AR")))
     if summary.get("note"):
         click.echo(summary["note"], err=True)
 

@@ -17,14 +17,12 @@ and its ``crop_net``; the annotation file decides which keypoint groups exist.
 """
 from __future__ import annotations
 
-import json
-import os
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from openpose_train.generator.registry import DatasetLayout, PoseModel
-from openpose_train.validation.coco_eval import CocoEvalError
+from openpose_train.validation.coco_eval import CocoEvalError, read_annotation_file
 from openpose_train.validation.metrics_coco import (
     WHOLEBODY, annotation_layout, group_ap, layout_groups, model_group_reorder)
 
@@ -82,20 +80,24 @@ def annotation_reason(layout: DatasetLayout, metric: str) -> Optional[str]:
     return None
 
 
+def metric_reason(model: PoseModel, layout: DatasetLayout, metric: str) -> Optional[str]:
+    """One line saying why ``metric``'s headline number (``wholebody_ap``, not only its parts)
+    cannot be produced by ``model`` on annotations of ``layout``, or None."""
+    reason = model_reason(model, metric) or annotation_reason(layout, metric)
+    if reason or metric != WHOLEBODY:
+        return reason
+    missing = [g for g, _, _ in layout.keypoint_groups if model_group_reorder(model, layout, g) is None]
+    if missing:
+        return (f"{metric}: {model.name} has no {', '.join(missing)} keypoints (registry reorders), so no "
+                f"whole-body AP (validate --metrics wholebody reports its parts)")
+    return None
+
+
 def load_annotations(annotations: Union[str, dict]) -> dict:
     """The annotation document of a path (CocoEvalError naming it) or the dict itself."""
     if isinstance(annotations, dict):
         return annotations
-    if not os.path.isfile(annotations):
-        raise CocoEvalError(f"annotation file not found: {annotations}")
-    try:
-        with open(annotations) as f:
-            doc = json.load(f)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CocoEvalError(f"{annotations}: not valid JSON ({exc})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("annotations"), list):
-        raise CocoEvalError(f"{annotations}: not a COCO annotation file (no 'annotations' list)")
-    return doc
+    return read_annotation_file(annotations)
 
 
 def _prefixed(prefix: str, stats: Dict[str, Optional[float]]) -> Dict[str, Optional[float]]:

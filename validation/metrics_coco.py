@@ -117,11 +117,16 @@ def group_detections(model: PoseModel, reorder: np.ndarray,
 def oks_ap(gt_doc: dict, results: List[dict], sigmas: Sequence[float],
            image_ids: Iterable[int]) -> Dict[str, float]:
     """COCOeval keypoint stats (``ap``, ``ap50``, ... ``arl``) with ``sigmas`` on ``image_ids``.
-    No detections gives zeros (pycocotools cannot load an empty result list)."""
+    No detections gives zeros (pycocotools cannot load an empty result list); no ground truth on
+    ``image_ids`` gives None everywhere (nothing was measured)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
     image_ids = sorted({int(i) for i in image_ids})
-    if not results or not image_ids:
+    keep = set(image_ids)
+    if not any(ann["image_id"] in keep and not ann.get("iscrowd") and ann["num_keypoints"] > 0
+               for ann in gt_doc["annotations"]):
+        return dict.fromkeys(STAT_KEYS)     # no ground truth: nothing measured (pycocotools' -1)
+    if not results:
         return {key: 0.0 for key in STAT_KEYS}
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()

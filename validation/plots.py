@@ -124,7 +124,9 @@ def plot_ap_and_loss(ap_points: Sequence[dict], loss: Optional[Dict[str, LossCur
     points = sorted(ap_points, key=lambda p: p["iteration"])
     its = [p["iteration"] for p in points]
     for key in keys:
-        values = [p.get(key) for p in points]
+        # None (or an older table's -1, pycocotools' "no ground truth"): nothing measured, no point
+        values = [p.get(key) if isinstance(p.get(key), (int, float)) and p.get(key) >= 0 else None
+                  for p in points]
         if any(v is not None for v in values):
             ax.plot(its, [np.nan if v is None else v for v in values], marker="o", label=key)
     ax.set_xlabel("iteration")

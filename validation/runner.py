@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -19,8 +19,9 @@ from openpose_train.caffe_layers.caffe_io import read_solver_prototxt
 from openpose_train.generator.output_paths import make_output_folder
 from openpose_train.generator.registry import PoseModel
 from openpose_train.validation.coco_eval import (
-    CocoEvalError, STAT_NAMES, evaluate, image_id_from_name, image_ids_by_name, load_coco,
-    people_to_coco, write_json_atomic, write_openpose_json)
+    CocoEvalError, NothingToScore, STAT_NAMES, duplicate_file_names, evaluate, image_id_from_name,
+    image_ids_by_name, load_coco, people_to_coco, scorable_people, write_json_atomic,
+    write_openpose_json)
 from openpose_train.validation.inference import PoseEstimator, iter_batches
 from openpose_train.validation.metrics import evaluate as evaluate_metrics
 
@@ -37,22 +38,53 @@ class ImageEntry:
 class ImageList:
     entries: List[ImageEntry] = field(default_factory=list)
     missing: List[str] = field(default_factory=list)       # listed in the annotations, no file
+    # file name -> ids of the annotation entries that share it (scored once, as the first id)
+    duplicates: Dict[str, List[int]] = field(default_factory=dict)
+    listed: int = 0                                          # images the annotations list
+
+    def problems(self) -> List[str]:
+        """One line per kind of listed image that is not scored: absent files, shared names."""
+        lines = []
+        if self.missing:
+            lines.append(f"{len(self.missing)} missing image(s) skipped, not scored ({len(self.missing)} of the "
+                         f"{self.listed} listed in the annotations are not in the image folder), e.g. "
+                         f"{', '.join(self.missing[:3])}")
+        if self.duplicates:
+            extra = sum(len(ids) - 1 for ids in self.duplicates.values())
+            name, ids = next(iter(self.duplicates.items()))
+            lines.append(f"{extra} image entr{'y' if extra == 1 else 'ies'} of the annotations repeat the "
+                         f"file name of an earlier entry ({len(self.duplicates)} file name(s), e.g. {name}: ids "
+                         f"{', '.join(map(str, ids))}); each file is scored once, as its first id")
+        return lines
+
+
+def check_limit(limit: Optional[int], option: str = "--limit") -> None:
+    """A limit must keep at least one image (0 or a negative number would slice the list)."""
+    if limit is not None and limit < 1:
+        raise CocoEvalError(f"{option} {limit}: must be at least 1 (the number of images to score)")
 
 
 def list_images(images_dir: str, coco=None, limit: Optional[int] = None) -> ImageList:
     """Images to validate: those of the annotation file (ids from it) or, without annotations,
-    every image file of the folder (ids from the file names)."""
+    every image file of the folder (ids from the file names). With annotations, CocoEvalError
+    when none of the listed images is in the folder."""
+    check_limit(limit)
     if not os.path.isdir(images_dir):
         raise CocoEvalError(f"image folder not found: {images_dir}")
     out = ImageList()
     if coco is not None:
         ids = image_ids_by_name(coco)
+        out.duplicates = duplicate_file_names(coco)
+        out.listed = len(ids)
         for name in sorted(ids, key=lambda n: ids[n]):
             path = os.path.join(images_dir, name)
             if os.path.isfile(path):
                 out.entries.append(ImageEntry(path, ids[name]))
             else:
                 out.missing.append(name)
+        if ids and not out.entries:
+            raise CocoEvalError(f"none of the {len(ids)} images listed in the annotations is in the image "
+                                f"folder {images_dir} (e.g. {out.missing[0]}): is it the right folder?")
     else:
         for name in sorted(os.listdir(images_dir)):
             if name.lower().endswith(IMAGE_EXTENSIONS):
@@ -61,6 +93,18 @@ def list_images(images_dir: str, coco=None, limit: Optional[int] = None) -> Imag
     if limit:
         out.entries = out.entries[:limit]
     return out
+
+
+def check_something_to_score(coco, images: ImageList, annotations: str, limit: Optional[int] = None,
+                             option: str = "--limit") -> None:
+    """NothingToScore when the images chosen hold no annotated person (every AP would be
+    pycocotools' -1)."""
+    if scorable_people(coco, [e.image_id for e in images.entries]):
+        return
+    chosen = f"the first {len(images.entries)} image(s) ({option} {limit})" if limit and \
+        len(images.entries) == limit else f"the {len(images.entries)} image(s) found"
+    raise NothingToScore(f"nothing to score: {chosen} of {annotations} hold no annotated person with "
+                         f"keypoints")
 
 
 def summary_path_for(results_path: str) -> str:
@@ -85,6 +129,8 @@ def run_validation(estimator: PoseEstimator, images_dir: str, out: str,
         return _run_crop_validation(estimator, images_dir, out, annotations, coco, limit,
                                     settings, progress, echo, metrics)
     images = list_images(images_dir, coco, limit)
+    if coco is not None:
+        check_something_to_score(coco, images, annotations, limit)
     results, evaluated, unreadable = [], [], []
     people_by_image = {}
     without_people = 0
@@ -133,18 +179,24 @@ def run_validation(estimator: PoseEstimator, images_dir: str, out: str,
             note = f"{model.name}: no COCO body keypoints (see metric_notes)"
         summary.update(evaluate_metrics(model, coco.dataset, people_by_image, metrics=metrics,
                                         image_ids=evaluated))
-    for problem, items in (("missing", images.missing), ("unreadable", unreadable)):
-        if items:
-            echo(f"{len(items)} {problem} image(s) skipped, e.g. {', '.join(items[:3])}")
+    _echo_problems(images, unreadable, echo)
     summary.update({
         "model": model.name, "images": len(images.entries) + len(images.missing),
         "images_evaluated": len(evaluated), "images_missing": images.missing,
-        "images_unreadable": unreadable, "images_without_detections": without_people,
+        "images_unreadable": unreadable, "images_duplicate_names": images.duplicates,
+        "images_without_detections": without_people,
         "detections": len(results), "results": os.path.abspath(out),
         "annotations": os.path.abspath(annotations) if annotations else None,
         "settings": settings or estimator.settings.describe(), "note": note})
     write_json_atomic(summary_path_for(out), summary, indent=2)
     return summary
+
+
+def _echo_problems(images: ImageList, unreadable: List[str], echo) -> None:
+    for line in images.problems():
+        echo(line)
+    if unreadable:
+        echo(f"{len(unreadable)} unreadable image(s) skipped, e.g. {', '.join(unreadable[:3])}")
 
 
 def _run_crop_validation(estimator, images_dir, out, annotations, coco, limit, settings, progress,
@@ -174,16 +226,15 @@ def _run_crop_validation(estimator, images_dir, out, annotations, coco, limit, s
                      "keypoints": [round(float(v), 3) for v in kps.reshape(-1)]}
                     for (ann_id, group), kps in found.items()]
     write_json_atomic(out, results)
-    for problem, items in (("missing", images.missing), ("unreadable", unreadable)):
-        if items:
-            echo(f"{len(items)} {problem} image(s) skipped, e.g. {', '.join(items[:3])}")
+    _echo_problems(images, unreadable, echo)
     summary = {name: None for name in STAT_NAMES}
     summary.update(evaluate_metrics(model, coco.dataset, crops=crops, metrics=metrics,
                                     image_ids=evaluated))
     summary.update({
         "model": model.name, "images": len(images.entries) + len(images.missing),
         "images_evaluated": len(evaluated), "images_missing": images.missing,
-        "images_unreadable": unreadable, "crops": len(results),
+        "images_unreadable": unreadable, "images_duplicate_names": images.duplicates,
+        "crops": len(results),
         "results": os.path.abspath(out), "annotations": os.path.abspath(annotations),
         "settings": settings or {}, "note": f"{model.name}: {model.crop_net} crops of the annotated boxes"})
     write_json_atomic(summary_path_for(out), summary, indent=2)
