@@ -252,12 +252,26 @@ def scorable_people(coco, image_ids: Iterable[int]) -> int:
                and not ann["iscrowd"] and ann["num_keypoints"] > 0)
 
 
+# COCOeval's keypoint area ranges of each of STAT_NAMES (params.areaRng: all, medium, large)
+_STAT_AREA = ("all", "all", "all", "medium", "large", "all", "all", "all", "medium", "large")
+_AREA_RANGES = {"all": (0.0, 1e10), "medium": (32.0 ** 2, 96.0 ** 2), "large": (96.0 ** 2, 1e10)}
+
+
+def no_detection_stats(gt_annotations: Iterable[dict], image_ids: Iterable[int]) -> List[Optional[float]]:
+    """COCOeval's stats without a single detection (pycocotools cannot load an empty result list):
+    0 where the area range holds ground truth, None (its -1, nothing measured) where it holds none."""
+    keep = {int(i) for i in image_ids}
+    areas = [float(a["area"]) for a in gt_annotations if a["image_id"] in keep and not a.get("iscrowd")
+             and a.get("num_keypoints", 0) > 0 and a.get("category_id", PERSON_CATEGORY) == PERSON_CATEGORY]
+    return [0.0 if any(low <= area <= high for area in areas) else None
+            for low, high in (_AREA_RANGES[r] for r in _STAT_AREA)]
+
+
 def evaluate(coco_gt, results: List[dict], image_ids: Iterable[int],
              variant: str = "body") -> dict:
     """COCOeval keypoints on ``image_ids``: ``{"stats": {AP..ARl}, "summary": text, "note"}``."""
     from pycocotools.cocoeval import COCOeval
     image_ids = sorted(set(int(i) for i in image_ids))
-    zeros = {name: 0.0 for name in STAT_NAMES}
     if not image_ids:
         return {"stats": dict.fromkeys(STAT_NAMES), "summary": "",
                 "note": "nothing to score: no images were evaluated"}
@@ -265,8 +279,9 @@ def evaluate(coco_gt, results: List[dict], image_ids: Iterable[int],
         return {"stats": dict.fromkeys(STAT_NAMES), "summary": "",
                 "note": "nothing to score: no annotated person on the evaluated images"}
     if not results:
+        zeros = dict(zip(STAT_NAMES, no_detection_stats(coco_gt.dataset["annotations"], image_ids)))
         return {"stats": zeros, "summary": "",
-                "note": "no detections: every metric is 0 (pycocotools cannot load an empty list)"}
+                "note": "no detections: every metric with ground truth is 0 (pycocotools cannot load an empty list)"}
     if variant == "foot":
         raise CocoEvalError("foot evaluation needs COCO foot annotations with 6 sigmas; "
                             "write the foot results JSON and evaluate it with the foot toolkit")

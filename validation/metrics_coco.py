@@ -23,7 +23,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from openpose_train.generator.registry import DatasetLayout, PoseModel, get_dataset_layout
-from openpose_train.validation.coco_eval import CocoEvalError, STAT_NAMES, reordered_entries
+from openpose_train.validation.coco_eval import (CocoEvalError, STAT_NAMES, no_detection_stats,
+                                                 reordered_entries)
 
 WHOLEBODY = "wholebody"
 # flat summary suffixes of COCOeval's stats (AP, AP50, AP75, APm, APl, AR, AR50, ...)
@@ -127,7 +128,7 @@ def oks_ap(gt_doc: dict, results: List[dict], sigmas: Sequence[float],
                for ann in gt_doc["annotations"]):
         return dict.fromkeys(STAT_KEYS)     # no ground truth: nothing measured (pycocotools' -1)
     if not results:
-        return {key: 0.0 for key in STAT_KEYS}
+        return dict(zip(STAT_KEYS, no_detection_stats(gt_doc["annotations"], image_ids)))
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
         coco_gt.dataset = gt_doc

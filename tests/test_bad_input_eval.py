@@ -1,0 +1,263 @@
+"""Bad input at evaluation time (issue 17, classes 2, 3, 8 and 9): a metric is a number only when it
+measured something, outputs never overwrite inputs, resource limits and unclear errors are one line
+naming the option, file or field (docs/refusals.md §Evaluation and metrics, §Outputs, §Resource limits).
+
+Each case runs the command as a user would (the click CLI in-process); refused commands exit non-zero
+with one ``Error:`` line, no traceback, and before any image is scored or any iteration is spent."""
+import copy
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from click.testing import CliRunner
+
+from openpose_train.cli import main as cli_main
+
+
+def invoke(*args, cwd=None):
+    """(exit code, output, Error lines) of ``openpose-train ARGS``; a crash fails the test."""
+    import os
+    old = os.getcwd()
+    if cwd:
+        os.chdir(cwd)
+    try:
+        res = CliRunner().invoke(cli_main, [str(a) for a in args])
+    finally:
+        os.chdir(old)
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        import traceback
+        raise AssertionError(res.output + "".join(traceback.format_exception(res.exception)))
+    assert "Traceback" not in res.output, res.output
+    return res.exit_code, res.output, [line for line in res.output.splitlines() if line.startswith("Error:")]
+
+
+def refused(*args, names=(), cwd=None):
+    """Run a command that must be refused with one Error line holding every string of ``names``."""
+    rc, output, errors = invoke(*args, cwd=cwd)
+    assert rc == 1, output
+    assert len(errors) == 1, output
+    for name in names:
+        assert str(name) in errors[0], (name, errors[0])
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A synthetic COCO dataset (train + val), an LMDB, a generated tiny BODY_25 training folder and
+    a random-weights snapshot with its deploy beside it."""
+    from openpose_train.caffe_layers import caffe_io
+    from openpose_train.caffe_layers.shapes import random_weights
+
+    root = tmp_path_factory.mktemp("eval_bad")
+    w = SimpleNamespace(root=root)
+    rc, out, _ = invoke("synth", "--out", root / "synth", "--images", 8, "--width", 128, "--height", 128,
+                        "--max-people", 2, "--val-fraction", 0.5, "--person-height", 0.6, 0.9, "--seed", 3)
+    assert rc == 0, out
+    w.images = root / "synth" / "val2017"
+    w.json = root / "synth" / "annotations" / "person_keypoints_val2017.json"
+    w.doc = json.loads(w.json.read_text())
+    rc, out, _ = invoke("lmdb", "--json", root / "synth/annotations/person_keypoints_train2017.json",
+                        "--images", root / "synth/train2017", "--out", root / "lmdb", "--quiet")
+    assert rc == 0, out
+    w.lmdb = root / "lmdb"
+    w.train = root / "net"
+    rc, out, _ = invoke("prototxt", "--model", "BODY_25", "--preset", "tiny", "--out", w.train, "--crop-size", 64,
+                        "--batch-size", 1, "--lmdb", w.lmdb, "--vgg-weights", "", "--snapshot-interval", 2,
+                        "--max-iter", 2, "--gpus", "")
+    assert rc == 0, out
+    w.deploy = w.train / "pose_deploy.prototxt"
+    net = caffe_io.read_net_prototxt(str(w.deploy))
+    w.snapshots = root / "snaps"
+    w.snapshots.mkdir()
+    shutil.copy(w.deploy, w.snapshots)
+    for it in (2, 4):
+        caffe_io.write_caffemodel(str(w.snapshots / f"pose_iter_{it}.caffemodel"), random_weights(net, seed=it),
+                                  net=net)
+    w.caffemodel = w.snapshots / "pose_iter_2.caffemodel"
+    return w
+
+
+def annotations(w, tmp_path, edit, name="ann.json"):
+    """A copy of the val annotations changed by ``edit(doc)``; returns its path."""
+    doc = copy.deepcopy(w.doc)
+    edit(doc)
+    path = tmp_path / name
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def validate_args(w, tmp_path, ann, *more):
+    return ["validate", "--prototxt", w.deploy, "--caffemodel", w.caffemodel, "--model", "BODY_25",
+            "--images", w.images, "--annotations", ann, "--net-resolution", "-1x64", "--out",
+            tmp_path / "r.json", "--quiet", *more]
+
+
+def _drop(key):
+    return lambda d: d.pop(key)
+
+
+def _set_first(part, key, value):
+    return lambda d: d[part][0].__setitem__(key, value)
+
+
+def _del_first(part, key):
+    return lambda d: d[part][0].pop(key)
+
+
+def _all_annotations(key, value):
+    return lambda d: [a.__setitem__(key, value) for a in d["annotations"]]
+
+
+# (id, edit of the val annotations, strings the one Error line must hold): today's 'Error: categories',
+# 'Error: file_name' and int() messages, and the files that hold nothing to score
+ANNOTATION_CASES = [
+    ("no-categories", _drop("categories"), ["ann.json", "no 'categories' list"]),
+    ("no-file-name", _del_first("images", "file_name"), ["ann.json", "images[0] has no 'file_name'"]),
+    ("image-id-not-an-integer", _set_first("images", "id", "abc"), ["ann.json", "images[0] 'id'", "'abc'"]),
+    ("annotation-image-id-not-listed", _set_first("annotations", "image_id", 123456789),
+     ["ann.json", "annotations[0] 'image_id' 123456789"]),
+    ("keypoints-not-numbers", _set_first("annotations", "keypoints", ["a", 1, 2]),
+     ["ann.json", "annotations[0] 'keypoints'"]),
+    ("no-bbox", _del_first("annotations", "bbox"), ["ann.json", "annotations[0] 'bbox'"]),
+    ("empty-annotations", lambda d: d.__setitem__("annotations", []),
+     ["ann.json", "nothing to score", "'annotations' is empty"]),
+    ("category-matches-no-annotation", _all_annotations("category_id", 2),
+     ["ann.json", "nothing to score", "category_id 2"]),
+    ("no-person-category", lambda d: d.__setitem__("categories", [{"id": 3, "name": "dog"}]),
+     ["ann.json", "'categories' has no id 1 (person)"]),
+    ("no-labeled-keypoints", _all_annotations("num_keypoints", 0), ["ann.json", "nothing to score"]),
+]
+
+
+@pytest.mark.parametrize("edit,names", [pytest.param(e, n, id=i) for i, e, n in ANNOTATION_CASES])
+def test_validate_refuses_annotations_it_cannot_score_naming_file_and_field(world, tmp_path, edit, names):
+    ann = annotations(world, tmp_path, edit)
+    refused(*validate_args(world, tmp_path, ann), names=names)
+    assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("edit,names", [pytest.param(e, n, id=i) for i, e, n in ANNOTATION_CASES[-4:-1]])
+def test_train_val_refuses_annotations_with_nothing_to_score_before_training(world, tmp_path, edit, names):
+    run = tmp_path / "run"
+    shutil.copytree(world.train, run)
+    ann = annotations(world, tmp_path, edit)
+    refused("train", "-solver", "pose_solver.prototxt", "--no-progress", "--workers", 0, "--val-images",
+            world.images, "--val-annotations", ann, "--val-interval", 1, names=["--val-annotations", *names],
+            cwd=run)
+    assert not list(run.glob("model/*.caffemodel"))
+
+
+def test_images_folder_holding_none_of_the_listed_images_is_refused(world, tmp_path):
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    (empty / "000000999999.jpg").write_bytes(b"")
+    args = validate_args(world, tmp_path, world.json)
+    args[args.index("--images") + 1] = empty
+    refused(*args, names=["none of the 4 images listed", "elsewhere"])
+    run = tmp_path / "run"
+    shutil.copytree(world.train, run)
+    refused("train", "-solver", "pose_solver.prototxt", "--no-progress", "--workers", 0, "--val-images", empty,
+            "--val-annotations", world.json, "--val-interval", 1, names=["--val-annotations", "none of the 4"],
+            cwd=run)
+    assert not list(run.glob("model/*.caffemodel"))
+
+
+@pytest.mark.parametrize("limit", ["0", "-2"])
+def test_limits_below_one_are_refused_not_sliced(world, tmp_path, limit):
+    refused(*validate_args(world, tmp_path, world.json, "--limit", limit), names=[f"--limit {limit}"])
+    refused("validate-snapshots", world.snapshots, "--model", "BODY_25", "--images", world.images,
+            "--annotations", world.json, "--net-resolution", "-1x64", "--out-dir", tmp_path / "v", "--quiet",
+            "--limit", limit, names=[f"--limit {limit}"])
+    assert not (tmp_path / "v").exists()
+    run = tmp_path / "run"
+    shutil.copytree(world.train, run)
+    refused("train", "-solver", "pose_solver.prototxt", "--no-progress", "--workers", 0, "--val-images",
+            world.images, "--val-annotations", world.json, "--val-interval", 1, "--val-limit", limit,
+            names=[f"--val-limit {limit}"], cwd=run)
+    assert not list(run.glob("model/*.caffemodel"))
+
+
+def test_limit_to_images_without_people_is_nothing_to_score(world, tmp_path):
+    """The first image holds nobody: '--limit 1' would be pycocotools' -1 everywhere."""
+    def nobody_on_the_first(doc):
+        first = min(img["id"] for img in doc["images"])
+        doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] != first]
+    ann = annotations(world, tmp_path, nobody_on_the_first)
+    refused(*validate_args(world, tmp_path, ann, "--limit", "1"), names=["nothing to score", "--limit 1"])
+
+
+def test_no_ground_truth_in_an_area_range_is_n_a_never_minus_one(world, tmp_path):
+    """Only large people: pycocotools gives APm = -1 ('no ground truth'); that is printed as n/a and stored
+    as null, never as a number (nor in the per-snapshot table, nor as the best snapshot)."""
+    def large_only(doc):
+        for a in doc["annotations"]:
+            a["area"] = 200.0 * 200.0
+    ann = annotations(world, tmp_path, large_only)
+    rc, output, _ = invoke(*validate_args(world, tmp_path, ann))
+    assert rc == 0, output
+    assert "-1.0" not in output and "APm n/a" in output, output
+    summary = json.loads((tmp_path / "r_summary.json").read_text())
+    assert summary["APm"] is None and summary["ARm"] is None and summary["AP"] is not None
+    assert summary["body_apm"] is None
+    rc, output, _ = invoke("validate-snapshots", world.snapshots, "--model", "BODY_25", "--images", world.images,
+                           "--annotations", ann, "--net-resolution", "-1x64", "--out-dir", tmp_path / "v",
+                           "--quiet")
+    assert rc == 0, output
+    assert "-1.0" not in output
+    rows = [json.loads(line) for line in (tmp_path / "v" / "ap.jsonl").read_text().splitlines()]
+    assert [r["APm"] for r in rows] == [None, None] and all(r["AP"] is not None and r["AP"] >= 0 for r in rows)
+
+
+def test_evaluate_without_ground_truth_on_the_evaluated_images_is_none(world):
+    from openpose_train.validation.coco_eval import evaluate, load_coco
+    from openpose_train.validation.metrics_coco import oks_ap, group_ground_truth, annotation_layout
+    coco = load_coco(str(world.json))
+    with_people = {a["image_id"] for a in world.doc["annotations"] if a["num_keypoints"]}
+    nobody = [img["id"] for img in world.doc["images"] if img["id"] not in with_people] or [987654]
+    result = {"image_id": world.doc["images"][0]["id"], "category_id": 1, "keypoints": [1.0, 1.0, 1.0] * 17,
+              "score": 1.0}
+    out = evaluate(coco, [result], nobody)
+    assert all(v is None for v in out["stats"].values()) and out["note"].startswith("nothing to score")
+    gt = group_ground_truth(world.doc, annotation_layout(world.doc), "body")
+    assert all(v is None for v in oks_ap(gt, [result], [0.1] * 17, nobody).values())
+
+
+def test_duplicate_file_names_and_absent_images_are_counted(world, tmp_path):
+    def repeat_and_add(doc):
+        twin = dict(doc["images"][0], id=777001)
+        absent = dict(doc["images"][0], id=777002, file_name="not_there.jpg")
+        doc["images"] += [twin, absent]
+    ann = annotations(world, tmp_path, repeat_and_add)
+    rc, output, _ = invoke(*validate_args(world, tmp_path, ann))
+    assert rc == 0, output
+    first = world.doc["images"][0]
+    assert f"1 image entry of the annotations repeat the file name of an earlier entry (1 file name(s), e.g. " \
+           f"{first['file_name']}: ids {first['id']}, 777001)" in output
+    assert "1 missing image(s) skipped, not scored (1 of the 5 listed" in output and "not_there.jpg" in output
+    summary = json.loads((tmp_path / "r_summary.json").read_text())
+    assert summary["images_missing"] == ["not_there.jpg"]
+    assert summary["images_duplicate_names"] == {first["file_name"]: [first["id"], 777001]}
+    assert summary["images_evaluated"] == 4
+
+
+def test_train_val_metric_the_model_cannot_produce_stops_before_training(tmp_path):
+    """BODY_25 has no face or hands: whole-body AP on COCO-WholeBody annotations is refused before the
+    first iteration (it used to fail at every evaluation while training went on)."""
+    rc, out, _ = invoke("synth", "--out", tmp_path / "wb", "--images", 4, "--width", 96, "--height", 96,
+                        "--max-people", 1, "--wholebody", "--val-fraction", 0.5)
+    assert rc == 0, out
+    rc, out, _ = invoke("lmdb", "--json", tmp_path / "wb/annotations/person_keypoints_train2017.json", "--images",
+                        tmp_path / "wb/train2017", "--out", tmp_path / "lmdb", "--quiet")
+    assert rc == 0, out
+    run = tmp_path / "run"
+    rc, out, _ = invoke("prototxt", "--model", "BODY_25", "--preset", "tiny", "--out", run, "--crop-size", 64,
+                        "--batch-size", 1, "--lmdb", tmp_path / "lmdb", "--vgg-weights", "", "--max-iter", 2,
+                        "--gpus", "")
+    assert rc == 0, out
+    refused("train", "-solver", "pose_solver.prototxt", "--no-progress", "--workers", 0, "--val-images",
+            tmp_path / "wb/val2017", "--val-annotations", tmp_path / "wb/annotations/person_keypoints_val2017.json",
+            "--val-interval", 1, "--val-metric", "wholebody",
+            names=["--val-metric wholebody", "BODY_25 has no face, lefthand, righthand keypoints"], cwd=run)
+    assert not list(run.glob("model/*.caffemodel"))
