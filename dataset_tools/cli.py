@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from openpose_train.common.errors import reports_errors
+
 # user-facing dataset names -> registry keys (hand / face pick by keypoint count)
 DATASET_CHOICES = ("coco", "coco_foot", "wholebody", "mpii", "hand", "face", "hand21", "hand42", "face70",
                    "posetrack")
@@ -42,6 +44,7 @@ def resolve_dataset_key(name: str, json_path) -> str:
 @click.option("--wholebody", is_flag=True, help="add COCO-WholeBody fields (foot/face/hand kpts)")
 @click.option("--person-height", nargs=2, type=click.FloatRange(0.05, 1.0), default=None,
               metavar="MIN MAX", help="person height range as a fraction of the image height [0.25 0.9]")
+@reports_errors
 def synth(out, n_images, seed, width, height, max_people, val_fraction, foot, wholebody, person_height):
     """Write a synthetic COCO-format stick-figure dataset (deterministic by seed)."""
     from .synth import SynthConfig, make_synthetic_dataset
@@ -53,10 +56,7 @@ def synth(out, n_images, seed, width, height, max_people, val_fraction, foot, wh
         sizes = dict(min_person_height=low, max_person_height=high)
     config = SynthConfig(images=n_images, seed=seed, width=width, height=height, max_people=max_people,
                          val_fraction=val_fraction, foot=foot, wholebody=wholebody, **sizes)
-    try:
-        result = make_synthetic_dataset(out, config, progress=sys.stderr.isatty())
-    except OSError as exc:
-        raise click.ClickException(f"{exc.filename or out}: cannot write ({exc.strerror or exc})") from None
+    result = make_synthetic_dataset(out, config, progress=sys.stderr.isatty())
     for split, path in result.splits.items():
         click.echo(f"{split}: {result.num_images[split]} images in {result.image_dirs[split]}, annotations {path}")
     click.echo(f"{result.num_people} people")
@@ -78,21 +78,16 @@ def synth(out, n_images, seed, width, height, max_people, val_fraction, foot, wh
 @click.option("--txn-mb", default=64, show_default=True, type=click.IntRange(1), help="write transaction size")
 @click.option("--overwrite", is_flag=True, help="replace an existing --out")
 @click.option("--quiet", is_flag=True, help="no progress bar")
+@reports_errors
 def lmdb(json_path, images_dir, out, dataset, background, encoded, seed, workers, txn_mb, overwrite, quiet):
     """COCO-style JSON + images to an OpenPose training LMDB (resumable: rerun after an interruption)."""
-    from openpose_train.generator.registry import UnknownModelError
-
-    from .coco import CocoFormatError
-    from .lmdb_writer import BuildOptions, LmdbBuildError, build_lmdb
+    from .lmdb_writer import BuildOptions, build_lmdb
     if json_path is None and not background:
         raise click.ClickException("--json is required (unless --background)")
     options = BuildOptions(dataset=resolve_dataset_key(dataset, json_path), seed=seed, encoded=encoded,
                            background=background, workers=workers, txn_bytes=txn_mb << 20,
                            overwrite=overwrite, progress=not quiet)
-    try:
-        summary = build_lmdb(json_path, images_dir, out, options)
-    except (CocoFormatError, LmdbBuildError, UnknownModelError) as exc:
-        raise click.ClickException(str(exc)) from None
+    summary = build_lmdb(json_path, images_dir, out, options)
     for line in summary.lines():
         click.echo(line)
     if not summary.finished:
@@ -108,15 +103,9 @@ def lmdb(json_path, images_dir, out, dataset, background, encoded, seed, workers
 @click.option("--labels", is_flag=True,
               help="also render augmented heatmaps and PAFs through the OPData layer (when installed)")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0), help="augmentation seed for --labels")
+@reports_errors
 def inspect(lmdb_path, model, count, start, out, labels, seed):
     """Render LMDB records (image, mask, keypoints; optionally labels) into one PNG grid."""
-    from openpose_train.generator.registry import UnknownModelError
-
-    from openpose_train.caffe_layers.datum import DatumError
-    from .inspect import GridWriteError, render_grid
-    from openpose_train.caffe_layers.lmdb_reader import LmdbReadError
-    try:
-        info = render_grid(lmdb_path, Path(out), model=model, count=count, start=start, labels=labels, seed=seed)
-    except (LmdbReadError, GridWriteError, DatumError, UnknownModelError, KeyError) as exc:
-        raise click.ClickException(str(exc).strip("'\"")) from None
+    from .inspect import render_grid
+    info = render_grid(lmdb_path, Path(out), model=model, count=count, start=start, labels=labels, seed=seed)
     click.echo(info)

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from openpose_train.common.errors import OpenPoseTrainError
 from openpose_train.common.files import atomic_file
 
 COCO_KEYPOINTS = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder",
@@ -288,10 +289,19 @@ def _categories(config):
              "skeleton": COCO_SKELETON}]
 
 
+class SynthWriteError(OpenPoseTrainError, OSError):
+    """The synthetic dataset cannot be written (a full disk, no permission); names the path."""
+
+
 def make_synthetic_dataset(out_dir, config: Optional[SynthConfig] = None, progress: bool = False) -> SynthResult:
     """Write a synthetic COCO-format dataset under ``out_dir`` (see the module docstring)."""
-    config = config or SynthConfig()
-    root = Path(out_dir)
+    try:
+        return _write_synthetic_dataset(Path(out_dir), config or SynthConfig(), progress)
+    except OSError as exc:
+        raise SynthWriteError(f"{exc.filename or out_dir}: cannot write ({exc.strerror or exc})") from None
+
+
+def _write_synthetic_dataset(root: Path, config: SynthConfig, progress: bool) -> SynthResult:
     n_val = int(round(config.images * config.val_fraction))
     splits = [("train2017", range(0, config.images - n_val))]
     if n_val:

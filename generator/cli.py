@@ -11,8 +11,10 @@ from typing import List, Optional, Sequence
 
 import click
 
+from openpose_train.common.errors import reports_errors
+
 from . import families, fork_check, render
-from .registry import SkeletonError, UnknownModelError, get_model, load_skeleton_yaml, register
+from .registry import get_model, load_skeleton_yaml, register
 
 # LMDB folder name fragments -> registry dataset key (checked in order: hand_mpii before mpii).
 NAME_HINTS = (("hand_mpii", "hand42"), ("hand42", "hand42"), ("hand_dome", "hand21"), ("hand21", "hand21"),
@@ -59,8 +61,8 @@ def _dataset_from_lmdb(path: str, model) -> Optional[str]:
         from .registry import get_dataset_layout
         value = fork_check.first_record(path)
         meta = read_datum(value).meta if value is not None else None
-    except LmdbTruncatedError as exc:     # a training file pointing at it would only fail later
-        raise click.ClickException(str(exc)) from None
+    except LmdbTruncatedError:     # a training file pointing at it would only fail later
+        raise
     except Exception:   # unreadable or foreign LMDB: fall back to the name / explicit --lmdb-model
         return None
     if meta is None:
@@ -114,10 +116,7 @@ def build_datasets(model, lmdbs, lmdb_models, scale_min, scale_max, sigma, max_r
         raise click.BadParameter(f"give one per --lmdb ({n}), got {len(lmdb_models)}", param_hint="--lmdb-model")
     models = list(lmdb_models) if lmdb_models else [infer_op_model(p, model) for p, _ in parsed]
     for op_model in models:
-        try:
-            model.variant(op_model)
-        except UnknownModelError as exc:
-            raise click.ClickException(str(exc)) from None
+        model.variant(op_model)         # an unknown one raises UnknownModelError naming it
     cols = zip(_per_source(scale_min, n, "--scale-min", 1.0 / 3.0), _per_source(scale_max, n, "--scale-max", 1.5),
                _per_source(max_rotation, n, "--max-rotation", 45), _per_source(occlusions, n, "--occlusions", 2),
                _per_source(sigma, n, "--sigma", 7.0))
@@ -213,56 +212,54 @@ def _preset_sources_help() -> str:
 @click.option("--stages", help="Stage counts: 'PAF,HEAT' (BODY_25 family) or N (COCO/hand/face).")
 @click.option("--width", type=click.IntRange(min=1), help="Width of the refinement-stage convs.")
 @click.option("--deploy-only", is_flag=True, help="Write only the deploy prototxt.")
+@reports_errors
 def prototxt(model_name, yaml_path, preset, out_dir, batch_size, crop_size, lmdbs, lmdb_models, scale_min,
              scale_max, sigma, max_rotation, occlusions, dataset_dir, background_lmdb, prob_only_background,
              media_directory, base_lr, lr_policy, stepvalues, stepsize, gamma, power, max_iter, snapshot_interval,
              snapshot_prefix, display, gpus, vgg_weights, no_vgg, random_seed, stages, width, deploy_only,
              drop_sources, val_images, val_annotations, val_interval, val_metric):
     """Render deploy/training/solver prototxts and train_pose.sh / resume_train.sh for a model."""
-    try:
+    if yaml_path:
+        model = register(load_skeleton_yaml(yaml_path))
+    elif model_name:
+        model = get_model(model_name)
+    else:
+        raise click.UsageError("give --model NAME or --yaml SKELETON")
+    preset_name = preset or families.default_preset_name(model.name)
+    families.get_preset(preset_name)
+    paf_stages = heat_stages = None
+    if stages:
+        parts = [s.strip() for s in stages.split(",")]
+        try:
+            numbers = [int(s) for s in parts]
+        except ValueError:
+            raise click.BadParameter(f"'{stages}' is not N or PAF,HEAT", param_hint="--stages") from None
+        paf_stages, heat_stages = (numbers[0], numbers[-1]) if len(numbers) <= 2 else (None, None)
+        if len(numbers) > 2:
+            raise click.BadParameter(f"'{stages}' is not N or PAF,HEAT", param_hint="--stages")
+    options = dict(
+        batch_size=batch_size, crop_size=parse_crop(crop_size), dataset_dir=absolute(dataset_dir),
+        datasets=build_datasets(model, lmdbs, lmdb_models, scale_min, scale_max, sigma, max_rotation,
+                                occlusions), drop_sources=tuple(drop_sources),
+        background_lmdb=absolute(background_lmdb), prob_only_background=prob_only_background,
+        media_directory=media_directory, base_lr=base_lr, lr_policy=lr_policy,
+        stepvalues=tuple(stepvalues) if stepvalues else None, stepsize=stepsize, gamma=gamma, power=power,
+        max_iter=max_iter, snapshot_interval=snapshot_interval, snapshot_prefix=snapshot_prefix,
+        display=display, gpus=gpus, vgg_weights="" if no_vgg else absolute(vgg_weights),
+        random_seed=random_seed, paf_stages=paf_stages,
+        heat_stages=heat_stages, width=width, val_images=absolute(val_images) or "",
+        val_annotations=absolute(val_annotations) or "", val_interval=val_interval or 0, val_metric=val_metric)
+    out = Path(out_dir or f"out/{model.name}_{preset_name}")
+    if deploy_only:
+        text = render.render_deploy(model.name, preset_name, **options)
+        paths = {"deploy": render.write_atomic(out / render.file_names(model.name)["deploy"], text)}
+    else:
+        if yaml_path:        # the scripts pass the skeleton to `openpose-train train`
+            options["model_yaml"] = Path(yaml_path).name
+        paths = render.render_model_files(model.name, out, preset_name, **options)
         if yaml_path:
-            model = register(load_skeleton_yaml(yaml_path))
-        elif model_name:
-            model = get_model(model_name)
-        else:
-            raise click.UsageError("give --model NAME or --yaml SKELETON")
-        preset_name = preset or families.default_preset_name(model.name)
-        families.get_preset(preset_name)
-        paf_stages = heat_stages = None
-        if stages:
-            parts = [s.strip() for s in stages.split(",")]
-            try:
-                numbers = [int(s) for s in parts]
-            except ValueError:
-                raise click.BadParameter(f"'{stages}' is not N or PAF,HEAT", param_hint="--stages") from None
-            paf_stages, heat_stages = (numbers[0], numbers[-1]) if len(numbers) <= 2 else (None, None)
-            if len(numbers) > 2:
-                raise click.BadParameter(f"'{stages}' is not N or PAF,HEAT", param_hint="--stages")
-        options = dict(
-            batch_size=batch_size, crop_size=parse_crop(crop_size), dataset_dir=absolute(dataset_dir),
-            datasets=build_datasets(model, lmdbs, lmdb_models, scale_min, scale_max, sigma, max_rotation,
-                                    occlusions), drop_sources=tuple(drop_sources),
-            background_lmdb=absolute(background_lmdb), prob_only_background=prob_only_background,
-            media_directory=media_directory, base_lr=base_lr, lr_policy=lr_policy,
-            stepvalues=tuple(stepvalues) if stepvalues else None, stepsize=stepsize, gamma=gamma, power=power,
-            max_iter=max_iter, snapshot_interval=snapshot_interval, snapshot_prefix=snapshot_prefix,
-            display=display, gpus=gpus, vgg_weights="" if no_vgg else absolute(vgg_weights),
-            random_seed=random_seed, paf_stages=paf_stages,
-            heat_stages=heat_stages, width=width, val_images=absolute(val_images) or "",
-            val_annotations=absolute(val_annotations) or "", val_interval=val_interval or 0, val_metric=val_metric)
-        out = Path(out_dir or f"out/{model.name}_{preset_name}")
-        if deploy_only:
-            text = render.render_deploy(model.name, preset_name, **options)
-            paths = {"deploy": render.write_atomic(out / render.file_names(model.name)["deploy"], text)}
-        else:
-            if yaml_path:        # the scripts pass the skeleton to `openpose-train train`
-                options["model_yaml"] = Path(yaml_path).name
-            paths = render.render_model_files(model.name, out, preset_name, **options)
-            if yaml_path:
-                paths["skeleton"] = render.write_atomic(out / Path(yaml_path).name, Path(yaml_path).read_text())
-            sources = render.training_sources(model.name, preset_name, **options)
-    except (UnknownModelError, SkeletonError, families.PresetError, render.GeneratorError) as exc:
-        raise click.ClickException(str(exc)) from None
+            paths["skeleton"] = render.write_atomic(out / Path(yaml_path).name, Path(yaml_path).read_text())
+        sources = render.training_sources(model.name, preset_name, **options)
     if not deploy_only:
         for line in sources.notes + tuple(lmdb_warnings(sources)):
             click.echo(line, err=True)

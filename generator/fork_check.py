@@ -12,6 +12,8 @@ from typing import List, Optional
 
 import click
 
+from openpose_train.common.errors import reports_errors
+
 ENCODED_WARNING = ("is an encoded (JPEG) LMDB: the OpenPose Caffe fork cannot read it (it segfaults on the "
                    "first record); openpose-train train can. Rebuild it without --encoded for the fork")
 
@@ -77,16 +79,14 @@ def fork_problems(net_param) -> List[str]:
 
 @click.command("fork-check", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("training_prototxt", type=click.Path(exists=True, dir_okay=False))
+@reports_errors
 def fork_check(training_prototxt):
     """Check TRAINING_PROTOTXT against the OpenPose Caffe fork's known preconditions (raw, existing LMDBs;
     occlusions only with a background LMDB). Exit 1 with one line per problem; train_pose.sh runs it before
     launching CAFFE=... ."""
-    from openpose_train.caffe_layers.caffe_io import CaffeFormatError, read_net_prototxt
+    from openpose_train.caffe_layers.caffe_io import read_net_prototxt
 
-    try:
-        net_param = read_net_prototxt(training_prototxt)
-    except CaffeFormatError as exc:
-        raise click.ClickException(str(exc)) from None
+    net_param = read_net_prototxt(training_prototxt)
     problems = fork_problems(net_param)
     for line in problems:
         click.echo(f"Error: {training_prototxt}: {line}", err=True)

@@ -5,6 +5,7 @@ import dataclasses
 
 import click
 
+from openpose_train.common.errors import reports_errors
 from openpose_train.generator import registry
 
 
@@ -141,6 +142,7 @@ def _part_range(group, parts) -> str:
 @click.option("--yaml", "yaml_path", type=click.Path(dir_okay=False),
               help="Describe a user skeleton YAML file (validated).")
 @click.option("--datasets", is_flag=True, help="List the dataset (LMDB keypoint) layouts.")
+@reports_errors
 def models(name, yaml_path, datasets):
     """List the registered pose models, or describe NAME (registry name, --model_pose string or
     training model string such as COCO_25B_17)."""
@@ -148,10 +150,7 @@ def models(name, yaml_path, datasets):
         click.echo(format_table(dataset_table_rows()))
         return
     if yaml_path:
-        try:
-            model = registry.load_skeleton_yaml(yaml_path)
-        except registry.SkeletonError as exc:
-            raise click.ClickException(str(exc))
+        model = registry.load_skeleton_yaml(yaml_path)
         click.echo(describe_model(model))
         return
     if name is None:

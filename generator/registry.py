@@ -95,9 +95,6 @@ from openpose_train.common.errors import OpenPoseTrainError
 class UnknownModelError(OpenPoseTrainError, KeyError):
     """A model name that is in no table. The message lists the known names."""
 
-    def __str__(self):  # KeyError quotes its message; we want it plain
-        return str(self.args[0]) if self.args else "unknown model"
-
 
 class SkeletonError(OpenPoseTrainError, ValueError):
     """A user skeleton (YAML) that cannot work: the message names the file and the problem."""

@@ -8,6 +8,11 @@ import sys
 
 import click
 
+from openpose_train.common.errors import OpenPoseTrainError
+
+BUG_NOTE = ("openpose-train: this is a bug, not a problem with your input; please report it with the "
+            "command and the traceback below")
+
 # (subcommand name, module, attribute). One place lists every subcommand.
 SUBCOMMANDS = [
     ("models", "openpose_train.generator.models_cli", "models"),
@@ -42,6 +47,19 @@ class LazyGroup(click.Group):
                         raise click.ClickException(f"'{name}' is not available: {exc}")
                     return unavailable
         return None
+
+    def invoke(self, ctx):
+        """Every command reports bad input as one ``Error:`` line (common.errors.reports_errors);
+        anything else escaping a command is a bug: say so above its traceback
+        (docs/architecture.md §Errors)."""
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort,
+                OpenPoseTrainError, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception:
+            click.echo(BUG_NOTE, err=True)
+            raise
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -38,7 +38,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import click
 
 from openpose_train.common.files import write_atomic
-from openpose_train.common.errors import OpenPoseTrainError
+from openpose_train.common.errors import OpenPoseTrainError, reports_errors
 
 MODEL = "BODY_25"
 PRESET = "tiny"
@@ -514,6 +514,7 @@ def run_demo(out, cfg: DemoConfig = DemoConfig(), stream=None) -> dict:
 @click.option("--iterations", type=click.IntRange(min=1), help=f"Training iterations [{DemoConfig.iterations}].")
 @click.option("--quick", is_flag=True, help="A seconds-long smoke run (tiny data, a few iterations; "
               "no learning check).")
+@reports_errors
 def main(out, images, iterations, quick):
     """Run the whole openpose-train chain on a synthetic dataset and print where everything landed."""
     cfg = QUICK if quick else DemoConfig()
@@ -522,10 +523,7 @@ def main(out, images, iterations, quick):
     if iterations:
         cfg = replace(cfg, iterations=iterations, snapshot_interval=max(1, min(cfg.snapshot_interval,
                                                                                 iterations)))
-    try:
-        run_demo(out, cfg)
-    except DemoError as exc:
-        raise click.ClickException(str(exc)) from None
+    run_demo(out, cfg)
 
 
 if __name__ == "__main__":

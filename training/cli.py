@@ -27,6 +27,8 @@ from typing import List, Optional
 
 import click
 
+from openpose_train.common.errors import reports_errors
+
 from .data_sources import TrainingError
 
 
@@ -376,6 +378,7 @@ def _worker(cfg: TrainConfig) -> None:
               help="No TensorBoard event files (default: <snapshot_prefix>_tensorboard/).")
 @click.option("--tensorboard-maps-every", type=int, default=1, show_default=True,
               help="Predicted heatmaps/PAFs on the first validation image every K snapshots (0: never).")
+@reports_errors
 def train(solver, weights, snapshot, gpu, iterations, sigint_effect, sighup_effect, reinit_mismatched, backend,
           bf16, channels_last, compile_net, compile_backend, workers, labels, log_file, metrics, model_yamls, no_progress,
           progress_interval, val_images, val_annotations, val_interval, val_metric, val_net_resolution, val_deploy,
@@ -428,15 +431,6 @@ def train(solver, weights, snapshot, gpu, iterations, sigint_effect, sighup_effe
             distributed.spawn(_worker, len(cfg.gpus), (cfg,))
         else:
             run_training(cfg)
-    except TrainingError as exc:
-        raise click.ClickException(str(exc)) from None
-    except Exception as exc:
-        from openpose_train.caffe_layers.caffe_io import CaffeFormatError
-        from .solver import SolverConfigError
-
-        if isinstance(exc, (CaffeFormatError, SolverConfigError)):
-            raise click.ClickException(str(exc)) from None
-        raise
     finally:
         if lock is not None:
             lock.release()

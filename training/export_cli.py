@@ -3,9 +3,8 @@ import os
 
 import click
 
-from openpose_train.generator.families import PresetError
+from openpose_train.common.errors import reports_errors
 from openpose_train.generator.output_paths import make_parent_folder
-from openpose_train.generator.registry import UnknownModelError
 
 
 @click.command("export")
@@ -25,20 +24,17 @@ from openpose_train.generator.registry import UnknownModelError
 @click.option("--onnx", "onnx_path", default=None, type=click.Path(dir_okay=False),
               help="Also write an ONNX model (dynamic height/width), checked with onnxruntime.")
 @click.option("--opset", default=17, show_default=True, help="ONNX opset.")
+@reports_errors
 def export(snapshot, best_dir, model_name, to, preset, deploy, net_resolution, onnx_path, opset):
     """Write SNAPSHOT and its deploy prototxt where OpenPose expects them, after checking every layer."""
-    from openpose_train.training.export import ExportError, export_snapshot
+    from openpose_train.training.export import export_snapshot
 
     if (snapshot is None) == (best_dir is None):
         raise click.UsageError("give --snapshot SNAPSHOT or --best TRAINING_DIR (one of them)")
     if best_dir is not None:
-        from openpose_train.training.data_sources import TrainingError
         from openpose_train.training.evaluation import find_best
 
-        try:
-            snapshot, record = find_best(best_dir)
-        except TrainingError as exc:
-            raise click.ClickException(str(exc))
+        snapshot, record = find_best(best_dir)
         model_name = model_name or record.get("model")
         net_resolution = net_resolution or record.get("net_resolution")
         if deploy is None and preset is None and record.get("deploy") and os.path.isfile(record["deploy"]):
@@ -49,20 +45,14 @@ def export(snapshot, best_dir, model_name, to, preset, deploy, net_resolution, o
         raise click.UsageError("--model is required")
     if onnx_path:      # before the OpenPose files are written
         make_parent_folder(onnx_path, click.ClickException, label="--onnx", create=False)
-    try:
-        result = export_snapshot(snapshot, model_name, to, preset=preset, deploy=deploy,
-                                 net_resolution=net_resolution)
-    except (ExportError, UnknownModelError, PresetError) as exc:
-        raise click.ClickException(str(exc))
+    result = export_snapshot(snapshot, model_name, to, preset=preset, deploy=deploy,
+                             net_resolution=net_resolution)
     click.echo(f"prototxt:   {result.prototxt}")
     click.echo(f"caffemodel: {result.caffemodel}")
     if onnx_path:
-        from openpose_train.training.onnx_export import OnnxExportError, export_onnx
+        from openpose_train.training.onnx_export import export_onnx
 
-        try:
-            report = export_onnx(result.prototxt, result.caffemodel, onnx_path, opset=opset)
-        except OnnxExportError as exc:
-            raise click.ClickException(str(exc))
+        report = export_onnx(result.prototxt, result.caffemodel, onnx_path, opset=opset)
         click.echo(f"onnx:       {onnx_path} (onnxruntime max |diff| vs engine = {report['max_abs_diff']:.2e})")
     click.echo("Run it with OpenPose:")
     click.echo(f"  {result.command}")

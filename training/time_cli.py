@@ -17,6 +17,7 @@ import click
 import torch
 
 from openpose_train.caffe_layers.net import CaffeNet
+from openpose_train.common.errors import reports_errors
 
 
 @dataclass
@@ -154,6 +155,7 @@ def format_caffe_time_lines(times: LayerTimes) -> List[tuple]:
 @click.option("-stage", "--stage", "stage", default="", help="Comma-separated net stages.")
 @click.option("-forward_only", "--forward-only", "forward_only", is_flag=True,
               help="Time the forward pass only.")
+@reports_errors
 def time_cmd(model, iterations, gpu, phase, level, stage, forward_only):
     """Per-layer forward/backward times of a net, printed like `caffe time`."""
     from openpose_train.caffe_layers.caffe_io import CaffeFormatError, read_net_prototxt
@@ -177,8 +179,8 @@ def time_cmd(model, iterations, gpu, phase, level, stage, forward_only):
         net_param = read_net_prototxt(model)
         stages = tuple(s for s in stage.split(",") if s)
         net = CaffeNet(net_param, phase=phase, stages=stages, level=level, seed=0).to(device)
-    except (CaffeFormatError, UnsupportedLayerError, LayerConfigError, NetDefinitionError, OSError) as exc:
-        raise click.ClickException(f"{model}: {exc}")
+    except (CaffeFormatError, UnsupportedLayerError, LayerConfigError, NetDefinitionError) as exc:
+        raise click.ClickException(f"{model}: {exc}") from None   # the message names the layer, this the file
     inputs = random_inputs(net, device)
     log.info("caffe.cpp:344", "Performing Forward")
     warm = time_layers(net, inputs, 1, device, backward=not forward_only)

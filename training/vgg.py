@@ -31,7 +31,7 @@ from typing import Dict, List, Mapping, Tuple
 import click
 import numpy as np
 
-from openpose_train.common.errors import OpenPoseTrainError
+from openpose_train.common.errors import OpenPoseTrainError, reports_errors
 from openpose_train.generator.output_paths import make_parent_folder
 
 # (Caffe layer name, torchvision key prefix, weight shape) in VGG-19 order
@@ -165,12 +165,10 @@ def convert_vgg19(pth_path, out_caffemodel, with_fc: bool = True, deploy_path=No
 @click.option("--no-fc", is_flag=True, help="Leave out fc6-fc8 (OpenPose uses conv1_1 ... conv4_2 only).")
 @click.option("--deploy", type=click.Path(dir_okay=False), default=None,
               help="Also write the matching vgg_deploy.prototxt here.")
+@reports_errors
 def vgg_cmd(pth, out, no_fc, deploy):
     """Convert a torchvision VGG-19 state dict (PTH) to VGG_ILSVRC_19_layers.caffemodel (OUT)."""
-    try:
-        weights = convert_vgg19(pth, out, with_fc=not no_fc, deploy_path=deploy)
-    except VggConversionError as exc:
-        raise click.ClickException(str(exc))
+    weights = convert_vgg19(pth, out, with_fc=not no_fc, deploy_path=deploy)
     click.echo(f"wrote {out}: {len(weights)} layers ({', '.join(weights)}); "
                f"-weights {out} initialises {', '.join(OPENPOSE_BACKBONE_LAYERS)}")
 

@@ -7,12 +7,11 @@ from typing import Optional
 
 import click
 
-MODEL_ERRORS = (ValueError, KeyError, OSError)
+from openpose_train.common.errors import OpenPoseTrainError, reports_errors
 
 
-def _fail(exc: BaseException) -> click.ClickException:
-    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-    return click.ClickException(str(text))
+class SnapshotTableError(OpenPoseTrainError, ValueError):
+    """ap.jsonl of validate-snapshots holds a line that is not one of its rows; names file and line."""
 
 
 def _common_options(fn):
@@ -115,6 +114,7 @@ def _echo_metrics_table(summary: dict) -> None:
 @click.option("--groundtruth-maps", is_flag=True,
               help="score each image's own annotations drawn as heatmaps/PAFs at the net's output "
                    "resolution instead of running a network: the post-processing ceiling")
+@reports_errors
 def validate(model_folder, prototxt, caffemodel, model_name, model_yaml, images, annotations,
              out, write_json, render, quiet, metrics, groundtruth_maps, **opts):
     """COCO keypoint AP (and foot, whole-body, hand, face metrics) of a model, detected as
@@ -122,22 +122,19 @@ def validate(model_folder, prototxt, caffemodel, model_name, model_yaml, images,
     from openpose_train.validation.inference import find_model_files
     from openpose_train.validation.metrics import parse_metrics
     from openpose_train.validation.runner import run_validation
-    try:
-        model = _model(model_name, model_yaml)
-        wanted = parse_metrics(metrics)
-        if groundtruth_maps:
-            estimator, settings = _ground_truth_estimator(model, annotations, opts)
-        else:
-            prototxt, caffemodel = find_model_files(model, model_folder, prototxt, caffemodel)
-            estimator = _network_estimator(model, prototxt, caffemodel, opts)
-            settings = _settings(model, prototxt, caffemodel, opts)
-        _check_output_folders(out, write_json, render)
-        summary = run_validation(estimator, images, out, annotations, write_json, render,
-                                 batch_size=opts["batch_size"], limit=opts["limit"],
-                                 settings=settings, progress=not quiet, echo=click.echo,
-                                 metrics=wanted)
-    except MODEL_ERRORS as exc:
-        raise _fail(exc) from None
+    model = _model(model_name, model_yaml)
+    wanted = parse_metrics(metrics)
+    if groundtruth_maps:
+        estimator, settings = _ground_truth_estimator(model, annotations, opts)
+    else:
+        prototxt, caffemodel = find_model_files(model, model_folder, prototxt, caffemodel)
+        estimator = _network_estimator(model, prototxt, caffemodel, opts)
+        settings = _settings(model, prototxt, caffemodel, opts)
+    _check_output_folders(out, write_json, render)
+    summary = run_validation(estimator, images, out, annotations, write_json, render,
+                             batch_size=opts["batch_size"], limit=opts["limit"],
+                             settings=settings, progress=not quiet, echo=click.echo,
+                             metrics=wanted)
     _echo_stats(summary)
     _echo_metrics_table(summary)
     click.echo(f"results: {out}")
@@ -179,6 +176,25 @@ def _ground_truth_estimator(model, annotations, opts):
             summary_settings)
 
 
+def _read_ap_table(path: str) -> dict:
+    """{iteration: row} of the ap.jsonl an earlier validate-snapshots wrote ({} when there is none)."""
+    done = {}
+    if not os.path.isfile(path):
+        return done
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                done[row["iteration"]] = row
+            except (ValueError, KeyError, TypeError):
+                raise SnapshotTableError(f"{path}:{number}: not a row of validate-snapshots (a JSON object "
+                                         "with an 'iteration'); delete the file to validate every snapshot "
+                                         "again") from None
+    return done
+
+
 @click.command("validate-snapshots")
 @click.argument("training_dir", type=click.Path(file_okay=False))
 @click.option("--prototxt", default=None, type=click.Path(dir_okay=False),
@@ -192,6 +208,7 @@ def _ground_truth_estimator(model, annotations, opts):
 @click.option("--metrics", "metrics", default=None,
               help="comma list of body,foot,wholebody,hand,face kept per snapshot in ap.jsonl "
                    "(default: all the model and the annotations allow)")
+@reports_errors
 def validate_snapshots(training_dir, prototxt, model_name, model_yaml, images, annotations,
                        out_dir, every, quiet, metrics, **opts):
     """Validate every pose_iter_N.caffemodel of a training run; plot AP against iteration beside
@@ -206,64 +223,53 @@ def validate_snapshots(training_dir, prototxt, model_name, model_yaml, images, a
     from openpose_train.validation.metrics import CROP_HEADLINE, LOWER_IS_BETTER, parse_metrics
     from openpose_train.validation.runner import (ap_table_row, list_snapshots, run_validation,
                                                   snapshot_folder)
-    try:
-        model = _model(model_name, model_yaml)
-        wanted = parse_metrics(metrics)
-        snapshot_dir = snapshot_folder(training_dir)
-        snapshots = list_snapshots(snapshot_dir)[::max(1, every)]
-        if not snapshots:
-            raise click.ClickException(f"no *_iter_N.caffemodel snapshots in {snapshot_dir}")
-        # the generator writes the deploy file beside the solver; TRAINING_DIR may be model/
-        deploy_dirs = list(dict.fromkeys(os.path.normpath(d) for d in (
-            training_dir, snapshot_dir, os.path.join(training_dir, os.pardir))))
-        for folder in ([] if prototxt else deploy_dirs):
-            prototxt = find_deploy_prototxt(model, folder)
-            if prototxt:
-                break
-        if prototxt is None:
-            raise click.ClickException(f"no deploy prototxt ({model.deploy_name} or *deploy*.prototxt) "
-                                       f"in {', '.join(deploy_dirs)}; give --prototxt")
-        out_dir = out_dir or os.path.join(training_dir, "validation")
-        check_output_folder(out_dir, "--out-dir folder")    # created by the first results file
-        table_path = os.path.join(out_dir, "ap.jsonl")
-        done = {}
-        if os.path.isfile(table_path):
-            with open(table_path) as f:
-                for line in f:
-                    if line.strip():
-                        row = json.loads(line)
-                        done[row["iteration"]] = row
-        for iteration, caffemodel in snapshots:
-            if iteration in done:
-                continue
-            click.echo(f"snapshot {os.path.basename(caffemodel)}")
-            estimator = _network_estimator(model, prototxt, caffemodel, opts)
-            summary = run_validation(
-                estimator, images, os.path.join(out_dir, f"results_iter_{iteration}.json"),
-                annotations, batch_size=opts["batch_size"], limit=opts["limit"],
-                settings=_settings(model, prototxt, caffemodel, opts), progress=not quiet,
-                metrics=wanted)
-            _echo_stats(summary)
-            _echo_metrics_table(summary)
-            done[iteration] = ap_table_row(iteration, summary)
-            with open(table_path, "a") as f:
-                f.write(json.dumps(done[iteration]) + "\n")
-        loss = {}
-        sources = [s for d in dict.fromkeys((snapshot_dir, training_dir)) for s in find_loss_sources(d)]
-        for source in sources:
-            try:
-                loss[os.path.basename(source)] = read_loss_curve(source)
-            except PlotError:
-                continue
-            break           # one source: the metrics file, else the first log with losses
-        keys = CROP_HEADLINE.get(model.crop_net, ("AP", "AP50", "AR"))
-        png = plot_ap_and_loss(list(done.values()), loss, os.path.join(out_dir, "ap_vs_iteration.png"),
-                               title=f"{model.name}: {keys[0] if model.crop_net else 'COCO keypoint AP'} "
-                                     f"per snapshot", keys=keys)
-    except click.ClickException:
-        raise
-    except MODEL_ERRORS as exc:
-        raise _fail(exc) from None
+    model = _model(model_name, model_yaml)
+    wanted = parse_metrics(metrics)
+    snapshot_dir = snapshot_folder(training_dir)
+    snapshots = list_snapshots(snapshot_dir)[::max(1, every)]
+    if not snapshots:
+        raise click.ClickException(f"no *_iter_N.caffemodel snapshots in {snapshot_dir}")
+    # the generator writes the deploy file beside the solver; TRAINING_DIR may be model/
+    deploy_dirs = list(dict.fromkeys(os.path.normpath(d) for d in (
+        training_dir, snapshot_dir, os.path.join(training_dir, os.pardir))))
+    for folder in ([] if prototxt else deploy_dirs):
+        prototxt = find_deploy_prototxt(model, folder)
+        if prototxt:
+            break
+    if prototxt is None:
+        raise click.ClickException(f"no deploy prototxt ({model.deploy_name} or *deploy*.prototxt) "
+                                   f"in {', '.join(deploy_dirs)}; give --prototxt")
+    out_dir = out_dir or os.path.join(training_dir, "validation")
+    check_output_folder(out_dir, "--out-dir folder")    # created by the first results file
+    table_path = os.path.join(out_dir, "ap.jsonl")
+    done = _read_ap_table(table_path)
+    for iteration, caffemodel in snapshots:
+        if iteration in done:
+            continue
+        click.echo(f"snapshot {os.path.basename(caffemodel)}")
+        estimator = _network_estimator(model, prototxt, caffemodel, opts)
+        summary = run_validation(
+            estimator, images, os.path.join(out_dir, f"results_iter_{iteration}.json"),
+            annotations, batch_size=opts["batch_size"], limit=opts["limit"],
+            settings=_settings(model, prototxt, caffemodel, opts), progress=not quiet,
+            metrics=wanted)
+        _echo_stats(summary)
+        _echo_metrics_table(summary)
+        done[iteration] = ap_table_row(iteration, summary)
+        with open(table_path, "a") as f:
+            f.write(json.dumps(done[iteration]) + "\n")
+    loss = {}
+    sources = [s for d in dict.fromkeys((snapshot_dir, training_dir)) for s in find_loss_sources(d)]
+    for source in sources:
+        try:
+            loss[os.path.basename(source)] = read_loss_curve(source)
+        except PlotError:
+            continue
+        break           # one source: the metrics file, else the first log with losses
+    keys = CROP_HEADLINE.get(model.crop_net, ("AP", "AP50", "AR"))
+    png = plot_ap_and_loss(list(done.values()), loss, os.path.join(out_dir, "ap_vs_iteration.png"),
+                           title=f"{model.name}: {keys[0] if model.crop_net else 'COCO keypoint AP'} "
+                                 f"per snapshot", keys=keys)
     scored = [r for r in done.values() if r.get(keys[0]) is not None]
     if scored:
         sign = -1 if keys[0] in LOWER_IS_BETTER else 1
@@ -277,6 +283,7 @@ def validate_snapshots(training_dir, prototxt, model_name, model_yaml, images, a
 @click.option("--out", default="loss.png", show_default=True, help="PNG to write")
 @click.option("--smooth", default=20, show_default=True, type=int,
               help="running-mean window (displayed iterations)")
+@reports_errors
 def plot(sources, out, smooth):
     """Loss curve(s) from training logs, metrics JSONL files or training folders."""
     from openpose_train.validation.plots import (PlotError, find_loss_sources, plot_loss,
@@ -290,12 +297,9 @@ def plot(sources, out, smooth):
             curves[path] = read_loss_curve(path)
         except PlotError as exc:
             if len(files) == 1:
-                raise click.ClickException(str(exc)) from None
+                raise
             click.echo(f"skipped: {exc}", err=True)
     if not curves:
         raise click.ClickException(f"no loss values in {', '.join(sources)}")
-    try:
-        plot_loss(curves, out, smooth=smooth)
-    except PlotError as exc:
-        raise click.ClickException(str(exc)) from None
+    plot_loss(curves, out, smooth=smooth)
     click.echo(f"plot: {out}")
