@@ -44,6 +44,7 @@ setup(
         "tqdm>=4.66",
         "matplotlib>=3.7",
         "pyyaml>=6.0",
+        "jsonschema>=4.18",      # YAML skeletons (generator/skeleton.py); imported only to check one
         "tensorboard>=2.14",
     ],
     extras_require={

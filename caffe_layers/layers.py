@@ -517,6 +517,13 @@ class Eltwise(CaffeLayer):
         self.coeffs = [float(c) for c in ep.coeff]
         if self.coeffs and (self.operation != "SUM" or len(self.coeffs) != len(bottom_shapes)):
             raise LayerConfigError(f"layer '{param.name}' (Eltwise): coefficients need SUM and one per bottom")
+        # Caffe's EltwiseLayer::Reshape checks that every bottom has the first one's shape; a label top of
+        # another model's channel count (a YAML skeleton edited since) stops here, not in the first forward
+        if any(len(s) != len(bottom_shapes[0]) or any(a is not None and b is not None and a != b
+                                                      for a, b in zip(s, bottom_shapes[0]))
+               for s in bottom_shapes[1:]):
+            raise LayerConfigError(f"layer '{param.name}' (Eltwise): bottoms {', '.join(param.bottom)} have "
+                                   f"different shapes {', '.join(_fmt(s) for s in bottom_shapes)}")
 
     def forward(self, *xs):
         y = xs[0]

@@ -77,6 +77,29 @@ def fork_problems(net_param) -> List[str]:
     return problems
 
 
+def skeleton_problems(training_prototxt) -> List[str]:
+    """A net generated from a YAML skeleton: the fork has OpenPose's model tables compiled in, so it cannot
+    train it; and the YAML the generator copied beside the prototxt must be the one it was made from."""
+    from .registry import SkeletonError
+    from .skeleton import generated_from_problem, load_skeleton_yaml, recorded_skeletons
+
+    text = Path(training_prototxt).read_text(encoding="utf-8", errors="replace")
+    problems = []
+    for record in recorded_skeletons(text):
+        problems.append(f"generated from the YAML skeleton {record.yaml_name} (model {record.model}): the "
+                        "Caffe fork cannot train it (its model tables are compiled in); openpose-train train can")
+        path = Path(training_prototxt).parent / record.yaml_name
+        if path.is_file():
+            try:
+                loaded = {record.model: (record.yaml_name, load_skeleton_yaml(path))}
+            except SkeletonError as exc:
+                problems.append(str(exc))
+                continue
+            problem = generated_from_problem(Path(training_prototxt).name, text, loaded)
+            problems += [problem] if problem else []
+    return problems
+
+
 @click.command("fork-check", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("training_prototxt", type=click.Path(exists=True, dir_okay=False))
 @reports_errors
@@ -87,7 +110,7 @@ def fork_check(training_prototxt):
     from openpose_train.caffe_layers.caffe_io import read_net_prototxt
 
     net_param = read_net_prototxt(training_prototxt)
-    problems = fork_problems(net_param)
+    problems = skeleton_problems(training_prototxt) + fork_problems(net_param)
     for line in problems:
         click.echo(f"Error: {training_prototxt}: {line}", err=True)
     if problems:

@@ -415,7 +415,12 @@ def training_layers(model_name: str, preset: Optional[str] = None, **options):
 def render_training(model_name: str, preset: Optional[str] = None, **options) -> str:
     """``pose_training.prototxt`` text."""
     layers = _styled(resolve_preset(model_name, preset), training_layers(model_name, preset, **options), False)
-    return environment().get_template("training.prototxt.j2").render(layers=layers)
+    text = environment().get_template("training.prototxt.j2").render(layers=layers)
+    yaml_name = _options(options).model_yaml
+    if yaml_name:      # training checks that the skeleton is still the one the net was made for
+        from .skeleton import skeleton_header
+        text = skeleton_header(get_model(model_name), yaml_name) + text
+    return text
 
 
 def render_solver(model_name: str, preset: Optional[str] = None, **options) -> str:

@@ -1,68 +1,233 @@
 """User-defined skeletons from a YAML file -> a validated ``registry.PoseModel``.
 
-Format (see ``generator/example_skeleton.yaml``)::
+The format, field by field, is ``docs/formats.md`` §YAML skeletons (an example:
+``generator/example_skeleton.yaml``); :data:`SCHEMA` below is that format as a JSON Schema.
+A file is checked in three steps, and the first problem raises ``SkeletonError`` as
+``FILE: FIELD PATH: problem`` (e.g. ``skel.yaml: parts[3]: must be a part name, got 7``):
 
-    name: MY_MODEL                 # registry name (required)
-    description: one line          # optional
-    parts: [Nose, Neck, ...]       # part names, model order (required, unique)
-    pairs: [[Neck, Nose], [1, 2]]  # PAF pairs A -> B, names or indexes, training order (required)
-    flips: [[LEye, REye], ...]     # left/right swaps; or a mapping {LEye: REye, ...} (optional)
-    background: true               # background heatmap channel (default true)
-    sigma_ratios: {default: 1.0, LWrist: 0.8}   # or a list with one value per part (optional)
-    thresholds: {nms_threshold: 0.05, ...}       # PostprocessThresholds fields (optional)
-    to_coco17: [Nose, LEye, ...]   # model part per COCO-17 keypoint, null = none (optional)
-    to_coco_foot: [...]            # the same for the 6 COCO-foot points (optional)
-    openpose_name: ""              # --model_pose string if OpenPose knows one (optional)
-    model_folder: pose/my_model    # folder under OpenPose's models/ (default pose/<name lower>)
-    dataset_layouts:               # new LMDB layouts (optional; the registry's are always known)
-      - {key: my_data, keypoints: [a, b, ...], lmdb_dataset: my_data, category: COCO,
-         has_mask: true, json_fields: [keypoints]}
-    variants:                      # dataset mappings (optional; `variant:` for a single one)
-      - op_model: MY_MODEL_17      # string written into op_transform_param.model
-        dataset: coco              # registry dataset key or one of dataset_layouts
-        sources:                   # model part -> dataset keypoint(s); a list is averaged;
-          Nose: 0                  # indexes or dataset keypoint names; parts not listed are
-          Neck: [5, 6]             # "not in this dataset" (v = 4)
-        minus1: [HeadTop]          # optional CHANNELS_TO_MASK {-1} parts
-        # optional label rules (docs/labels.md §Per-model rules; defaults in brackets):
-        force_global_mask: true    # global masking of missing parts even if P <= P_lmdb [true]
-        missing_threshold: 4       # main-person v >= this counts as missing [4]
-        mask_feet_pairs: [[RKnee, RAnkle]]   # maskFeet (knee, ankle) pairs [none]
-        force_minus1_mask: false   # "-1" person-box masking with <= 70 parts [false]
-        roi_mask_codes: [3, 4]     # v codes whose person boxes are masked (2, 3, 4) [3, 4]
-        mask_is_background: false  # augmentation: mask_miss := padding mask [false]
-        label_rules_implemented: true   # false: the OPData layer refuses the variant [true]
-    person_filter:                 # OpenPose's person filter groups (optional; none by default)
-      foot_parts: [LBigToe, ...]   # not counted unless maximising positives
-      face_parts: [...]            # count as one keypoint; a lone face is dropped
-      hand_groups: [[...], [...]]  # each counts as at most one keypoint
+1. YAML: read with PyYAML's safe loader (no code runs from data), except that a mapping holding
+   the same key twice is refused with its line (PyYAML would silently keep the last one).
+2. Shape: :data:`SCHEMA`, checked with ``jsonschema`` (Draft 2020-12, integers strict, a ``finite``
+   keyword): every field's type, lists of names rather than numbers or nested lists, finite
+   numbers (``.inf`` / ``.nan`` sigma ratios or thresholds), unknown and missing keys.
+   ``stride`` may only be 8: the network families and OpenPose's runtime have no other output stride.
+3. Meaning, what a schema cannot say: part and keypoint names resolve, indexes are in range, no
+   duplicate parts, pairs or flips, a connected PAF graph, symmetric flips, one value per part, and no
+   built-in model, model string, ``--model_pose`` string or dataset layout is replaced.
 
-Every problem raises ``SkeletonError`` naming the file and the problem: unreadable YAML, unknown
-keys, index out of range, unknown part or keypoint names, duplicate part names, duplicate pairs,
-a part in two flip pairs, asymmetric flip mappings, a disconnected PAF graph, bad sigma ratios.
+``jsonschema`` is imported on the first check only, so that ``openpose-train models`` starts as fast
+as before (docs/architecture.md §Import rules). The generator records :func:`skeleton_header` in the
+training prototxt; :func:`generated_from_problem` tells training (and ``fork-check``) that the YAML
+changed since (docs/refusals.md §YAML skeletons).
 """
 from __future__ import annotations
 
-from dataclasses import fields
+import functools
+import math
+import re
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
 from openpose_train.generator.registry import (
-    LABEL_RULE_FIELDS, DatasetLayout, PersonFilter, PoseModel, PostprocessThresholds, SkeletonError, TrainingVariant,
-    UnknownModelError, get_dataset_layout, list_dataset_layouts, register_dataset_layout)
+    BUILTIN_DATASET_LAYOUTS, BUILTIN_MODELS, LABEL_RULE_FIELDS, DatasetLayout, PersonFilter, PoseModel,
+    PostprocessThresholds, SkeletonError, TrainingVariant, UnknownModelError, get_dataset_layout, get_model,
+    list_dataset_layouts, model_digest, register_dataset_layout)
 
-_TOP_KEYS = {"name", "description", "parts", "pairs", "flips", "background", "sigma_ratios",
-             "thresholds", "to_coco17", "to_coco_foot", "openpose_name", "model_folder",
-             "dataset_layouts", "variants", "variant", "stride", "person_filter"}
-_VARIANT_KEYS = {"op_model", "dataset", "sources", "minus1", "category", *LABEL_RULE_FIELDS}
+CATEGORIES = ("COCO", "MPII", "PT", "HAND", "FACE", "DOME", "CAR")
+#: the output stride of every network family and of OpenPose's runtime (its NET_DECREASE_FACTOR)
+STRIDE = next(f.default for f in fields(PoseModel) if f.name == "stride")
 _VARIANT_FLAGS = {"force_global_mask": True, "force_minus1_mask": False, "mask_is_background": False,
                   "label_rules_implemented": True}
-_FILTER_KEYS = {"foot_parts", "face_parts", "hand_groups"}
-_LAYOUT_KEYS = {"key", "keypoints", "lmdb_dataset", "category", "has_mask", "json_fields",
-                "validity_fields", "description"}
-_CATEGORIES = ("COCO", "MPII", "PT", "HAND", "FACE", "DOME", "CAR")
+
+
+# ---- the schema ------------------------------------------------------------------------------
+# Every node has a "description": the error message says the field "must be <description>".
+
+def _node(description: str, **schema) -> dict:
+    return dict(schema, description=description)
+
+
+def _mapping(description: str, properties: dict, required=(), nullable=True) -> dict:
+    return _node(description, type=["object", "null"] if nullable else "object", additionalProperties=False,
+                 required=list(required), properties=properties)
+
+
+_IDENTIFIER = _node("a name of letters, digits, '_', '.' or '-'", type="string",
+                    pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_TEXT = _node("text", type=["string", "null"])
+_FLAG = _node("true or false", type="boolean")
+_PART = _node("a part name or index", type=["string", "integer"], minLength=1, minimum=0)
+_PART_LIST = _node("a list of part names or indexes", type=["array", "null"], items=_PART)
+_PAIR = _node("a pair [A, B] of part names or indexes", type="array", items=_PART, minItems=2, maxItems=2)
+_PAIR_LIST = _node("a list of [A, B] pairs", type=["array", "null"], items=_PAIR)
+_RATIO = _node("a finite number > 0", type="number", finite=True, exclusiveMinimum=0)
+_CATEGORY = _node("a category among " + ", ".join(CATEGORIES), type="string", enum=list(CATEGORIES))
+_KEYPOINT = _node("a dataset keypoint name or index", type=["string", "integer"], minLength=1, minimum=0)
+
+
+def _reorder_schema(count: int) -> dict:
+    return _node(f"a list of {count} part names or indexes (null: none)", type=["array", "null"],
+                 minItems=count, maxItems=count,
+                 items=_node("a part name, index or null", type=["string", "integer", "null"], minLength=1,
+                             minimum=0))
+
+
+def _threshold(field) -> dict:
+    if field.type in (int, "int"):
+        return _node("an integer >= 0", type="integer", minimum=0)
+    return _node("a finite number", type="number", finite=True)
+
+
+_LAYOUT = _mapping("a dataset layout {key, keypoints, lmdb_dataset, category, ...}", {
+    "key": _IDENTIFIER,
+    "keypoints": _node("a non-empty list of keypoint names", type="array", minItems=1,
+                       items=_node("a keypoint name", type="string", minLength=1)),
+    "lmdb_dataset": _node("the dataset string of the records' metadata (text)", type="string", minLength=1),
+    "category": _CATEGORY,
+    "has_mask": _FLAG,
+    "json_fields": _node("a non-empty list of COCO-JSON field names", type="array", minItems=1,
+                         items=_node("a field name", type="string", minLength=1)),
+    "validity_fields": _node("a list of COCO-JSON flag names, one per json_fields entry ('' = none)",
+                             type="array", items=_node("a field name or ''", type="string")),
+    "description": _TEXT,
+}, required=("key", "keypoints", "lmdb_dataset", "category"), nullable=False)
+
+_VARIANT = _mapping("a training variant {dataset, sources, ...}", {
+    "op_model": _IDENTIFIER,
+    "dataset": _node("a dataset layout key", type="string", minLength=1),
+    "sources": _node("a mapping {part: dataset keypoint, or a list of them to average}", type=["object", "null"],
+                     propertyNames=_PART,
+                     additionalProperties=_node(
+                         "a dataset keypoint name or index, or a non-empty list of them",
+                         type=["string", "integer", "array"], minLength=1, minimum=0, minItems=1,
+                         items=_KEYPOINT)),
+    "minus1": _PART_LIST,
+    "category": _CATEGORY,
+    # the label rules (registry.LABEL_RULE_FIELDS; docs/labels.md §Per-model rules)
+    "force_global_mask": _FLAG,
+    "missing_threshold": _node("an integer 1..4", type="integer", minimum=1, maximum=4),
+    "mask_feet_pairs": _PAIR_LIST,
+    "force_minus1_mask": _FLAG,
+    "roi_mask_codes": _node("a list of visibility codes among 2, 3, 4", type="array",
+                            items=_node("2, 3 or 4", type="integer", enum=[2, 3, 4])),
+    "mask_is_background": _FLAG,
+    "label_rules_implemented": _FLAG,
+}, required=("dataset",), nullable=False)
+
+SCHEMA = _mapping("a mapping of skeleton fields (name, parts, pairs, ...)", {
+    "name": _IDENTIFIER,
+    "description": _TEXT,
+    "parts": _node("a non-empty list of part names", type="array", minItems=1,
+                   items=_node("a part name", type="string", minLength=1)),
+    "pairs": _node("a non-empty list of [A, B] pairs", type="array", minItems=1, items=_PAIR),
+    "flips": _node("a list of [left, right] pairs or a mapping {left: right}", type=["array", "object", "null"],
+                   items=_PAIR, propertyNames=_PART, additionalProperties=_PART),
+    "background": _FLAG,
+    "sigma_ratios": _node("a list of one number > 0 per part or a mapping {part or default: number > 0}",
+                          type=["array", "object", "null"], items=_RATIO, propertyNames=_PART,
+                          additionalProperties=_RATIO),
+    "thresholds": _mapping("a mapping of post-processing thresholds",
+                           {f.name: _threshold(f) for f in fields(PostprocessThresholds)}),
+    "to_coco17": _reorder_schema(17),
+    "to_coco_foot": _reorder_schema(6),
+    "openpose_name": _TEXT,
+    "model_folder": _node("a relative folder under OpenPose's models/, e.g. pose/my_model",
+                          type=["string", "null"], pattern=r"^(?!.*(^|/)\.\.?(/|$))[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$"),
+    "stride": _node(f"{STRIDE} (the networks and OpenPose's runtime have no other output stride)", const=STRIDE),
+    "dataset_layouts": _node("a list of dataset layouts", type=["array", "null"], items=_LAYOUT),
+    "variants": _node("a list of training variants", type=["array", "null"], items=_VARIANT),
+    "variant": _VARIANT,
+    "person_filter": _mapping("a mapping {foot_parts, face_parts, hand_groups}", {
+        "foot_parts": _PART_LIST,
+        "face_parts": _PART_LIST,
+        "hand_groups": _node("a list of part lists", type=["array", "null"],
+                             items=_node("a list of part names or indexes", type="array", items=_PART)),
+    }),
+}, required=("name", "parts", "pairs"), nullable=False)
+
+
+@functools.lru_cache(maxsize=None)
+def _validator():
+    """jsonschema's Draft 2020-12 validator of SCHEMA, with integers that are never floats or booleans
+    (YAML's 2.0 or true is no index) and a ``finite`` keyword (JSON Schema has none; .inf and .nan are YAML)."""
+    from jsonschema import Draft202012Validator, ValidationError, validators
+
+    def finite(validator, wanted, instance, schema):
+        if wanted and validator.is_type(instance, "number") and not math.isfinite(instance):
+            yield ValidationError(f"{instance!r} is not finite")
+
+    types = Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool))
+    return validators.extend(Draft202012Validator, validators={"finite": finite}, type_checker=types)(SCHEMA)
+
+
+def field_path(path: Sequence) -> str:
+    """``["variants", 0, "sources", "Neck"]`` -> ``variants[0].sources.Neck``."""
+    out = ""
+    for key in path:
+        out += f"[{key}]" if isinstance(key, int) and not isinstance(key, bool) else (f".{key}" if out else str(key))
+    return out
+
+
+def _shown(value, schema) -> str:
+    if value is None:
+        return "nothing (null)"
+    text = repr(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    if isinstance(value, bool) and "string" in schema.get("type", ()):
+        text += " (YAML reads unquoted yes/no/on/off/true/false as booleans: quote a name)"
+    return text
+
+
+def _schema_problem(error) -> str:
+    """One jsonschema error as ``field path: problem``."""
+    where = field_path(error.absolute_path)
+    schema = error.schema
+    if error.validator == "additionalProperties" and schema.get("additionalProperties") is False:
+        unknown = sorted(map(str, set(error.instance) - set(schema["properties"])))
+        text = f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(schema['properties'])}"
+    elif error.validator == "required":
+        missing = next(k for k in error.validator_value if k not in error.instance)
+        text = f"'{missing}' is missing ({schema['properties'][missing]['description']})"
+    else:
+        text = f"must be {schema['description']}, got {_shown(error.instance, schema)}"
+        if list(error.schema_path)[-2:-1] == ["propertyNames"]:
+            text = f"key {_shown(error.instance, schema)}: must be {schema['description']}"
+    return f"{where or 'top level'}: {text}"
+
+
+# ---- reading -----------------------------------------------------------------------------------
+
+class _DuplicateKey(SkeletonError):
+    """A mapping key given twice; caught in _load_yaml, which names the file."""
+
+    def __init__(self, key, line: int, first: int):
+        super().__init__(f"line {line}: duplicate key {key!r} (first at line {first}); "
+                         "YAML would keep only the last one")
+
+
+class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """PyYAML's safe loader (its libyaml parser where installed), except that a mapping holding the same
+    key twice is an error (PyYAML keeps the last value silently). Merge keys (``<<: *base``) may still be
+    overridden."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: Dict[object, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise _DuplicateKey(key, line, seen[key])
+                seen[key] = line
+            except TypeError:      # an unhashable key: SafeLoader reports it
+                continue
+        return super().construct_mapping(node, deep)
 
 
 class _Checker:
@@ -78,49 +243,29 @@ class _Checker:
         if not condition:
             self.fail(message)
 
-    def keys(self, mapping, allowed, where: str):
-        self.expect(isinstance(mapping, dict), f"{where} must be a mapping")
-        unknown = sorted(set(mapping) - set(allowed))
-        self.expect(not unknown, f"{where}: unknown key(s) {', '.join(map(str, unknown))}; "
-                                 f"allowed: {', '.join(sorted(allowed))}")
-
-    def index(self, ref, names: Sequence[str], where: str) -> int:
-        """A part given by name or by index -> index, checked against ``names``."""
-        if isinstance(ref, bool):
-            self.fail(f"{where}: {ref!r} is neither a name nor an index")
+    def index(self, ref, names: Sequence[str], where: str, what: str = "name") -> int:
+        """A part (or keypoint) given by name or index (the schema checked which) -> its index."""
         if isinstance(ref, int):
-            self.expect(0 <= ref < len(names),
-                        f"{where}: index {ref} out of range (0..{len(names) - 1})")
+            self.expect(ref < len(names), f"{where}: index {ref} out of range (0..{len(names) - 1})")
             return ref
-        if isinstance(ref, str):
-            if ref in names:
-                return names.index(ref)
-            self.fail(f"{where}: unknown name '{ref}' (known: {', '.join(names)})")
-        self.fail(f"{where}: {ref!r} is neither a name nor an index")
-
-    def flag(self, mapping, key, default: bool, where: str) -> bool:
-        value = mapping.get(key, default)
-        self.expect(isinstance(value, bool), f"{where}.{key} must be true or false, got {value!r}")
-        return value
+        if ref not in names:
+            self.fail(f"{where}: unknown {what} '{ref}' (known: {', '.join(names)})")
+        return names.index(ref)
 
     def part_list(self, value, names, where: str) -> tuple:
-        self.expect(isinstance(value, list), f"'{where}' must be a list of parts")
-        return tuple(self.index(ref, names, where) for ref in value)
+        return tuple(self.index(ref, names, f"{where}[{k}]") for k, ref in enumerate(value or ()))
 
     def pair_list(self, value, names, where: str) -> List[tuple]:
-        self.expect(isinstance(value, list), f"'{where}' must be a list of [A, B] pairs")
         out = []
-        for k, pair in enumerate(value):
-            self.expect(isinstance(pair, (list, tuple)) and len(pair) == 2,
-                        f"{where}[{k}]: expected [A, B], got {pair!r}")
-            a = self.index(pair[0], names, f"{where}[{k}]")
-            b = self.index(pair[1], names, f"{where}[{k}]")
+        for k, (a_ref, b_ref) in enumerate(value or ()):
+            a = self.index(a_ref, names, f"{where}[{k}][0]")
+            b = self.index(b_ref, names, f"{where}[{k}][1]")
             self.expect(a != b, f"{where}[{k}]: pair joins part '{names[a]}' to itself")
             out.append((a, b))
         return out
 
 
-def _load_yaml(path, check: _Checker):
+def _load_yaml(path, check: _Checker) -> dict:
     try:
         text = Path(path).read_text()
     except OSError as exc:
@@ -128,28 +273,43 @@ def _load_yaml(path, check: _Checker):
     except UnicodeDecodeError as exc:
         check.fail(f"not a YAML text file (byte {exc.start} is not UTF-8)")
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as exc:
+        check.fail(str(exc))
     except yaml.YAMLError as exc:
-        check.fail(f"YAML syntax error: {exc}")
-    check.keys(data, _TOP_KEYS, "skeleton")
+        check.fail(f"YAML syntax error: {' '.join(str(exc).split())}")
+    check.expect(data is not None, "the file is empty (a skeleton needs name, parts and pairs)")
+    errors = iter(_validator().iter_errors(data))
+    first = next(errors, None)
+    if first is not None:
+        more = sum(1 for _ in errors)
+        check.fail(_schema_problem(first) + (f" (and {more} more problem{'s' * (more > 1)})" if more else ""))
     return data
 
 
-def _parts(data, check):
-    parts = data.get("parts")
-    check.expect(isinstance(parts, list) and parts, "'parts' must be a non-empty list of names")
-    seen = set()
-    for k, name in enumerate(parts):
-        check.expect(isinstance(name, str) and name, f"parts[{k}]: {name!r} is not a name")
-        check.expect(name not in seen, f"duplicate part name '{name}'")
-        seen.add(name)
-    return tuple(parts)
+# ---- meaning -------------------------------------------------------------------------------------
+
+def _name(data, check) -> str:
+    name = data["name"]
+    check.expect(name not in BUILTIN_MODELS, f"name: '{name}' is a built-in model; give the skeleton its own name")
+    openpose_name = data.get("openpose_name") or ""
+    builtin = {get_model(n).openpose_name: n for n in BUILTIN_MODELS if get_model(n).openpose_name}
+    check.expect(openpose_name not in builtin,
+                 f"openpose_name: '{openpose_name}' selects OpenPose's own {builtin.get(openpose_name)} tables, "
+                 "not this skeleton's; leave it empty unless OpenPose was given this skeleton's tables")
+    return name
 
 
-def _pairs(data, parts, check):
-    check.expect("pairs" in data, "'pairs' is missing (PAF pairs A -> B)")
+def _parts(data, check) -> tuple:
+    seen = {}
+    for k, name in enumerate(data["parts"]):
+        check.expect(name not in seen, f"parts[{k}]: duplicate part name '{name}' (already parts[{seen.get(name)}])")
+        seen[name] = k
+    return tuple(data["parts"])
+
+
+def _pairs(data, parts, check) -> tuple:
     pairs = check.pair_list(data["pairs"], parts, "pairs")
-    check.expect(pairs, "'pairs' is empty: a PAF model needs at least one pair")
     seen = {}
     for k, (a, b) in enumerate(pairs):
         key = frozenset((a, b))
@@ -172,23 +332,22 @@ def _pairs(data, parts, check):
         groups.setdefault(find(i), []).append(name)
     if len(groups) > 1:
         pieces = sorted(groups.values(), key=len)
-        check.fail(f"disconnected skeleton: the PAF pairs form {len(groups)} separate groups; "
+        check.fail(f"pairs: disconnected skeleton: the PAF pairs form {len(groups)} separate groups; "
                    f"e.g. {', '.join(pieces[0])} not connected to {pieces[-1][0]}")
     return tuple(pairs)
 
 
-def _flips(data, parts, check):
+def _flips(data, parts, check) -> tuple:
     value = data.get("flips") or []
     if isinstance(value, dict):
         mapping = {}
         for a_ref, b_ref in value.items():
             a = check.index(a_ref, parts, "flips")
-            b = check.index(b_ref, parts, "flips")
-            mapping[a] = b
+            mapping[a] = check.index(b_ref, parts, f"flips.{a_ref}")
         for a, b in mapping.items():
-            check.expect(a != b, f"flips: part '{parts[a]}' flips to itself")
+            check.expect(a != b, f"flips.{parts[a]}: part '{parts[a]}' flips to itself")
             back = mapping.get(b, a)
-            check.expect(back == a, f"asymmetric flips: {parts[a]} -> {parts[b]} but "
+            check.expect(back == a, f"flips: asymmetric flips: {parts[a]} -> {parts[b]} but "
                                     f"{parts[b]} -> {parts[back]}")
         pairs = sorted({tuple(sorted(p)) for p in mapping.items()})
     else:
@@ -206,76 +365,60 @@ def _flips(data, parts, check):
     return tuple(pairs)
 
 
-def _sigma_ratios(data, parts, check):
+def _sigma_ratios(data, parts, check) -> tuple:
     value = data.get("sigma_ratios")
     if value is None:
         return (1.0,) * len(parts)
     if isinstance(value, list):
-        check.expect(len(value) == len(parts),
-                     f"sigma_ratios: {len(value)} values for {len(parts)} parts")
-        ratios = list(value)
-    else:
-        check.expect(isinstance(value, dict), "sigma_ratios must be a list or a mapping")
-        ratios = [value.get("default", 1.0)] * len(parts)
-        for ref, ratio in value.items():
-            if ref != "default":
-                ratios[check.index(ref, parts, "sigma_ratios")] = ratio
-    for k, ratio in enumerate(ratios):
-        check.expect(isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and ratio > 0,
-                     f"sigma_ratios: part '{parts[k]}' has ratio {ratio!r} (must be > 0)")
-    return tuple(float(r) for r in ratios)
+        check.expect(len(value) == len(parts), f"sigma_ratios: {len(value)} values for {len(parts)} parts")
+        return tuple(float(r) for r in value)
+    ratios = [float(value.get("default", 1.0))] * len(parts)
+    for ref, ratio in value.items():
+        if ref != "default":
+            ratios[check.index(ref, parts, "sigma_ratios")] = float(ratio)
+    return tuple(ratios)
 
 
-def _thresholds(data, check):
-    value = data.get("thresholds") or {}
-    allowed = {f.name for f in fields(PostprocessThresholds)}
-    check.keys(value, allowed, "thresholds")
-    for key, number in value.items():
-        check.expect(isinstance(number, (int, float)) and not isinstance(number, bool),
-                     f"thresholds.{key}: {number!r} is not a number")
-    return PostprocessThresholds(**value)
-
-
-def _reorder(data, key, length, parts, check):
+def _reorder(data, key, parts, check) -> Optional[tuple]:
     value = data.get(key)
     if value is None:
         return None
-    check.expect(isinstance(value, list) and len(value) == length,
-                 f"'{key}' must list {length} model parts (null for none)")
-    return tuple(-1 if ref is None else check.index(ref, parts, key) for ref in value)
+    return tuple(-1 if ref is None else check.index(ref, parts, f"{key}[{k}]") for k, ref in enumerate(value))
 
 
 def _layouts(data, check) -> Dict[str, DatasetLayout]:
     out = {}
     for k, entry in enumerate(data.get("dataset_layouts") or []):
         where = f"dataset_layouts[{k}]"
-        check.keys(entry, _LAYOUT_KEYS, where)
-        for key in ("key", "keypoints", "lmdb_dataset", "category"):
-            check.expect(key in entry, f"{where}: '{key}' is missing")
-        check.expect(entry["category"] in _CATEGORIES,
-                     f"{where}: category '{entry['category']}' not one of {', '.join(_CATEGORIES)}")
+        key = entry["key"]
+        check.expect(key not in BUILTIN_DATASET_LAYOUTS,
+                     f"{where}.key: '{key}' is a built-in dataset layout; name it in a variant's 'dataset', "
+                     "or give this layout its own key")
+        check.expect(key not in out, f"{where}.key: duplicate dataset layout '{key}'")
         names = entry["keypoints"]
-        check.expect(isinstance(names, list) and names and len(set(names)) == len(names),
-                     f"{where}: 'keypoints' must be a non-empty list of unique names")
-        out[entry["key"]] = DatasetLayout(
-            key=entry["key"], keypoints=tuple(names), lmdb_dataset=entry["lmdb_dataset"],
-            category=entry["category"], has_mask=bool(entry.get("has_mask", True)),
-            json_fields=tuple(entry.get("json_fields", ("keypoints",))),
-            validity_fields=tuple(entry.get("validity_fields", ())),
-            description=entry.get("description", ""))
+        dup = next((j for j, n in enumerate(names) if n in names[:j]), None)
+        check.expect(dup is None, f"{where}.keypoints[{dup}]: duplicate keypoint name '{names[dup or 0]}'")
+        json_fields = tuple(entry.get("json_fields") or ("keypoints",))
+        validity = tuple(entry.get("validity_fields") or ())
+        check.expect(len(validity) in (0, len(json_fields)),
+                     f"{where}.validity_fields: {len(validity)} names for {len(json_fields)} json_fields")
+        out[key] = DatasetLayout(
+            key=key, keypoints=tuple(names), lmdb_dataset=entry["lmdb_dataset"], category=entry["category"],
+            has_mask=entry.get("has_mask", True), json_fields=json_fields, validity_fields=validity,
+            description=entry.get("description") or "")
     return out
 
 
 def _variants(data, name, parts, layouts, check) -> tuple:
+    check.expect(not ("variants" in data and "variant" in data),
+                 "give 'variants' (a list) or 'variant' (one), not both")
     entries = data.get("variants")
     if entries is None and data.get("variant") is not None:
         entries = [data["variant"]]
-    check.expect(isinstance(entries or [], list), "'variants' must be a list")
-    out, seen = [], set()
+    builtin = {v.op_model for n in BUILTIN_MODELS for v in get_model(n).variants}
+    out, seen = [], {}
     for k, entry in enumerate(entries or []):
-        where = f"variants[{k}]"
-        check.keys(entry, _VARIANT_KEYS, where)
-        check.expect("dataset" in entry, f"{where}: 'dataset' is missing")
+        where = "variant" if "variant" in data else f"variants[{k}]"
         key = entry["dataset"]
         if key in layouts:
             layout = layouts[key]
@@ -283,29 +426,24 @@ def _variants(data, name, parts, layouts, check) -> tuple:
             try:
                 layout = get_dataset_layout(key)
             except UnknownModelError:
-                check.fail(f"{where}: unknown dataset '{key}'; known: "
+                check.fail(f"{where}.dataset: unknown dataset '{key}'; known: "
                            f"{', '.join(list(layouts) + list_dataset_layouts())}")
         op_model = entry.get("op_model") or f"{name}_{layout.num_keypoints}_{key}"
-        check.expect(op_model not in seen, f"{where}: duplicate op_model '{op_model}'")
-        seen.add(op_model)
+        check.expect(op_model not in builtin,
+                     f"{where}.op_model: '{op_model}' is a built-in training model string; give the variant its own")
+        check.expect(op_model not in seen, f"{where}.op_model: duplicate op_model '{op_model}' "
+                                           f"(already variants[{seen.get(op_model)}])")
+        seen[op_model] = k
         sources = [()] * len(parts)
-        raw = entry.get("sources") or {}
-        check.expect(isinstance(raw, dict), f"{where}.sources must map model parts to keypoints")
-        for part_ref, src in raw.items():
+        for part_ref, src in (entry.get("sources") or {}).items():
             i = check.index(part_ref, parts, f"{where}.sources")
             refs = src if isinstance(src, list) else [src]
-            check.expect(refs, f"{where}.sources.{parts[i]}: empty source list")
-            sources[i] = tuple(
-                check.index(ref, layout.keypoints, f"{where}.sources.{parts[i]} ({key})")
-                for ref in refs)
-        check.expect(any(sources), f"{where}: no part has a source in dataset '{key}'")
-        minus1 = tuple(sorted(check.index(ref, parts, f"{where}.minus1")
-                              for ref in entry.get("minus1") or []))
-        category = entry.get("category", layout.category)
-        check.expect(category in _CATEGORIES,
-                     f"{where}: category '{category}' not one of {', '.join(_CATEGORIES)}")
+            sources[i] = tuple(check.index(ref, layout.keypoints, f"{where}.sources.{parts[i]}", f"{key} keypoint")
+                               for ref in refs)
+        check.expect(any(sources), f"{where}.sources: no part has a source in dataset '{key}'")
+        minus1 = tuple(sorted(set(check.part_list(entry.get("minus1"), parts, f"{where}.minus1"))))
         out.append(TrainingVariant(
-            op_model=op_model, dataset=key, category=category,
+            op_model=op_model, dataset=key, category=entry.get("category", layout.category),
             num_lmdb_parts=layout.num_keypoints, sources=tuple(sources),
             empty_mask_parts=tuple(i for i, s in enumerate(sources) if not s and i not in minus1),
             minus1_parts=minus1, upstream=False, **_label_rules(entry, parts, check, where)))
@@ -314,30 +452,20 @@ def _variants(data, name, parts, layouts, check) -> tuple:
 
 def _label_rules(entry, parts, check, where) -> dict:
     """The optional TrainingVariant rule fields of one variant entry (docs/labels.md §Per-model rules)."""
-    rules = {key: check.flag(entry, key, default, where) for key, default in _VARIANT_FLAGS.items()}
-    threshold = entry.get("missing_threshold", 4)
-    check.expect(isinstance(threshold, int) and not isinstance(threshold, bool) and 1 <= threshold <= 4,
-                 f"{where}.missing_threshold must be an integer 1..4, got {threshold!r}")
-    rules["missing_threshold"] = threshold
-    rules["mask_feet_pairs"] = tuple(check.pair_list(entry.get("mask_feet_pairs") or [], parts,
-                                                     f"{where}.mask_feet_pairs"))
-    codes = entry.get("roi_mask_codes", [3, 4])
-    check.expect(isinstance(codes, list) and all(c in (2, 3, 4) and not isinstance(c, bool) for c in codes),
-                 f"{where}.roi_mask_codes must list visibility codes among 2, 3, 4, got {codes!r}")
-    rules["roi_mask_codes"] = tuple(sorted(set(codes)))
+    rules = {key: entry.get(key, default) for key, default in _VARIANT_FLAGS.items()}
+    rules["missing_threshold"] = entry.get("missing_threshold", 4)
+    rules["mask_feet_pairs"] = tuple(check.pair_list(entry.get("mask_feet_pairs"), parts, f"{where}.mask_feet_pairs"))
+    rules["roi_mask_codes"] = tuple(sorted(set(entry.get("roi_mask_codes", [3, 4]))))
     return rules
 
 
 def _person_filter(data, parts, check) -> PersonFilter:
     value = data.get("person_filter") or {}
-    check.keys(value, _FILTER_KEYS, "person_filter")
-    hands = value.get("hand_groups") or []
-    check.expect(isinstance(hands, list), "'person_filter.hand_groups' must be a list of part lists")
     return PersonFilter(
-        foot_parts=check.part_list(value.get("foot_parts") or [], parts, "person_filter.foot_parts"),
-        face_parts=check.part_list(value.get("face_parts") or [], parts, "person_filter.face_parts"),
+        foot_parts=check.part_list(value.get("foot_parts"), parts, "person_filter.foot_parts"),
+        face_parts=check.part_list(value.get("face_parts"), parts, "person_filter.face_parts"),
         hand_groups=tuple(check.part_list(group, parts, f"person_filter.hand_groups[{k}]")
-                          for k, group in enumerate(hands)))
+                          for k, group in enumerate(value.get("hand_groups") or [])))
 
 
 def load_skeleton_yaml(path) -> PoseModel:
@@ -348,28 +476,64 @@ def load_skeleton_yaml(path) -> PoseModel:
     """
     check = _Checker(path)
     data = _load_yaml(path, check)
-    name = data.get("name")
-    check.expect(isinstance(name, str) and name, "'name' is missing")
+    name = _name(data, check)
     parts = _parts(data, check)
     pairs = _pairs(data, parts, check)
-    background = data.get("background", True)
-    check.expect(isinstance(background, bool), "'background' must be true or false")
-    stride = data.get("stride", 8)
-    check.expect(isinstance(stride, int) and not isinstance(stride, bool) and stride > 0,
-                 f"'stride' must be a positive integer, got {stride!r}")
     layouts = _layouts(data, check)
     model = PoseModel(
-        name=name, openpose_name=str(data.get("openpose_name") or ""), parts=parts,
-        paf_pairs=pairs, runtime_pairs=pairs, has_background=background,
+        name=name, openpose_name=data.get("openpose_name") or "", parts=parts,
+        paf_pairs=pairs, runtime_pairs=pairs, has_background=data.get("background", True),
         flip_pairs=_flips(data, parts, check), sigma_ratios=_sigma_ratios(data, parts, check),
-        thresholds=_thresholds(data, check),
-        to_coco17=_reorder(data, "to_coco17", 17, parts, check),
-        to_coco_foot=_reorder(data, "to_coco_foot", 6, parts, check),
-        stride=stride,
+        thresholds=PostprocessThresholds(**(data.get("thresholds") or {})),
+        to_coco17=_reorder(data, "to_coco17", parts, check),
+        to_coco_foot=_reorder(data, "to_coco_foot", parts, check),
         model_folder=data.get("model_folder") or f"pose/{name.lower()}",
         variants=_variants(data, name, parts, layouts, check), upstream=False,
         person_filter=_person_filter(data, parts, check),
-        description=str(data.get("description") or f"YAML skeleton {Path(path).name}"))
+        description=data.get("description") or f"YAML skeleton {Path(path).name}")
     for layout in layouts.values():
         register_dataset_layout(layout)
     return model
+
+
+# ---- generated files remember their skeleton --------------------------------------------------------
+
+_HEADER = re.compile(r"^# openpose-train skeleton: (?P<model>\S+) from (?P<yaml>.+?), digest (?P<digest>[0-9a-f]{16})\b",
+                     re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class RecordedSkeleton:
+    """What a generated training prototxt says about the YAML skeleton it was made from."""
+
+    model: str
+    yaml_name: str
+    digest: str
+
+
+def skeleton_header(model: PoseModel, yaml_name: str) -> str:
+    """The comment line the generator puts first in a YAML skeleton's training prototxt."""
+    return (f"# openpose-train skeleton: {model.name} from {yaml_name}, digest {model_digest(model)} "
+            "(openpose-train train refuses this file once the skeleton changes: regenerate it)\n")
+
+
+def recorded_skeletons(text: str) -> Tuple[RecordedSkeleton, ...]:
+    """The skeletons a prototxt's header comments name (none for built-in models' files)."""
+    return tuple(RecordedSkeleton(m["model"], m["yaml"], m["digest"]) for m in _HEADER.finditer(text))
+
+
+def generated_from_problem(prototxt, text: str, loaded: Mapping[str, Tuple[str, PoseModel]]) -> Optional[str]:
+    """One line when the prototxt ``text`` was generated from a skeleton that ``loaded`` ({model name:
+    (YAML path, model)}) lacks or that has changed since; None when it fits."""
+    for record in recorded_skeletons(text):
+        by_file = [entry for entry in loaded.values() if Path(entry[0]).name == record.yaml_name]
+        if record.model not in loaded and not by_file:
+            return (f"{prototxt} was generated from the YAML skeleton {record.yaml_name} (model {record.model}): "
+                    f"pass --model-yaml {record.yaml_name}")
+        path, model = loaded[record.model] if record.model in loaded else by_file[0]
+        digest = model_digest(model)
+        if digest != record.digest:
+            return (f"{path} was edited after {prototxt} was generated from it (skeleton digest {digest}, the "
+                    f"prototxt records {record.digest}): regenerate the files with `openpose-train prototxt "
+                    f"--yaml {path} ...`, or undo the edit")
+    return None

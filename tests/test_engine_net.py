@@ -131,6 +131,20 @@ def test_unknown_bottom_and_missing_input_are_clear():
         ok(z=torch.zeros(1))
 
 
+def test_eltwise_bottoms_of_different_shapes_are_refused_at_build():
+    """Caffe's EltwiseLayer::Reshape check: a label top with another model's channel count (a YAML skeleton
+    edited after its prototxt was generated) stops when the net is built, naming the layer, not in forward."""
+    from openpose_train.caffe_layers.layers import LayerConfigError
+    net = parse(TRAIN_NET.replace('shape { dim: 2 dim: 3 dim: 8 dim: 8 } shape { dim: 2 dim: 4 dim: 8 dim: 8 }',
+                                  'shape { dim: 2 dim: 3 dim: 8 dim: 8 } shape { dim: 2 dim: 4 dim: 8 dim: 8 } '
+                                  'shape { dim: 2 dim: 5 dim: 8 dim: 8 }').replace(
+        'top: "data" top: "target"', 'top: "data" top: "target" top: "weights"').replace(
+        'bottom: "conv2" bottom: "conv3" top: "sum"', 'bottom: "conv2" bottom: "weights" top: "sum"'))
+    with pytest.raises(LayerConfigError, match=r"layer 'sum' \(Eltwise\): bottoms conv2, weights have different "
+                                               r"shapes \(2, 4, 8, 8\), \(2, 5, 8, 8\)"):
+        CaffeNet(net, phase="TRAIN")
+
+
 def test_load_caffe_weights_report_and_errors(small_net, tmp_path):
     other = CaffeNet(parse(TRAIN_NET), phase="TRAIN", seed=99)
     weights = other.caffe_weights()

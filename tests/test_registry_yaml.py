@@ -99,19 +99,19 @@ ERRORS = [
     (with_changes(flips=[["LHand", "LHand"]]), "to itself"),
     (with_changes(flips=[["LHand", 9]]), "index 9 out of range"),
     (with_changes(variants=[{"dataset": "coco", "sources": {"Head": 17}}]), "index 17 out of range"),
-    (with_changes(variants=[{"dataset": "coco", "sources": {"Head": "chin"}}]), "unknown name 'chin'"),
+    (with_changes(variants=[{"dataset": "coco", "sources": {"Head": "chin"}}]), "unknown coco keypoint 'chin'"),
     (with_changes(variants=[{"dataset": "nope", "sources": {"Head": 0}}]), "unknown dataset 'nope'"),
     (with_changes(variants=[{"dataset": "coco", "sources": {"Tail": 0}}]), "unknown name 'Tail'"),
     (with_changes(sigma_ratios=[1.0, 1.0]), "2 values for 4 parts"),
-    (with_changes(sigma_ratios={"Head": 0}), "must be > 0"),
+    (with_changes(sigma_ratios={"Head": 0}), "sigma_ratios.Head: must be a finite number > 0, got 0"),
     (with_changes(thresholds={"nms": 0.1}), "unknown key(s) nms"),
     (with_changes(colour="red"), "unknown key(s) colour"),
-    (with_changes(parts=None), "'parts' must be a non-empty list"),
+    (with_changes(parts=None), "top level: 'parts' is missing (a non-empty list of part names)"),
     (with_changes(pairs=None), "'pairs' is missing"),
     (with_changes(name=None), "'name' is missing"),
-    (with_changes(stride="eight"), "'stride' must be a positive integer"),
+    (with_changes(stride="eight"), "stride: must be 8"),
     ("name: [unclosed\n", "YAML syntax error"),
-    ("- just\n- a list\n", "skeleton must be a mapping"),
+    ("- just\n- a list\n", "top level: must be a mapping of skeleton fields"),
 ]
 
 
@@ -183,7 +183,7 @@ def test_cli_yaml(tmp_path):
     assert "training variant BODY_19_EXAMPLE_133 (our extension): dataset wholebody" in result.output
     bad = write(tmp_path, with_changes(pairs=[["Neck", "Head"], ["LHand", "RHand"]]), "bad.yaml")
     result = run("--yaml", str(bad))
-    assert result.exit_code != 0 and "bad.yaml: disconnected skeleton" in result.output
+    assert result.exit_code != 0 and "bad.yaml: pairs: disconnected skeleton" in result.output
     assert "Traceback" not in result.output
 
 
@@ -201,3 +201,196 @@ def test_cli_lists_dataset_layouts():
 def test_cli_resolves_training_model_string():
     result = run("PT_25B_15")
     assert result.exit_code == 0 and result.output.startswith("BODY_25B:")
+
+
+# ---- the schema: every bad field is refused with its path (docs/refusals.md §YAML skeletons) -----------
+
+VARIANT = BASE["variants"][0]
+
+
+def variant_with(**changes):
+    return with_changes(variants=[dict(VARIANT, **changes)])
+
+
+BAD_FIELDS = [
+    # types
+    (with_changes(background="yes please"), "background: must be true or false, got 'yes please'"),
+    (with_changes(name=25), "name: must be a name of letters, digits"),
+    (with_changes(thresholds={"max_peaks": 12.5}), "thresholds.max_peaks: must be an integer >= 0, got 12.5"),
+    (variant_with(missing_threshold=2.0), "variants[0].missing_threshold: must be an integer 1..4, got 2.0"),
+    (variant_with(force_global_mask="no"), "variants[0].force_global_mask: must be true or false, got 'no'"),
+    (variant_with(roi_mask_codes=[3, 5]), "variants[0].roi_mask_codes[1]: must be 2, 3 or 4, got 5"),
+    (with_changes(variants={"dataset": "coco"}), "variants: must be a list of training variants, got {"),
+    # shape: lists of names, not numbers, nested lists or single names
+    (with_changes(parts=["Head", 7, "LHand", "RHand"]), "parts[1]: must be a part name, got 7"),
+    (with_changes(parts=[["Head", "Neck"], "LHand", "RHand"]), "parts[0]: must be a part name, got ['Head', 'Neck']"),
+    (with_changes(parts="Head"), "parts: must be a non-empty list of part names, got 'Head'"),
+    (with_changes(pairs=[[["Neck"], "Head"], ["Neck", "LHand"], [1, 3]]),
+     "pairs[0][0]: must be a part name or index, got ['Neck']"),
+    (with_changes(pairs=[["Neck", "Head", "LHand"], [1, 3]]), "pairs[0]: must be a pair [A, B] of part names"),
+    (with_changes(pairs=[[1.0, 0], ["Neck", "LHand"], [1, 3]]), "pairs[0][0]: must be a part name or index, got 1.0"),
+    (with_changes(flips=["LHand", "RHand"]), "flips[0]: must be a pair [A, B] of part names or indexes, got 'LHand'"),
+    (variant_with(sources={"Head": [[0, 1]]}), "variants[0].sources.Head[0]: must be a dataset keypoint name or index"),
+    (variant_with(sources={3.5: 0}), "variants[0].sources: key 3.5: must be a part name or index"),
+    (variant_with(minus1="Head"), "variants[0].minus1: must be a list of part names or indexes, got 'Head'"),
+    (with_changes(person_filter={"hand_groups": ["LHand", "RHand"]}),
+     "person_filter.hand_groups[0]: must be a list of part names or indexes, got 'LHand'"),
+    (with_changes(to_coco17=["Head"] * 16), "to_coco17: must be a list of 17 part names or indexes"),
+    (with_changes(dataset_layouts=[{"key": "k", "keypoints": ["a", 2], "lmdb_dataset": "k", "category": "COCO"}]),
+     "dataset_layouts[0].keypoints[1]: must be a keypoint name, got 2"),
+    # finiteness
+    ("name: TRI_4\nparts: [Head, Neck]\npairs: [[Head, Neck]]\nsigma_ratios: {Head: .inf}\n",
+     "sigma_ratios.Head: must be a finite number > 0, got inf"),
+    ("name: TRI_4\nparts: [Head, Neck]\npairs: [[Head, Neck]]\nsigma_ratios: [.nan, 1]\n",
+     "sigma_ratios[0]: must be a finite number > 0, got nan"),
+    ("name: TRI_4\nparts: [Head, Neck]\npairs: [[Head, Neck]]\nthresholds: {nms_threshold: -.inf}\n",
+     "thresholds.nms_threshold: must be a finite number, got -inf"),
+    # YAML's booleans where a name is meant
+    ("name: TRI_4\nparts: [Head, on]\npairs: [[0, 1]]\n", "parts[1]: must be a part name, got True (YAML reads"),
+    # unknown fields, anywhere
+    (with_changes(colour="red"), "top level: unknown key(s) colour; allowed: name, description, parts"),
+    (variant_with(colour="red"), "variants[0]: unknown key(s) colour; allowed: op_model, dataset, sources"),
+    (with_changes(person_filter={"feet": ["Head"]}), "person_filter: unknown key(s) feet"),
+    (with_changes(dataset_layouts=[{"key": "k", "keypoints": ["a"], "lmdb_dataset": "k", "category": "COCO",
+                                    "mask": True}]), "dataset_layouts[0]: unknown key(s) mask"),
+    (with_changes(variant=VARIANT), "give 'variants' (a list) or 'variant' (one), not both"),
+    # stride: accepted before and ignored; the networks and OpenPose run at stride 8 only
+    (with_changes(stride=4), "stride: must be 8 (the networks and OpenPose's runtime have no other output stride)"),
+    # nothing built-in is replaced
+    (with_changes(name="BODY_25"), "name: 'BODY_25' is a built-in model"),
+    (variant_with(op_model="COCO_25_17"), "variants[0].op_model: 'COCO_25_17' is a built-in training model string"),
+    (with_changes(openpose_name="COCO"), "openpose_name: 'COCO' selects OpenPose's own COCO_18 tables"),
+    (with_changes(dataset_layouts=[{"key": "coco", "keypoints": ["a"], "lmdb_dataset": "k", "category": "COCO"}]),
+     "dataset_layouts[0].key: 'coco' is a built-in dataset layout"),
+    (with_changes(model_folder="../../bin"), "model_folder: must be a relative folder under OpenPose's models/"),
+    (with_changes(model_folder="/etc/pose"), "model_folder: must be a relative folder under OpenPose's models/"),
+    (with_changes(dataset_layouts=[{"key": "k", "keypoints": ["a"], "lmdb_dataset": "k", "category": "COCO",
+                                    "json_fields": ["keypoints", "foot"], "validity_fields": ["x"]}]),
+     "dataset_layouts[0].validity_fields: 1 names for 2 json_fields"),
+    ("", "the file is empty"),
+]
+
+
+@pytest.mark.parametrize("doc,message", BAD_FIELDS, ids=[m[:60] for _, m in BAD_FIELDS])
+def test_bad_fields_name_file_path_and_value(tmp_path, doc, message):
+    path = write(tmp_path, doc, name="skeleton.yaml")
+    with pytest.raises(reg.SkeletonError) as err:
+        reg.load_skeleton_yaml(path)
+    assert str(err.value).startswith(f"{path}: {message}"), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_more_problems_are_counted(tmp_path):
+    path = write(tmp_path, with_changes(background=3, parts=["Head", 7, "LHand", [1]]))
+    with pytest.raises(reg.SkeletonError, match=r"\(and 2 more problems\)$"):
+        reg.load_skeleton_yaml(path)
+
+
+DUPLICATES = [
+    ("name: TRI_4\nparts: [Head, Neck]\npairs: [[Head, Neck]]\nparts: [A, B]\n",
+     "line 4: duplicate key 'parts' (first at line 2); YAML would keep only the last one"),
+    ("name: TRI_4\nparts: [Head, Neck]\npairs: [[Head, Neck]]\nvariants:\n  - dataset: coco\n"
+     "    sources:\n      Head: 0\n      Neck: 5\n      Head: 1\n",
+     "line 9: duplicate key 'Head' (first at line 7); YAML would keep only the last one"),
+    ("name: TRI_4\nparts: [Head, Neck]\npairs: [[Head, Neck]]\nflips: {0: 1, 0: 1}\n",
+     "line 4: duplicate key 0 (first at line 4); YAML would keep only the last one"),
+]
+
+
+@pytest.mark.parametrize("text,message", DUPLICATES, ids=["top", "nested", "same line"])
+def test_duplicate_keys_are_refused(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(reg.SkeletonError) as err:
+        reg.load_skeleton_yaml(path)
+    assert str(err.value) == f"{path}: {message}"
+
+
+def test_merge_keys_may_still_be_overridden(tmp_path):
+    text = ("name: TRI_4\nparts: [Head, Neck]\npairs: [[Head, Neck]]\nrules: &rules {missing_threshold: 2}\n")
+    with pytest.raises(reg.SkeletonError, match="unknown key"):       # an anchor needs a home; not at the top
+        reg.load_skeleton_yaml(write(tmp_path, text))
+    text = ("name: TRI_4\nparts: [Head, Neck]\npairs: [[Head, Neck]]\nvariants:\n"
+            "  - &base {dataset: coco, sources: {Head: 0, Neck: 5}, missing_threshold: 2}\n"
+            "  - {<<: *base, op_model: TRI_4_B, missing_threshold: 3}\n")
+    model = reg.load_skeleton_yaml(write(tmp_path, text))
+    assert [v.missing_threshold for v in model.variants] == [2, 3]
+
+
+def test_stride_8_and_empty_optional_fields_are_accepted(tmp_path):
+    text = ("name: TRI_4\nparts: [Head, Neck]\npairs: [[Head, Neck]]\nstride: 8\nflips:\nthresholds:\n"
+            "variants:\nperson_filter:\nsigma_ratios:\n")
+    model = reg.load_skeleton_yaml(write(tmp_path, text))
+    assert model.stride == 8 and model.flip_pairs == () and model.variants == () and model.sigma_ratios == (1.0, 1.0)
+
+
+def test_schema_covers_every_registry_field_and_the_docs_name_them(repo_root):
+    """One place per fact: the schema's variant keys are the registry's label rules, its threshold keys
+    PostprocessThresholds' fields; docs/formats.md §YAML skeletons names every key."""
+    from dataclasses import fields
+    from jsonschema import Draft202012Validator
+    from openpose_train.generator import skeleton
+    Draft202012Validator.check_schema(skeleton.SCHEMA)
+    top = skeleton.SCHEMA["properties"]
+    variant = top["variants"]["items"]["properties"]
+    assert set(reg.LABEL_RULE_FIELDS) <= set(variant)
+    assert set(top["thresholds"]["properties"]) == {f.name for f in fields(reg.PostprocessThresholds)}
+    text = (repo_root / "docs" / "formats.md").read_text().split("## YAML skeletons")[1]
+    keys = (set(top) | set(variant) | set(top["dataset_layouts"]["items"]["properties"])
+            | set(top["person_filter"]["properties"]) | set(top["thresholds"]["properties"]))
+    assert not [k for k in keys if f"`{k}`" not in text]
+
+
+def test_the_schema_library_loads_only_with_a_yaml():
+    """`openpose-train models` starts without jsonschema (docs/architecture.md §Import rules)."""
+    import subprocess
+    import sys
+    code = ("import sys, openpose_train.generator.registry, openpose_train.generator.skeleton, "
+            "openpose_train.generator.models_cli; print('jsonschema' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# ---- a skeleton edited after the files were generated ----------------------------------------------------
+
+def test_edited_skeleton_is_detected_at_train_start_and_by_fork_check(tmp_path):
+    """The training prototxt records the skeleton's digest; an edit that changes the model (not one that
+    changes only comments or the description) is reported in one line naming the YAML and the prototxt."""
+    import subprocess
+    import sys
+    from openpose_train.generator.cli import prototxt
+    from openpose_train.generator.fork_check import fork_check
+    from openpose_train.generator.skeleton import generated_from_problem, recorded_skeletons
+    src = tmp_path / "my_skeleton.yaml"
+    src.write_text(EXAMPLE.read_text())
+    out = tmp_path / "mine"
+    try:
+        r = CliRunner().invoke(prototxt, ["--yaml", str(src), "--preset", "tiny", "--out", str(out), "--lmdb",
+                                          str(tmp_path / "lmdb_coco"), "--gpus", "", "--no-vgg"])
+        assert r.exit_code == 0, r.output
+    finally:
+        reg._REGISTRY.pop("BODY_19_EXAMPLE", None)
+    training = out / "pose_training.prototxt"
+    text = training.read_text()
+    yaml_copy = out / "my_skeleton.yaml"
+    (record,) = recorded_skeletons(text)
+    assert (record.model, record.yaml_name) == ("BODY_19_EXAMPLE", "my_skeleton.yaml")
+    model = reg.load_skeleton_yaml(yaml_copy)
+    assert record.digest == reg.model_digest(model)
+    assert generated_from_problem(training, text, {model.name: (str(yaml_copy), model)}) is None
+    yaml_copy.write_text("# a comment\n" + yaml_copy.read_text().replace("description: COCO", "description: Co"))
+    model = reg.load_skeleton_yaml(yaml_copy)
+    assert generated_from_problem(training, text, {model.name: (str(yaml_copy), model)}) is None
+    assert "pass --model-yaml my_skeleton.yaml" in generated_from_problem(training, text, {})
+
+    yaml_copy.write_text(yaml_copy.read_text().replace("  - [Neck, MidHip]\n", "  - [Neck, MidHip]\n  - [Nose, Chin]\n")
+                         .replace("parts: [Nose, ", "parts: [Nose, Chin, "))
+    edited = f"my_skeleton.yaml was edited after pose_training.prototxt was generated from it"
+    r = CliRunner().invoke(fork_check, [str(training)])
+    assert r.exit_code == 1 and "the Caffe fork cannot train it" in r.output and edited in r.output, r.output
+    train = subprocess.run([sys.executable, "-m", "openpose_train.cli", "train", "-solver", "pose_solver.prototxt", "--model-yaml",
+                            "my_skeleton.yaml"], cwd=out, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           timeout=300)
+    errors = [line for line in train.stdout.splitlines() if line.startswith("Error:")]
+    assert train.returncode == 1 and len(errors) == 1 and edited in errors[0], train.stdout
+    assert "regenerate the files with `openpose-train prototxt --yaml my_skeleton.yaml" in errors[0]
+    assert "Traceback" not in train.stdout

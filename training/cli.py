@@ -162,7 +162,7 @@ def run_training(cfg: TrainConfig) -> int:
     from .data_sources import known_input_shapes, make_sources
     from .logging_utils import GlogLogger
 
-    register_skeletons(cfg.model_yamls)
+    skeletons = register_skeletons(cfg.model_yamls)
     from .loop import Trainer, TrainOptions, load_weights
     from .solver import SolverConfigError, check_solver_param
 
@@ -215,6 +215,7 @@ def run_training(cfg: TrainConfig) -> int:
         if solver_param.snapshot_diff:
             logger.warning("solver.cpp:50", "snapshot_diff is ignored: snapshots hold weights only")
         net_param, net_path = train_net_param(solver_param, cfg.solver, logger)
+        check_skeletons(net_path, skeletons)
         seed = int(solver_param.random_seed)
         if seed < 0:
             seed = random.SystemRandom().randrange(2 ** 31)
@@ -232,7 +233,9 @@ def run_training(cfg: TrainConfig) -> int:
                 test_net = CaffeNet(net_param, phase="TEST", seed=seed,
                                     input_shapes=known_input_shapes(net_param, "TEST"))
         except (NetDefinitionError, LayerConfigError, UnsupportedLayerError) as exc:
-            raise TrainingError(f"bad net file {net_path}: {exc}") from exc
+            hint = (f" (is {', '.join(path for path, _ in skeletons.values())} the skeleton this net was generated "
+                    "from? regenerate it after editing the YAML)" if skeletons else "")
+            raise TrainingError(f"bad net file {net_path}: {exc}{hint}") from exc
         configure_precision(net, device, bf16=cfg.bf16 and use_cuda, channels_last=cfg.channels_last)
         if test_net is not None:
             configure_precision(test_net, device, bf16=cfg.bf16 and use_cuda, channels_last=cfg.channels_last)
@@ -308,15 +311,33 @@ def _solver_text(p) -> str:
     return caffe_io.prototxt_string(p)
 
 
-def register_skeletons(paths) -> None:
+def register_skeletons(paths) -> dict:
     """Register custom YAML skeletons so that the OPData layer knows their training model strings
-    (the generator's train_pose.sh passes the YAML it was made from)."""
+    (the generator's train_pose.sh passes the YAML it was made from); returns {model name: (path, model)}."""
     from openpose_train.generator.registry import SkeletonError, load_skeleton_yaml
+    loaded = {}
     for path in paths:
         try:
-            load_skeleton_yaml(path, register_model=True)
+            model = load_skeleton_yaml(path, register_model=True)
         except SkeletonError as exc:
             raise TrainingError(str(exc)) from None
+        loaded[model.name] = (path, model)
+    return loaded
+
+
+def check_skeletons(net_path: str, skeletons: dict) -> None:
+    """A train net generated from a YAML skeleton trains with that skeleton, unchanged since: one line
+    instead of a tensor-size error later (docs/refusals.md §YAML skeletons)."""
+    from openpose_train.generator.skeleton import generated_from_problem
+
+    try:
+        with open(net_path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:       # read (and reported) with the net already; nothing recorded to compare
+        return
+    problem = generated_from_problem(net_path, text, skeletons)
+    if problem:
+        raise TrainingError(problem)
 
 
 def _worker(cfg: TrainConfig) -> None:
