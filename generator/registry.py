@@ -405,29 +405,48 @@ def load_skeleton_yaml(path, register_model: bool = False) -> PoseModel:
 
 
 # --------------------------------------------------------------------------------------------
-# Table helpers: they only parse a compact notation ("1-8 8-9", "5/2 6/3").
+# Table helpers: they only parse a compact notation ("Neck-MidHip", "LEye/REye") or name parts.
 
-def _pairs(text: str) -> Tuple[Tuple[int, int], ...]:
-    """``"1-8 8-9"`` -> ((1, 8), (8, 9))."""
-    return tuple((int(a), int(b)) for a, b in (p.split("-") for p in text.split()))
+Links = Tuple[Tuple[str, str], ...]
 
 
-def _flips(text: str) -> Tuple[Tuple[int, int], ...]:
-    """``"5/2 6/3"`` -> ((5, 2), (6, 3))."""
-    return tuple((int(a), int(b)) for a, b in (p.split("/") for p in text.split()))
+def _links(text: str) -> Links:
+    """``"Neck-MidHip MidHip-RHip"`` -> (("Neck", "MidHip"), ("MidHip", "RHip")) (PAF pairs A -> B)."""
+    return tuple(tuple(p.split("-")) for p in text.split())
 
 
-def _shift(pairs, offset: int):
-    return tuple((a + offset, b + offset) for a, b in pairs)
+def _swaps(text: str) -> Links:
+    """``"LEye/REye LEar/REar"`` -> (("LEye", "REye"), ("LEar", "REar")) (left/right flip swaps)."""
+    return tuple(tuple(p.split("/")) for p in text.split())
 
 
-def _hand_pafs(wrist: int, first: int) -> Tuple[Tuple[int, int], ...]:
-    """The 20 PAFs of one hand: per finger wrist->knuckle 1, then 3 links along the finger."""
+def _hand_links(wrist: str, side: str) -> Links:
+    """The 20 PAFs of one hand: per finger wrist -> its first joint, then 3 links along the finger
+    (``side`` prefixes HAND_PARTS: "L" or "R")."""
     out = []
     for finger in range(5):
-        base = first + 4 * finger
-        out += [(wrist, base), (base, base + 1), (base + 1, base + 2), (base + 2, base + 3)]
+        joints = [side + HAND_PARTS[4 * finger + k] for k in range(4)]
+        out += [(wrist, joints[0])] + list(zip(joints, joints[1:]))
     return tuple(out)
+
+
+def part_indexes(model_name: str, parts: Sequence[str], links) -> Tuple[Tuple[int, int], ...]:
+    """Name pairs -> index pairs of ``parts`` (the fork-ordered view the layers read). A name that is
+    not a part of the model, or a pair of one part with itself, is a :class:`SkeletonError`."""
+    index = {name: i for i, name in enumerate(parts)}
+    out = []
+    for a, b in links:
+        missing = [n for n in (a, b) if n not in index]
+        if missing or a == b:
+            raise SkeletonError(f"{model_name}: pair {a}-{b}: " + (
+                f"no part named {', '.join(missing)}" if missing else "a part paired with itself"))
+        out.append((index[a], index[b]))
+    return tuple(out)
+
+
+def part_names(parts: Sequence[str], pairs) -> Links:
+    """Index pairs -> name pairs (the inverse of :func:`part_indexes`)."""
+    return tuple((parts[a], parts[b]) for a, b in pairs)
 
 
 Source = Union[int, Sequence[int]]
@@ -466,13 +485,15 @@ def _variant(op_model: str, dataset: str, num_parts: int, mapping: Mapping[int, 
         upstream=upstream, force_global_mask=force_global_mask or not upstream, **rules)
 
 
-def _model(name, parts, paf_pairs, flips, *, openpose_name="", runtime_pairs=None,
+def _model(name, parts, paf_links, flips, *, openpose_name="", runtime_links=None,
            has_background=True, sigma_ratios=None, **kwargs) -> PoseModel:
-    """Register one model; runtime_pairs default to the training order (sequential map index)."""
+    """Register one model; its PAF pairs, runtime pairs and flip swaps are given by part name and
+    stored as part indexes. Runtime pairs default to the training order (sequential map index)."""
+    paf_pairs = part_indexes(name, parts, paf_links)
     return register(PoseModel(
-        name=name, openpose_name=openpose_name, parts=tuple(parts), paf_pairs=tuple(paf_pairs),
-        runtime_pairs=tuple(paf_pairs if runtime_pairs is None else runtime_pairs),
-        has_background=has_background, flip_pairs=tuple(flips),
+        name=name, openpose_name=openpose_name, parts=tuple(parts), paf_pairs=paf_pairs,
+        runtime_pairs=paf_pairs if runtime_links is None else part_indexes(name, parts, runtime_links),
+        has_background=has_background, flip_pairs=part_indexes(name, parts, flips),
         sigma_ratios=tuple(sigma_ratios or (1.0,) * len(parts)), **kwargs))
 
 
@@ -611,74 +632,134 @@ _dataset("car22", tuple(p.lower() for p in CAR_22_PARTS), "car22", "CAR", True,
          description="car 22")
 
 # --------------------------------------------------------------------------------------------
-# PAF pair lists in training (channel) order (the fork's poseModel.cpp)
+# PAF pairs in training (channel) order (the fork's poseModel.cpp), by part name: each model's
+# names are turned into its part indexes when it is registered (_model), as mmpose's dataset meta
+# does; PoseModel.paf_pairs / runtime_pairs / flip_pairs are that derived index view.
 
-PAFS_18 = _pairs("1-8 8-9 9-10 1-11 11-12 12-13 1-2 2-3 3-4 2-16 1-5 5-6 6-7 5-17 1-0 0-14 0-15 "
-                 "14-16 15-17")
-PAFS_19 = _pairs("1-8 9-10 10-11 8-9 8-12 12-13 13-14 1-2 2-3 3-4 2-17 1-5 5-6 6-7 5-18 1-0 0-15 "
-                 "0-16 15-17 16-18")
-PAFS_25 = PAFS_19 + _pairs("14-19 19-20 14-21 11-22 22-23 11-24")
-PAFS_25E = _pairs(
-    "1-8 1-2 2-3 3-4 1-5 5-6 6-7 8-9 9-10 10-11 8-12 12-13 13-14 1-0 0-15 15-17 0-16 16-18 14-19 "
-    "19-20 14-21 11-22 22-23 11-24 2-17 5-18 2-9 5-12 2-4 5-7 9-11 12-14 4-7 11-14 4-9 7-12 11-23 "
-    "14-20")
-PAFS_19E = PAFS_25E[:18] + _pairs("2-17 5-18 2-9 5-12 2-4 5-7 9-11 12-14 4-7 11-14 4-9 7-12")
-PAFS_19B = PAFS_19 + _pairs("2-9 5-12")
-PAFS_19_V2 = tuple((1, b) for b in [0] + list(range(2, 19)))
-PAFS_23 = _pairs(
-    "0-1 1-2 2-3 0-4 4-5 5-6 7-8 8-9 10-11 11-12 0-13 13-15 0-14 14-16 12-17 17-18 12-19 9-20 "
-    "20-21 9-22 1-7 4-10 1-15 4-16 15-16 7-10 1-3 4-6 7-9 10-12 3-6 9-12 3-7 6-10 9-21 12-18")
-PAFS_59 = PAFS_19 + _hand_pafs(7, 19) + _hand_pafs(4, 39)
-PAFS_65 = PAFS_25 + _hand_pafs(7, 25) + _hand_pafs(4, 45)
-PAFS_MPI = _pairs("0-1 1-2 2-3 3-4 1-5 5-6 6-7 1-14 14-8 8-9 9-10 14-11 11-12 12-13")
-PAFS_25B = _pairs(
-    "0-1 0-2 1-3 2-4 0-5 0-6 5-7 6-8 7-9 8-10 5-11 6-12 11-13 12-14 13-15 14-16 15-19 19-20 15-21 "
-    "16-22 22-23 16-24 5-17 5-18 6-17 6-18 3-4 3-5 4-6 5-9 6-10 9-10 9-11 10-12 11-12 15-16")
-PAFS_135_BODY = _pairs(
-    "0-1 0-2 1-3 2-4 0-5 0-6 5-7 6-8 7-9 8-10 5-11 6-12 11-13 12-14 13-15 14-16 15-19 19-20 15-21 "
-    "16-22 22-23 16-24 5-17 17-18 6-17 3-4 3-5 4-6 5-9 6-10 9-10 9-11 10-12 11-12 15-16")
-# The 74 face PAFs in face-index space (the 95 list minus 25 = the 135 list minus 65).
-PAFS_FACE = _pairs(
-    "0-1 1-2 2-3 3-4 4-5 5-6 6-7 7-8 8-9 9-10 10-11 11-12 12-13 13-14 14-15 15-16 0-17 16-26 "
-    "17-18 18-19 19-20 20-21 21-22 22-23 23-24 24-25 25-26 21-27 22-27 27-28 28-29 29-30 30-33 "
-    "33-32 32-31 33-34 34-35 27-39 27-42 36-37 37-38 38-39 39-40 40-41 42-43 43-44 44-45 45-46 "
-    "46-47 33-51 48-49 49-50 50-51 51-52 52-53 53-54 54-55 55-56 56-57 57-58 58-59 48-60 54-64 "
-    "60-61 61-62 62-63 63-64 64-65 65-66 66-67 36-68 39-68 42-69 45-69")
-# body -> face links: Nose -> nose tip (30), REye -> face 39, LEye -> face 42
-_BODY_TO_FACE = ((0, 30), (2, 39), (1, 42))
-PAFS_95 = PAFS_25B + tuple((a, 25 + f) for a, f in _BODY_TO_FACE) + _shift(PAFS_FACE, 25)
-PAFS_135 = (PAFS_135_BODY + _hand_pafs(9, 25) + _hand_pafs(10, 45)
-            + tuple((a, 65 + f) for a, f in _BODY_TO_FACE) + _shift(PAFS_FACE, 65))
-PAFS_CAR_12 = _pairs("4-5 4-6 4-0 0-2 4-8 8-10 5-7 5-1 1-3 5-9 9-11")
-PAFS_CAR_22 = _pairs(
-    "0-1 1-3 3-2 2-0 6-7 7-16 16-17 17-6 12-13 13-14 14-15 15-12 6-8 7-8 6-9 7-9 6-4 7-5 12-11 "
-    "13-10 16-18 17-18 16-19 17-19 0-7 3-17 6-12 16-14 6-21 7-20 3-21 20-14")
+PAFS_18 = _links(
+    "Neck-RHip RHip-RKnee RKnee-RAnkle Neck-LHip LHip-LKnee LKnee-LAnkle Neck-RShoulder RShoulder-RElbow "
+    "RElbow-RWrist RShoulder-REar Neck-LShoulder LShoulder-LElbow LElbow-LWrist LShoulder-LEar Neck-Nose "
+    "Nose-REye Nose-LEye REye-REar LEye-LEar")
+PAFS_19 = _links(
+    "Neck-MidHip RHip-RKnee RKnee-RAnkle MidHip-RHip MidHip-LHip LHip-LKnee LKnee-LAnkle Neck-RShoulder "
+    "RShoulder-RElbow RElbow-RWrist RShoulder-REar Neck-LShoulder LShoulder-LElbow LElbow-LWrist "
+    "LShoulder-LEar Neck-Nose Nose-REye Nose-LEye REye-REar LEye-LEar")
+PAFS_25 = PAFS_19 + _links(
+    "LAnkle-LBigToe LBigToe-LSmallToe LAnkle-LHeel RAnkle-RBigToe RBigToe-RSmallToe RAnkle-RHeel")
+PAFS_25E = _links(
+    "Neck-MidHip Neck-RShoulder RShoulder-RElbow RElbow-RWrist Neck-LShoulder LShoulder-LElbow "
+    "LElbow-LWrist MidHip-RHip RHip-RKnee RKnee-RAnkle MidHip-LHip LHip-LKnee LKnee-LAnkle Neck-Nose "
+    "Nose-REye REye-REar Nose-LEye LEye-LEar LAnkle-LBigToe LBigToe-LSmallToe LAnkle-LHeel RAnkle-RBigToe "
+    "RBigToe-RSmallToe RAnkle-RHeel RShoulder-REar LShoulder-LEar RShoulder-RHip LShoulder-LHip "
+    "RShoulder-RWrist LShoulder-LWrist RHip-RAnkle LHip-LAnkle RWrist-LWrist RAnkle-LAnkle RWrist-RHip "
+    "LWrist-LHip RAnkle-RSmallToe LAnkle-LSmallToe")
+PAFS_19E = PAFS_25E[:18] + _links(
+    "RShoulder-REar LShoulder-LEar RShoulder-RHip LShoulder-LHip RShoulder-RWrist LShoulder-LWrist "
+    "RHip-RAnkle LHip-LAnkle RWrist-LWrist RAnkle-LAnkle RWrist-RHip LWrist-LHip")
+PAFS_19B = PAFS_19 + _links("RShoulder-RHip LShoulder-LHip")
+# BODY_59 names part 8 LowerAbs where BODY_19 has MidHip; the links are BODY_19's
+PAFS_59_BODY = tuple(tuple("LowerAbs" if name == "MidHip" else name for name in pair) for pair in PAFS_19)
+PAFS_19_V2 = tuple(("Neck", part) for part in BODY_19_PARTS if part != "Neck")    # a star from the neck
+PAFS_23 = _links(
+    "Nose-RShoulder RShoulder-RElbow RElbow-RWrist Nose-LShoulder LShoulder-LElbow LElbow-LWrist "
+    "RHip-RKnee RKnee-RAnkle LHip-LKnee LKnee-LAnkle Nose-REye REye-REar Nose-LEye LEye-LEar "
+    "LAnkle-LBigToe LBigToe-LSmallToe LAnkle-LHeel RAnkle-RBigToe RBigToe-RSmallToe RAnkle-RHeel "
+    "RShoulder-RHip LShoulder-LHip RShoulder-REar LShoulder-LEar REar-LEar RHip-LHip RShoulder-RWrist "
+    "LShoulder-LWrist RHip-RAnkle LHip-LAnkle RWrist-LWrist RAnkle-LAnkle RWrist-RHip LWrist-LHip "
+    "RAnkle-RSmallToe LAnkle-LSmallToe")
+PAFS_59 = PAFS_59_BODY + _hand_links("LWrist", "L") + _hand_links("RWrist", "R")
+PAFS_65 = PAFS_25 + _hand_links("LWrist", "L") + _hand_links("RWrist", "R")
+PAFS_MPI = _links(
+    "Head-Neck Neck-RShoulder RShoulder-RElbow RElbow-RWrist Neck-LShoulder LShoulder-LElbow "
+    "LElbow-LWrist Neck-Chest Chest-RHip RHip-RKnee RKnee-RAnkle Chest-LHip LHip-LKnee LKnee-LAnkle")
+PAFS_25B = _links(
+    "Nose-LEye Nose-REye LEye-LEar REye-REar Nose-LShoulder Nose-RShoulder LShoulder-LElbow "
+    "RShoulder-RElbow LElbow-LWrist RElbow-RWrist LShoulder-LHip RShoulder-RHip LHip-LKnee RHip-RKnee "
+    "LKnee-LAnkle RKnee-RAnkle LAnkle-LBigToe LBigToe-LSmallToe LAnkle-LHeel RAnkle-RBigToe "
+    "RBigToe-RSmallToe RAnkle-RHeel LShoulder-Neck LShoulder-HeadTop RShoulder-Neck RShoulder-HeadTop "
+    "LEar-REar LEar-LShoulder REar-RShoulder LShoulder-LWrist RShoulder-RWrist LWrist-RWrist LWrist-LHip "
+    "RWrist-RHip LHip-RHip LAnkle-RAnkle")
+PAFS_135_BODY = _links(
+    "Nose-LEye Nose-REye LEye-LEar REye-REar Nose-LShoulder Nose-RShoulder LShoulder-LElbow "
+    "RShoulder-RElbow LElbow-LWrist RElbow-RWrist LShoulder-LHip RShoulder-RHip LHip-LKnee RHip-RKnee "
+    "LKnee-LAnkle RKnee-RAnkle LAnkle-LBigToe LBigToe-LSmallToe LAnkle-LHeel RAnkle-RBigToe "
+    "RBigToe-RSmallToe RAnkle-RHeel LShoulder-UpperNeck UpperNeck-HeadTop RShoulder-UpperNeck LEar-REar "
+    "LEar-LShoulder REar-RShoulder LShoulder-LWrist RShoulder-RWrist LWrist-RWrist LWrist-LHip "
+    "RWrist-RHip LHip-RHip LAnkle-RAnkle")
+PAFS_FACE = _links(
+    "FaceContour0-FaceContour1 FaceContour1-FaceContour2 FaceContour2-FaceContour3 "
+    "FaceContour3-FaceContour4 FaceContour4-FaceContour5 FaceContour5-FaceContour6 "
+    "FaceContour6-FaceContour7 FaceContour7-FaceContour8 FaceContour8-FaceContour9 "
+    "FaceContour9-FaceContour10 FaceContour10-FaceContour11 FaceContour11-FaceContour12 "
+    "FaceContour12-FaceContour13 FaceContour13-FaceContour14 FaceContour14-FaceContour15 "
+    "FaceContour15-FaceContour16 FaceContour0-REyeBrow0 FaceContour16-LEyeBrow0 REyeBrow0-REyeBrow1 "
+    "REyeBrow1-REyeBrow2 REyeBrow2-REyeBrow3 REyeBrow3-REyeBrow4 REyeBrow4-LEyeBrow4 LEyeBrow4-LEyeBrow3 "
+    "LEyeBrow3-LEyeBrow2 LEyeBrow2-LEyeBrow1 LEyeBrow1-LEyeBrow0 REyeBrow4-NoseUpper0 "
+    "LEyeBrow4-NoseUpper0 NoseUpper0-NoseUpper1 NoseUpper1-NoseUpper2 NoseUpper2-NoseUpper3 "
+    "NoseUpper3-NoseLower2 NoseLower2-NoseLower1 NoseLower1-NoseLower0 NoseLower2-NoseLower3 "
+    "NoseLower3-NoseLower4 NoseUpper0-REye3 NoseUpper0-LEye0 REye0-REye1 REye1-REye2 REye2-REye3 "
+    "REye3-REye4 REye4-REye5 LEye0-LEye1 LEye1-LEye2 LEye2-LEye3 LEye3-LEye4 LEye4-LEye5 "
+    "NoseLower2-OMouth3 OMouth0-OMouth1 OMouth1-OMouth2 OMouth2-OMouth3 OMouth3-OMouth4 OMouth4-OMouth5 "
+    "OMouth5-OMouth6 OMouth6-OMouth7 OMouth7-OMouth8 OMouth8-OMouth9 OMouth9-OMouth10 OMouth10-OMouth11 "
+    "OMouth0-IMouth0 OMouth6-IMouth4 IMouth0-IMouth1 IMouth1-IMouth2 IMouth2-IMouth3 IMouth3-IMouth4 "
+    "IMouth4-IMouth5 IMouth5-IMouth6 IMouth6-IMouth7 REye0-RPupil REye3-RPupil LEye0-LPupil LEye3-LPupil")
+# body -> face links: Nose -> nose tip, REye -> the right eye's inner corner, LEye -> the left eye's
+_BODY_TO_FACE = _links("Nose-NoseUpper3 REye-REye3 LEye-LEye0")
+PAFS_95 = PAFS_25B + _BODY_TO_FACE + PAFS_FACE
+PAFS_135 = PAFS_135_BODY + _hand_links("LWrist", "L") + _hand_links("RWrist", "R") + _BODY_TO_FACE + PAFS_FACE
+PAFS_CAR_12 = _links(
+    "FRLight-FLLight FRLight-BRLight FRLight-FRWheel FRWheel-BRWheel FRLight-FRTop FRTop-BRTop "
+    "FLLight-BLLight FLLight-FLWheel FLWheel-BLWheel FLLight-FLTop FLTop-BLTop")
+PAFS_CAR_22 = _links(
+    "FLWheel-BLWheel BLWheel-BRWheel BRWheel-FRWheel FRWheel-FLWheel FRLight-FLLight FLLight-BLLight "
+    "BLLight-BRLight BRLight-FRLight FRTop-FLTop FLTop-BLTop BLTop-BRTop BRTop-FRTop FRLight-Grilles "
+    "FLLight-Grilles FRLight-FBumper FLLight-FBumper FRLight-FRFogLight FLLight-FLFogLight FRTop-RMirror "
+    "FLTop-LMirror BLLight-Trunk BRLight-Trunk BLLight-BBumper BRLight-BBumper FLWheel-FLLight "
+    "BRWheel-BRLight FRLight-FRTop BLLight-BLTop FRLight-BRCorner FLLight-BLCorner BRWheel-BRCorner "
+    "BLCorner-BLTop")
 
 # Runtime POSE_BODY_PART_PAIRS where the map index is not sequential (OpenPose's POSE_MAP_INDEX; docs/postprocessing.md §Inputs)
-RUNTIME_PAIRS_BODY_25 = _pairs(
-    "1-8 1-2 1-5 2-3 3-4 5-6 6-7 8-9 9-10 10-11 8-12 12-13 13-14 1-0 0-15 15-17 0-16 16-18 2-17 "
-    "5-18 14-19 19-20 14-21 11-22 22-23 11-24")
-RUNTIME_PAIRS_COCO_18 = _pairs(
-    "1-2 1-5 2-3 3-4 5-6 6-7 1-8 8-9 9-10 1-11 11-12 12-13 1-0 0-14 14-16 0-15 15-17 2-16 5-17")
+RUNTIME_PAIRS_BODY_25 = _links(
+    "Neck-MidHip Neck-RShoulder Neck-LShoulder RShoulder-RElbow RElbow-RWrist LShoulder-LElbow "
+    "LElbow-LWrist MidHip-RHip RHip-RKnee RKnee-RAnkle MidHip-LHip LHip-LKnee LKnee-LAnkle Neck-Nose "
+    "Nose-REye REye-REar Nose-LEye LEye-LEar RShoulder-REar LShoulder-LEar LAnkle-LBigToe "
+    "LBigToe-LSmallToe LAnkle-LHeel RAnkle-RBigToe RBigToe-RSmallToe RAnkle-RHeel")
+RUNTIME_PAIRS_COCO_18 = _links(
+    "Neck-RShoulder Neck-LShoulder RShoulder-RElbow RElbow-RWrist LShoulder-LElbow LElbow-LWrist "
+    "Neck-RHip RHip-RKnee RKnee-RAnkle Neck-LHip LHip-LKnee LKnee-LAnkle Neck-Nose Nose-REye REye-REar "
+    "Nose-LEye LEye-LEar RShoulder-REar LShoulder-LEar")
 
 # --------------------------------------------------------------------------------------------
-# Flip swap lists (the fork's poseModel.cpp)
+# Flip swaps (the fork's poseModel.cpp), by part name like the PAF pairs. Written by name, the
+# fork's COCO_18 and BODY_19 lists are one list, and so are its BODY_23 and BODY_25 lists.
 
-FLIPS_18 = _flips("5/2 6/3 7/4 11/8 12/9 13/10 15/14 17/16")
-FLIPS_19 = _flips("5/2 6/3 7/4 12/9 13/10 14/11 16/15 18/17")
-FLIPS_25 = FLIPS_19 + _flips("19/22 20/23 21/24")
-FLIPS_59 = FLIPS_19 + tuple((k, k + 20) for k in range(19, 39))
-FLIPS_65 = _flips("7/4") + tuple((k, k + 20) for k in range(25, 45))
-FLIPS_23 = _flips("4/1 5/2 6/3 10/7 11/8 12/9 14/13 16/15 17/20 18/21 19/22")
-FLIPS_25B = _flips("1/2 3/4 5/6 7/8 9/10 11/12 13/14 15/16 19/22 20/23 21/24")
-FLIPS_FACE = _flips("0/16 1/15 2/14 3/13 4/12 5/11 6/10 7/9 17/26 18/25 19/24 20/23 21/22 "
-                    "31/35 32/34 36/45 37/44 38/43 39/42 40/47 41/46 48/54 49/53 50/52 55/59 "
-                    "56/58 60/64 61/63 65/67 68/69")
-FLIPS_95 = FLIPS_25B + _shift(FLIPS_FACE, 25)
-FLIPS_135 = FLIPS_25B + tuple((25 + k, 45 + k) for k in range(20)) + _shift(FLIPS_FACE, 65)
-FLIPS_MPI = _flips("2/5 3/6 4/7 8/11 9/12 10/13")
-FLIPS_CAR_12 = _flips("0/1 2/3 4/5 6/7 8/9 10/11")
-FLIPS_CAR_22 = _flips("0/2 1/3 4/5 6/7 10/11 12/13 14/15 16/17 20/21")
+FLIPS_BODY = _swaps(
+    "LShoulder/RShoulder LElbow/RElbow LWrist/RWrist LHip/RHip LKnee/RKnee LAnkle/RAnkle LEye/REye "
+    "LEar/REar")
+FLIPS_18 = FLIPS_19 = FLIPS_BODY
+FLIPS_25 = FLIPS_23 = FLIPS_BODY + _swaps("LBigToe/RBigToe LSmallToe/RSmallToe LHeel/RHeel")
+HAND_FLIPS = tuple(("L" + part, "R" + part) for part in HAND_PARTS)
+FLIPS_59 = FLIPS_19 + HAND_FLIPS
+FLIPS_65 = _swaps("LWrist/RWrist") + HAND_FLIPS     # the fork swaps only the wrists and hands here
+FLIPS_25B = _swaps(
+    "LEye/REye LEar/REar LShoulder/RShoulder LElbow/RElbow LWrist/RWrist LHip/RHip LKnee/RKnee "
+    "LAnkle/RAnkle LBigToe/RBigToe LSmallToe/RSmallToe LHeel/RHeel")
+FLIPS_FACE = _swaps(
+    "FaceContour0/FaceContour16 FaceContour1/FaceContour15 FaceContour2/FaceContour14 "
+    "FaceContour3/FaceContour13 FaceContour4/FaceContour12 FaceContour5/FaceContour11 "
+    "FaceContour6/FaceContour10 FaceContour7/FaceContour9 REyeBrow0/LEyeBrow0 REyeBrow1/LEyeBrow1 "
+    "REyeBrow2/LEyeBrow2 REyeBrow3/LEyeBrow3 REyeBrow4/LEyeBrow4 NoseLower0/NoseLower4 "
+    "NoseLower1/NoseLower3 REye0/LEye3 REye1/LEye2 REye2/LEye1 REye3/LEye0 REye4/LEye5 REye5/LEye4 "
+    "OMouth0/OMouth6 OMouth1/OMouth5 OMouth2/OMouth4 OMouth7/OMouth11 OMouth8/OMouth10 IMouth0/IMouth4 "
+    "IMouth1/IMouth3 IMouth5/IMouth7 RPupil/LPupil")
+FLIPS_95 = FLIPS_25B + FLIPS_FACE
+FLIPS_135 = FLIPS_25B + HAND_FLIPS + FLIPS_FACE
+FLIPS_MPI = _swaps("RShoulder/LShoulder RElbow/LElbow RWrist/LWrist RHip/LHip RKnee/LKnee RAnkle/LAnkle")
+FLIPS_CAR_12 = _swaps(
+    "FRWheel/FLWheel BRWheel/BLWheel FRLight/FLLight BRLight/BLLight FRTop/FLTop BRTop/BLTop")
+FLIPS_CAR_22 = _swaps(
+    "FLWheel/FRWheel BLWheel/BRWheel FRFogLight/FLFogLight FRLight/FLLight LMirror/RMirror FRTop/FLTop "
+    "BLTop/BRTop BLLight/BRLight BLCorner/BRCorner")
 
 # --------------------------------------------------------------------------------------------
 # LMDB -> model mappings (the fork's poseModel.cpp; model part: LMDB index or averaged indexes)
@@ -742,7 +823,7 @@ MASK_FEET_23 = ((8, 9), (11, 12))
 
 _model(
     "BODY_25", BODY_25_PARTS, PAFS_25, FLIPS_25, openpose_name="BODY_25",
-    runtime_pairs=RUNTIME_PAIRS_BODY_25, to_coco17=TO_COCO17_25, to_coco_foot=TO_COCO_FOOT_25,
+    runtime_links=RUNTIME_PAIRS_BODY_25, to_coco17=TO_COCO17_25, to_coco_foot=TO_COCO_FOOT_25,
     model_folder="pose/body_25", caffemodel_name="pose_iter_584000.caffemodel",
     description="OpenPose default body + foot model", openpose_cpu_connector=True,
     cpu_connector_fill_only_pairs=(18, 19),
@@ -754,7 +835,7 @@ _model(
     ))
 _model(
     "COCO_18", COCO_18_PARTS, PAFS_18, FLIPS_18, openpose_name="COCO",
-    runtime_pairs=RUNTIME_PAIRS_COCO_18, to_coco17=TO_COCO17_18,
+    runtime_links=RUNTIME_PAIRS_COCO_18, to_coco17=TO_COCO17_18,
     model_folder="pose/coco", deploy_name="pose_deploy_linevec.prototxt",
     caffemodel_name="pose_iter_440000.caffemodel", description="OpenPose COCO 18-part model",
     openpose_cpu_connector=True, cpu_connector_fill_only_pairs=(17, 18),
@@ -776,7 +857,7 @@ _model(
     openpose_cpu_connector=True, cpu_connector_lone_peaks_unchecked=True)
 _model(
     "BODY_19", BODY_19_PARTS, PAFS_19, FLIPS_19, openpose_name="BODY_19",
-    runtime_pairs=RUNTIME_PAIRS_BODY_25[:20], to_coco17=TO_COCO17_25,
+    runtime_links=RUNTIME_PAIRS_BODY_25[:20], to_coco17=TO_COCO17_25,
     model_folder="pose/body_19", description="19-part body (BODY_25 without feet)",
     variants=(
         _variant("COCO_19", "coco", 19, COCO17_TO_19),
