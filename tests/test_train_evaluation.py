@@ -114,7 +114,7 @@ def test_val_interval_logs_ap_keeps_best_writes_events_and_exports(project, tmp_
         (d / "pose_deploy.prototxt").read_bytes()
 
 
-def test_best_is_kept_across_resume_and_replaced_by_a_fresh_run(project, tmp_path):
+def test_best_is_kept_across_resume_and_a_fresh_run_is_refused_until_started_clean(project, tmp_path):
     d, val = copy_project(project, tmp_path)
     args = ["-solver", "pose_solver.prototxt", "--val-interval", "2", *val]
     assert run_cli(args + ["-iterations", "2"], d).exit_code == 0
@@ -142,7 +142,17 @@ def test_best_is_kept_across_resume_and_replaced_by_a_fresh_run(project, tmp_pat
     assert [e.step for e in events.Scalars("val/AP")] == [2, 4]
     assert [e.step for e in events.Images("maps/heatmaps")] == [2, 4]
     assert sorted(e.step for e in events.Scalars("loss/total")) == [0, 1, 2, 3]
-    # a fresh run (no -snapshot) is another training: its own first score replaces the record
+    # a fresh run (no -snapshot) is another training: refused while the earlier run's files are there
+    r = run_cli(args, d)
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    error = [line for line in r.output.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and "an earlier training's files" in error[0], r.output
+    assert "model/pose_iter_2.caffemodel" in error[0] and "-snapshot model/pose_iter_4.solverstate" in error[0]
+    assert json.loads(record_path.read_text())["score"] == 2.0 and "Iteration 0" not in r.output
+    # started clean (snapshots, metrics and best record moved away), its own first score is the record
+    for path in [*(d / "model").glob("pose_iter_*"), d / "model/pose_metrics.jsonl", record_path,
+                 d / "model/pose_best.caffemodel"]:
+        path.unlink()
     r = run_cli(args, d)
     assert r.exit_code == 0, r.output
     assert json.loads(record_path.read_text())["iteration"] == 2
@@ -314,5 +324,6 @@ def test_training_without_the_tensorboard_package_says_so_and_trains_on(tmp_path
     assert not (d / "model/pose_tensorboard").exists()
     # and with it: the DummyData net's run writes its events beside the metrics
     monkeypatch.delitem(sys.modules, "torch.utils.tensorboard")
+    shutil.rmtree(d / "model")                                  # a new training: start clean
     assert run_cli(["-solver", "solver.prototxt", "-iterations", "2"], d).exit_code == 0
     assert list((d / "model/pose_tensorboard").glob("events.out.tfevents.*"))

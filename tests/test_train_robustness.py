@@ -224,6 +224,11 @@ def test_second_training_on_the_same_prefix_is_refused_and_a_dead_runs_lock_take
         proc.wait(timeout=30)
     assert lock.exists()                       # kill -9 leaves the file; its lock died with the process
     r = run_cli(["-solver", "solver.prototxt", "-iterations", "2"], d)
+    # the lock is taken over; then the dead run's metrics refuse a new training on its prefix
+    assert_one_line_error(r, "model/pose_metrics.jsonl: an earlier training's files", "start clean")
+    assert not lock.exists()
+    (d / "model/pose_metrics.jsonl").unlink()
+    r = run_cli(["-solver", "solver.prototxt", "-iterations", "2"], d)
     assert r.exit_code == 0, r.output
     assert (d / "model/pose_iter_2.caffemodel").exists() and not lock.exists()   # released at the end
 
@@ -491,3 +496,53 @@ def test_no_loader_in_the_package_unpickles():
                     or (name in ("np.load", "numpy.load") and true("allow_pickle")):
                 bad.append(f"{path.relative_to(repo)}:{node.lineno}: {name}")
     assert not bad, bad
+
+
+# ---- issue 17, class 3: a new training never mixes into an earlier run's files ----------------------------------
+def test_fresh_training_over_an_earlier_run_is_refused_naming_files_and_the_way_out(tmp_path):
+    d = make_dir(tmp_path)
+    assert run_cli(["-solver", "solver.prototxt"], d).exit_code == 0          # snapshots 10, 20 and the metrics
+    before = {p.name: p.read_bytes() for p in (d / "model").iterdir() if p.is_file()}
+    for extra in ([], ["-weights", "model/pose_iter_20.caffemodel"]):
+        r = run_cli(["-solver", "solver.prototxt", *extra], d)
+        line = assert_one_line_error(r, "model/pose_iter_10.caffemodel", "and 3 more", "an earlier training's files",
+                                     "'model/pose'", "resume it with -snapshot model/pose_iter_20.solverstate",
+                                     "start clean")
+        assert "Iteration 0" not in r.output, line
+        assert {p.name: p.read_bytes() for p in (d / "model").iterdir() if p.is_file()} == before  # untouched
+    # a metrics file elsewhere (--metrics) counts too; an empty one does not
+    (d / "model/pose_metrics.jsonl").rename(d / "m.jsonl")
+    for p in (d / "model").glob("pose_iter_*"):
+        p.unlink()
+    assert_one_line_error(run_cli(["-solver", "solver.prototxt", "--metrics", "m.jsonl"], d), "m.jsonl: an earlier")
+    (d / "m.jsonl").write_text("")
+    assert run_cli(["-solver", "solver.prototxt", "--metrics", "m.jsonl", "-iterations", "2"], d).exit_code == 0
+
+
+# ---- issue 17, class 5: resume does what the user means and says what it loaded -----------------------------------
+def test_resume_from_another_folder_pairs_the_caffemodel_beside_the_solverstate(tmp_path):
+    a = make_dir(tmp_path, "A")
+    assert run_cli(["-solver", "solver.prototxt"], a).exit_code == 0                         # 0..20 straight
+    b = make_dir(tmp_path, "B", solver=SOLVER.replace("random_seed: 3", "random_seed: 11"))
+    assert run_cli(["-solver", "solver.prototxt", "-iterations", "10"], b).exit_code == 0    # B's own iter 10
+    assert (b / "model/pose_iter_10.caffemodel").read_bytes() != (a / "model/pose_iter_10.caffemodel").read_bytes()
+    r = run_cli(["-solver", "solver.prototxt", "-snapshot", "../A/model/pose_iter_10.solverstate"], b)
+    assert r.exit_code == 0, r.output
+    assert ("Resumed at iteration 10: weights ../A/model/pose_iter_10.caffemodel, solver history "
+            "../A/model/pose_iter_10.solverstate, data-layer and RNG state ../A/model/pose_iter_10.trainstate") in r.output
+    # A's history with A's weights: B's iteration 20 is A's (exact resume)
+    assert (b / "model/pose_iter_20.caffemodel").read_bytes() == (a / "model/pose_iter_20.caffemodel").read_bytes()
+
+
+@pytest.mark.parametrize("given,expected", [
+    ("model/pose_iter_10.caffemodel", "a caffemodel, not a solverstate; resume with -snapshot "
+                                      "model/pose_iter_10.solverstate, or start a new training from these weights"),
+    ("model/pose_iter_10.trainstate", "not a solverstate"),
+    ("model/pose_iter_11.solverstate", "solverstate not found"),
+])
+def test_snapshot_flag_given_another_file_says_what_it_is(tmp_path, given, expected):
+    d = make_dir(tmp_path)
+    assert run_cli(["-solver", "solver.prototxt", "-iterations", "10"], d).exit_code == 0
+    r = run_cli(["-solver", "solver.prototxt", "-snapshot", given], d)
+    assert_one_line_error(r, f"-snapshot {given}: {expected}")
+    assert "Solving" not in r.output

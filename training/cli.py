@@ -138,15 +138,25 @@ def train_net_param(solver_param, solver_path: str, logger=None):
         raise TrainingError(f"bad net file: {exc}") from exc
 
 
-def take_snapshot_lock(solver_path: str):
-    """Lock the solver's snapshot_prefix for this run (training/snapshot_lock.py); None on ranks other
-    than 0 (torchrun) and for a solver that writes no snapshots."""
-    from .snapshot_lock import SnapshotLock
+def take_snapshot_lock(solver_path: str, resuming: bool, metrics: Optional[str] = None):
+    """Lock the solver's snapshot_prefix for this run (training/snapshot_lock.py), then, for a new
+    training, refuse a prefix holding an earlier run's files. None on ranks other than 0 (torchrun)
+    and for a solver that writes no snapshots."""
+    from .snapshot_lock import SnapshotLock, refuse_fresh_run_over
 
     if os.environ.get("RANK", "0") not in ("", "0"):
         return None
     prefix = load_solver(solver_path).snapshot_prefix
-    return SnapshotLock(prefix, solver_path).acquire() if prefix else None
+    if not prefix:
+        return None
+    lock = SnapshotLock(prefix, solver_path).acquire()
+    try:
+        if not resuming:
+            refuse_fresh_run_over(prefix, solver_path, metrics)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def run_training(cfg: TrainConfig) -> int:
@@ -426,7 +436,7 @@ def train(solver, weights, snapshot, gpu, iterations, sigint_effect, sighup_effe
         if backend == "caffe" and evaluation is not None:
             raise TrainingError("--val-* (evaluation during training) needs the torch backend; with Caffe, "
                                 "run 'openpose-train validate-snapshots' on its snapshots")
-        lock = take_snapshot_lock(solver)
+        lock = take_snapshot_lock(solver, resuming=bool(snapshot), metrics=metrics)
         if backend == "caffe":
             from .caffe_backend import run_caffe
 

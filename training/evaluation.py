@@ -16,7 +16,7 @@ M: body, foot, wholebody, hand or face; see validation/metrics.py). The score go
 * when it beats the best score so far: ``<snapshot_prefix>_best.caffemodel`` and
   ``<snapshot_prefix>_best.json`` (iteration, metric, score, sha256 of the caffemodel), both
   written to temporary names and renamed. A resumed run (``-snapshot``) keeps the best of the
-  earlier run; a fresh run replaces it with its own first score.
+  earlier run; a new training on a prefix that holds one is refused (training/snapshot_lock.py).
 
 Where it runs: between iterations in the training process (``inline``, the CPU default), or in a
 background ``openpose-train validate`` process on the snapshot's weights (``background``, the

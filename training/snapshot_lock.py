@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from typing import Optional
+from typing import List, Optional
 
 from openpose_train.generator.output_paths import make_output_folder
 
@@ -156,3 +156,37 @@ class SnapshotLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+def earlier_run_files(snapshot_prefix: str, metrics_path: Optional[str] = None) -> List[str]:
+    """The files an earlier training left under ``snapshot_prefix``: its snapshots, its metrics file
+    (``metrics_path``, default ``<prefix>_metrics.jsonl``; an empty one does not count) and its best
+    record, sorted (snapshots by iteration)."""
+    import glob
+
+    def iteration(path: str) -> int:
+        digits = path.rsplit("_iter_", 1)[-1].split(".", 1)[0]
+        return int(digits) if digits.isdigit() else -1
+    pattern = glob.escape(snapshot_prefix) + "_iter_*"
+    snapshots = sorted((p for p in glob.glob(pattern) if p.endswith((".caffemodel", ".solverstate", ".trainstate"))),
+                       key=lambda p: (iteration(p), p))
+    metrics = metrics_path or f"{snapshot_prefix}_metrics.jsonl"
+    others = [p for p in (metrics, f"{snapshot_prefix}_best.json", f"{snapshot_prefix}_best.caffemodel")
+              if os.path.isfile(p) and os.path.getsize(p) > 0]
+    return snapshots + others
+
+
+def refuse_fresh_run_over(snapshot_prefix: str, solver_path: str, metrics_path: Optional[str] = None) -> None:
+    """A new training (no ``-snapshot``) on a prefix where an earlier run left snapshots, metrics or a
+    best record would interleave both runs' records in one metrics file and mix their snapshots:
+    refuse, naming the files, how to resume and how to start clean (docs/refusals.md §Resume and side
+    files)."""
+    found = earlier_run_files(snapshot_prefix, metrics_path)
+    if not found:
+        return
+    states = [p for p in found if p.endswith(".solverstate")]
+    shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
+    resume = f"resume it with -snapshot {states[-1]}, or " if states else ""
+    raise TrainingError(f"{shown}: an earlier training's files are on the snapshot_prefix {snapshot_prefix!r} "
+                        f"of {solver_path}; {resume}start clean by moving or deleting them (or another "
+                        f"snapshot_prefix)")
