@@ -659,3 +659,31 @@ def test_every_subcommand_help_no_args_and_missing_files(name, tmp_path, monkeyp
         else:
             refused_all = False      # e.g. synth --out <a new folder> makes a dataset there
     assert not refused_all or not list(tmp_path.iterdir())      # nothing written by refused commands
+
+
+# ---- issue 17, class 9: JSON-lines side files read back name file and line; a crash's torn last line is dropped --
+def test_validate_snapshots_drops_a_torn_last_ap_jsonl_line_and_names_any_other(tmp_path):
+    from test_validation_cli import _write_net
+
+    made = make_synthetic_dataset(tmp_path / "synth", SynthConfig(images=2, seed=3, width=96, height=96))
+    images, ann = made.image_dirs["train2017"], made.splits["train2017"]
+    train = tmp_path / "train"
+    _write_net(train, iterations=(500, 1000))
+    args = ["validate-snapshots", str(train), "--images", str(images), "--annotations", str(ann),
+            "--net-resolution", "-1x32", "--quiet"]
+    assert CliRunner().invoke(cli_main, args).exit_code == 0
+    table = train / "validation" / "ap.jsonl"
+    rows = table.read_text().splitlines()
+    assert len(rows) == 2
+    table.write_text(rows[0] + "\n" + rows[1][:25])                  # killed while appending iteration 1000's row
+    r = CliRunner().invoke(cli_main, args)
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+    assert f"{table}:2: dropped a torn last line" in r.output
+    assert "snapshot pose_iter_1000" in r.output and "snapshot pose_iter_500" not in r.output   # scored again, once
+    assert [json.loads(line)["iteration"] for line in table.read_text().splitlines()] == [500, 1000]
+    table.write_text("{oops\n" + table.read_text())                   # a damaged line that is not the last
+    r = CliRunner().invoke(cli_main, args)
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert [line for line in r.output.splitlines() if line.startswith("Error:")] == \
+        [f"Error: {table}:1: not a JSON line (Expecting property name enclosed in double quotes); repair or "
+         f"delete the line"]

@@ -194,7 +194,8 @@ def test_resume_truncates_the_metrics_to_the_resumed_iteration(tmp_path):
     first = {json.loads(l)["iteration"]: l for l in metrics.read_text().splitlines()[:20]}
     r = run_cli(["-solver", "solver.prototxt", "-snapshot", "model/pose_iter_10.solverstate"], d)
     assert r.exit_code == 0, r.output
-    assert "dropped 11 records of iteration 10 and later" in r.output
+    assert "model/pose_metrics.jsonl:21: dropped a torn last line" in r.output
+    assert "dropped 10 records of iteration 10 and later" in r.output
     lines = metrics.read_text().splitlines()
     records = [json.loads(l) for l in lines]
     assert [m["iteration"] for m in records] == list(range(20))
@@ -202,6 +203,11 @@ def test_resume_truncates_the_metrics_to_the_resumed_iteration(tmp_path):
     # exact resume: the replayed iterations have the first run's losses
     assert [m["loss"] for m in records[10:]] == [json.loads(first[i])["loss"] for i in range(10, 20)]
     assert not list(d.glob("model/*.tmp*"))
+    # a damaged line that is not a crash's torn last line is named, before any iteration
+    metrics.write_text(metrics.read_text().replace('{"iteration": 3,', '{"iteration": 3', 1))
+    r = run_cli(["-solver", "solver.prototxt", "-snapshot", "model/pose_iter_10.solverstate"], d)
+    assert_one_line_error(r, "model/pose_metrics.jsonl:4: not a JSON line")
+    assert "Iteration 10 (" not in r.output
 
 
 # ---- item: one training per snapshot prefix ------------------------------------------------------------------

@@ -88,7 +88,7 @@ def run_caffe(solver: str, weights: List[str], snapshot: Optional[str], gpu: str
         metrics = f"{prefix}_metrics.jsonl" if prefix else os.path.splitext(solver)[0] + "_metrics.jsonl"
     start_iter = _resumed_iteration(snapshot)
     if start_iter:  # Caffe displays the resumed iterations again: drop their old records
-        truncate_metrics(metrics, start_iter)
+        truncate_metrics(metrics, start_iter, warn=lambda text: logger.warning("solver.cpp:296", text))
     writer = MetricsWriter(metrics)
     bar = Progress(start_iter, max_iter or 0, enabled=progress and bool(max_iter))
     logger.progress = bar

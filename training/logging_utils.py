@@ -16,13 +16,14 @@ import os
 import sys
 import threading
 import time
-from typing import IO, Dict, Optional
+from typing import IO, Callable, Dict, Optional
 
 from tqdm import tqdm
 
 from openpose_train.caffe_layers.caffe_io import (
     RE_DISPLAY, RE_DISPLAY_OLD, RE_LR, RE_MAX_ITER, RE_SNAPSHOT, RE_TRAIN_OUTPUT)
 from openpose_train.common.files import write_atomic
+from openpose_train.common.jsonl import read_json_lines
 
 
 def glog_prefix(severity: str = "I", where: str = "solver.cpp:0", now: Optional[_dt.datetime] = None,
@@ -203,29 +204,32 @@ class MetricsWriter:
             self._f = None
 
 
-def truncate_metrics(path: str, iteration: int) -> int:
+def truncate_metrics(path: str, iteration: int, warn: Optional[Callable[[str], None]] = None) -> int:
     """Drop the records of ``iteration`` and later from a metrics file (a resumed run replays them),
-    and any torn last line of a killed run; writes a temporary file and renames it. Returns the
-    number of records dropped. A validation record of ``iteration`` itself stays: it scored the
-    weights of that snapshot, which the resumed run starts from and does not score again."""
+    and the torn last line of a killed run (``warn`` names it); writes a temporary file and renames
+    it. Returns the number of records dropped. A validation record of ``iteration`` itself stays: it
+    scored the weights of that snapshot, which the resumed run starts from and does not score again.
+    Any other line that is not JSON stops with the file and line (common/jsonl.py)."""
     if not path or not os.path.exists(path):
         return 0
-    kept, dropped = [], 0
-    with open(path) as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                dropped += 1
-                continue
-            if isinstance(record, dict) and isinstance(record.get("iteration"), int) \
-                    and record["iteration"] >= iteration + ("validation" in record):
-                dropped += 1
-                continue
-            kept.append(line if line.endswith("\n") else line + "\n")
+    records = read_json_lines(path, warn=warn, repair=True)
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines(keepends=True)
+    kept = [lines[number - 1] for number, record in records
+            if not (isinstance(record, dict) and isinstance(record.get("iteration"), int)
+                    and record["iteration"] >= iteration + ("validation" in record))]
+    dropped = len(records) - len(kept)
     if dropped:
         write_atomic(path, "".join(kept), fsync=True)
     return dropped
+
+
+def validated_iterations(path: Optional[str]) -> set:
+    """The iterations a metrics file holds a validation record of (``{"iteration", "validation"}``)."""
+    if not path or not os.path.exists(path):
+        return set()
+    return {record["iteration"] for _, record in read_json_lines(path)
+            if isinstance(record, dict) and "validation" in record and isinstance(record.get("iteration"), int)}
 
 
 # ---- reading Caffe logs (the external-binary backend; the line patterns are in caffe_io) ---------

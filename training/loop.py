@@ -271,7 +271,8 @@ class Trainer:
         prefix = self.param.snapshot_prefix
         metrics_path = self.options.metrics_path or (f"{prefix}_metrics.jsonl" if prefix else None)
         if resume_file and self.is_root and metrics_path:   # the resumed iterations are written again
-            dropped = truncate_metrics(metrics_path, self.solver.iter)
+            dropped = truncate_metrics(metrics_path, self.solver.iter,
+                                       warn=lambda text: self.logger.warning("solver.cpp:296", text))
             if dropped:
                 log("solver.cpp:296", f"{metrics_path}: dropped {dropped} records of iteration "
                                       f"{self.solver.iter} and later (this run writes them again)")

@@ -179,8 +179,8 @@ def earlier_run_files(snapshot_prefix: str, metrics_path: Optional[str] = None) 
 def refuse_fresh_run_over(snapshot_prefix: str, solver_path: str, metrics_path: Optional[str] = None) -> None:
     """A new training (no ``-snapshot``) on a prefix where an earlier run left snapshots, metrics or a
     best record would interleave both runs' records in one metrics file and mix their snapshots:
-    refuse, naming the files, how to resume and how to start clean (docs/refusals.md §Resume and side
-    files)."""
+    refuse, naming the files, how to resume and how to start clean
+    (docs/refusals.md §Resume and side files)."""
     found = earlier_run_files(snapshot_prefix, metrics_path)
     if not found:
         return

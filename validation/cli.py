@@ -177,21 +177,22 @@ def _ground_truth_estimator(model, annotations, opts):
 
 
 def _read_ap_table(path: str) -> dict:
-    """{iteration: row} of the ap.jsonl an earlier validate-snapshots wrote ({} when there is none)."""
+    """{iteration: row} of the ap.jsonl an earlier validate-snapshots wrote ({} when there is none). A
+    torn last line (a run killed while appending) is dropped with a warning and the file repaired, so
+    that snapshot is scored again (common/jsonl.py)."""
+    from openpose_train.common.jsonl import read_json_lines
+
     done = {}
     if not os.path.isfile(path):
         return done
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                done[row["iteration"]] = row
-            except (ValueError, KeyError, TypeError):
-                raise SnapshotTableError(f"{path}:{number}: not a row of validate-snapshots (a JSON object "
-                                         "with an 'iteration'); delete the file to validate every snapshot "
-                                         "again") from None
+    for number, row in read_json_lines(path, warn=lambda text: click.echo(f"warning: {text}", err=True),
+                                       repair=True):
+        try:
+            done[row["iteration"]] = row
+        except (KeyError, TypeError):
+            raise SnapshotTableError(f"{path}:{number}: not a row of validate-snapshots (a JSON object "
+                                     "with an 'iteration'); delete the file to validate every snapshot "
+                                     "again") from None
     return done
 
 
