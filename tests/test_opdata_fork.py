@@ -1,4 +1,4 @@
-"""OPDataSource against the Caffe fork's own OPData batches (``../shared/reference/opdata_fork``).
+"""OPDataSource against the Caffe fork's own OPData batches (the shared reference data, `reference/opdata_fork`).
 
 The fork wrote the first batch of 4 (records 0-3, key order) of the minicoco LMDB with every random
 transform pinned except the flip, which its Python module cannot pin: each fork sample is compared
