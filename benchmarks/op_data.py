@@ -2,12 +2,17 @@
 
 BODY_25 (fork model string COCO_25_17), 368x368 crop, stride 8 (46x46 grid), sigma 7.
 
-* ``labels_ms`` (cases people=1/3/6/12): median time of ``labels.render_labels`` for one sample on
-  one core (the process pinned to its first CPU; ``min`` the fastest run, ``median`` = value); people are upright figures 60-300 px tall (the main one about 0.6 x 368), some
-  outside the crop. ``baseline``: a straightforward full-grid numpy renderer (every Gaussian and
-  every limb evaluated on the whole grid, one person and part at a time, as the open Python
-  implementations do) on the same people; its heatmap/PAF/background targets are checked
-  against ours before timing.
+* ``labels_ms`` (cases people=1/3/6/12 for BODY_25; BODY_135,people=1/3/6/12 for the fork's
+  COCO_135_17 variant, hands and face unlabelled, and BODY_135_wholebody,people=1/3/6/12 for
+  COCO_135_133, hands and face labelled): time of ``labels.render_labels`` for one sample on one core
+  (the process pinned to its first CPU), the mean over the scenes of each scene's median (``min``: of
+  each scene's fastest run); people are upright figures 60-300 px tall (the main one about 0.6 x
+  368), some outside the crop. ``floor_ms``: allocating and filling a label of the same bytes
+  (``np.empty(...).fill(0)``, the memset every label pays), timed right after each render in the same
+  loop; ``ratio`` = value / floor_ms (``ratio_min`` from the fastest runs). ``baseline``: a
+  straightforward full-grid numpy renderer (every Gaussian and every limb evaluated on the whole grid,
+  one person and part at a time, as the open Python implementations do) on the same people; its
+  heatmap/PAF/background targets are checked against ours before timing.
 * ``samples_per_s`` (case workers=2): ``OPDataSource`` batches (batch 10) from an LMDB of raw
   640x480 datums (synthetic COCO-format data, background LMDB configured): read + decode +
   augment + labels + normalisation; median of 5 rounds (``max`` the best round), the machine's
@@ -16,7 +21,7 @@ BODY_25 (fork model string COCO_25_17), 368x368 crop, stride 8 (46x46 grid), sig
 * ``gpu_labels_per_s`` (case batch=64): ``labels_torch.render_labels_batch`` on CUDA; baseline
   the CPU reference, sample by sample, in the same run. Skipped (said on stderr) without CUDA.
 
-    python benchmarks/op_data.py [--quick]
+    python benchmarks/op_data.py [--quick] [--only labels|samples|gpu]
 """
 import argparse
 import contextlib
@@ -66,21 +71,24 @@ def make_people(rng, count, num_parts=25):
 def full_grid_labels(model, people, sigma=SIGMA):
     """Baseline: heatmaps, background and PAFs, every person/part/limb on the whole grid."""
     n_pafs, n_parts = model.num_pafs, model.num_parts
-    c = 2 * n_pafs + n_parts + 1
+    c = 2 * n_pafs + n_parts + int(model.has_background)
     label = np.zeros((2 * c, GRID, GRID), np.float32)
     weights, targets = label[:c], label[c:]
     weights[:] = 1
     centres = STRIDE / 2 - 0.5 + np.arange(GRID, dtype=np.float32) * STRIDE
     xs, ys = np.meshgrid(centres, centres)
+    sigmas = np.float32(sigma) * np.asarray(model.sigma_ratios, np.float32)
     for person in people:
         for j in range(n_parts):
             x, y, v = person[j]
             if v > 1:
                 continue
-            e = ((xs - x) ** 2 + (ys - y) ** 2).astype(np.float64) / 2.0 / sigma / sigma
+            s = float(sigmas[j])
+            e = ((xs - x) ** 2 + (ys - y) ** 2).astype(np.float64) / 2.0 / s / s
             g = np.where(e <= L.GAUSSIAN_CUTOFF, np.exp(-e), 0).astype(np.float32)
             targets[2 * n_pafs + j] = np.minimum(1, np.maximum(targets[2 * n_pafs + j], g))
-    targets[c - 1] = np.maximum(0, 1 - targets[2 * n_pafs:c - 1].max(0))
+    if model.has_background:
+        targets[c - 1] = np.maximum(0, 1 - targets[2 * n_pafs:c - 1].max(0))
     gx, gy = np.meshgrid(np.arange(GRID, dtype=np.float32), np.arange(GRID, dtype=np.float32))
     for i, (a, b) in enumerate(model.paf_pairs):
         count = np.zeros((GRID, GRID), np.float32)
@@ -137,29 +145,74 @@ def emit(bench, case, value, unit, baseline, baseline_name, **extra):
                       "baseline_name": baseline_name, **extra}), flush=True)
 
 
+def body135_people(rng, count, wholebody):
+    """(count, 135, 3) BODY_135 people: the body of :func:`make_people`; with ``wholebody`` 2 x 20
+    hand points around the wrists and 70 face points around the nose (COCO-WholeBody data, variant
+    COCO_135_133), else hands and face not in the data (v = 4 at (0, 0), as remapped from COCO-17)."""
+    people = np.zeros((count, 135, 3), np.float32)
+    body = make_people(rng, count)
+    people[:, :25] = body
+    people[:, 25:, 2] = 4
+    if wholebody:
+        for i in range(count):
+            tall = float(np.ptp(body[i, :, 1]))
+            for first, n, anchor, spread in ((25, 20, 4, 0.03), (45, 20, 7, 0.03), (65, 70, 0, 0.02)):
+                people[i, first:first + n, :2] = body[i, anchor, :2] + rng.normal(0, spread * tall, (n, 2))
+                people[i, first:first + n, 2] = rng.choice([0, 1, 2], n, p=[0.1, 0.8, 0.1])
+    return people
+
+
+#: labels_ms scenes: (case prefix, fork model string, people maker, target ratio to the floor per count)
+LABEL_CASES = (
+    ("", OP_MODEL, make_people, {1: 2.0, 12: 3.0}),
+    ("BODY_135,", "COCO_135_17", lambda rng, n: body135_people(rng, n, False), {}),
+    ("BODY_135_wholebody,", "COCO_135_133", lambda rng, n: body135_people(rng, n, True), {}),
+)
+
+
 def bench_labels(quick):
     """``value``: mean over the scenes of the median time per scene; ``min``: the same with the
-    fastest time per scene (the machine may be shared: the minimum is the least disturbed figure)."""
-    model, variant = get_training_variant(OP_MODEL)
+    fastest time per scene (the machine may be shared: the minimum is the least disturbed figure).
+    ``floor_ms``: ``np.empty(label shape).fill(0)`` timed right after each render (interleaved)."""
     rng = np.random.default_rng(0)
-    repeats = 10 if quick else 300
     with one_core() as core:
-        for count in (1, 3, 6, 12):
-            samples = [make_people(rng, count) for _ in range(3 if quick else 8)]
+        for prefix, op_model, maker, targets in LABEL_CASES:
+            model, variant = get_training_variant(op_model)
             c = model.num_channels
-            for people in samples:                 # same targets as the baseline before timing
-                ours = L.render_labels(model, variant, people, None, (GRID, GRID), STRIDE, SIGMA)[c:]
-                ref = full_grid_labels(model, people)[c:]
-                np.testing.assert_allclose(ours, ref, atol=1e-5)
-            ours = [times_ms(lambda: L.render_labels(model, variant, p, None, (GRID, GRID), STRIDE, SIGMA), repeats)
-                    for p in samples]
-            base = [times_ms(lambda: full_grid_labels(model, p), max(3, repeats // 10)) for p in samples]
-            value = float(np.mean([statistics.median(t) for t in ours]))
-            emit("labels_ms", f"people={count}", value, "ms",
-                 float(np.mean([statistics.median(t) for t in base])), "full-grid numpy renderer (same run)",
-                 median=round(value, 4), min=round(float(np.mean([min(t) for t in ours])), 4),
-                 baseline_min=round(float(np.mean([min(t) for t in base])), 4), repeats=repeats,
-                 scenes=len(samples), pinned_cpu=core, model="BODY_25", op_model=OP_MODEL, crop=CROP, stride=STRIDE)
+            shape = (2 * c, GRID, GRID)
+            repeats = 10 if quick else (300 if model.num_parts <= 25 else 100)
+            for count in (1, 3, 6, 12):
+                samples = [maker(rng, count) for _ in range(3 if quick else 8)]
+                for people in samples:                 # same targets as the baseline before timing
+                    ours = L.render_labels(model, variant, people, None, (GRID, GRID), STRIDE, SIGMA)[c:]
+                    ref = full_grid_labels(model, people)[c:]
+                    np.testing.assert_allclose(ours, ref, atol=1e-5)
+                ours = [[] for _ in samples]
+                floor = [[] for _ in samples]
+                for _ in range(repeats):
+                    for k, p in enumerate(samples):
+                        t0 = time.perf_counter()
+                        L.render_labels(model, variant, p, None, (GRID, GRID), STRIDE, SIGMA)
+                        t1 = time.perf_counter()
+                        np.empty(shape, np.float32).fill(0)
+                        t2 = time.perf_counter()
+                        ours[k].append((t1 - t0) * 1e3)
+                        floor[k].append((t2 - t1) * 1e3)
+                base = [times_ms(lambda: full_grid_labels(model, p), max(3, repeats // 100)) for p in samples]
+                value = float(np.mean([statistics.median(t) for t in ours]))
+                fastest = float(np.mean([min(t) for t in ours]))
+                floor_ms = float(np.mean([statistics.median(t) for t in floor]))
+                floor_min = float(np.mean([min(t) for t in floor]))
+                extra = {"target_ratio": targets[count]} if count in targets else {}
+                emit("labels_ms", f"{prefix}people={count}", value, "ms",
+                     float(np.mean([statistics.median(t) for t in base])), "full-grid numpy renderer (same run)",
+                     floor_ms=round(floor_ms, 4), ratio=round(value / floor_ms, 2),
+                     floor_name="np.empty(label shape, float32).fill(0), interleaved", median=round(value, 4),
+                     min=round(fastest, 4), floor_min=round(floor_min, 4), ratio_min=round(fastest / floor_min, 2),
+                     **extra, baseline_min=round(float(np.mean([min(t) for t in base])), 4), repeats=repeats,
+                     scenes=len(samples), pinned_cpu=core, model=model.name, op_model=op_model, crop=CROP,
+                     stride=STRIDE, label_mb=round(4 * int(np.prod(shape)) / 2 ** 20, 3),
+                     load_average=round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None)
 
 
 def _layer(coco, bg, batch):
@@ -237,10 +290,11 @@ def bench_gpu(quick):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="few repetitions (smoke test)")
+    parser.add_argument("--only", choices=("labels", "samples", "gpu"), help="run one group of rows")
     args = parser.parse_args()
-    bench_labels(args.quick)
-    bench_samples(args.quick)
-    bench_gpu(args.quick)
+    for name, bench in (("labels", bench_labels), ("samples", bench_samples), ("gpu", bench_gpu)):
+        if args.only in (None, name):
+            bench(args.quick)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,15 @@ main person (the one the sample was centred on), already remapped to the model
 (:func:`remap_keypoints`) and augmented. Visibility codes (§Visibility): 0 occluded, 1 visible,
 2 outside/unlabeled, 3 synthetic point with a missing source, 4 not in the dataset.
 
-Only the cells a Gaussian or a limb can reach are computed: Gaussians in a fixed window around
-each keypoint, PAFs in a narrow band along each limb, all people and parts in one numpy pass.
+One compiled kernel renders a label (numba: ``docs/labels.md`` §Speed says why and how the output stays
+bit-identical to the numpy formulation): the fill, then only the cells a Gaussian (a fixed window
+around each keypoint), a limb (a narrow band along it) or a person box reaches.
 """
 from __future__ import annotations
 
+import sys
 import threading
+import types
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -211,41 +214,17 @@ def keep_roi_inside(x, y, w, h, grid_w: int, grid_h: int):
     return x, y, np.maximum(w, 0), np.maximum(h, 0)
 
 
-def _box_bounds(corner, end, grid):
-    """:func:`keep_roi_inside` on ``(n, 2)`` corner/end arrays (x, y columns), ``grid`` (2,), as
-    bounds ``lo <= cell < hi``: ``lo`` is the clipped corner, the clipped extent is ``max(hi - lo, 0)``
-    (the kept box ends where the unclipped one does, at most at the grid's edge)."""
-    return np.maximum(corner, 0), np.minimum(np.maximum(end, 0), grid)     # np.clip: slower on small arrays
-
-
-def _person_boxes(people, stride, ratio, grid):
-    """:func:`person_rois` as ``(n, 2)`` bounds ``lo``, ``hi`` (x, y columns, :func:`_box_bounds`)."""
-    vis = (people[..., 2] <= 1)[..., None]
-    pts = people[..., :2] / np.float32(stride)
-    none = ~vis[:, :, 0].any(-1)
-    lo = np.minimum.reduce(pts, axis=1, where=vis, initial=np.inf)      # (n, 2)
-    hi = np.maximum.reduce(pts, axis=1, where=vis, initial=-np.inf)
-    lo[none] = 0
-    hi[none] = 0
-    centre = (lo + hi) / 2
-    size = hi - lo
-    # the short side raised to half the long one (both cannot be short: sizes are >= 0)
-    size = np.maximum(size, size[:, ::-1] / 2)
-    r = np.float32(ratio)
-    box = round_half_away(np.concatenate([centre - size / 2 - r * size, size * (1 + 2 * r)], 1)).astype(np.int64)
-    box[none, 2:] = 0
-    return _box_bounds(box[:, :2], box[:, :2] + box[:, 2:], grid)
-
-
 def person_rois(people: np.ndarray, stride: int, ratio: float, grid_w: int, grid_h: int):
     """``getObjROI`` for every person: integer (x, y, w, h) arrays in grid cells, clipped.
 
     Box of the v <= 1 points (divided by the stride), short side raised to half the long one,
     enlarged by ``ratio`` on each side. A person without a v <= 1 point gets an empty ROI.
     """
-    lo, hi = _person_boxes(np.asarray(people, np.float32), stride, ratio, np.array([grid_w, grid_h]))
-    extent = np.maximum(hi - lo, 0)
-    return lo[:, 0], lo[:, 1], extent[:, 0], extent[:, 1]
+    people = np.ascontiguousarray(people, np.float32)
+    box = _kernels()._person_box
+    boxes = np.array([box(people, i, stride, ratio, grid_w, grid_h) for i in range(people.shape[0])],
+                     np.int64).reshape(-1, 4)
+    return boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
 
 
 def roi_masks(x, y, w, h, grid_w: int, grid_h: int) -> np.ndarray:
@@ -257,53 +236,7 @@ def roi_masks(x, y, w, h, grid_w: int, grid_h: int) -> np.ndarray:
     return in_y[:, :, None] & in_x[:, None, :]
 
 
-def _zero_in_boxes(weights, layout, parts, corner, end, already_zero=None):
-    """Zero, inside each person's box, the weights of that person's flagged parts (+PAFs, +bkg).
-
-    ``parts`` (n, P) bool; ``corner``/``end`` (n, 2) box bounds (:func:`_box_bounds`); ``already_zero`` (C,) bool:
-    channels known to be zero everywhere (skipped).
-    """
-    chans = (parts.astype(np.float32) @ _part_channels_f32(layout)) > 0   # (n, C)
-    if layout.has_background:
-        chans[:, layout.bkg_channel] = parts.any(-1)
-    if already_zero is not None:
-        chans[:, already_zero] = False
-    used = chans.any(0).nonzero()[0]
-    if used.size == 0:
-        return
-    selected = chans[:, used]
-    if np.count_nonzero(selected) <= _FEW_BOXES:
-        # weights are finite and >= 0 here: "*= 0 inside the box" is "= 0 inside the box"
-        person, column = np.nonzero(selected)
-        corners, ends = corner.tolist(), end.tolist()
-        for i, c in zip(person.tolist(), used[column].tolist()):
-            (x0, y0), (x1, y1) = corners[i], ends[i]
-            weights[c, y0:y1, x0:x1] = 0
-        return
-    grid_h, grid_w = weights.shape[1:]
-    # box of person i = outer(rows_i, cols_i): covered[c] = sum_i chans[i, c] rows_i^T cols_i
-    cols = np.arange(grid_w)
-    rows = np.arange(grid_h)[:, None]
-    in_x = ((cols >= corner[:, :1]) & (cols < end[:, :1])).astype(np.float32)            # (n, gx)
-    in_y = ((rows >= corner[:, 1]) & (rows < end[:, 1])).astype(np.float32)              # (gy, n)
-    covered = (in_y * selected.T[:, None, :].astype(np.float32)) @ in_x           # (used, gy, gx)
-    weights[used] *= covered == 0
-
-
-#: up to this many (person, channel) boxes, :func:`_zero_in_boxes` assigns slices instead of one matmul
-_FEW_BOXES = 48
-
-_PART_CHANNELS_F32 = {}
-
-
-def _part_channels_f32(layout):
-    hit = _PART_CHANNELS_F32.get(id(layout))
-    if hit is None or hit[0] is not layout:
-        hit = _PART_CHANNELS_F32[id(layout)] = (layout, layout.part_channels.astype(np.float32))
-    return hit[1]
-
-
-# ----------------------------------------------------------------------------- rendering
+# ----------------------------------------------------------------------------- Gaussian tables
 
 def gaussian_window(sigma_max: float, stride: int) -> int:
     """Cells per axis that can hold a Gaussian's support: from the first cell centre at or past
@@ -332,299 +265,461 @@ def cutoff_d2(sigma: float) -> np.float32:
     return t
 
 
-_GAUSSIAN_TABLES = {}
+@dataclass(frozen=True)
+class _KernelTables:
+    """Everything :func:`_render_kernel` reads besides the sample, per (layout, sigma, stride)."""
+
+    chan_ptr: np.ndarray        # (P + 1,) CSR of LabelLayout.part_channels: part p's channels are
+    chan_idx: np.ndarray        # chan_idx[chan_ptr[p]:chan_ptr[p + 1]]
+    empty_parts: np.ndarray     # (P,) bool
+    minus1_parts: np.ndarray    # (P,) bool
+    roi_codes: np.ndarray       # visibility codes < 4 of maskPersonIfVisibleIsX (>= 4 always masks)
+    feet: np.ndarray            # (F, 2) knee, ankle
+    paf_a: np.ndarray
+    paf_b: np.ndarray
+    radius: np.ndarray          # (P,) float64 cut-off radius sigma * sqrt(2 cut-off)
+    thr: np.ndarray             # (P,) float32 cut-off d2 (cutoff_d2)
+    neg_inv_2s2: np.ndarray     # (P,) float64 -1 / (2 sigma^2)
+    inv_ratio: np.ndarray       # (P,) float32 Gaussian weight 1 / sigma ratio
+    window: int
 
 
-def _gaussian_tables(layout, sigma, stride):
-    """Per part (numpy scalars when all parts share one sigma): cut-off radius (float64), cut-off
-    d2 (float32), -1/(2 sigma^2) (float64); 1/ratio (float32, :func:`_inverse_ratios`); the window
-    size. Cached per (layout, sigma, stride)."""
+_KERNEL_TABLES = {}
+
+
+def _kernel_tables(layout, sigma, stride) -> _KernelTables:
     key = (id(layout), float(sigma), int(stride))
-    hit = _GAUSSIAN_TABLES.get(key)
+    hit = _KERNEL_TABLES.get(key)
     if hit is not None and hit[0] is layout:
         return hit[1]
     sig = np.float32(sigma) * layout.sigma_ratios                      # float32, as the fork
-    window = gaussian_window(sig.max(), stride)
-    if (sig == sig[0]).all():
-        sig = sig[:1]
     sig64 = sig.astype(np.float64)
-    tables = [sig64 * np.sqrt(2 * GAUSSIAN_CUTOFF), np.array([cutoff_d2(float(s)) for s in sig], np.float32),
-              -1.0 / (2.0 * sig64 * sig64)]
-    if sig.size == 1:                                                  # one sigma: numpy scalars
-        tables = [t[0] for t in tables]
-    tables = (*tables, _inverse_ratios(layout.sigma_ratios), window)
-    _GAUSSIAN_TABLES[key] = (layout, tables)
+    parts, chans = np.nonzero(layout.part_channels)                   # row-major: grouped by part
+    tables = _KernelTables(
+        chan_ptr=np.searchsorted(parts, np.arange(layout.num_parts + 1)).astype(np.int64),
+        chan_idx=chans.astype(np.int64), empty_parts=layout.empty_parts.copy(),
+        minus1_parts=layout.minus1_parts.copy(),
+        roi_codes=np.array([c for c in layout.roi_codes if c < 4], np.float32),
+        feet=np.asarray(layout.feet_pairs, np.int64).reshape(-1, 2),
+        paf_a=layout.paf_a.astype(np.int64), paf_b=layout.paf_b.astype(np.int64),
+        radius=sig64 * np.sqrt(2 * GAUSSIAN_CUTOFF),
+        thr=np.array([cutoff_d2(float(s)) for s in sig], np.float32),
+        neg_inv_2s2=-1.0 / (2.0 * sig64 * sig64), inv_ratio=np.float32(1) / layout.sigma_ratios,
+        window=gaussian_window(sig.max(), stride))
+    _KERNEL_TABLES[key] = (layout, tables)
     return tables
 
 
-def _inverse_ratios(ratios):
-    """1 / sigma ratio per part (float32); one value when every part has the same ratio."""
-    inv = np.float32(1) / ratios
-    return inv[:1] if (inv == inv[0]).all() else inv
+# ----------------------------------------------------------------------------- the compiled kernels
+#
+# numba, not numpy: a label is a few hundred small steps (a box per person and channel, a window
+# per keypoint, a band per limb); as numpy calls each costs a microsecond of dispatch, several times
+# what writing the label's bytes costs (docs/labels.md §Speed). Every float operation below is the
+# one the numpy formulation did, in the same float32/float64 types and order, so the labels stay
+# bit-identical (no fastmath: no reassociation, no fused multiply-add).
+#
+# numba is imported, and the kernels compiled (or loaded from numba's cache), on the first label:
+# importing numba costs about half a second, which commands that never render a label do not pay.
+
+_JIT_NAMES = []
+_JIT_LOCK = threading.Lock()
 
 
-def render_heatmaps(targets, weights, layout, people, sigma, stride, grid_w, grid_h):
-    """§Gaussians in place: Gaussians of every v <= 1 keypoint (max over people).
+def _jit(fn):
+    """Register ``fn`` as a kernel: :func:`_kernels` replaces it by its numba version."""
+    _JIT_NAMES.append(fn.__name__)
+    return fn
 
-    Each keypoint's window of cells; exp(-(dx^2 + dy^2) / 2s^2) = exp(-dx^2/2s^2) exp(-dy^2/2s^2),
-    so only 2 x window exponentials per keypoint (cells outside the grid get dx^2 = inf: value 0),
-    the cut-off tested on the float32 d2 as the fork (:func:`cutoff_d2`); one ``maximum.at`` for
-    all keypoints (out-of-grid cells are clamped onto the edge with value 0: no effect).
-    exp(-e) <= 1 already, so the fork's cap at 1 changes nothing; a cell is in some Gaussian's
-    support exactly when its target is > 0 (the cut-off keeps values >= 0.01), which gives the
-    weight override without tracking the support.
+
+def _kernels():
+    """The module with every registered kernel compiled (kernels calling kernels find the compiled
+    globals: numba resolves them when the caller compiles)."""
+    if not isinstance(_render_kernel, types.FunctionType):
+        return sys.modules[__name__]
+    with _JIT_LOCK:
+        if isinstance(_render_kernel, types.FunctionType):
+            from numba import njit
+            module = globals()
+            for name in _JIT_NAMES:
+                module[name] = njit(cache=True, nogil=True)(module[name])
+    return sys.modules[__name__]
+
+_F32_HALF = np.float32(0.5)
+_BKG_WEIGHT_THRESHOLD_F32 = np.float32(BKG_WEIGHT_THRESHOLD)    # numpy 2 compares float32 labels in float32
+
+
+@_jit
+def _rha(x):
+    """:func:`round_half_away` of one float32."""
+    return np.float32(np.trunc(x + np.copysign(_F32_HALF, x)))
+
+
+@_jit
+def _person_box(people, i, stride, ratio, grid_w, grid_h):
+    """``getObjROI`` of person ``i`` as bounds ``(x0, y0, x1, y1)``, ``x0 <= x < x1`` (empty when x1 <= x0).
+
+    Box of the v <= 1 points / stride, short side raised to half the long one, enlarged by ``ratio``
+    on each side, rounded half away, then ``keepRoiInside`` (the clipped box ends where the
+    unclipped one does, at most at the grid's edge). No v <= 1 point: empty.
     """
-    person, part = np.nonzero(people[..., 2] <= 1)
-    if part.size == 0:
+    s = np.float32(stride)
+    lox = np.float32(np.inf)
+    loy = np.float32(np.inf)
+    hix = np.float32(-np.inf)
+    hiy = np.float32(-np.inf)
+    seen = False
+    for p in range(people.shape[1]):
+        if people[i, p, 2] <= 1:
+            x = people[i, p, 0] / s
+            y = people[i, p, 1] / s
+            lox = min(lox, x)
+            hix = max(hix, x)
+            loy = min(loy, y)
+            hiy = max(hiy, y)
+            seen = True
+    if not seen:
+        return 0, 0, 0, 0
+    two = np.float32(2)
+    cx = (lox + hix) / two
+    cy = (loy + hiy) / two
+    sx0 = hix - lox
+    sy0 = hiy - loy
+    sx = max(sx0, sy0 / two)
+    sy = max(sy0, sx0 / two)
+    r = np.float32(ratio)
+    grow = np.float32(1) + np.float32(2) * r
+    x0 = int(_rha(cx - sx / two - r * sx))
+    y0 = int(_rha(cy - sy / two - r * sy))
+    x1 = x0 + int(_rha(sx * grow))
+    y1 = y0 + int(_rha(sy * grow))
+    return max(x0, 0), max(y0, 0), min(max(x1, 0), grid_w), min(max(y1, 0), grid_h)
+
+
+@_jit
+def _zero_in_boxes(weights, chans, boxes):
+    """``weights[c] = 0`` inside ``boxes[i]`` for every ``chans[i, c]`` (weights are finite and >= 0).
+
+    Channels flagged by the same people share the union of those people's boxes, built once as
+    row runs: the work is the zeroed area, not boxes x channels (BODY_135's "-1" masking flags
+    some 350 channels of every person).
+    """
+    n, n_ch = chans.shape
+    grid_h, grid_w = weights.shape[1], weights.shape[2]
+    if n > 62:                                         # person sets as int64 bit masks: direct boxes
+        for i in range(n):
+            x0, y0, x1, y1 = boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3]
+            for c in range(n_ch):
+                if chans[i, c]:
+                    weights[c, y0:y1, x0:x1] = 0
         return
-    radius, thr, neg_inv_2s2, inv_ratio, window = _gaussian_tables(layout, sigma, stride)
-    if radius.ndim:                                     # sigma ratios differ between parts
-        radius, thr, neg_inv_2s2 = radius[part][:, None], thr[part][:, None, None], neg_inv_2s2[part][:, None, None]
-    xy = people[person, part, :2]                                       # (K, 2) float32
-    start = np.float32(stride / 2.0 - 0.5)
-    first = np.ceil((xy - radius - start) / stride).astype(np.int32)   # float64, as the fork
-    # keypoints whose window misses the grid draw nothing
-    reach = ((first < _grid_array(grid_w, grid_h)) & (first > -window)).all(1)
-    if not reach.all():
-        keep = reach.nonzero()[0]
-        if keep.size == 0:
-            return
-        part, xy, first = part[keep], xy[keep], first[keep]
-        if np.ndim(radius):
-            thr, neg_inv_2s2 = thr[keep], neg_inv_2s2[keep]
-    cells = first[:, :, None] + np.arange(window, dtype=np.int32)       # (K, 2, w): x row, y row
-    clipped = np.minimum(np.maximum(cells, 0), _last_cells(grid_w, grid_h))
-    d = (start + cells.astype(np.float32) * np.float32(stride)) - xy[:, :, None]
-    sq = d * d
-    np.copyto(sq, np.float32(np.inf), where=clipped != cells)          # outside the grid: value 0
-    g = np.exp(sq * neg_inv_2s2).astype(np.float32)
-    d2 = sq[:, 1, :, None] + sq[:, 0, None, :]                          # (K, wy, wx) float32, as the fork
-    value = g[:, 1, :, None] * g[:, 0, None, :]
-    value *= d2 <= thr
-    rows = clipped[:, 1] * grid_w + (part.astype(np.int32) * (grid_w * grid_h))[:, None]
-    flat = rows[:, :, None] + clipped[:, 0, None, :]
-    hs = slice(layout.heat_offset, layout.heat_offset + layout.num_parts)
-    np.maximum.at(targets[hs].reshape(-1), flat.reshape(-1), value.reshape(-1))
-    support = (value > 0).reshape(-1)
-    w = weights[hs].reshape(-1)
-    # np.compress: the boolean-mask gather, several times faster than flat[support] here
-    w[np.compress(support, flat)] = inv_ratio if inv_ratio.size == 1 else \
-        np.compress(support, np.broadcast_to(inv_ratio[part][:, None, None], value.shape))
+    people_of = np.zeros(n_ch, np.int64)
+    for i in range(n):
+        if boxes[i, 2] > boxes[i, 0] and boxes[i, 3] > boxes[i, 1]:
+            bit = np.int64(1) << i
+            for c in range(n_ch):
+                if chans[i, c]:
+                    people_of[c] |= bit
+    cover = np.zeros((grid_h, grid_w), np.bool_)
+    run_y = np.empty(grid_h * grid_w, np.int64)
+    run_x0 = np.empty(grid_h * grid_w, np.int64)
+    run_x1 = np.empty(grid_h * grid_w, np.int64)
+    n_runs = 0
+    current = np.int64(0)
+    for c in np.argsort(people_of):
+        group = people_of[c]
+        if group == 0:
+            continue
+        if group != current:
+            current = group
+            cover[:] = False
+            for i in range(n):
+                if (group >> i) & 1:
+                    cover[boxes[i, 1]:boxes[i, 3], boxes[i, 0]:boxes[i, 2]] = True
+            n_runs = 0
+            for y in range(grid_h):
+                x = 0
+                while x < grid_w:
+                    if cover[y, x]:
+                        start = x
+                        while x < grid_w and cover[y, x]:
+                            x += 1
+                        run_y[n_runs], run_x0[n_runs], run_x1[n_runs] = y, start, x
+                        n_runs += 1
+                    else:
+                        x += 1
+        for r in range(n_runs):
+            weights[c, run_y[r], run_x0[r]:run_x1[r]] = 0
 
 
-_LAST_CELLS = {}
+@_jit
+def _flag_channels(chans, i, p, chan_ptr, chan_idx):
+    for k in range(chan_ptr[p], chan_ptr[p + 1]):
+        chans[i, chan_idx[k]] = True
 
 
-def _last_cells(grid_w, grid_h):
-    """int32 ``[[grid_w - 1], [grid_h - 1]]``, cached (read only)."""
-    last = _LAST_CELLS.get((grid_w, grid_h))
-    if last is None:
-        last = _LAST_CELLS[grid_w, grid_h] = np.array([[grid_w - 1], [grid_h - 1]], np.int32)
-        last.flags.writeable = False
-    return last
+@_jit
+def _limb_band(ax, ay, bx, by, grid_w, grid_h, cells, ux_uy):
+    """§PAFs: the cells (``gy * grid_w + gx``) of one limb with ends ``a``/``b`` in grid units
+    (float32) into ``cells``; returns their count; ``ux_uy`` receives the unit vector.
+
+    A cell belongs to the limb when it lies in the rounded bbox grown by one cell and within
+    perpendicular distance 1 (the fork's float32 test). Candidates: per step along the limb's
+    major axis, the 4 cells around the line (|u_major| >= 1/sqrt(2) keeps the band within +-1.42
+    cells of it). Zero-length limbs cover nothing. Listed along the major axis, then the minor.
+    """
+    dx = bx - ax
+    dy = by - ay
+    norm = np.sqrt(dx * dx + dy * dy)
+    if not norm > 0:
+        return 0
+    ux = dx / norm
+    uy = dy / norm
+    ux_uy[0] = ux
+    ux_uy[1] = uy
+    one = np.float32(1)
+    gw = np.float32(grid_w)
+    gh = np.float32(grid_h)
+    zero = np.float32(0)
+    # bbox grown by one cell, rounded, clipped to the grid (a lo past the grid keeps the range empty)
+    lox = min(max(_rha(min(ax, bx) - one), zero), gw)
+    loy = min(max(_rha(min(ay, by) - one), zero), gh)
+    hix = min(max(_rha(max(ax, bx) + one), zero), gw)
+    hiy = min(max(_rha(max(ay, by) + one), zero), gh)
+    if abs(ux) >= abs(uy):
+        a_major, a_minor, u_major, u_minor = ax, ay, ux, uy
+        lo_major, hi_major, lo_minor, hi_minor = lox, hix, loy, hiy
+        step_major, step_minor = 1, grid_w
+    else:
+        a_major, a_minor, u_major, u_minor = ay, ax, uy, ux
+        lo_major, hi_major, lo_minor, hi_minor = loy, hiy, lox, hix
+        step_major, step_minor = grid_w, 1
+    if not hi_minor > lo_minor:
+        return 0
+    count = 0
+    for k in range(int(hi_major - lo_major)):
+        major = lo_major + np.float32(k)
+        along_minor = (major - a_major) * u_minor
+        base = np.floor(a_minor + along_minor / u_major)
+        for candidate in range(-1, 3):
+            minor = base + np.float32(candidate)
+            # |(cx - ax) uy - (cy - ay) ux| as the fork (negated for y-major limbs: same value)
+            if abs(along_minor - (minor - a_minor) * u_major) <= one and lo_minor <= minor < hi_minor:
+                cells[count] = int(major) * step_major + int(minor) * step_minor
+                count += 1
+    return count
 
 
-_SCRATCH = threading.local()
-
-
-def _scratch_index(size: int) -> np.ndarray:
-    """A reused int32 buffer of at least ``size`` elements (its contents are garbage)."""
-    buf = getattr(_SCRATCH, "index", None)
-    if buf is None or buf.size < size:
-        buf = _SCRATCH.index = np.empty(size, np.int32)
-    return buf
+@_jit
+def _limb_bands(ends, grid_w, grid_h):
+    """:func:`_limb_band` of every row ``(ax, ay, bx, by)`` of ``ends``: (limb, cell, ux, uy) per cell."""
+    n = ends.shape[0]
+    capacity = 4 * (max(grid_w, grid_h) + 1)
+    limb = np.empty(n * capacity, np.int64)
+    cell = np.empty(n * capacity, np.int64)
+    ux = np.empty(n * capacity, np.float32)
+    uy = np.empty(n * capacity, np.float32)
+    u = np.empty(2, np.float32)
+    total = 0
+    for i in range(n):
+        count = _limb_band(ends[i, 0], ends[i, 1], ends[i, 2], ends[i, 3], grid_w, grid_h, cell[total:], u)
+        limb[total:total + count] = i
+        ux[total:total + count] = u[0]
+        uy[total:total + count] = u[1]
+        total += count
+    return limb[:total], cell[:total], ux[:total], uy[:total]
 
 
 def limb_band_cells(ax, ay, bx, by, grid_w, grid_h):
-    """Cells of each limb's PAF (§PAFs): (limb, cell, ux, uy) per covered cell.
-
-    ``a``/``b`` are limb ends in grid units (pixels / stride, float32), ``cell`` is ``gy * grid_w
-    + gx``; ``ux``/``uy`` the limb's unit vector. A cell belongs to a limb when it lies in the
-    rounded bbox grown by one cell and within perpendicular distance 1. Candidates: per step along
-    the limb's major axis, the 4 cells around the line (|u_major| >= 1/sqrt(2) keeps the band
-    within +-1.42 cells of it), then the fork's exact float32 test. Zero-length limbs cover nothing.
-    Cells are listed limb by limb, along the major axis, then along the minor axis.
-    """
-    a = np.stack([ax, ay], 1).astype(np.float32, copy=False)
-    b = np.stack([bx, by], 1).astype(np.float32, copy=False)
-    cells = grid_w * grid_h
-    index, ux, uy = _limb_cells(a, b, grid_w, grid_h, np.arange(a.shape[0], dtype=np.float32) * cells)
-    return index // cells, index % cells, ux, uy
+    """Cells of each limb's PAF (§PAFs): (limb, cell, ux, uy) per covered cell, as the renderer
+    draws them (:func:`_limb_band`); ``a``/``b`` limb ends in grid units (pixels / stride)."""
+    ends = np.ascontiguousarray(np.stack([ax, ay, bx, by], 1), np.float32)
+    return _kernels()._limb_bands(ends, int(grid_w), int(grid_h))
 
 
-#: limb table columns (see _limb_cells) for x-major and y-major limbs
-_LIMB_COLUMNS_X = np.array([0, 1, 2, 3, 4, 6, 5, 7, 8, 9, 10, 11, 12])
-_LIMB_COLUMNS_Y = np.array([1, 0, 3, 2, 5, 7, 4, 6, 8, 9, 10, 12, 11])
-_BOX_GROW = np.array([-1, -1, 1, 1], np.float32)
-_CANDIDATES = np.arange(-1, 3, dtype=np.float32)
-
-
-_LIMB_GRID_TABLES = {}
-
-
-def _limb_grid_tables(grid_w, grid_h):
-    """float32 bbox limits ``(gx, gy, gx, gy)`` and flat-index strides ``(1, gx)`` (cached, read only)."""
-    hit = _LIMB_GRID_TABLES.get((grid_w, grid_h))
-    if hit is None:
-        hit = (np.array([grid_w, grid_h, grid_w, grid_h], np.float32), np.array([1, grid_w], np.float32))
-        for table in hit:
-            table.flags.writeable = False
-        _LIMB_GRID_TABLES[grid_w, grid_h] = hit
-    return hit
-
-
-def _limb_cells(a, b, grid_w, grid_h, base=None):
-    """:func:`limb_band_cells` on (L, 2) ends; ``base`` (L,) is added to each limb's cell index."""
-    n = a.shape[0]
-    d = b - a
-    norm = np.sqrt(d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1])
-    drawn = norm > 0
-    u = d / np.where(drawn, norm, np.float32(1))[:, None]
-    # bbox grown by one cell, rounded, clipped to the grid: lo_x, lo_y, hi_x, hi_y (a lo past the grid
-    # clipped to its size keeps the range empty, as the unclipped one); float32 holds these integers
-    box = round_half_away(np.concatenate([np.minimum(a, b), np.maximum(a, b)], 1) + _BOX_GROW)
-    np.maximum(box, 0, out=box)
-    limits, strides = _limb_grid_tables(grid_w, grid_h)
-    np.minimum(box, limits, out=box)
-    # per limb: a_major, a_minor, u_major, u_minor, lo_major, hi_major, lo_minor, hi_minor, ux, uy, base,
-    # flat-index strides of the major and minor axes (x major when |ux| >= |uy|)
-    table = np.concatenate([a, u, box, u, np.zeros((n, 1), np.float32) if base is None else base[:, None],
-                            strides[None].repeat(n, 0)], 1)
-    table = np.where((np.abs(u[:, 0]) >= np.abs(u[:, 1]))[:, None], table[:, _LIMB_COLUMNS_X],
-                     table[:, _LIMB_COLUMNS_Y])
-    # steps along the major axis; none for zero-length limbs or an empty minor range
-    steps = (np.maximum(table[:, 5] - table[:, 4], 0) * (drawn & (table[:, 7] > table[:, 6]))).astype(np.int64)
-    total = int(steps.sum())
-    if total == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32)
-    # one column per (limb, step along its major axis): table columns as contiguous rows
-    rows = np.repeat(table.T, steps, axis=1)                            # (13, total)
-    first = (np.cumsum(steps) - steps).astype(np.float32)
-    major = np.arange(total, dtype=np.float32) + np.repeat(table[:, 4] - first, steps)     # float32
-    along = major - rows[0]                                             # major - a_major
-    along_minor = along * rows[3]
-    minor = np.floor(rows[1] + along_minor / rows[2])[:, None] + _CANDIDATES
-    # |(cx - ax) uy - (cy - ay) ux| as the fork: (major - a_major) u_minor - (minor - a_minor) u_major,
-    # negated for y-major limbs (same absolute value, same float32 products)
-    dist = np.abs(along_minor[:, None] - (minor - rows[1, :, None]) * rows[2, :, None])
-    valid = (dist <= PAF_THRESHOLD) & (minor >= rows[6, :, None]) & (minor < rows[7, :, None])
-    cell = (major * rows[11] + rows[10])[:, None] + minor * rows[12, :, None]
-    hit = valid.reshape(-1).nonzero()[0]
-    u = np.take(rows[8:10], hit >> 2, axis=1)
-    return cell.reshape(-1)[hit].astype(np.int64), u[0], u[1]
-
-
-def render_pafs(targets, weights, layout, people, stride, grid_w, grid_h):
-    """§PAFs in place: unit vectors along every limb with both ends v <= 1, averaged by count.
-
-    Cells covered by one limb of a pair get its vector; cells where several people's limbs of the
-    same pair meet get the float32 sum of u / count in limb order (the reference's order).
-    """
-    if layout.num_pafs == 0:
-        return
-    vis = people[..., 2] <= 1
-    person, pair = np.nonzero(vis[:, layout.paf_a] & vis[:, layout.paf_b])
-    if person.size == 0:
-        return
+@_jit
+def _render_kernel(label, n_ch, people, mask_weight, has_mask, bkg, heat_offset, global_masking,
+                   missing_threshold, minus1_masking, chan_ptr, chan_idx, empty_parts, minus1_parts,
+                   roi_codes, feet, paf_a, paf_b, radius, thr, neg_inv_2s2, inv_ratio, window, stride):
+    """§Label steps 3-12 into ``label`` (2C, gy, gx) for ``people`` (n, P, 3); ``bkg`` -1: no
+    background channel; ``mask_weight`` (gy, gx) float32 mask_miss / 255 when ``has_mask``."""
+    n_out, grid_h, grid_w = label.shape
+    cells = grid_h * grid_w
+    n, n_parts = people.shape[0], people.shape[1]
+    flat = label.reshape(n_out * cells)
+    weights = label[:n_ch]
+    tb = n_ch * cells                                  # targets start
+    bkg_target = tb + bkg * cells
     s = np.float32(stride)
-    a = people[person, layout.paf_a[pair], :2] / s
-    b = people[person, layout.paf_b[pair], :2] / s
-    cells = grid_w * grid_h
-    # flat index into the targets of the pair's x channel; y is + cells
-    base, ux, uy = _limb_cells(a, b, grid_w, grid_h, (2 * cells) * pair.astype(np.float32))
-    if base.size == 0:
+    # step 5's channels: the main person's missing parts (v >= threshold) and the empty parts
+    zeroed = np.zeros(n_ch, np.bool_)
+    if n > 0 and global_masking:
+        for p in range(n_parts):
+            if empty_parts[p] or people[0, p, 2] >= missing_threshold:
+                for k in range(chan_ptr[p], chan_ptr[p + 1]):
+                    zeroed[chan_idx[k]] = True
+    # targets 0 (the background 1 - max(heatmaps): 1 until a Gaussian lowers it, step 10);
+    # step 3: weights mask_miss / 255 (or 1), step 5's channels 0
+    flat[tb:] = 0
+    if bkg >= 0:
+        flat[tb + bkg * cells:tb + (bkg + 1) * cells] = 1
+    mask_flat = mask_weight.reshape(mask_weight.size)
+    for c in range(n_ch):
+        if zeroed[c]:
+            flat[c * cells:(c + 1) * cells] = 0
+        elif has_mask:
+            flat[c * cells:(c + 1) * cells] = mask_flat
+        else:
+            flat[c * cells:(c + 1) * cells] = 1
+    if n == 0:
         return
-    t = targets.reshape(-1)
-    w = weights.reshape(-1)
-    base_y = base + cells
-    t[base] = ux
-    t[base_y] = uy
-    w[base] = 1
-    w[base_y] = 1
-    # several people on one cell of a pair: find them with a scatter of entry ids (last one wins)
-    ids = np.arange(base.size, dtype=np.int32)
-    owner = _scratch_index(t.size)
-    owner[base] = ids
-    winner = owner[base]
-    loser = winner != ids
-    if not loser.any():
-        return
-    shared = loser
-    shared[winner[loser]] = True
-    bs = base[shared]
-    ys = bs + cells
-    t[bs] = 0
-    np.add.at(t, bs, np.float32(1))
-    count = t[bs]
-    t[bs] = 0
-    t[ys] = 0
-    np.add.at(t, bs, ux[shared] / count)
-    np.add.at(t, ys, uy[shared] / count)
+    if global_masking and bkg >= 0:                    # step 5: maskFeet
+        for i in range(n):
+            for f in range(feet.shape[0]):
+                knee, ankle = feet[f, 0], feet[f, 1]
+                if people[i, knee, 2] == 2 or people[i, ankle, 2] == 2:
+                    continue
+                ax = people[i, ankle, 0] / s
+                ay = people[i, ankle, 1] / s
+                dx = ax - people[i, knee, 0] / s
+                dy = ay - people[i, knee, 1] / s
+                cx = int(_rha(ax + np.rint(dx * np.float32(0.15))))      # np.rint: cvRound
+                cy = int(_rha(ay + np.rint(dy * np.float32(0.15))))
+                half = int(_rha(np.float32(0.8) * np.sqrt(dx * dx + dy * dy)))
+                x0, y0 = max(cx - half, 0), max(cy - half, 0)
+                x1, y1 = min(max(cx + half, 0), grid_w), min(max(cy + half, 0), grid_h)
+                weights[bkg, y0:y1, x0:x1] = 0
+    # step 6: each person's v >= 4 (and maskPersonIfVisibleIsX) parts in the person's box
+    chans = np.zeros((n, n_ch), np.bool_)
+    flagged = False
+    for i in range(n):
+        for p in range(n_parts):
+            v = people[i, p, 2]
+            hit = v >= 4
+            for code in roi_codes:
+                hit = hit or v == code
+            if hit:
+                _flag_channels(chans, i, p, chan_ptr, chan_idx)
+                if bkg >= 0:
+                    chans[i, bkg] = True
+                flagged = True
+    if flagged:
+        boxes = np.empty((n, 4), np.int64)
+        for i in range(n):
+            boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3] = _person_box(
+                people, i, stride, np.float32(0.3), grid_w, grid_h)       # ROI_RATIO_VISIBILITY
+            for c in range(n_ch):
+                if zeroed[c]:
+                    chans[i, c] = False
+        _zero_in_boxes(weights, chans, boxes)
+    # step 7: Gaussians of the v <= 1 keypoints (max over people); the weight 1/ratio on their
+    # support; the background target min(1 - value) = 1 - max(value) (float32 rounding is monotone)
+    start = np.float32(stride / 2.0 - 0.5)
+    start64 = np.float64(start)
+    g_x = np.empty(window, np.float32)
+    g_y = np.empty(window, np.float32)
+    sq_x = np.empty(window, np.float32)
+    sq_y = np.empty(window, np.float32)
+    for i in range(n):
+        for p in range(n_parts):
+            if not people[i, p, 2] <= 1:
+                continue
+            x, y = people[i, p, 0], people[i, p, 1]
+            fx = int(np.ceil((np.float64(x) - radius[p] - start64) / stride))   # float64, as the fork
+            fy = int(np.ceil((np.float64(y) - radius[p] - start64) / stride))
+            if not (-window < fx < grid_w and -window < fy < grid_h):
+                continue                               # the window misses the grid
+            # in-grid cells of the window; a row or column past the cut-off is skipped (no exp)
+            ax0, ax1 = max(0, -fx), min(window, grid_w - fx)
+            by0, by1 = max(0, -fy), min(window, grid_h - fy)
+            cut, neg, ir = thr[p], neg_inv_2s2[p], inv_ratio[p]
+            for a in range(ax0, ax1):
+                d = (start + np.float32(fx + a) * s) - x
+                sq_x[a] = d * d
+                if sq_x[a] <= cut:
+                    g_x[a] = np.float32(np.exp(np.float64(sq_x[a]) * neg))
+            for b in range(by0, by1):
+                d = (start + np.float32(fy + b) * s) - y
+                sq_y[b] = d * d
+                if sq_y[b] <= cut:
+                    g_y[b] = np.float32(np.exp(np.float64(sq_y[b]) * neg))
+            heat = tb + (heat_offset + p) * cells
+            wgt = (heat_offset + p) * cells
+            for b in range(by0, by1):
+                if sq_y[b] > cut:
+                    continue
+                row = (fy + b) * grid_w + fx
+                for a in range(ax0, ax1):
+                    if sq_y[b] + sq_x[a] <= cut:       # then value >= 0.01: the support
+                        value = g_y[b] * g_x[a]
+                        k = row + a
+                        if value > flat[heat + k]:
+                            flat[heat + k] = value
+                        flat[wgt + k] = ir
+                        if bkg >= 0:
+                            rest = np.float32(1) - value
+                            if rest < flat[bkg_target + k]:
+                                flat[bkg_target + k] = rest
+    # step 8: the "-1" parts (and the main person's v >= 4 parts) in every person's box
+    if minus1_masking:
+        chans[:] = False
+        flagged = False
+        for p in range(n_parts):
+            if minus1_parts[p] or people[0, p, 2] >= 4:
+                flagged = True
+                for i in range(n):
+                    _flag_channels(chans, i, p, chan_ptr, chan_idx)
+                    if bkg >= 0:
+                        chans[i, bkg] = True
+        if flagged:
+            boxes = np.empty((n, 4), np.int64)
+            for i in range(n):
+                boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3] = _person_box(
+                    people, i, stride, np.float32(1.0), grid_w, grid_h)   # ROI_RATIO_MINUS1
+            _zero_in_boxes(weights, chans, boxes)
+    # step 11: PAFs, per pair: the float32 sum of u / count in person order where limbs meet
+    n_pafs = paf_a.shape[0]
+    capacity = 4 * (max(grid_w, grid_h) + 1)
+    band = np.empty(n * capacity, np.int64)
+    band_u = np.empty((n, 2), np.float32)
+    band_end = np.zeros(n + 1, np.int64)
+    count = np.zeros(cells, np.int32)
+    for e in range(n_pafs):
+        pa, pb = paf_a[e], paf_b[e]
+        limbs = 0
+        for i in range(n):
+            if people[i, pa, 2] <= 1 and people[i, pb, 2] <= 1:
+                got = _limb_band(people[i, pa, 0] / s, people[i, pa, 1] / s, people[i, pb, 0] / s,
+                                 people[i, pb, 1] / s, grid_w, grid_h, band[band_end[limbs]:], band_u[limbs])
+                band_end[limbs + 1] = band_end[limbs] + got
+                limbs += 1
+        if limbs == 0 or band_end[limbs] == 0:
+            continue
+        for k in range(band_end[limbs]):
+            count[band[k]] += 1
+        tx = tb + 2 * e * cells
+        ty = tx + cells
+        for j in range(limbs):
+            ux, uy = band_u[j, 0], band_u[j, 1]
+            for k in range(band_end[j], band_end[j + 1]):
+                cell = band[k]
+                if count[cell] == 1:
+                    flat[tx + cell] = ux
+                    flat[ty + cell] = uy
+                else:
+                    c32 = np.float32(count[cell])
+                    flat[tx + cell] += ux / c32
+                    flat[ty + cell] += uy / c32
+                flat[2 * e * cells + cell] = 1
+                flat[(2 * e + 1) * cells + cell] = 1
+        for k in range(band_end[limbs]):
+            count[band[k]] = 0
+    if bkg >= 0:                                       # step 12
+        for k in range(cells):
+            if flat[tb + bkg * cells + k] < _BKG_WEIGHT_THRESHOLD_F32:
+                flat[bkg * cells + k] = 1
 
 
-_FEET_INDEX = {}
-
-
-def _mask_feet(weights, layout, people, stride, grid_w, grid_h):
-    """maskFeet (§Masks): clear the background weight on each foot box of every person."""
-    index = _FEET_INDEX.get(layout.feet_pairs)
-    if index is None:
-        index = _FEET_INDEX[layout.feet_pairs] = np.asarray(layout.feet_pairs, np.int64).reshape(-1)
-    joints = people[:, index].reshape(-1, 2, 3)                              # (n * pairs, knee/ankle, xyv)
-    ok = (joints[:, :, 2] != 2).all(1)
-    if not ok.any():
-        return
-    joints = joints[ok][:, :, :2] / np.float32(stride)
-    a = joints[:, 1]
-    diff = a - joints[:, 0]
-    # columns: foot centre x, y (np.rint = cvRound), half size
-    box = round_half_away(np.concatenate([a + np.rint(diff * np.float32(0.15)),
-                                          np.float32(0.8) * np.sqrt((diff * diff).sum(-1, keepdims=True))], 1))
-    box = box.astype(np.int64)
-    dist = box[:, 2:]
-    lo, hi = _box_bounds(box[:, :2] - dist, box[:, :2] + dist, _grid_array(grid_w, grid_h))
-    bkg = weights[layout.bkg_channel]
-    for x0, y0, x1, y1 in np.concatenate([lo, hi], 1).tolist():
-        bkg[y0:y1, x0:x1] = 0
-
-
-_GRIDS = {}
-
-
-def _grid_array(grid_w, grid_h):
-    """``np.array([grid_w, grid_h])``, cached (read only)."""
-    grid = _GRIDS.get((grid_w, grid_h))
-    if grid is None:
-        grid = _GRIDS[grid_w, grid_h] = np.array([grid_w, grid_h])
-        grid.flags.writeable = False
-    return grid
-
-
-_MISSING = {}
-
-
-def _missing_channels(layout, main_missing):
-    """Global-masking channels (§Masks) for the main person's missing parts ``main_missing`` (P,) bool: the
-    zeroed channels (C,) bool or None, their runs ``[(start, stop), ...]`` and the runs of the
-    other channels. Cached per pattern."""
-    key = (id(layout), main_missing.tobytes())
-    hit = _MISSING.get(key)
-    if hit is not None and hit[0] is layout:
-        return hit[1]
-    missing = layout.empty_parts | main_missing
-    n_ch = layout.num_channels
-    zeroed, runs = None, []
-    if missing.any():
-        zeroed = layout.part_channels[missing].any(0)
-        edges = np.flatnonzero(np.diff(np.concatenate([[False], zeroed, [False]]).astype(np.int8)))
-        runs = list(zip(edges[::2].tolist(), edges[1::2].tolist()))
-        zeroed.flags.writeable = False
-    bounds = [0] + [i for run in runs for i in run] + [n_ch]
-    kept = [(start, stop) for start, stop in zip(bounds[::2], bounds[1::2]) if stop > start]
-    if len(_MISSING) >= 4096:                          # bounded: patterns of a long run
-        _MISSING.clear()
-    _MISSING[key] = (layout, (zeroed, runs, kept))
-    return zeroed, runs, kept
+_NO_MASK = np.ones((1, 1), np.float32)
 
 
 def render_labels(model, variant, people, mask_miss_grid, grid_size, stride, sigma,
@@ -646,64 +741,26 @@ def render_labels(model, variant, people, mask_miss_grid, grid_size, stride, sig
         if out.shape != (2 * n_ch, grid_h, grid_w) or out.dtype != np.float32 or not out.flags.c_contiguous:
             raise LabelError(f"out must be C-contiguous float32 {(2 * n_ch, grid_h, grid_w)}, got {out.dtype} {out.shape}")
         label = out
-    weights, targets = label[:n_ch], label[n_ch:]
-    targets.fill(0)
     if not filled:                                     # steps 4 and 10
-        weights.fill(1)
+        label[:n_ch].fill(1)
+        label[n_ch:].fill(0)
         if layout.has_background:
-            targets[layout.bkg_channel] = 1
+            label[n_ch + layout.bkg_channel] = 1
         return label
-    mask = None
+    mask = _NO_MASK
     if mask_miss_grid is not None:
-        mask = np.asarray(mask_miss_grid)
-        if mask.shape != (grid_h, grid_w):
-            raise LabelError(f"mask_miss grid {mask.shape} differs from the label grid {(grid_h, grid_w)}")
-    people = np.asarray(people, np.float32)
+        if np.shape(mask_miss_grid) != (grid_h, grid_w):
+            raise LabelError(f"mask_miss grid {np.shape(mask_miss_grid)} differs from the label grid {(grid_h, grid_w)}")
+        mask = np.divide(mask_miss_grid, np.float32(255), dtype=np.float32)
+    people = np.ascontiguousarray(people, np.float32)
     if people.ndim != 3 or people.shape[1:] != (layout.num_parts, 3):
         raise LabelError(f"people must be (n, {layout.num_parts}, 3) for {layout.op_model}, got {people.shape}")
-    n_people = people.shape[0]
-    vis = people[..., 2]
-    grid = _grid_array(grid_w, grid_h)
-    zeroed, zero_runs, kept_runs = None, (), ((0, n_ch),)
-    if n_people and layout.global_masking:
-        zeroed, zero_runs, kept_runs = _missing_channels(layout, vis[0] >= layout.missing_threshold)
-    # step 3 (mask_miss / 255, or 1, on every channel) and step 5's zeroed channels, each cell written once
-    if mask is None:
-        for start, stop in kept_runs:
-            weights[start:stop].fill(1)
-    elif kept_runs:
-        first = weights[kept_runs[0][0]]
-        np.divide(mask, np.float32(255), out=first, dtype=np.float32)
-        for start, stop in kept_runs:
-            weights[start + (start == kept_runs[0][0]):stop] = first
-    for start, stop in zero_runs:
-        weights[start:stop].fill(0)
-    if n_people and layout.global_masking:             # step 5
-        if layout.has_background and layout.feet_pairs:
-            _mask_feet(weights, layout, people, stride, grid_w, grid_h)
-    if n_people:                                       # step 6
-        flagged = vis >= 4
-        for code in layout.roi_codes:
-            if code < 4:
-                flagged |= vis == code
-        if flagged.any():
-            _zero_in_boxes(weights, layout, flagged, *_person_boxes(people, stride, ROI_RATIO_VISIBILITY, grid),
-                           zeroed)
-    render_heatmaps(targets, weights, layout, people, sigma, stride, grid_w, grid_h)   # step 7
-    if n_people and layout.minus1_masking:            # step 8
-        parts = layout.minus1_parts | (vis[0] >= 4)
-        if parts.any():
-            _zero_in_boxes(weights, layout, np.broadcast_to(parts, vis.shape),
-                           *_person_boxes(people, stride, ROI_RATIO_MINUS1, grid))
-    if layout.has_background:                          # step 10
-        heat = targets[layout.heat_offset:layout.heat_offset + layout.num_parts]
-        bkg = targets[layout.bkg_channel]
-        heat.max(0, out=bkg)
-        np.subtract(np.float32(1), bkg, out=bkg)
-        np.maximum(bkg, 0, out=bkg)
-    render_pafs(targets, weights, layout, people, stride, grid_w, grid_h)             # step 11
-    if layout.has_background:                          # step 12
-        np.copyto(weights[layout.bkg_channel], 1, where=targets[layout.bkg_channel] < BKG_WEIGHT_THRESHOLD)
+    t = _kernel_tables(layout, sigma, stride)
+    _kernels()._render_kernel(label, n_ch, people, mask, mask_miss_grid is not None,
+                   -1 if layout.bkg_channel is None else layout.bkg_channel, layout.heat_offset,
+                   layout.global_masking, layout.missing_threshold, layout.minus1_masking, t.chan_ptr, t.chan_idx,
+                   t.empty_parts, t.minus1_parts, t.roi_codes, t.feet, t.paf_a, t.paf_b, t.radius, t.thr,
+                   t.neg_inv_2s2, t.inv_ratio, t.window, int(stride))
     return label
 
 

@@ -202,9 +202,12 @@ def test_benchmark_quick_smoke(repo_root):
                          capture_output=True, text=True, timeout=300, check=True)
     lines = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
     cases = {(line["bench"], line["case"]) for line in lines}
-    assert {("labels_ms", f"people={n}") for n in (1, 3, 6, 12)} | {("samples_per_s", "workers=2")} <= cases
+    assert {("labels_ms", f"{model}people={n}") for n in (1, 3, 6, 12)
+            for model in ("", "BODY_135,", "BODY_135_wholebody,")} | {("samples_per_s", "workers=2")} <= cases
     for line in lines:
         assert line["value"] > 0 and line["baseline"] > 0 and line["baseline_name"]
+        if line["bench"] == "labels_ms":          # the floor, timed in the same loop, and the ratio to it
+            assert 0 < line["floor_ms"] and line["ratio"] == pytest.approx(line["value"] / line["floor_ms"], abs=0.02)
     if not torch.cuda.is_available():
         assert "skipped" in run.stderr
 
