@@ -122,3 +122,23 @@ def _crowd(model, people, width, height, rng):
         kps.append(np.column_stack([xy, rng.random(model.num_parts) > 0.1]))
     return render_ground_truth_maps(model, np.array(kps), height, width, sigma=7, paf_width=8,
                                     stride=8)
+
+
+def test_benchmark_cpu_build_rows(repo_root):
+    """``benchmarks/postprocess.py --only postprocess_cpu_ms``: the issue's cases, the stage
+    split, the interleaved floor and its ratio, the same people as the plain form."""
+    import json
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, str(repo_root / "benchmarks" / "postprocess.py"),
+                          "--quick", "--only", "postprocess_cpu_ms"],
+                         capture_output=True, text=True, timeout=600, check=True)
+    lines = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
+    assert [line["case"] for line in lines] == [
+        f"people={n},image=640x480,net=656x368" for n in (1, 6, 24)]
+    for line in lines:
+        assert line["bench"] == "postprocess_cpu_ms" and line["unit"] == "ms"
+        assert line["floor_ms"] > 0 and line["baseline"] > 0
+        assert line["floor_ratio"] == pytest.approx(line["value"] / line["floor_ms"], rel=0.01)
+        assert all(line[stage] > 0 for stage in ("resize_merge_ms", "peaks_ms", "connect_ms"))
+        assert line["same_result_as_baseline"] and line["people_found"] >= 1

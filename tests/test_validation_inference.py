@@ -283,15 +283,17 @@ RESIZE_CASES = [        # (channels, (w, h) source, (W, H) target, factor)
 ]
 
 
+@pytest.mark.parametrize("device", [None, "cpu"])       # numpy; torch on the CPU
 @pytest.mark.parametrize("channels,source,target,factor", RESIZE_CASES)
-def test_resize_equals_dense_reference(channels, source, target, factor):
+def test_resize_equals_dense_reference(channels, source, target, factor, device):
     """The block-banded resize uses the dense matrices' float32 weights minus the zero terms:
-    the same maps within 1e-5 (in practice bit-equal), C-contiguous float32."""
+    the same maps within 1e-5 (in practice bit-equal), C-contiguous float32; with numpy and
+    with torch."""
     from openpose_train.validation.inference import _resize_and_merge_dense
     rng = np.random.default_rng(sum(target) + channels)
     w, h = source
     src = rng.normal(0, 1, (channels, h, w)).astype(np.float32)
-    fast = upsample_output(src, target, factor)
+    fast = upsample_output(src, target, factor, device=device)
     dense = _resize_and_merge_dense([src], [1.0], target, factor=factor)
     assert fast.shape == dense.shape == (channels, target[1], target[0])
     assert fast.dtype == np.float32 and fast.flags.c_contiguous
@@ -306,12 +308,12 @@ def test_row_pass_windows_hold_every_weight():
     cases = [(5, 368, 46, 8.0, True), (3, 51, 6, 8.0, True), (5, 90, 13, 7.3, False),
              (3, 90, 6, 8.0, False), (4, 24, 3, 8.0, False)]
     for channels, n_out, n_in, factor, strided in cases:
-        plan = _row_pass(channels, n_out, n_in, factor, "cpu")
+        plan = _row_pass(channels, n_out, n_in, factor)
         assert (plan.step > 0) == strided
-        weights = plan.weights.numpy()
+        weights = plan.weights
         blocks = weights.shape[0]
         starts = (plan.first + plan.step * np.arange(blocks) if plan.step else
-                  plan.index.numpy().reshape(blocks, plan.span)[:, 0] - plan.pad_before)
+                  plan.index.reshape(blocks, plan.span)[:, 0] - plan.pad_before)
         full = np.zeros((blocks * ROW_BLOCK, channels * n_in + plan.pad_before + plan.pad_after))
         for k in range(blocks):
             cols = slice(starts[k] + plan.pad_before, starts[k] + plan.pad_before + plan.span)
@@ -348,24 +350,50 @@ def test_resize_ignores_uninitialised_buffers(monkeypatch):
     import torch
 
     from openpose_train.validation import inference
-    monkeypatch.setattr(inference, "_empty", lambda shape, device: torch.full(
-        shape, float("nan"), device=device))
-    inference._SCRATCH.__dict__.pop("buffers", None)     # fresh (NaN) scratch buffers
+    monkeypatch.setattr(inference, "_empty", lambda shape, device: (
+        np.full(shape, np.nan, np.float32) if device == inference.NUMPY else
+        torch.full(shape, float("nan"), device=device)))
     rng = np.random.default_rng(8)
     outs = [rng.normal(0, 1, (3, 6, 7)).astype(np.float32),
             rng.normal(0, 1, (3, 5, 5)).astype(np.float32)]
     dense = inference._resize_and_merge_dense(outs, [1.0, 0.75], (56, 48))
-    out = np.full((3, 48, 56), np.nan, np.float32)
-    merged = resize_and_merge(outs, [1.0, 0.75], (56, 48), out=out)
-    assert merged is out and np.isfinite(merged).all()
-    np.testing.assert_allclose(merged, dense, atol=1e-5)
-    # a reused buffer holding the previous result gives the same maps again
-    np.testing.assert_array_equal(resize_and_merge(outs, [1.0, 0.75], (56, 48), out=out), merged)
+    for device in (None, "cpu"):                        # numpy, torch
+        inference._SCRATCH.__dict__.pop("buffers", None)     # fresh (NaN) scratch buffers
+        out = np.full((3, 48, 56), np.nan, np.float32)
+        merged = resize_and_merge(outs, [1.0, 0.75], (56, 48), device=device, out=out)
+        assert merged is out and np.isfinite(merged).all()
+        np.testing.assert_allclose(merged, dense, atol=1e-5)
+        # a reused buffer holding the previous result gives the same maps again
+        np.testing.assert_array_equal(
+            resize_and_merge(outs, [1.0, 0.75], (56, 48), device=device, out=out), merged)
     inference._SCRATCH.__dict__.pop("buffers", None)
     for bad in (np.zeros((3, 48, 55), np.float32), np.zeros((3, 48, 56)),
                 np.zeros((3, 56, 48), np.float32).transpose(0, 2, 1)):
         with pytest.raises(InferenceError, match="out must be"):
             resize_and_merge(outs, [1.0, 0.75], (56, 48), out=bad)
+
+
+def test_numpy_resize_and_cpu_build_do_not_import_torch():
+    """``validate --backend opencv`` pays for no torch import: the CUDA build's resize (numpy
+    on the CPU), its block bounds and parse, and the CPU build's, run without loading torch."""
+    import subprocess
+    import sys
+    code = (
+        "import sys, numpy as np\n"
+        "from openpose_train.generator.registry import get_model\n"
+        "from openpose_train.validation.inference import InferenceSettings, PoseEstimator\n"
+        "class Net:\n"
+        "    def forward(self, batch):\n"
+        "        return np.random.default_rng(0).random((len(batch), 78, 46, 46), np.float32)\n"
+        "image = np.zeros((368, 368, 3), np.uint8)\n"
+        "for build in ('cuda', 'cpu'):\n"
+        "    estimator = PoseEstimator(get_model('BODY_25'), Net(), InferenceSettings(\n"
+        "        net_resolution='368x368', openpose_build=build))\n"
+        "    estimator.estimate(image)\n"
+        "print('torch' in sys.modules)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert run.stdout.strip() == "False", run.stdout + run.stderr
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
@@ -397,3 +425,5 @@ def test_resize_benchmark_quick_prints_json_lines(repo_root):
         assert line["bench"] == "resize_merge_ms" and line["unit"] == "ms"
         assert 0 < line["min_ms"] <= line["value"] and line["baseline"] > 0
         assert line["max_abs_diff"] <= 1e-5 and line["channels"] == 78
+        assert line["floor_ms"] > 0
+        assert line["floor_ratio"] == pytest.approx(line["value"] / line["floor_ms"], rel=0.01)

@@ -162,18 +162,30 @@ COLUMN_BLOCK = 128
 ROW_BLOCK = 32
 
 
+# Where the resize runs: NUMPY (numpy's BLAS on the CPU; no torch import, so `validate
+# --backend opencv` never loads torch) or a torch device name ("cuda", "cuda:1", "cpu").
+NUMPY = "numpy"
+
+
+def _as_device(array: np.ndarray, device: str):
+    """``array`` itself for :data:`NUMPY`, else a torch tensor on ``device``."""
+    if device == NUMPY:
+        return array
+    import torch
+    return torch.from_numpy(array).to(device)
+
+
 @functools.lru_cache(maxsize=32)
-def _column_pass(n_out: int, n_in: int, factor: float, device: str):
+def _column_pass(n_out: int, n_in: int, factor: float, device: str = NUMPY):
     """((first column, end column, first source column, end source column,
     (window, columns) weights), ...) of the column pass."""
-    import torch
     matrix = cubic_resize_matrix(n_out, n_in, factor)
     taps = cubic_taps(n_out, n_in, factor)[0]
     blocks = []
     for c0 in range(0, n_out, COLUMN_BLOCK):
         c1 = min(c0 + COLUMN_BLOCK, n_out)
         a, b = int(taps[c0:c1].min()), int(taps[c0:c1].max()) + 1
-        weights = torch.from_numpy(np.ascontiguousarray(matrix[c0:c1, a:b].T)).to(device)
+        weights = _as_device(np.ascontiguousarray(matrix[c0:c1, a:b].T), device)
         blocks.append((c0, c1, a, b, weights))
     return tuple(blocks)
 
@@ -185,19 +197,19 @@ class _RowPass:
     strided view of the padded source, no copy) or, when ``step`` is 0, the rows ``index``
     gathers (padded row numbers)."""
 
-    weights: object             # (blocks, ROW_BLOCK, span) float32 tensor
+    weights: object             # (blocks, ROW_BLOCK, span) float32 array or tensor
     span: int
     first: int
     step: int
-    index: object               # (blocks * span,) int64 tensor or None
+    index: object               # (blocks * span,) int64 array or tensor, or None
     pad_before: int
     pad_after: int
 
 
 @functools.lru_cache(maxsize=16)
-def _row_pass(channels: int, n_out: int, n_in: int, factor: float, device: str) -> _RowPass:
+def _row_pass(channels: int, n_out: int, n_in: int, factor: float,
+              device: str = NUMPY) -> _RowPass:
     """The :class:`_RowPass` of ``channels`` maps (cached: sizes repeat from image to image)."""
-    import torch
     matrix = cubic_resize_matrix(n_out, n_in, factor)
     taps = cubic_taps(n_out, n_in, factor)[0]
     rows = channels * n_out
@@ -223,21 +235,23 @@ def _row_pass(channels: int, n_out: int, n_in: int, factor: float, device: str) 
     cols = starts[r // ROW_BLOCK][:, None] + np.arange(span) - (c * n_in)[:, None]
     inside = (r < rows)[:, None] & (cols >= 0) & (cols < n_in)
     weights = np.where(inside, matrix[i[:, None], np.clip(cols, 0, n_in - 1)], np.float32(0))
-    weights = torch.from_numpy(weights.reshape(blocks, ROW_BLOCK, span)).to(device)
+    weights = _as_device(np.ascontiguousarray(weights.reshape(blocks, ROW_BLOCK, span)), device)
     pad_before = max(0, -int(starts.min()))
     pad_after = max(0, int(starts.max()) + span - channels * n_in)
     index = None
     if step == 0:
-        index = torch.from_numpy((starts[:, None] + np.arange(span) + pad_before).ravel())
-        index = index.to(device)
+        index = _as_device((starts[:, None] + np.arange(span) + pad_before).ravel(), device)
     return _RowPass(weights, span, int(starts[0]), step, index, pad_before, pad_after)
 
 
-def _empty(shape, device):
-    """An uninitialised float32 tensor; on the CPU from numpy, whose large buffers get
-    transparent huge pages (torch's are first touched in 4 KiB pages, several times slower)."""
+def _empty(shape, device: str):
+    """An uninitialised float32 array (:data:`NUMPY`) or tensor; torch's on the CPU from
+    numpy too, whose large buffers get transparent huge pages (torch's are first touched in
+    4 KiB pages, several times slower)."""
+    if device == NUMPY:
+        return np.empty(shape, np.float32)
     import torch
-    if device.type == "cpu":
+    if torch.device(device).type == "cpu":
         return torch.from_numpy(np.empty(shape, np.float32))
     return torch.empty(shape, dtype=torch.float32, device=device)
 
@@ -245,12 +259,12 @@ def _empty(shape, device):
 _SCRATCH = threading.local()
 
 
-def _scratch(shape, device, slot: int = 0):
+def _scratch(shape, device: str, slot: int = 0):
     """A reused buffer of the column pass (it never leaves :func:`resize_and_merge`): fresh
     memory costs its page faults every call. Per thread; the last few shapes and devices;
     ``slot``: one per merged scale (two scales may have the same shape)."""
     buffers = _SCRATCH.__dict__.setdefault("buffers", {})
-    key = (str(device), tuple(shape), slot)
+    key = (device, tuple(shape), slot)
     if key not in buffers:
         if len(buffers) >= 8:
             buffers.pop(next(iter(buffers)))
@@ -258,20 +272,25 @@ def _scratch(shape, device, slot: int = 0):
     return buffers[key]
 
 
-def _resize_columns(src, target: Tuple[int, int], factor: float, slot: int):
-    """The column pass of ``src`` (C, h, w) into a zero-padded scratch (pad + C * h + pad, W)
-    and the :class:`_RowPass` that reads it."""
-    import torch
+def _resize_columns(src, target: Tuple[int, int], factor: float, slot: int, device: str):
+    """The column pass of ``src`` (C, h, w; an array for :data:`NUMPY`, else a tensor on
+    ``device``) into a zero-padded scratch (pad + C * h + pad, W) and the :class:`_RowPass`
+    that reads it."""
     c, h, w = src.shape
     tw, th = target
-    rows = _row_pass(c, th, h, factor, str(src.device))
-    padded = _scratch((rows.pad_before + c * h + rows.pad_after, tw), src.device, slot)
+    rows = _row_pass(c, th, h, factor, device)
+    padded = _scratch((rows.pad_before + c * h + rows.pad_after, tw), device, slot)
     padded[:rows.pad_before] = 0                    # zero weight, but must not be NaN
     padded[rows.pad_before + c * h:] = 0
     resized_columns = padded[rows.pad_before:rows.pad_before + c * h]
     flat = src.reshape(c * h, w)
-    for c0, c1, a, b, weights in _column_pass(tw, w, factor, str(src.device)):
-        torch.mm(flat[:, a:b], weights, out=resized_columns[:, c0:c1])
+    if device == NUMPY:
+        product = np.matmul
+    else:
+        import torch
+        product = torch.mm
+    for c0, c1, a, b, weights in _column_pass(tw, w, factor, device):
+        product(flat[:, a:b], weights, out=resized_columns[:, c0:c1])
     return rows, padded
 
 
@@ -279,11 +298,17 @@ def _row_windows(rows: _RowPass, padded, k0: int, k1: int):
     """(k1 - k0, span, W) source windows of the row blocks k0..k1-1."""
     tw = padded.shape[1]
     if rows.step:
-        return padded.as_strided(
-            (k1 - k0, rows.span, tw), (rows.step * tw, tw, 1),
-            padded.storage_offset() + (rows.first + rows.pad_before + k0 * rows.step) * tw)
-    return padded.index_select(0, rows.index[k0 * rows.span:k1 * rows.span]).view(
-        k1 - k0, rows.span, tw)
+        first = (rows.first + rows.pad_before + k0 * rows.step) * tw
+        shape, strides = (k1 - k0, rows.span, tw), (rows.step * tw, tw, 1)
+        if isinstance(padded, np.ndarray):
+            return np.lib.stride_tricks.as_strided(
+                padded.reshape(-1)[first:], shape, [n * padded.itemsize for n in strides],
+                writeable=False)
+        return padded.as_strided(shape, strides, padded.storage_offset() + first)
+    index = rows.index[k0 * rows.span:k1 * rows.span]
+    if isinstance(padded, np.ndarray):
+        return padded[index].reshape(k1 - k0, rows.span, tw)
+    return padded.index_select(0, index).view(k1 - k0, rows.span, tw)
 
 
 # Row blocks per batched GEMM when windows are copied (gathered, or several scales merged:
@@ -293,9 +318,12 @@ MERGE_CHUNK = 64
 
 
 def _resize_rows(out_rows, parts) -> None:
-    """``out_rows`` (C * H, W) = the mean over the scales ``parts`` ([(row pass, padded column
-    pass)]) of their row passes: one GEMM per chunk of row blocks."""
-    import torch
+    """``out_rows`` (C * H, W; an array or a tensor like the scratches) = the mean over the
+    scales ``parts`` ([(row pass, padded column pass)]) of their row passes: one batched GEMM
+    per chunk of row blocks (numpy's ``matmul`` or torch's ``baddbmm``)."""
+    on_numpy = isinstance(out_rows, np.ndarray)
+    if not on_numpy:
+        import torch
     alpha = 1 / len(parts)
     blocks = parts[0][0].weights.shape[0]
     full = out_rows.shape[0] // ROW_BLOCK           # whole blocks: written in place
@@ -305,11 +333,25 @@ def _resize_rows(out_rows, parts) -> None:
         k1 = min(k0 + chunk, blocks)
         if len(parts) == 1:
             weights, windows = parts[0][0].weights[k0:k1], _row_windows(*parts[0], k0, k1)
+        elif on_numpy:      # the mean's 1 / scales folded into the (small) weights
+            weights = np.concatenate([rows.weights[k0:k1] for rows, _ in parts], axis=2) * \
+                np.float32(alpha)
+            windows = np.concatenate([_row_windows(rows, padded, k0, k1)
+                                      for rows, padded in parts], axis=1)
         else:
             weights = torch.cat([rows.weights[k0:k1] for rows, _ in parts], dim=2)
             windows = torch.cat([_row_windows(rows, padded, k0, k1) for rows, padded in parts],
                                 dim=1)
         whole = min(k1, full) - k0
+        if on_numpy:
+            if whole > 0:
+                main = out_rows[k0 * ROW_BLOCK:(k0 + whole) * ROW_BLOCK]
+                np.matmul(weights[:whole], windows[:whole],
+                          out=main.reshape(whole, ROW_BLOCK, -1))
+            if k1 > full:                           # the last, partial block
+                rest = out_rows[full * ROW_BLOCK:]
+                rest[:] = np.matmul(weights[whole:], windows[whole:])[0, :rest.shape[0]]
+            continue
         if whole > 0:
             main = out_rows[k0 * ROW_BLOCK:(k0 + whole) * ROW_BLOCK].view(whole, ROW_BLOCK, -1)
             torch.baddbmm(main, weights[:whole], windows[:whole], beta=0, alpha=alpha, out=main)
@@ -322,8 +364,8 @@ def _resize_rows(out_rows, parts) -> None:
 def upsample_output(output: np.ndarray, target: Tuple[int, int], factor: float,
                     device: Optional[str] = None) -> np.ndarray:
     """(C, h, w) net output -> (C, H, W) at ``target`` (W, H) with OpenPose's bicubic
-    (:func:`cubic_resize_matrix` along both axes), in torch (on ``device`` when given, e.g.
-    the GPU of the torch backend)."""
+    (:func:`cubic_resize_matrix` along both axes), with numpy, or in torch on ``device`` when
+    given (e.g. the GPU of the torch backend)."""
     return resize_and_merge([output], [1.0], target, device, factor=factor)
 
 
@@ -335,9 +377,10 @@ def resize_and_merge(outputs: Sequence[np.ndarray], scales: Sequence[float],
     ``scales`` are the per-scale image->net factors (``s_i``); scale i is upsampled by
     ``factor * s_0 / s_i``. Each output pixel costs 4 taps per axis (block-banded GEMMs, see
     ``ROW_BLOCK``), the same weights as the dense products of :func:`cubic_resize_matrix`.
-    ``out``: a C-contiguous float32 (C, H, W) array to write into (a reused buffer saves the
-    page faults of a fresh one, a third of the time); returned."""
-    import torch
+    ``device``: None runs it with numpy on the CPU (no torch needed); a torch device name
+    ("cuda", "cpu", ...) runs the same GEMMs in torch there. ``out``: a C-contiguous float32
+    (C, H, W) array to write into (a reused buffer saves the page faults of a fresh one, a
+    third of the time); returned."""
     tw, th = target
     channels = outputs[0].shape[0]
     shape = (channels, th, tw)
@@ -346,17 +389,24 @@ def resize_and_merge(outputs: Sequence[np.ndarray], scales: Sequence[float],
     elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise InferenceError(f"out must be a C-contiguous float32 array of shape {shape}, got "
                              f"{out.dtype} {out.shape}")
+    for k, output in enumerate(outputs):
+        if output.shape[0] != channels:
+            raise InferenceError(f"scale {k} has {output.shape[0]} channels, scale 0 has "
+                                 f"{channels}")
+    sources = [np.ascontiguousarray(output, dtype=np.float32) for output in outputs]
+    factors = [factor * scales[0] / s for s in scales]
+    if device is None:
+        parts = [_resize_columns(src, target, f, k, NUMPY)
+                 for k, (src, f) in enumerate(zip(sources, factors))]
+        _resize_rows(out.reshape(channels * th, tw), parts)
+        return out
+    import torch
     with torch.inference_mode():
-        dev = torch.device(device or "cpu")
+        dev = torch.device(device)
         rows = torch.from_numpy(out).view(channels * th, tw) if dev.type == "cpu" else \
             torch.empty((channels * th, tw), dtype=torch.float32, device=dev)
-        parts = []
-        for k, (output, s) in enumerate(zip(outputs, scales)):
-            if output.shape[0] != channels:
-                raise InferenceError(f"scale {k} has {output.shape[0]} channels, scale 0 has "
-                                     f"{channels}")
-            src = torch.from_numpy(np.ascontiguousarray(output, dtype=np.float32)).to(dev)
-            parts.append(_resize_columns(src, target, factor * scales[0] / s, k))
+        parts = [_resize_columns(torch.from_numpy(src).to(dev), target, f, k, str(dev))
+                 for k, (src, f) in enumerate(zip(sources, factors))]
         _resize_rows(rows, parts)
         if dev.type != "cpu":
             torch.from_numpy(out).view(channels * th, tw).copy_(rows)
