@@ -29,6 +29,8 @@ import numpy as np
 from .labels import flip_people, keep_roi_inside, round_half_away
 
 from openpose_train.common.errors import OpenPoseTrainError
+from openpose_train.generator.registry import (CENTER_SWAP_FACE_PART, CENTER_SWAP_HAND_PARTS,
+                                               CenterSwapParts)
 
 #: the fork normalises person scale against this crop height ("compatibility with the old LMDB")
 LEGACY_CROP = 368.0
@@ -197,41 +199,39 @@ def _mean_visible(joints, a, b):
 
 
 def swap_center(rng, config: AugmentConfig, category: str, op_model: str, joints: np.ndarray,
-                objpos: np.ndarray, mult: float) -> np.ndarray:
-    """``swapCenterPoint`` (§Centre swap): maybe re-centre on a wrist, the nose, the neck, wrists or knees."""
+                objpos: np.ndarray, mult: float, center_swap: Optional[CenterSwapParts] = None) -> np.ndarray:
+    """``swapCenterPoint`` (docs/labels.md §Centre swap): maybe re-centre on a wrist or the nose (by
+    category), or on the registry's ``center_swap`` parts. The part indexes are the fork's literals,
+    kept as registry data (``CENTER_SWAP_*``, ``PoseModel.center_swap``)."""
     d = rng.random()
     big = (mult > 2 and d > 0.05) or (mult > 1.3 and d > 0.5)
     if category == "HAND" or (category == "DOME" and d < 0.5):
-        if big and (joints[9, 2] <= 1 or joints[10, 2] <= 1):
+        left, right = CENTER_SWAP_HAND_PARTS
+        if big and (joints[left, 2] <= 1 or joints[right, 2] <= 1):
             d2 = rng.random()
-            if joints[10, 2] > 1 or (joints[9, 2] <= 1 and d2 > 0.5):
-                return joints[9, :2].copy()
-            return joints[10, :2].copy()
+            if joints[right, 2] > 1 or (joints[left, 2] <= 1 and d2 > 0.5):
+                return joints[left, :2].copy()
+            return joints[right, :2].copy()
         return objpos
     if category in ("FACE", "DOME"):
-        if big and joints[0, 2] <= 1:
-            return joints[0, :2].copy()
+        if big and joints[CENTER_SWAP_FACE_PART, 2] <= 1:
+            return joints[CENTER_SWAP_FACE_PART, :2].copy()
         return objpos
     if d < config.center_swap_prob:
-        n_parts = joints.shape[0]
-        if n_parts in (23, 25):
-            if mult > 1.3:
-                d2 = rng.random()
-                point = None
-                if 0.5 < d2 < 0.9:
-                    point = joints[1, :2] if joints[1, 2] <= 1 else None
-                elif 0.9 <= d2 < 0.95:
-                    point = _mean_visible(joints, 4, 7)
-                elif d2 >= 0.95:
-                    point = _mean_visible(joints, 10, 13)
-                if point is not None:
-                    return np.asarray(point, np.float32).copy()
-        elif n_parts == 59:
-            point = _mean_visible(joints, 4, 7)
+        if center_swap is None:
+            raise AugmentError(f"center_swap_prob > 0 is not defined for {op_model} ({joints.shape[0]} parts): "
+                               "the fork re-centres only its 23- and 25-part models")
+        if mult > 1.3:
+            d2 = rng.random()
+            point = None
+            if 0.5 < d2 < 0.9:
+                point = joints[center_swap.neck, :2] if joints[center_swap.neck, 2] <= 1 else None
+            elif 0.9 <= d2 < 0.95:
+                point = _mean_visible(joints, *center_swap.wrists)
+            elif d2 >= 0.95:
+                point = _mean_visible(joints, *center_swap.knees)
             if point is not None:
                 return np.asarray(point, np.float32).copy()
-        else:
-            raise AugmentError(f"center_swap_prob > 0 is not defined for {op_model} ({n_parts} parts)")
     return objpos
 
 
@@ -318,12 +318,12 @@ def sample_occlusions(rng, config: AugmentConfig, dataset_index: int, people: np
 
 
 def sample_params(rng, config: AugmentConfig, sample: Sample, category: str, op_model: str,
-                  flip_pairs=()) -> Tuple[AugmentParams, np.ndarray]:
+                  flip_pairs=(), center_swap: Optional[CenterSwapParts] = None) -> Tuple[AugmentParams, np.ndarray]:
     """Draw scale, centre swap, rotation, crop jitter and flip (§Draw order) -> (params, people in crop)."""
     idx = sample.dataset_index
     mult, scale = sample_scale(rng, config, idx, sample.scale_self)
     objpos = np.asarray(sample.objpos, np.float32)
-    center = swap_center(rng, config, category, op_model, sample.people[0], objpos, mult) \
+    center = swap_center(rng, config, category, op_model, sample.people[0], objpos, mult, center_swap) \
         if len(sample.people) else objpos
     degrees = (rng.random() - 0.5) * 2 * per_dataset(config.max_rotations, idx)
     height, width = sample.image.shape[:2]
@@ -365,16 +365,17 @@ def _warp(src, matrix, config, border):
 
 def augment_sample(rng, config: AugmentConfig, sample: Sample, category: str, op_model: str,
                    flip_pairs=(), background: Optional[np.ndarray] = None,
-                   mask_is_background: bool = False) -> AugmentedSample:
+                   mask_is_background: bool = False, center_swap: Optional[CenterSwapParts] = None) -> AugmentedSample:
     """The whole TRAIN augmentation of one record (§Augmentation order), draws in the fork's order.
 
     ``background``: a background (negatives) image, or None when no background LMDB is configured.
     ``mask_is_background``: MPII_65_42/CAR_12 behaviour (mask_miss replaced by the padding mask).
+    ``center_swap``: the model's centre-swap parts (registry ``PoseModel.center_swap``).
     """
     bg = None
     if background is not None:
         bg, bg_offset = read_background(background, config, rng)
-    params, people = sample_params(rng, config, sample, category, op_model, flip_pairs)
+    params, people = sample_params(rng, config, sample, category, op_model, flip_pairs, center_swap)
     if background is not None:
         params.background_offset = bg_offset
     src_h, src_w = sample.image.shape[:2]
@@ -427,9 +428,10 @@ def augment_sample(rng, config: AugmentConfig, sample: Sample, category: str, op
 def augment_variant_sample(rng, config: AugmentConfig, sample: Sample, model, variant,
                            background: Optional[np.ndarray] = None) -> AugmentedSample:
     """:func:`augment_sample` with the rules of a registry ``PoseModel`` / ``TrainingVariant``
-    (category, flip pairs, ``mask_is_background``; docs/labels.md §Per-model rules)."""
+    (category, flip pairs, centre-swap parts, ``mask_is_background``; docs/labels.md §Per-model rules)."""
     return augment_sample(rng, config, sample, variant.category, variant.op_model, model.flip_pairs,
-                          background=background, mask_is_background=variant.mask_is_background)
+                          background=background, mask_is_background=variant.mask_is_background,
+                          center_swap=model.center_swap)
 
 
 def background_only_sample(rng, config: AugmentConfig, background: np.ndarray, num_parts: int) -> AugmentedSample:

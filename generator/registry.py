@@ -191,6 +191,27 @@ class TrainingVariant:
 
 
 @dataclass(frozen=True)
+class CenterSwapParts:
+    """The parts the fork's swapCenterPoint re-centres a crop on when ``center_swap_prob`` > 0 and the
+    category is none of HAND, FACE, DOME (docs/labels.md §Centre swap). The fork writes BODY_25's
+    indexes (neck 1, wrists 4 and 7, knees 10 and 13) and uses them for every model with 23 or 25
+    parts: on BODY_25B they are LEye, REar and LElbow, RWrist and LKnee; on BODY_23 RShoulder,
+    LShoulder and RHip, LHip and REye. Kept, to train as the fork does."""
+
+    neck: int = 1
+    wrists: Tuple[int, int] = (4, 7)
+    knees: Tuple[int, int] = (10, 13)
+
+
+#: the fork's centre-swap parts (the BODY_25 indexes), for the 23- and 25-part models
+FORK_CENTER_SWAP = CenterSwapParts()
+#: the parts the HAND and DOME centre swap picks (BODY_135's wrists) and the FACE / DOME one (the
+#: nose): index literals in the fork too, whatever the model (docs/labels.md §Centre swap)
+CENTER_SWAP_HAND_PARTS = (9, 10)
+CENTER_SWAP_FACE_PART = 0
+
+
+@dataclass(frozen=True)
 class PersonFilter:
     """Part groups of OpenPose's person filter (docs/postprocessing.md §Person filter)."""
 
@@ -284,6 +305,9 @@ class PoseModel:
     cpu_connector_fill_only_pairs: Tuple[int, ...] = ()
     cpu_connector_lone_peaks_unchecked: bool = False
     person_filter: PersonFilter = field(default_factory=PersonFilter)
+    # the fork's centre-swap parts, None where the fork refuses center_swap_prob > 0 (its
+    # swapCenterPoint knows 23- and 25-part models only; docs/labels.md §Centre swap)
+    center_swap: Optional[CenterSwapParts] = None
     # "hand" / "face": OpenPose runs this net on square crops around a hand / face
     # (docs/postprocessing.md §Hand and face), not on the whole image
     crop_net: str = ""
@@ -827,7 +851,7 @@ _model(
     model_folder="pose/body_25", caffemodel_name="pose_iter_584000.caffemodel",
     description="OpenPose default body + foot model", openpose_cpu_connector=True,
     cpu_connector_fill_only_pairs=(18, 19),
-    person_filter=FEET_FILTER,
+    person_filter=FEET_FILTER, center_swap=FORK_CENTER_SWAP,
     variants=(
         _variant("COCO_25", "coco_foot", 25, COCOFOOT_TO_25, mask_only=(1, 8, 11, 14, 19, 20, 21, 22, 23, 24)),
         _variant("COCO_25_17", "coco", 25, COCO17_TO_19, mask_feet_pairs=MASK_FEET_25),
@@ -867,6 +891,7 @@ _model(
     "BODY_25E", BODY_25_PARTS, PAFS_25E, FLIPS_25, openpose_name="BODY_25E",
     to_coco17=TO_COCO17_25, to_coco_foot=TO_COCO_FOOT_25, model_folder="pose/body_25e",
     description="BODY_25 with 12 extra (redundant) PAFs", person_filter=FEET_FILTER,
+    center_swap=FORK_CENTER_SWAP,
     variants=(
         _variant("COCO_25E", "coco_foot", 25, COCOFOOT_TO_25, mask_only=(1, 8, 11, 14, 19, 20, 21, 22, 23, 24)),
         _variant("COCO_25_17E", "coco", 25, COCO17_TO_19, mask_feet_pairs=MASK_FEET_25),
@@ -879,7 +904,7 @@ _model(
 _model(
     "BODY_23", BODY_23_PARTS, PAFS_23, FLIPS_23, openpose_name="BODY_23",
     to_coco17=TO_COCO17_23, to_coco_foot=TO_COCO_FOOT_23, model_folder="pose/body_23",
-    description="23 parts (no neck / mid-hip) with redundant PAFs",
+    description="23 parts (no neck / mid-hip) with redundant PAFs", center_swap=FORK_CENTER_SWAP,
     variants=(
         _variant("COCO_23", "coco_foot", 23, COCOFOOT_TO_23, mask_only=(9, 12, 17, 18, 19, 20, 21, 22)),
         _variant("COCO_23_17", "coco", 23, COCO17_TO_23, mask_feet_pairs=MASK_FEET_23),
@@ -897,7 +922,7 @@ _model(
     "BODY_25B", BODY_25B_PARTS, PAFS_25B, FLIPS_25B, openpose_name="BODY_25B",
     has_background=False, to_coco17=TO_COCO17_IDENTITY, to_coco_foot=TO_COCO_FOOT_25,
     model_folder="pose/body_25b", description="openpose_train BODY_25B (COCO order + neck, head top, feet)",
-    person_filter=FEET_FILTER,
+    person_filter=FEET_FILTER, center_swap=FORK_CENTER_SWAP,
     variants=(
         _variant("COCO_25B_23", "coco_foot", 25, COCOFOOT_TO_25B, minus1=(17, 18), force_minus1_mask=True),
         _variant("COCO_25B_17", "coco", 25, COCO17_TO_25B, minus1=(17, 18), force_minus1_mask=True),

@@ -127,3 +127,58 @@ def test_skipping_the_padding_mask_warp_is_exact():
             inside += 1
             assert warped.max() == 0
     assert inside > 20
+
+
+# ---- centre swap (docs/labels.md §Centre swap): the fork's index literals are registry data ------------
+class _Draws:
+    """An rng whose random() returns the given values in order."""
+
+    def __init__(self, *values):
+        self.values = list(values)
+
+    def random(self):
+        return self.values.pop(0)
+
+
+def _joints(num_parts):
+    joints = np.zeros((num_parts, 3), np.float32)
+    joints[:, 0] = np.arange(num_parts) * 10
+    joints[:, 1] = np.arange(num_parts) * 10 + 1
+    return joints
+
+
+def test_center_swap_parts_are_set_for_the_forks_23_and_25_part_models():
+    from openpose_train.generator.registry import FORK_CENTER_SWAP, get_model, list_models
+    with_swap = {name for name in list_models() if get_model(name).center_swap is not None}
+    assert with_swap == {name for name in list_models() if get_model(name).num_parts in (23, 25)
+                         and get_model(name).upstream}
+    assert all(get_model(name).center_swap is FORK_CENTER_SWAP for name in with_swap)
+
+
+@pytest.mark.parametrize("name, d2, expected", [
+    ("BODY_25", 0.6, (10, 11)),        # the neck
+    ("BODY_25B", 0.6, (10, 11)),       # part 1, which is BODY_25B's LEye: the fork's index, kept
+    ("BODY_25B", 0.92, (55, 56)),      # mean of parts 4 and 7
+    ("BODY_23", 0.97, (115, 116)),     # mean of parts 10 and 13
+    ("BODY_25", 0.3, (-1, -1)),        # the second draw keeps objpos
+])
+def test_center_swap_uses_the_forks_indexes(name, d2, expected):
+    from openpose_train.generator.registry import get_model
+    model = get_model(name)
+    config = A.AugmentConfig(center_swap_prob=1.0)
+    objpos = np.float32([-1, -1])
+    center = A.swap_center(_Draws(0.2, d2), config, "COCO", "X", _joints(model.num_parts), objpos, 1.5,
+                           model.center_swap)
+    assert tuple(center) == expected
+
+
+def test_center_swap_elsewhere_is_refused_as_the_fork_does():
+    from openpose_train.generator.registry import get_model
+    model = get_model("BODY_135")
+    with pytest.raises(A.AugmentError, match="COCO_135_17 .135 parts.* 23- and 25-part"):
+        A.swap_center(_Draws(0.2, 0.6), A.AugmentConfig(center_swap_prob=1.0), "COCO", "COCO_135_17",
+                      _joints(135), np.float32([0, 0]), 1.5, model.center_swap)
+    # the HAND branch does not need them: BODY_135's wrists 9 / 10, whatever the model
+    hand = A.swap_center(_Draws(0.9, 0.7), A.AugmentConfig(), "HAND", "MPII_59", _joints(59),
+                         np.float32([0, 0]), 2.5, None)
+    assert tuple(hand) == (90, 91)
