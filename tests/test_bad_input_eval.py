@@ -261,3 +261,68 @@ def test_train_val_metric_the_model_cannot_produce_stops_before_training(tmp_pat
             "--val-interval", 1, "--val-metric", "wholebody",
             names=["--val-metric wholebody", "BODY_25 has no face, lefthand, righthand keypoints"], cwd=run)
     assert not list(run.glob("model/*.caffemodel"))
+
+
+@pytest.fixture(scope="module")
+def body_25b_snapshot(world):
+    """A BODY_25B net (97 output channels) with its deploy beside it."""
+    from openpose_train.caffe_layers import caffe_io
+    from openpose_train.caffe_layers.shapes import random_weights
+    from openpose_train.generator.render import render_deploy
+    folder = world.root / "b25b"
+    folder.mkdir()
+    (folder / "pose_deploy.prototxt").write_text(render_deploy("BODY_25B", preset="tiny"))
+    net = caffe_io.read_net_prototxt(str(folder / "pose_deploy.prototxt"))
+    caffe_io.write_caffemodel(str(folder / "pose_iter_10.caffemodel"), random_weights(net, seed=1), net=net)
+    return folder
+
+
+def test_a_deploy_of_another_model_is_refused_by_validate_as_by_export(world, body_25b_snapshot, tmp_path):
+    deploy, caffemodel = body_25b_snapshot / "pose_deploy.prototxt", body_25b_snapshot / "pose_iter_10.caffemodel"
+    names = ["b25b/pose_deploy.prototxt", "give 97 output channels", "BODY_25 has 78"]
+    refused("validate", "--prototxt", deploy, "--caffemodel", caffemodel, "--model", "BODY_25", "--images",
+            world.images, "--annotations", world.json, "--out", tmp_path / "r.json", "--quiet", names=names)
+    refused("validate-snapshots", body_25b_snapshot, "--model", "BODY_25", "--images", world.images,
+            "--annotations", world.json, "--out-dir", tmp_path / "v", "--quiet", names=names)
+    refused("export", "--snapshot", caffemodel, "--model", "BODY_25", "--to", tmp_path / "models", names=names)
+    assert not list(tmp_path.iterdir())
+    run = tmp_path / "run"
+    shutil.copytree(world.train, run)
+    refused("train", "-solver", "pose_solver.prototxt", "--no-progress", "--workers", 0, "--val-images",
+            world.images, "--val-annotations", world.json, "--val-interval", 1, "--val-deploy", deploy,
+            names=["--val-deploy", *names], cwd=run)
+    assert not list(run.glob("model/*.caffemodel"))
+
+
+def test_validate_snapshots_reuses_a_score_only_with_the_same_settings(world, tmp_path):
+    """ap.jsonl rows carry what they were scored with; another resolution, limit, annotation file (same path,
+    new content) or image set scores again, and the plot and best use only this run's rows."""
+    out = tmp_path / "v"
+    ann = tmp_path / "ann.json"
+    ann.write_text(world.json.read_text())
+    images = tmp_path / "images"
+    shutil.copytree(world.images, images)
+
+    def run(*more):
+        rc, output, _ = invoke("validate-snapshots", world.snapshots, "--model", "BODY_25", "--images", images,
+                               "--annotations", ann, "--out-dir", out, "--quiet", *more)
+        assert rc == 0, output
+        return output.count("snapshot pose_iter_"), output
+
+    assert run("--net-resolution", "-1x64")[0] == 2
+    assert run("--net-resolution", "-1x64")[0] == 0                  # same settings: cached
+    scored, output = run("--net-resolution", "-1x96")
+    assert scored == 2 and "2 snapshot score(s) made with other settings (net_resolution) are not reused" in output
+    assert run("--net-resolution", "-1x64")[0] == 0                  # the first rows still count for -1x64
+    assert run("--net-resolution", "-1x64", "--limit", "3")[0] == 2
+    doc = json.loads(ann.read_text())
+    doc["annotations"] = doc["annotations"][1:]
+    ann.write_text(json.dumps(doc))                                  # same path, other content
+    scored, output = run("--net-resolution", "-1x64")
+    assert scored == 2 and "annotations_sha256" in output
+    first = sorted(images.iterdir())[0]
+    shutil.copy(sorted(images.iterdir())[1], first)                  # an image replaced
+    scored, output = run("--net-resolution", "-1x64")
+    assert scored == 2 and "images_digest" in output
+    rows = [json.loads(line) for line in (out / "ap.jsonl").read_text().splitlines()]
+    assert len(rows) == 10 and all(r["scored_with"]["net_resolution"] in ("-1x64", "-1x96") for r in rows)

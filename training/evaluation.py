@@ -30,7 +30,6 @@ registry (or ``--val-model``). Detections per image and COCO results go to
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -40,6 +39,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from openpose_train.common.digest import file_sha256
 from openpose_train.common.files import StagedFiles
 
 from .data_sources import TrainingError
@@ -164,14 +164,6 @@ def read_best(json_path: str) -> dict:
         if key not in record:
             raise TrainingError(f"{json_path}: field '{key}' is missing")
     return record
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _in_memory_backend(net, device):
@@ -416,6 +408,12 @@ def build_evaluator(cfg: EvaluationConfig, net_param, net_path: str, prefix: str
     model = pose_model_of(net_param, net_path, cfg.model)
     images = check_metric_applies(model, cfg)
     deploy = cfg.deploy or default_deploy(net_path)
+    from openpose_train.caffe_layers.caffe_io import read_net_prototxt
+    from openpose_train.validation.inference import InferenceError, check_output_channels
+    try:       # a deploy of another model would score nothing at every evaluation
+        check_output_channels(deploy, read_net_prototxt(deploy), model)
+    except (InferenceError, ValueError, OSError) as exc:
+        raise TrainingError(f"--val-deploy: {exc}") from None
     for line in images.problems():      # absent or repeated images: said once, with counts
         logger.warning("solver.cpp:300", f"--val-images: {line}")
     return Evaluator(cfg, model, deploy, prefix, net_param, device, logger, model_arg=cfg.model)

@@ -66,37 +66,6 @@ def _prepare_target(target_dir: Path, needed: int) -> None:
                           f"{free / 2**20:.1f} MiB free")
 
 
-OUTPUT_BLOB = "net_output"      # the top OpenPose reads (docs/formats.md)
-
-
-def check_deploy_against_model(deploy_path: Path, net, model) -> None:
-    """Raise ExportError unless the deploy's ``net_output`` has the registry model's channels:
-    heatmaps (parts + background) and PAFs, each from its own final layer when they are
-    concatenated. OpenPose picks its tables by the folder name alone, so a net of another model
-    exported there runs without an error and finds nobody (or garbage)."""
-    from openpose_train.caffe_layers.shapes import infer_blob_shapes
-
-    try:
-        shapes = infer_blob_shapes(net, {None: (1, 3, 64, 64)}, phase=1)
-    except Exception as exc:
-        raise ExportError(f"{deploy_path}: {exc}") from exc
-    if OUTPUT_BLOB not in shapes:
-        raise ExportError(f"{deploy_path}: no blob named '{OUTPUT_BLOB}' (OpenPose reads its output from it)")
-    producer = [layer for layer in net.layer if OUTPUT_BLOB in layer.top][-1]
-    heatmaps = model.num_parts + int(model.has_background)
-    pafs = 2 * model.num_pafs
-    expected_text = f"{model.name} has {model.num_channels}: heatmaps {heatmaps}" + (f" + PAFs {pafs}" if pafs else "")
-    if producer.type == "Concat":
-        found = [(name, shapes[name][1]) for name in producer.bottom]
-        if sorted(c for _, c in found) != sorted(c for c in (heatmaps, pafs) if c):
-            layers = ", ".join(f"'{name}' {c}" for name, c in found)
-            raise ExportError(f"{deploy_path}: the final layers {layers} give {shapes[OUTPUT_BLOB][1]} output "
-                              f"channels, {expected_text} (is --model the one the snapshot was trained as?)")
-    elif shapes[OUTPUT_BLOB][1] != model.num_channels:
-        raise ExportError(f"{deploy_path}: the final layer '{producer.name}' gives {shapes[OUTPUT_BLOB][1]} "
-                          f"output channels, {expected_text} (is --model the one the snapshot was trained as?)")
-
-
 def check_snapshot(deploy_path: Path, snapshot: Path, model=None, deploy_text: Optional[str] = None):
     """Raise ExportError unless every parameterised deploy layer is in the caffemodel with the right
     shapes (and, given a registry ``model``, the deploy's output has that model's channels).
@@ -112,7 +81,11 @@ def check_snapshot(deploy_path: Path, snapshot: Path, model=None, deploy_text: O
     except Exception as exc:  # the I/O layer already names file and position
         raise ExportError(str(exc)) from exc
     if model is not None:
-        check_deploy_against_model(deploy_path, net, model)
+        from openpose_train.validation.inference import InferenceError, check_output_channels
+        try:
+            check_output_channels(deploy_path, net, model)
+        except InferenceError as exc:
+            raise ExportError(str(exc)) from None
     try:
         return caffe_io.check_weights_against_net(net, weights)
     except Exception as exc:

@@ -62,7 +62,7 @@ def _estimator(model, prototxt, caffemodel, opts):
                                  net_resolution_dynamic=opts["net_resolution_dynamic"],
                                  maximize_positives=opts["maximize_positives"],
                                  openpose_build=opts["openpose_build"])
-    backend = load_backend(opts["backend"], prototxt, caffemodel, opts["device"])
+    backend = load_backend(opts["backend"], prototxt, caffemodel, opts["device"], model=model)
     return PoseEstimator(model, backend, settings)
 
 
@@ -72,7 +72,7 @@ def _settings(model, prototxt, caffemodel, opts) -> dict:
                                                "openpose_build", "backend", "device",
                                                "batch_size")}
     return dict(estimator_settings, model=model.name, prototxt=os.path.abspath(prototxt),
-                caffemodel=os.path.abspath(caffemodel))
+                caffemodel=os.path.abspath(caffemodel) if caffemodel else None)
 
 
 def _echo_stats(summary: dict) -> None:
@@ -156,7 +156,8 @@ def _network_estimator(model, prototxt, caffemodel, opts):
         return _estimator(model, prototxt, caffemodel, opts)
     from openpose_train.validation.crop_nets import CropNetEstimator
     from openpose_train.validation.inference import load_backend
-    return CropNetEstimator(model, load_backend(opts["backend"], prototxt, caffemodel, opts["device"]))
+    return CropNetEstimator(model, load_backend(opts["backend"], prototxt, caffemodel, opts["device"],
+                                                model=model))
 
 
 def _ground_truth_estimator(model, annotations, opts):
@@ -176,24 +177,36 @@ def _ground_truth_estimator(model, annotations, opts):
             summary_settings)
 
 
-def _read_ap_table(path: str) -> dict:
-    """{iteration: row} of the ap.jsonl an earlier validate-snapshots wrote ({} when there is none). A
-    torn last line (a run killed while appending) is dropped with a warning and the file repaired, so
-    that snapshot is scored again (common/jsonl.py)."""
+def _read_ap_table(path: str, scored_with: dict) -> tuple:
+    """``({iteration: row}, stale rows, [settings that differ])`` of the ap.jsonl an earlier
+    validate-snapshots wrote: the rows scored with ``scored_with``
+    (:func:`openpose_train.validation.runner.scoring_settings`), the number of the others (other
+    settings, or rows written before they carried their settings) and what differed. A torn last
+    line (a run killed while appending) is dropped with a warning and the file repaired, so that
+    snapshot is scored again (common/jsonl.py)."""
     from openpose_train.common.jsonl import read_json_lines
 
-    done = {}
+    done, stale, differing = {}, 0, set()
     if not os.path.isfile(path):
-        return done
+        return done, stale, []
     for number, row in read_json_lines(path, warn=lambda text: click.echo(f"warning: {text}", err=True),
                                        repair=True):
         try:
-            done[row["iteration"]] = row
+            iteration = row["iteration"]
         except (KeyError, TypeError):
             raise SnapshotTableError(f"{path}:{number}: not a row of validate-snapshots (a JSON object "
                                      "with an 'iteration'); delete the file to validate every snapshot "
                                      "again") from None
-    return done
+        recorded = row.get("scored_with")
+        if recorded == scored_with:
+            done[iteration] = row
+            continue
+        stale += 1
+        if isinstance(recorded, dict):
+            differing.update(k for k in set(recorded) | set(scored_with) if recorded.get(k) != scored_with.get(k))
+        else:
+            differing.add("settings not recorded")
+    return done, stale, sorted(differing)
 
 
 @click.command("validate-snapshots")
@@ -218,11 +231,13 @@ def validate_snapshots(training_dir, prototxt, model_name, model_yaml, images, a
     TRAINING_DIR is the generator's output folder (snapshots in the folder of its solver's
     snapshot_prefix, e.g. model/) or the snapshot folder itself."""
     from openpose_train.generator.output_paths import check_output_folder
-    from openpose_train.validation.inference import find_deploy_prototxt
+    from openpose_train.caffe_layers.caffe_io import read_net_prototxt
+    from openpose_train.validation.inference import check_output_channels, find_deploy_prototxt
     from openpose_train.validation.plots import (PlotError, find_loss_sources, plot_ap_and_loss,
                                                  read_loss_curve)
     from openpose_train.validation.metrics import CROP_HEADLINE, LOWER_IS_BETTER, parse_metrics
-    from openpose_train.validation.runner import (ap_table_row, list_snapshots, run_validation,
+    from openpose_train.validation.runner import (ap_table_row, check_limit, list_snapshots,
+                                                  run_validation, scoring_settings,
                                                   snapshot_folder)
     model = _model(model_name, model_yaml)
     wanted = parse_metrics(metrics)
@@ -240,10 +255,19 @@ def validate_snapshots(training_dir, prototxt, model_name, model_yaml, images, a
     if prototxt is None:
         raise click.ClickException(f"no deploy prototxt ({model.deploy_name} or *deploy*.prototxt) "
                                    f"in {', '.join(deploy_dirs)}; give --prototxt")
+    check_output_channels(prototxt, read_net_prototxt(prototxt), model)   # before any snapshot runs
     out_dir = out_dir or os.path.join(training_dir, "validation")
     check_output_folder(out_dir, "--out-dir folder")    # created by the first results file
+    check_limit(opts["limit"])
     table_path = os.path.join(out_dir, "ap.jsonl")
-    done = _read_ap_table(table_path)
+    # a cached score is reused only when it was made with these settings (images, annotations,
+    # deploy, resolution, scales, thresholds, limit, metrics): docs/refusals.md §Evaluation and metrics
+    scored_with = scoring_settings(model, images, annotations, _settings(model, prototxt, None, opts),
+                                   opts["limit"], wanted)
+    done, stale, differing = _read_ap_table(table_path, scored_with)
+    if stale:
+        click.echo(f"{table_path}: {stale} snapshot score(s) made with other settings "
+                   f"({', '.join(differing)}) are not reused; scoring with these settings", err=True)
     for iteration, caffemodel in snapshots:
         if iteration in done:
             continue
@@ -253,10 +277,10 @@ def validate_snapshots(training_dir, prototxt, model_name, model_yaml, images, a
             estimator, images, os.path.join(out_dir, f"results_iter_{iteration}.json"),
             annotations, batch_size=opts["batch_size"], limit=opts["limit"],
             settings=_settings(model, prototxt, caffemodel, opts), progress=not quiet,
-            metrics=wanted)
+            metrics=wanted, echo=click.echo)
         _echo_stats(summary)
         _echo_metrics_table(summary)
-        done[iteration] = ap_table_row(iteration, summary)
+        done[iteration] = dict(ap_table_row(iteration, summary), scored_with=scored_with)
         with open(table_path, "a") as f:
             f.write(json.dumps(done[iteration]) + "\n")
     loss = {}
@@ -271,7 +295,7 @@ def validate_snapshots(training_dir, prototxt, model_name, model_yaml, images, a
     png = plot_ap_and_loss(list(done.values()), loss, os.path.join(out_dir, "ap_vs_iteration.png"),
                            title=f"{model.name}: {keys[0] if model.crop_net else 'COCO keypoint AP'} "
                                  f"per snapshot", keys=keys)
-    scored = [r for r in done.values() if r.get(keys[0]) is not None]
+    scored = [r for r in done.values() if isinstance(r.get(keys[0]), (int, float)) and r[keys[0]] >= 0]
     if scored:
         sign = -1 if keys[0] in LOWER_IS_BETTER else 1
         best = max(scored, key=lambda r: sign * r[keys[0]])

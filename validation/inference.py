@@ -490,6 +490,34 @@ def output_layer_name(net_param, blob: str = OUTPUT_BLOB) -> str:
     return names[-1]
 
 
+def check_output_channels(deploy_path, net_param, model: PoseModel) -> None:
+    """Raise InferenceError unless the deploy's ``net_output`` has the registry model's channels:
+    heatmaps (parts + background) and PAFs, each from its own final layer when they are
+    concatenated. OpenPose picks its tables by the model name alone, so a net of another model
+    runs without an error and finds nobody (or garbage); ``export`` and ``validate`` refuse it."""
+    from openpose_train.caffe_layers.shapes import infer_blob_shapes
+
+    try:
+        shapes = infer_blob_shapes(net_param, {None: (1, 3, 64, 64)}, phase=1)
+    except Exception as exc:
+        raise InferenceError(f"{deploy_path}: {exc}") from exc
+    if OUTPUT_BLOB not in shapes:
+        raise InferenceError(f"{deploy_path}: no blob named '{OUTPUT_BLOB}' (OpenPose reads its output from it)")
+    producer = [layer for layer in net_param.layer if OUTPUT_BLOB in layer.top][-1]
+    heatmaps = model.num_parts + int(model.has_background)
+    pafs = 2 * model.num_pafs
+    expected_text = f"{model.name} has {model.num_channels}: heatmaps {heatmaps}" + (f" + PAFs {pafs}" if pafs else "")
+    if producer.type == "Concat":
+        found = [(name, shapes[name][1]) for name in producer.bottom]
+        if sorted(c for _, c in found) != sorted(c for c in (heatmaps, pafs) if c):
+            layers = ", ".join(f"'{name}' {c}" for name, c in found)
+            raise InferenceError(f"{deploy_path}: the final layers {layers} give {shapes[OUTPUT_BLOB][1]} output "
+                                 f"channels, {expected_text} (is --model the one the snapshot was trained as?)")
+    elif shapes[OUTPUT_BLOB][1] != model.num_channels:
+        raise InferenceError(f"{deploy_path}: the final layer '{producer.name}' gives {shapes[OUTPUT_BLOB][1]} "
+                             f"output channels, {expected_text} (is --model the one the snapshot was trained as?)")
+
+
 def _torch_device(torch, device: Optional[str]):
     """--device as a torch device (default: CUDA when visible), refused in one line when it names no
     usable device."""
@@ -590,13 +618,18 @@ class CaffeBackend:
 BACKENDS = {"torch": TorchBackend, "opencv": OpenCVBackend, "caffe": CaffeBackend}
 
 
-def load_backend(name: str, prototxt, caffemodel, device: Optional[str] = None):
-    """A backend by name (``torch``, ``opencv``, ``caffe``); files are checked first."""
+def load_backend(name: str, prototxt, caffemodel, device: Optional[str] = None,
+                 model: Optional[PoseModel] = None):
+    """A backend by name (``torch``, ``opencv``, ``caffe``); files are checked first, and given the
+    registry ``model``, the deploy's output channels against it (:func:`check_output_channels`)."""
     if name not in BACKENDS:
         raise InferenceError(f"unknown backend '{name}'; choose one of {', '.join(BACKENDS)}")
     for label, path in (("prototxt", prototxt), ("caffemodel", caffemodel)):
         if not path or not os.path.isfile(path):
             raise InferenceError(f"{label} file not found: {path}")
+    if model is not None:
+        from openpose_train.caffe_layers.caffe_io import read_net_prototxt
+        check_output_channels(prototxt, read_net_prototxt(str(prototxt)), model)
     return BACKENDS[name](prototxt, caffemodel, device)
 
 

@@ -285,3 +285,38 @@ def ap_table_row(iteration: int, summary: dict) -> dict:
     return row
 
 
+
+
+# settings that change a snapshot's score; the rest (device, batch size, the caffemodel's own path)
+# do not, so a row scored with them may be reused
+_UNSCORED_SETTINGS = ("caffemodel", "device", "batch_size")
+
+
+def image_folder_digest(images_dir: str) -> str:
+    """sha256 of the image files of a folder: name, size and modification time of each."""
+    import hashlib
+    digest = hashlib.sha256()
+    with os.scandir(images_dir) as entries:
+        for entry in sorted((e for e in entries if e.name.lower().endswith(IMAGE_EXTENSIONS)),
+                            key=lambda e: e.name):
+            info = entry.stat()
+            digest.update(f"{entry.name}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def scoring_settings(model: PoseModel, images_dir: str, annotations: Optional[str], settings: dict,
+                     limit: Optional[int], metrics: Optional[Sequence[str]]) -> dict:
+    """What a ``validate-snapshots`` score depends on besides the snapshot: the image set, the
+    annotation file (path and content), the deploy prototxt (content), the inference settings, the
+    post-processing thresholds, ``--limit`` and ``--metrics``. A cached row is reused only when its
+    record equals this one."""
+    from openpose_train.common.digest import file_sha256
+    record = {k: v for k, v in sorted(settings.items()) if k not in _UNSCORED_SETTINGS}
+    record.update(
+        images=os.path.abspath(images_dir), images_digest=image_folder_digest(images_dir),
+        annotations=os.path.abspath(annotations) if annotations else None,
+        annotations_sha256=file_sha256(annotations) if annotations else None,
+        prototxt_sha256=file_sha256(settings["prototxt"]) if settings.get("prototxt") else None,
+        thresholds=repr(model.thresholds), limit=limit, metrics=sorted(metrics) if metrics else None)
+    return record
+
