@@ -13,7 +13,7 @@ Layout (``docs/formats.md`` §Datum, §Metadata rows):
 Coordinates (decision). The original COCO LMDBs hold MATLAB-style **1-based** pixel coordinates
 and the training fork's ``readMetaData`` subtracts 1 for the COCO category. We keep that file
 convention so that our LMDBs train correctly with the original Caffe fork too: for every
-dataset whose registry category is COCO (``COCO``, ``COCO_WholeBody``: :data:`ONE_BASED_DATASETS`) the
+dataset whose registry category is COCO (``COCO``, ``COCO_WholeBody``: :func:`one_based_dataset`) the
 writer stores ``x + 1, y + 1`` for joints and objpos of the main person and of the others, and
 decoding gives back the stored (1-based) numbers; :meth:`Metadata.zero_based` (and our OPData
 layer) subtracts 1, exactly as the fork does. MPII, hand, face: stored 0-based, no shift.
@@ -47,9 +47,13 @@ from openpose_train.generator.registry import get_dataset_layout, list_dataset_l
 
 from . import caffe_pb2
 
-#: dataset strings whose layout stores coordinates 1-based (the fork's COCO category).
-ONE_BASED_DATASETS = frozenset(
-    get_dataset_layout(k).lmdb_dataset for k in list_dataset_layouts() if get_dataset_layout(k).one_based)
+
+def one_based_dataset(dataset: str) -> bool:
+    """Whether records of this dataset string store coordinates 1-based: a registered layout of the fork's
+    COCO category writes it (asked when needed, so that a YAML skeleton's layouts count once loaded)."""
+    return any(layout.one_based and layout.lmdb_dataset == dataset
+               for layout in map(get_dataset_layout, list_dataset_layouts()))
+
 
 #: minimum datum width: narrower images are padded on the right (grey image, mask 0)
 MINIMUM_WIDTH = 128
@@ -71,7 +75,7 @@ class DatumError(OpenPoseTrainError, ValueError):
 class Metadata:
     """One training record's metadata (row layout of ``docs/formats.md`` §Metadata rows).
 
-    Coordinates are as stored in the LMDB (1-based for :data:`ONE_BASED_DATASETS`).
+    Coordinates are as stored in the LMDB (1-based where :func:`one_based_dataset`).
     ``joints`` is (N, 3) float32 ``[x, y, v]`` with OpenPose visibility codes (0 occluded,
     1 visible, 2 unlabeled/outside, 4 not in dataset); ``others_joints`` is (n, N, 3).
     """
@@ -115,7 +119,7 @@ class Metadata:
 
     def zero_based(self) -> "Metadata":
         """A copy in 0-based pixel coordinates (subtracts 1 for the COCO category, as the fork)."""
-        if self.dataset not in ONE_BASED_DATASETS:
+        if not one_based_dataset(self.dataset):
             return replace(self)
         return _shift_coordinates(self, -1.0)
 
@@ -142,7 +146,7 @@ def _shift_coordinates(meta: Metadata, delta: float) -> Metadata:
 
 def one_based(meta: Metadata) -> Metadata:
     """The stored form of 0-based annotations: +1 on coordinates for COCO-category datasets."""
-    if meta.dataset not in ONE_BASED_DATASETS:
+    if not one_based_dataset(meta.dataset):
         return meta
     return _shift_coordinates(meta, 1.0)
 

@@ -67,7 +67,10 @@ def synth(out, n_images, seed, width, height, max_people, val_fraction, foot, wh
               help="COCO-style keypoint JSON (MPII: the list format); optional with --background")
 @click.option("--images", "images_dir", required=True, type=click.Path(file_okay=False), help="image folder")
 @click.option("--out", required=True, type=click.Path(), help="LMDB folder to create")
-@click.option("--dataset", default="coco", show_default=True, type=click.Choice(DATASET_CHOICES))
+@click.option("--dataset", default="coco", show_default=True, metavar="NAME",
+              help=f"keypoint layout: {', '.join(DATASET_CHOICES)}, or one that --model-yaml defines")
+@click.option("--model-yaml", type=click.Path(dir_okay=False),
+              help="YAML skeleton whose dataset_layouts --dataset may name (docs/formats.md §YAML skeletons)")
 @click.option("--background", is_flag=True,
               help="negatives LMDB: JSON images without people, or every image of --images")
 @click.option("--encoded", is_flag=True, help="store JPEG-encoded images (smaller; our data layer reads both, "
@@ -79,11 +82,20 @@ def synth(out, n_images, seed, width, height, max_people, val_fraction, foot, wh
 @click.option("--overwrite", is_flag=True, help="replace an existing --out")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @reports_errors
-def lmdb(json_path, images_dir, out, dataset, background, encoded, seed, workers, txn_mb, overwrite, quiet):
+def lmdb(json_path, images_dir, out, dataset, model_yaml, background, encoded, seed, workers, txn_mb, overwrite,
+         quiet):
     """COCO-style JSON + images to an OpenPose training LMDB (resumable: rerun after an interruption)."""
     from .lmdb_writer import BuildOptions, build_lmdb
     if json_path is None and not background:
         raise click.ClickException("--json is required (unless --background)")
+    known = list(DATASET_CHOICES)
+    if model_yaml:         # registers the layouts the skeleton defines, so that the writer reads them
+        from openpose_train.generator.skeleton import defined_dataset_layouts
+        known += defined_dataset_layouts(model_yaml)
+    if dataset not in known:
+        raise click.BadParameter(f"'{dataset}' is not one of {', '.join(known)}"
+                                 + ("" if model_yaml else " (a YAML skeleton's layouts need --model-yaml)"),
+                                 param_hint="--dataset")
     options = BuildOptions(dataset=resolve_dataset_key(dataset, json_path), seed=seed, encoded=encoded,
                            background=background, workers=workers, txn_bytes=txn_mb << 20,
                            overwrite=overwrite, progress=not quiet)

@@ -219,6 +219,11 @@ def prototxt(model_name, yaml_path, preset, out_dir, batch_size, crop_size, lmdb
              snapshot_prefix, display, gpus, vgg_weights, no_vgg, random_seed, stages, width, deploy_only,
              drop_sources, val_images, val_annotations, val_interval, val_metric):
     """Render deploy/training/solver prototxts and train_pose.sh / resume_train.sh for a model."""
+    if yaml_path and model_name:
+        raise click.UsageError("give --model NAME or --yaml SKELETON, not both")
+    if yaml_path and re.search(r'["$`\\]', Path(yaml_path).name):   # train_pose.sh passes it in double quotes
+        raise click.BadParameter(f"the file name {Path(yaml_path).name!r} holds a character the generated scripts "
+                                 "would expand (\" $ ` \\): rename the file", param_hint="--yaml")
     if yaml_path:
         model = register(load_skeleton_yaml(yaml_path))
     elif model_name:

@@ -474,6 +474,11 @@ def load_skeleton_yaml(path) -> PoseModel:
     Dataset layouts the file defines are registered (a variant needs its layout to be read);
     the model itself is not: call ``registry.register`` to make it visible by name.
     """
+    return _read_skeleton(path)[0]
+
+
+def _read_skeleton(path) -> Tuple[PoseModel, Dict[str, DatasetLayout]]:
+    """The model and the dataset layouts a skeleton file defines (the layouts registered)."""
     check = _Checker(path)
     data = _load_yaml(path, check)
     name = _name(data, check)
@@ -493,7 +498,13 @@ def load_skeleton_yaml(path) -> PoseModel:
         description=data.get("description") or f"YAML skeleton {Path(path).name}")
     for layout in layouts.values():
         register_dataset_layout(layout)
-    return model
+    return model, layouts
+
+
+def defined_dataset_layouts(path) -> List[str]:
+    """Load a skeleton (registering its dataset layouts, as :func:`load_skeleton_yaml`); the keys of the
+    layouts it defines, which ``openpose-train lmdb --dataset`` may then name."""
+    return list(_read_skeleton(path)[1])
 
 
 # ---- generated files remember their skeleton --------------------------------------------------------

@@ -394,3 +394,72 @@ def test_edited_skeleton_is_detected_at_train_start_and_by_fork_check(tmp_path):
     assert train.returncode == 1 and len(errors) == 1 and edited in errors[0], train.stdout
     assert "regenerate the files with `openpose-train prototxt --yaml my_skeleton.yaml" in errors[0]
     assert "Traceback" not in train.stdout
+
+
+# ---- a skeleton's own dataset layouts are honoured by `openpose-train lmdb` ---------------------------------
+
+LAYOUT_SKELETON = """\
+name: TRI_4
+parts: [Head, Neck, LHand, RHand]
+pairs: [[Neck, Head], [Neck, LHand], [Neck, RHand]]
+flips: [[LHand, RHand]]
+dataset_layouts:
+  - key: my_coco
+    keypoints: [nose, left_eye, right_eye, left_ear, right_ear, left_shoulder, right_shoulder, left_elbow,
+                right_elbow, left_wrist, right_wrist, left_hip, right_hip, left_knee, right_knee, left_ankle,
+                right_ankle]
+    lmdb_dataset: MY_COCO
+    category: COCO
+    has_mask: false
+variants:
+  - {dataset: my_coco, sources: {Head: nose, Neck: [left_shoulder, right_shoulder], LHand: 9, RHand: 10}}
+"""
+
+
+def test_lmdb_writes_a_skeleton_layout_as_it_says(tmp_path):
+    """`lmdb --model-yaml S --dataset KEY`: the records carry the layout's dataset string, its mask channel
+    choice and its category's coordinate convention (COCO: stored 1-based, like the built-in coco layout's
+    records of the same people); `prototxt --yaml` then recognises the LMDB by that string."""
+    from openpose_train.caffe_layers.lmdb_reader import iter_records
+    from openpose_train.cli import main
+    from openpose_train.generator.skeleton import load_skeleton_yaml as load
+
+    def cli(*args):
+        return CliRunner().invoke(main, [str(a) for a in args])
+
+    skeleton = write(tmp_path, LAYOUT_SKELETON, "tri.yaml")
+    assert cli("synth", "--out", tmp_path / "synth", "--images", 3, "--width", 96, "--height", 96).exit_code == 0
+    common = ["--json", tmp_path / "synth/annotations/person_keypoints_train2017.json",
+              "--images", tmp_path / "synth/train2017", "--quiet"]
+    try:
+        refused = cli("lmdb", *common, "--out", tmp_path / "lmdb_mine", "--dataset", "my_coco")
+        assert refused.exit_code == 2 and "a YAML skeleton's layouts need --model-yaml" in refused.output
+        for args in (["--out", tmp_path / "lmdb_coco"],
+                     ["--out", tmp_path / "lmdb_mine", "--dataset", "my_coco", "--model-yaml", skeleton]):
+            r = cli("lmdb", *common, *args)
+            assert r.exit_code == 0, r.output
+        coco = list(iter_records(tmp_path / "lmdb_coco"))
+        mine = list(iter_records(tmp_path / "lmdb_mine"))
+        assert len(mine) == len(coco) > 0
+        for (_, a), (_, b) in zip(coco, mine):
+            assert (a.meta.dataset, b.meta.dataset) == ("COCO", "MY_COCO")
+            assert a.mask_miss is not None and b.mask_miss is None                 # has_mask: false
+            assert (a.meta.joints == b.meta.joints).all()                          # both stored 1-based
+            assert (a.meta.zero_based().joints == b.meta.zero_based().joints).all()
+        r = cli("prototxt", "--yaml", skeleton, "--preset", "tiny", "--out", tmp_path / "net", "--lmdb",
+                tmp_path / "lmdb_mine", "--no-vgg")
+        assert r.exit_code == 0, r.output
+        assert 'models: "TRI_4_17_my_coco"' in (tmp_path / "net" / "pose_training.prototxt").read_text()
+        assert load(skeleton).variants[0].op_model == "TRI_4_17_my_coco"
+    finally:
+        reg._REGISTRY.pop("TRI_4", None)
+        reg._DATASETS.pop("my_coco", None)
+
+
+def test_prototxt_refuses_two_models_and_a_file_name_the_scripts_would_expand(tmp_path):
+    from openpose_train.generator.cli import prototxt
+    r = CliRunner().invoke(prototxt, ["--yaml", str(EXAMPLE), "--model", "BODY_25", "--out", str(tmp_path / "a")])
+    assert r.exit_code == 2 and "give --model NAME or --yaml SKELETON, not both" in r.output
+    odd = write(tmp_path, EXAMPLE.read_text(), "my$(touch PWNED).yaml")
+    r = CliRunner().invoke(prototxt, ["--yaml", str(odd), "--out", str(tmp_path / "b")])
+    assert r.exit_code == 2 and "would expand" in r.output and not (tmp_path / "b").exists()
