@@ -327,3 +327,67 @@ def test_training_without_the_tensorboard_package_says_so_and_trains_on(tmp_path
     shutil.rmtree(d / "model")                                  # a new training: start clean
     assert run_cli(["-solver", "solver.prototxt", "-iterations", "2"], d).exit_code == 0
     assert list((d / "model/pose_tensorboard").glob("events.out.tfevents.*"))
+
+
+# ---- issue 17, classes 4 and 5: the best record checked before work; an evaluation cut short is made on resume ----
+@pytest.fixture(scope="module")
+def trained(project, tmp_path_factory):
+    """The project trained 2 iterations with an evaluation at 2: snapshot, metrics and best record."""
+    d, val = copy_project(project, tmp_path_factory.mktemp("trained"))
+    r = run_cli(["-solver", "pose_solver.prototxt", "--val-interval", "2", "--no-tensorboard", "-iterations", "2",
+                 *val], d)
+    assert r.exit_code == 0, r.output
+    return d, val
+
+
+@pytest.mark.parametrize("damage,expected", [
+    (lambda rec: None, "not a best-snapshot record (a JSON object with iteration, metric, score, caffemodel; "
+                       "found null)"),
+    (lambda rec: dict(rec, iteration="2"), "field 'iteration' is \"2\", not an iteration number"),
+    (lambda rec: dict(rec, score=[0.5]), "field 'score' is [0.5], not a finite number"),
+    (lambda rec: {k: v for k, v in rec.items() if k != "caffemodel"}, "field 'caffemodel' is missing"),
+    (lambda rec: dict(rec, caffemodel="gone_best.caffemodel"), "its caffemodel"),
+    (lambda rec: dict(rec, metric="foot"), "the best so far is by --val-metric foot, this run scores body"),
+])
+def test_damaged_best_record_is_one_line_before_a_resume_trains(trained, tmp_path, damage, expected):
+    d = tmp_path / "run"
+    shutil.copytree(trained[0], d)
+    record_path = d / "model/pose_best.json"
+    record_path.write_text(json.dumps(damage(json.loads(record_path.read_text()))))
+    r = run_cli(["-solver", "pose_solver.prototxt", "--val-interval", "2", "--no-tensorboard",
+                 "-snapshot", "model/pose_iter_2.solverstate", *trained[1]], d)
+    assert r.exit_code != 0 and "Traceback" not in r.output, r.output
+    errors = [line for line in r.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "model/pose_best.json" in errors[0] and expected in errors[0], r.output
+    assert "Iteration 2 (" not in r.output and not (d / "model/pose_iter_4.caffemodel").exists()
+    if "metric" not in expected:        # export --best reads the same record: the same line
+        r = CliRunner().invoke(main, ["export", "--best", str(d), "--to", str(tmp_path / "m")])
+        assert r.exit_code != 0 and "Traceback" not in r.output and expected in r.output, r.output
+
+
+def test_an_evaluation_cut_short_is_made_on_resume_and_each_interval_scored_once(project, tmp_path, monkeypatch):
+    from openpose_train.training.evaluation import Evaluator
+
+    d, val = copy_project(project, tmp_path)
+    args = ["-solver", "pose_solver.prototxt", "--val-interval", "2", "--no-tensorboard", *val]
+    real = Evaluator.score_inline
+
+    def killed(self, iteration, weights):
+        raise KeyboardInterrupt         # the process dies during the evaluation after snapshot 2
+    monkeypatch.setattr(Evaluator, "score_inline", killed)
+    r = run_cli(args, d)
+    assert r.exit_code != 0 and (d / "model/pose_iter_2.solverstate").exists()
+    assert not (d / "model/pose_iter_4.solverstate").exists() and not (d / "model/pose_best.json").exists()
+    monkeypatch.setattr(Evaluator, "score_inline", real)
+    r = run_cli(args + ["-snapshot", "model/pose_iter_2.solverstate"], d)
+    assert r.exit_code == 0, r.output
+    assert "iteration 2 has no validation record (the earlier run stopped during its evaluation): scoring it now" \
+        in r.output
+    assert sorted(parse_test_rows(r.output)) == [2, 4]
+    records = [json.loads(line) for line in (d / "model/pose_metrics.jsonl").read_text().splitlines()]
+    assert [r_["iteration"] for r_ in records if "validation" in r_] == [2, 4]
+    # resumed again from 4 (scored): nothing is scored twice
+    r = run_cli(args + ["-snapshot", "model/pose_iter_4.solverstate"], d)
+    assert r.exit_code == 0 and parse_test_rows(r.output) == {}, r.output
+    records = [json.loads(line) for line in (d / "model/pose_metrics.jsonl").read_text().splitlines()]
+    assert [r_["iteration"] for r_ in records if "validation" in r_] == [2, 4]

@@ -265,7 +265,7 @@ def run_training(cfg: TrainConfig) -> int:
             from .evaluation import build_evaluator
 
             evaluator = build_evaluator(cfg.evaluation, net_param, net_path, solver_param.snapshot_prefix,
-                                        device, logger)
+                                        device, logger, resumed=bool(cfg.snapshot))
         options = TrainOptions(max_iter=cfg.iterations, sigint_effect=cfg.sigint_effect,
                                sighup_effect=cfg.sighup_effect, bf16=cfg.bf16, channels_last=cfg.channels_last,
                                compile=cfg.compile, compile_backend=cfg.compile_backend,

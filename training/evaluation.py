@@ -43,6 +43,7 @@ from openpose_train.common.digest import file_sha256
 from openpose_train.common.files import StagedFiles
 
 from .data_sources import TrainingError
+from .logging_utils import validated_iterations
 
 # --val-metric (validation/metrics.py's names) -> (summary key of the score, the keys printed after it
 # as further test outputs (parse_log.py makes them columns), whether higher is better)
@@ -151,8 +152,13 @@ def best_paths(prefix: str) -> tuple:
     return f"{prefix}_best.caffemodel", f"{prefix}_best.json"
 
 
+# the fields a best-snapshot record must have, with their JSON types (docs/refusals.md §Resume and side files)
+BEST_FIELDS = {"iteration": (int,), "metric": (str,), "score": (int, float), "caffemodel": (str,)}
+
+
 def read_best(json_path: str) -> dict:
-    """The best-snapshot record; TrainingError naming the file when it is unreadable."""
+    """The best-snapshot record; TrainingError naming the file and the field when it is unreadable,
+    not an object, or a field is missing or of the wrong type."""
     try:
         with open(json_path) as f:
             record = json.load(f)
@@ -160,10 +166,33 @@ def read_best(json_path: str) -> dict:
         raise TrainingError(f"{json_path}: cannot read the best-snapshot record ({exc.strerror})") from None
     except ValueError as exc:
         raise TrainingError(f"{json_path}: not a JSON best-snapshot record ({exc})") from None
-    for key in ("iteration", "metric", "score", "caffemodel"):
+    if not isinstance(record, dict):
+        raise TrainingError(f"{json_path}: not a best-snapshot record (a JSON object with "
+                            f"{', '.join(BEST_FIELDS)}; found {json.dumps(record)[:40]})")
+    for key, kinds in BEST_FIELDS.items():
         if key not in record:
             raise TrainingError(f"{json_path}: field '{key}' is missing")
+        value = record[key]
+        if isinstance(value, bool) or not isinstance(value, kinds) or value == "" \
+                or (isinstance(value, float) and not np.isfinite(value)):
+            wanted = {"iteration": "an iteration number", "score": "a finite number"}.get(key, "a non-empty string")
+            raise TrainingError(f"{json_path}: field '{key}' is {json.dumps(value)[:40]}, not {wanted}")
+    if record.get("sha256") is not None and not isinstance(record["sha256"], str):
+        raise TrainingError(f"{json_path}: field 'sha256' is {json.dumps(record['sha256'])[:40]}, not a hex digest")
     return record
+
+
+def check_best(json_path: str) -> tuple:
+    """``(caffemodel path, record)`` of a best-snapshot record whose caffemodel (beside it) exists and
+    has the recorded sha256; TrainingError naming what is missing or inconsistent."""
+    record = read_best(json_path)
+    model_path = os.path.join(os.path.dirname(json_path), os.path.basename(record["caffemodel"]))
+    if not os.path.isfile(model_path):
+        raise TrainingError(f"{json_path}: its caffemodel {model_path} is missing")
+    if record.get("sha256") and file_sha256(model_path) != record["sha256"]:
+        raise TrainingError(f"{model_path} is not the snapshot {json_path} describes (sha256 differs: the training "
+                            f"was interrupted while replacing the best snapshot?)")
+    return model_path, record
 
 
 def _in_memory_backend(net, device):
@@ -221,10 +250,28 @@ class Evaluator:
         self.metrics = trainer.metrics
         self.tensorboard = getattr(trainer, "tensorboard", None)
         os.makedirs(self.out_dir, exist_ok=True)
-        if resumed and os.path.isfile(self.best_json):
-            self.best = read_best(self.best_json)
+        if self.best is not None:
             self.logger.info("solver.cpp:300", f"best snapshot so far: iteration {self.best['iteration']}, "
                              f"{self.best['metric']} {self.key} = {self.best['score']} ({self.best_model})")
+        iteration = trainer.solver.iter
+        if resumed and iteration > 0 and iteration % self.cfg.interval == 0 \
+                and iteration not in validated_iterations(getattr(self.metrics, "path", None)):
+            # the earlier run stopped after this snapshot, before its score was recorded
+            self.logger.info("solver.cpp:300", f"iteration {iteration} has no validation record (the earlier run "
+                             f"stopped during its evaluation): scoring it now")
+            self.evaluate(trainer)
+
+    def load_best(self) -> None:
+        """A resume keeps the earlier run's best: read and check ``<prefix>_best.json`` (and its
+        caffemodel) now, before any work, and refuse a record of another metric."""
+        if not os.path.isfile(self.best_json):
+            return
+        _, record = check_best(self.best_json)
+        if record["metric"] != self.cfg.metric:
+            raise TrainingError(f"{self.best_json}: the best so far is by --val-metric {record['metric']}, this run "
+                                f"scores {self.cfg.metric}; resume with --val-metric {record['metric']}, or move the "
+                                f"record and its caffemodel away to keep a new best by {self.cfg.metric}")
+        self.best = record
 
     def after_iteration(self, trainer) -> None:
         """Called after each iteration's snapshot: collect a finished background job; start a new one."""
@@ -400,8 +447,10 @@ class Evaluator:
         return maps, np.clip(grey, 0.0, 1.0)
 
 
-def build_evaluator(cfg: EvaluationConfig, net_param, net_path: str, prefix: str, device, logger) -> Evaluator:
-    """An :class:`Evaluator` for ``train``'s ``--val-*`` flags (checks them first)."""
+def build_evaluator(cfg: EvaluationConfig, net_param, net_path: str, prefix: str, device, logger,
+                    resumed: bool = False) -> Evaluator:
+    """An :class:`Evaluator` for ``train``'s ``--val-*`` flags (checks them first, and on a resume the
+    earlier run's best record)."""
     check_config(cfg)
     if not prefix:
         raise TrainingError("--val-interval needs the solver's snapshot_prefix (the best snapshot goes beside it)")
@@ -416,7 +465,10 @@ def build_evaluator(cfg: EvaluationConfig, net_param, net_path: str, prefix: str
         raise TrainingError(f"--val-deploy: {exc}") from None
     for line in images.problems():      # absent or repeated images: said once, with counts
         logger.warning("solver.cpp:300", f"--val-images: {line}")
-    return Evaluator(cfg, model, deploy, prefix, net_param, device, logger, model_arg=cfg.model)
+    evaluator = Evaluator(cfg, model, deploy, prefix, net_param, device, logger, model_arg=cfg.model)
+    if resumed:
+        evaluator.load_best()
+    return evaluator
 
 
 def find_best(training_dir: str) -> tuple:
@@ -438,11 +490,4 @@ def find_best(training_dir: str) -> tuple:
     if len(found) > 1:
         raise TrainingError(f"--best {training_dir}: several best-snapshot records ({', '.join(found)}); "
                             f"give one of them")
-    record = read_best(found[0])
-    model_path = os.path.join(os.path.dirname(found[0]), os.path.basename(record["caffemodel"]))
-    if not os.path.isfile(model_path):
-        raise TrainingError(f"{found[0]}: its caffemodel {model_path} is missing")
-    if record.get("sha256") and file_sha256(model_path) != record["sha256"]:
-        raise TrainingError(f"{model_path} is not the snapshot {found[0]} describes (sha256 differs: the training "
-                            f"was interrupted while replacing the best snapshot?)")
-    return model_path, record
+    return check_best(found[0])
