@@ -24,6 +24,7 @@ plus the annotation plan; the transaction's pages live in the file mapping).
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -500,14 +501,13 @@ def build_lmdb(json_path, images_dir, out, options: Optional[BuildOptions] = Non
     ``json_path`` may be None for a background LMDB of every image in ``images_dir``.
     Raises :class:`LmdbBuildError` / :class:`coco.CocoFormatError` with a one-line message.
     """
-    opened: List[lmdb.Environment] = []
+    out = Path(out)
+    partial = _partial_path(out)
     try:
-        return _build_lmdb(json_path, images_dir, out, options or BuildOptions(), opened)
-    except BaseException as exc:
-        for env in opened:      # closed, so that this process can build (resume) it again
-            env.close()
-        if isinstance(exc, lmdb.Error) or (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)):
-            raise _write_failed(Path(out).with_name(Path(out).name + ".partial"), exc) from None
+        return _build_lmdb(json_path, images_dir, out, partial, options or BuildOptions())
+    except (lmdb.Error, OSError) as exc:
+        if isinstance(exc, lmdb.Error) or exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _write_failed(partial, exc) from None
         raise
 
 
@@ -530,13 +530,42 @@ def _write_failed(partial: Path, exc: Exception) -> LmdbBuildError:
     return LmdbBuildError(f"{partial}: cannot write the LMDB ({why}), {free / 2**20:.1f} MiB free on its disk; {then}")
 
 
-def _build_lmdb(json_path, images_dir, out, options: BuildOptions, opened: List) -> BuildSummary:
+def _build_lmdb(json_path, images_dir, out: Path, partial: Path, options: BuildOptions) -> BuildSummary:
+    """The steps of :func:`build_lmdb`: check, plan, start or resume, write, finish. The LMDB is
+    closed whatever happens (so that this process can resume it)."""
     start = time.time()
-    out = Path(out)
+    _check_target(out, images_dir, options)
+    summary = BuildSummary(out=out)
+    named = []          # (file name, annotation id, reason) of the annotations that are not records
+    items, channels = _plan(json_path, images_dir, options, summary, named)
+    total = sum(len(i.records) for i in items)
+    summary.records_planned, summary.images_planned = total, len(items)
+    fingerprint = _fingerprint(json_path, images_dir, options, items)
+    done = _start_or_resume(partial, fingerprint, items, total, channels, options)
+    summary.resumed_images = len(done)
+    config = WorkerConfig(options.dataset, total, options.encoded, options.jpeg_quality)
+    with _open_env(partial, options.map_size or _estimate_map_size(items, options, channels),
+                   writemap=not options.encoded) as env:
+        with _progress_bar(options, out, len(items), len(done)) as bar:
+            processed, complete = _write_records(env, items, [i for i in items if i.index not in done], config,
+                                                 options, partial / PROGRESS_FILE, bar)
+        if complete:
+            _finish(env, partial, out, items, fingerprint, total, summary, named)
+        else:
+            summary.images_read = processed
+    summary.seconds = time.time() - start
+    return summary
+
+
+def _partial_path(out: Path) -> Path:
+    """``<out>.partial``, the folder a build writes (kept across a kill for the resume)."""
     if out.name in ("", ".", ".."):
         raise LmdbBuildError(f"--out {str(out)!r}: name the LMDB folder to create (e.g. out/lmdb_coco)")
-    partial = out.with_name(out.name + ".partial")
-    summary = BuildSummary(out=out)
+    return out.with_name(out.name + ".partial")
+
+
+def _check_target(out: Path, images_dir, options: BuildOptions) -> None:
+    """Refuse a missing image folder and an existing ``out`` (unless ``--overwrite`` and an LMDB)."""
     if images_dir is None or not Path(images_dir).is_dir():
         raise LmdbBuildError(f"{images_dir}: image folder not found")
     if out.exists():
@@ -544,94 +573,112 @@ def _build_lmdb(json_path, images_dir, out, options: BuildOptions, opened: List)
             raise LmdbBuildError(f"{out} exists; remove it or pass --overwrite")
         if not (out / "data.mdb").is_file():     # --overwrite deletes it: only ever an LMDB
             raise LmdbBuildError(f"{out} exists and is not an LMDB (no data.mdb); --overwrite only replaces an LMDB")
-    layout = get_dataset_layout(options.dataset)
-    named = []          # (file name, annotation id, reason) of the annotations that are not records
-    if options.background:
-        items = _plan_background(json_path, images_dir, options)
-        channels = 3
-    else:
-        if json_path is None:
-            raise LmdbBuildError("a keypoint LMDB needs --json")
-        items = _plan_keypoints(json_path, images_dir, options, summary, named)
-        channels = 4 + int(layout.has_mask)
-    total = sum(len(i.records) for i in items)
-    summary.records_planned, summary.images_planned = total, len(items)
-    fingerprint = _fingerprint(json_path, images_dir, options, items)
 
-    done = set()
+
+def _plan(json_path, images_dir, options: BuildOptions, summary: BuildSummary, named) -> Tuple[List[WorkItem], int]:
+    """(the images to write, datum channels): negatives, or the people of a keypoint JSON."""
+    if options.background:
+        return _plan_background(json_path, images_dir, options), 3
+    if json_path is None:
+        raise LmdbBuildError("a keypoint LMDB needs --json")
+    items = _plan_keypoints(json_path, images_dir, options, summary, named)
+    return items, 4 + int(get_dataset_layout(options.dataset).has_mask)
+
+
+def _start_or_resume(partial: Path, fingerprint: str, items: List[WorkItem], total: int, channels: int,
+                     options: BuildOptions) -> set:
+    """The image indexes an earlier run of the same build committed (resumed from ``partial``), or
+    none after creating ``partial`` with its progress header. A raw build that surely does not fit
+    the disk is refused before anything is created."""
     resuming = partial.exists() and (partial / PROGRESS_FILE).exists()
-    if resuming:
-        done = _read_progress(partial, fingerprint, repair=True)[0]
-    summary.resumed_images = len(done)
-    todo = [item for item in items if item.index not in done]
-    if not options.encoded:        # before creating anything: a refused build leaves nothing behind
-        _check_disk_space(partial, todo, channels)
+    done = _read_progress(partial, fingerprint, repair=True)[0] if resuming else set()
+    if not options.encoded:
+        _check_disk_space(partial, [item for item in items if item.index not in done], channels)
     if not resuming:
         shutil.rmtree(partial, ignore_errors=True)
         make_output_folder(partial, "LMDB", LmdbBuildError)
+        header = json.dumps({"fingerprint": fingerprint, "records": total, "images": len(items)}) + "\n"
         try:
-            with open(partial / PROGRESS_FILE, "w") as f:
-                f.write(json.dumps({"fingerprint": fingerprint, "records": total, "images": len(items)}) + "\n")
+            (partial / PROGRESS_FILE).write_text(header)
         except OSError as exc:
             shutil.rmtree(partial, ignore_errors=True)
             raise LmdbBuildError(f"{partial}: cannot create the LMDB there ({exc.strerror or exc})") from None
-    env = _open_env(partial, options.map_size or _estimate_map_size(items, options, channels),
-                    writemap=not options.encoded)
-    opened.append(env)
-    config = WorkerConfig(options.dataset, total, options.encoded, options.jpeg_quality)
-    workers = options.workers or min(os.cpu_count() or 1, 4)
-    bar = None
-    if options.progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(items), initial=len(done), unit="img", desc=f"lmdb {out.name}",
-                   dynamic_ncols=True, mininterval=0.5)
-    writer = TxnWriter(env, lambda index: process_image(items[index], config))
-    batch_skipped, batch_failed = {}, []
-    progress_file = open(partial / PROGRESS_FILE, "a")
+    return done
 
-    def commit():
-        nonlocal batch_skipped, batch_failed
+
+def _progress_bar(options: BuildOptions, out: Path, images: int, done: int):
+    """A tqdm bar over the images (a context manager), or a null one without ``options.progress``."""
+    if not options.progress:
+        return contextlib.nullcontext()
+    from tqdm import tqdm
+    return tqdm(total=images, initial=done, unit="img", desc=f"lmdb {out.name}", dynamic_ncols=True,
+                mininterval=0.5)
+
+
+class _ProgressLog:
+    """The progress file of a partial build: after each LMDB commit, one JSON line with the images
+    it wrote, the images skipped and the records that did not fit. Written after the commit, so a
+    kill in between only makes the next run redo those images."""
+
+    def __init__(self, path: Path):
+        self.file = open(path, "a")
+        self.skipped: Dict[int, str] = {}
+        self.failed: List[int] = []
+
+    def note(self, result: ImageResult) -> None:
+        if result.reason:
+            self.skipped[result.index] = result.reason
+        self.failed.extend(result.failed_keys)
+
+    def commit(self, writer: TxnWriter) -> None:
+        """Commit ``writer``'s transaction, then log what it held."""
         done_now = writer.indexes
         writer.commit()
         if done_now:
-            # after the LMDB commit: a kill in between only makes the next run redo these images
-            progress_file.write(json.dumps({"done": done_now, "skipped": batch_skipped,
-                                            "failed_keys": batch_failed}) + "\n")
-            progress_file.flush()
-        batch_skipped, batch_failed = {}, []
+            self.file.write(json.dumps({"done": done_now, "skipped": self.skipped,
+                                        "failed_keys": self.failed}) + "\n")
+            self.file.flush()
+        self.skipped, self.failed = {}, []
 
+    def __enter__(self) -> "_ProgressLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
+
+
+def _write_records(env, items: List[WorkItem], todo: List[WorkItem], config: WorkerConfig, options: BuildOptions,
+                   progress_path: Path, bar) -> Tuple[int, bool]:
+    """Write the records of the images ``todo``, committing every ``options.txn_bytes``; returns
+    (images processed, complete). An interrupt (Ctrl-C, or ``options.stop_after_images``) ends it
+    incomplete at the last commit: the next run resumes from there."""
+    writer = TxnWriter(env, lambda index: process_image(items[index], config))
     processed = 0
-    results = _results(todo, config, workers)
-    try:
-        for result in results:
-            writer.add(result)
-            if result.reason:
-                batch_skipped[result.index] = result.reason
-            batch_failed.extend(result.failed_keys)
-            processed += 1
-            if bar is not None:
-                bar.update(1)
-            if writer.bytes >= options.txn_bytes:
-                commit()
-            if options.stop_after_images is not None and processed >= options.stop_after_images:
-                raise KeyboardInterrupt
-        commit()
-    except KeyboardInterrupt:
-        results.close()          # cancel the images not started, wait for the decode threads
-        writer.abort()
-        progress_file.close()
-        env.close()
-        if bar is not None:
-            bar.close()
-        summary.seconds = time.time() - start
-        summary.images_read = processed
-        return summary
-    finally:
-        results.close()
-    writer.abort()          # the empty transaction opened after the last commit
-    progress_file.close()
-    if bar is not None:
-        bar.close()
+    workers = options.workers or min(os.cpu_count() or 1, 4)
+    with _ProgressLog(progress_path) as log, contextlib.closing(_results(todo, config, workers)) as results:
+        try:
+            for result in results:
+                writer.add(result)
+                log.note(result)
+                processed += 1
+                if bar is not None:
+                    bar.update(1)
+                if writer.bytes >= options.txn_bytes:
+                    log.commit(writer)
+                if options.stop_after_images is not None and processed >= options.stop_after_images:
+                    raise KeyboardInterrupt
+            log.commit(writer)
+            return processed, True
+        except KeyboardInterrupt:
+            return processed, False
+        finally:
+            writer.abort()      # the open transaction: empty after the last commit
+
+
+def _finish(env, partial: Path, out: Path, items: List[WorkItem], fingerprint: str, total: int,
+            summary: BuildSummary, named) -> None:
+    """Count what was skipped, close the key gaps it left, close the LMDB and rename ``partial``
+    to ``out``, beside the list of skipped images and people."""
     _, reasons, failed_keys = _read_progress(partial, fingerprint)
     holes = list(failed_keys)
     for index, reason in sorted(reasons.items()):
@@ -655,5 +702,3 @@ def _build_lmdb(json_path, images_dir, out, options: BuildOptions, opened: List)
     os.replace(partial, out)
     summary.skipped_list = _write_skipped_list(out, named)
     summary.finished = True
-    summary.seconds = time.time() - start
-    return summary
