@@ -552,3 +552,17 @@ def test_snapshot_flag_given_another_file_says_what_it_is(tmp_path, given, expec
     r = run_cli(["-solver", "solver.prototxt", "-snapshot", given], d)
     assert_one_line_error(r, f"-snapshot {given}: {expected}")
     assert "Solving" not in r.output
+
+
+# ---- issue 17, class 8: a full disk under --metrics is one error, not a second one from close() -------------------
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (every write: no space left)")
+def test_metrics_on_a_full_disk_is_one_error_without_a_chained_one_from_close(tmp_path):
+    d = make_dir(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "openpose_train.cli", "train", "-solver", "solver.prototxt", "--metrics",
+                        "/dev/full", "--no-progress", "--workers", "0"], cwd=d, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr and "During handling" not in r.stderr, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == ["Error: /dev/full: cannot write the metrics: No space left on device"], r.stderr
+    assert not (d / "model/pose.lock").exists()

@@ -195,12 +195,28 @@ class MetricsWriter:
                     self._f = open(self.path, "a", buffering=1)
                 self._f.write(json.dumps(record, sort_keys=False) + "\n")
             except OSError as exc:  # a full disk: name the file (the CLI prints one line)
+                self._abandon()
                 from .data_sources import TrainingError
                 raise TrainingError(f"{self.path}: cannot write the metrics: {exc.strerror or exc}") from None
 
+    def _abandon(self) -> None:
+        """Close after a failed write, dropping what the buffer still holds: a second attempt to flush it
+        would fail the same way (and, from ``close`` in a ``finally``, chain a second traceback)."""
+        f, self._f = self._f, None
+        if f is not None:
+            try:
+                f.close()
+            except OSError:
+                pass
+
     def close(self) -> None:
         if self._f is not None:
-            self._f.close()
+            try:
+                self._f.close()
+            except OSError as exc:
+                self._f = None
+                from .data_sources import TrainingError
+                raise TrainingError(f"{self.path}: cannot write the metrics: {exc.strerror or exc}") from None
             self._f = None
 
 
