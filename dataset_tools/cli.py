@@ -115,9 +115,14 @@ def lmdb(json_path, images_dir, out, dataset, model_yaml, background, encoded, s
 @click.option("--labels", is_flag=True,
               help="also render augmented heatmaps and PAFs through the OPData layer (when installed)")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0), help="augmentation seed for --labels")
+@click.option("--model-yaml", type=click.Path(dir_okay=False),
+              help="draw this YAML skeleton (its layouts known too) instead of --model")
 @reports_errors
-def inspect(lmdb_path, model, count, start, out, labels, seed):
+def inspect(lmdb_path, model, count, start, out, labels, seed, model_yaml):
     """Render LMDB records (image, mask, keypoints; optionally labels) into one PNG grid."""
     from .inspect import render_grid
+    if model_yaml:
+        from openpose_train.generator.registry import load_skeleton_yaml
+        model = load_skeleton_yaml(model_yaml, register_model=True).name
     info = render_grid(lmdb_path, Path(out), model=model, count=count, start=start, labels=labels, seed=seed)
     click.echo(info)

@@ -265,6 +265,19 @@ class _Checker:
         return out
 
 
+def _syntax_problem(exc, text: str) -> str:
+    """A PyYAML error as ``line L, column C: YAML syntax error: problem (context)``."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is None or problem is None:
+        return f"YAML syntax error: {' '.join(str(exc).split())}"
+    context = getattr(exc, "context", None)
+    line = text.splitlines()[mark.line] if mark.line < len(text.splitlines()) else ""
+    hint = "; YAML indents with spaces, not tabs" if "\t" in line[:mark.column + 1] else ""
+    return (f"line {mark.line + 1}, column {mark.column + 1}: YAML syntax error: {problem}"
+            + (f" ({context})" if context else "") + hint)
+
+
 def _load_yaml(path, check: _Checker) -> dict:
     try:
         text = Path(path).read_text()
@@ -277,7 +290,7 @@ def _load_yaml(path, check: _Checker) -> dict:
     except _DuplicateKey as exc:
         check.fail(str(exc))
     except yaml.YAMLError as exc:
-        check.fail(f"YAML syntax error: {' '.join(str(exc).split())}")
+        check.fail(_syntax_problem(exc, text))
     check.expect(data is not None, "the file is empty (a skeleton needs name, parts and pairs)")
     errors = iter(_validator().iter_errors(data))
     first = next(errors, None)

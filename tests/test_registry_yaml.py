@@ -110,7 +110,10 @@ ERRORS = [
     (with_changes(pairs=None), "'pairs' is missing"),
     (with_changes(name=None), "'name' is missing"),
     (with_changes(stride="eight"), "stride: must be 8"),
-    ("name: [unclosed\n", "YAML syntax error"),
+    ("name: [unclosed\n", "line 2, column 1: YAML syntax error: did not find expected ',' or ']'"),
+    ("name: X\nparts:\n\t- a\n", "line 3, column 1: YAML syntax error: found character that cannot start any "
+                                  "token (while scanning for the next token); YAML indents with spaces, not tabs"),
+    ("name: !!python/object/apply:os.system [touch PWNED]\n", "YAML syntax error: could not determine a constructor"),
     ("- just\n- a list\n", "top level: must be a mapping of skeleton fields"),
 ]
 
@@ -446,6 +449,8 @@ def test_lmdb_writes_a_skeleton_layout_as_it_says(tmp_path):
             assert a.mask_miss is not None and b.mask_miss is None                 # has_mask: false
             assert (a.meta.joints == b.meta.joints).all()                          # both stored 1-based
             assert (a.meta.zero_based().joints == b.meta.zero_based().joints).all()
+        r = cli("inspect", tmp_path / "lmdb_mine", "--model-yaml", skeleton, "--out", tmp_path / "grid.png", "--n", 2)
+        assert r.exit_code == 0 and "2 of 2 records" in r.output and (tmp_path / "grid.png").is_file(), r.output
         r = cli("prototxt", "--yaml", skeleton, "--preset", "tiny", "--out", tmp_path / "net", "--lmdb",
                 tmp_path / "lmdb_mine", "--no-vgg")
         assert r.exit_code == 0, r.output
