@@ -86,7 +86,8 @@ def describe_model(model: registry.PoseModel) -> str:
         except registry.UnknownModelError:
             layout = None
         lines.append(f"  training variant {v.op_model}{'' if v.upstream else ' (our extension)'}: "
-                     f"dataset {v.dataset} ({v.num_lmdb_parts} keypoints, category {v.category})")
+                     f"dataset {v.dataset} ({v.num_lmdb_parts} keypoints, category {v.category})"
+                     + (f": {layout.description}" if layout is not None and layout.description else ""))
         for i, source in enumerate(v.sources):
             if source:
                 lines.append(f"    {parts[i]} <- {_source_text(source, layout)}")
@@ -141,16 +142,16 @@ def _part_range(group, parts) -> str:
 @click.argument("name", required=False)
 @click.option("--yaml", "yaml_path", type=click.Path(dir_okay=False),
               help="Describe a user skeleton YAML file (validated).")
-@click.option("--datasets", is_flag=True, help="List the dataset (LMDB keypoint) layouts.")
+@click.option("--datasets", is_flag=True, help="List the dataset (LMDB keypoint) layouts (with --yaml, its own too).")
 @reports_errors
 def models(name, yaml_path, datasets):
     """List the registered pose models, or describe NAME (registry name, --model_pose string or
     training model string such as COCO_25B_17)."""
+    model = registry.load_skeleton_yaml(yaml_path) if yaml_path else None   # registers the layouts it defines
     if datasets:
         click.echo(format_table(dataset_table_rows()))
         return
-    if yaml_path:
-        model = registry.load_skeleton_yaml(yaml_path)
+    if model is not None:
         click.echo(describe_model(model))
         return
     if name is None:

@@ -468,3 +468,33 @@ def test_prototxt_refuses_two_models_and_a_file_name_the_scripts_would_expand(tm
     odd = write(tmp_path, EXAMPLE.read_text(), "my$(touch PWNED).yaml")
     r = CliRunner().invoke(prototxt, ["--yaml", str(odd), "--out", str(tmp_path / "b")])
     assert r.exit_code == 2 and "would expand" in r.output and not (tmp_path / "b").exists()
+
+
+def test_train_refuses_two_different_skeletons_of_one_name(tmp_path):
+    from openpose_train.training.cli import TrainingError, register_skeletons
+    a = write(tmp_path, BASE, "a.yaml")
+    same = write(tmp_path, BASE, "same.yaml")
+    b = write(tmp_path, with_changes(background=False), "b.yaml")
+    try:
+        assert set(register_skeletons([str(a), str(same)])) == {"TRI_4"}
+        with pytest.raises(TrainingError, match=r"--model-yaml .*b.yaml and .*a.yaml both define a model 'TRI_4'"):
+            register_skeletons([str(a), str(b)])
+    finally:
+        reg._REGISTRY.pop("TRI_4", None)
+
+
+def test_models_shows_a_skeletons_layouts_and_their_descriptions(tmp_path):
+    """Every layout field is shown somewhere: `models --yaml S --datasets` lists the skeleton's layouts,
+    `models --yaml S` names each variant's layout description."""
+    text = LAYOUT_SKELETON.replace("has_mask: false", "has_mask: false\n    description: COCO under my name")
+    skeleton = write(tmp_path, text, "tri.yaml")
+    try:
+        table = run("--yaml", str(skeleton), "--datasets")
+        assert table.exit_code == 0, table.output
+        row = next(line.split() for line in table.output.splitlines() if line.startswith("my_coco "))
+        assert row == ["my_coco", "17", "MY_COCO", "COCO", "no", "keypoints"]
+        described = run("--yaml", str(skeleton)).output
+        assert ("training variant TRI_4_17_my_coco (our extension): dataset my_coco (17 keypoints, category COCO): "
+                "COCO under my name") in described
+    finally:
+        reg._DATASETS.pop("my_coco", None)
