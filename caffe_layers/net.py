@@ -128,10 +128,10 @@ def _op_data_label_channels(layer) -> Optional[int]:
             names += [n for n in str(getattr(tp, field_name)).split(";") if n]
     if not names:
         return None
+    from openpose_train.generator.registry import UnknownModelError, get_training_variant
     try:
-        from openpose_train.generator.registry import get_training_variant
         model, _ = get_training_variant(names[0])
-    except Exception:  # registry tables not filled / unknown model: shape stays unknown
+    except UnknownModelError:  # the layer refuses it when it is built; the shape stays unknown here
         return None
     channels = model.label_channels
     if "add_distance" in tp.DESCRIPTOR.fields_by_name and tp.add_distance:

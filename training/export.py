@@ -78,7 +78,7 @@ def check_snapshot(deploy_path: Path, snapshot: Path, model=None, deploy_text: O
         else:
             net = caffe_io.parse_prototxt(deploy_text, caffe_io.caffe_pb2.NetParameter(), deploy_path)
         weights = caffe_io.read_caffemodel(str(snapshot))
-    except Exception as exc:  # the I/O layer already names file and position
+    except OpenPoseTrainError as exc:  # the I/O layer already names file and position
         raise ExportError(str(exc)) from exc
     if model is not None:
         from openpose_train.validation.inference import InferenceError, check_output_channels
@@ -88,7 +88,7 @@ def check_snapshot(deploy_path: Path, snapshot: Path, model=None, deploy_text: O
             raise ExportError(str(exc)) from None
     try:
         return caffe_io.check_weights_against_net(net, weights)
-    except Exception as exc:
+    except OpenPoseTrainError as exc:  # a mismatch, or a deploy whose shapes cannot be inferred
         raise ExportError(f"{snapshot} does not match {deploy_path}: {exc}") from exc
 
 
