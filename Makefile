@@ -41,8 +41,10 @@ install: $(STAMP)
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --durations=15 tests $(PYTEST_ARGS)
 
+# `make demo PRESET=mobilenet_v2` trains the light model (README "Fast models for OpenPose")
+PRESET ?= tiny
 demo: $(STAMP)
-	$(PY) -m openpose_train.demo --out $(OUT_DIR)/demo
+	$(PY) -m openpose_train.demo --out $(OUT_DIR)/demo --preset $(PRESET)
 
 lmdb: $(STAMP)
 	$(VENV)/bin/openpose-train lmdb --json $(LMDB_JSON) --images $(LMDB_IMAGES) --dataset $(DATASET) --out $(LMDB_OUT) $(LMDB_ARGS)

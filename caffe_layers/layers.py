@@ -298,6 +298,21 @@ class ReLU(CaffeLayer):
         return (F.leaky_relu(x, self.negative_slope),)
 
 
+class Clip(CaffeLayer):
+    """Caffe's Clip: ``min(max(x, min), max)`` (ReLU6 is Clip 0..6); the gradient passes where
+    ``min <= x <= max`` as in Caffe's ClipLayer backward (torch.clamp does the same)."""
+
+    def __init__(self, param, bottom_shapes, generator=None):
+        super().__init__(param, bottom_shapes, generator)
+        cp = param.clip_param
+        if not (cp.HasField("min") and cp.HasField("max")):
+            raise LayerConfigError(f"layer '{param.name}' (Clip): clip_param needs min and max")
+        self.low, self.high = float(cp.min), float(cp.max)
+
+    def forward(self, x):
+        return (torch.clamp(x, self.low, self.high),)
+
+
 class PReLU(CaffeLayer):
     blob_names = ("weight",)
 
@@ -627,17 +642,20 @@ class BatchNorm(CaffeLayer):
             sf = self.scale_factor[0]
             factor = torch.where(sf == 0, torch.zeros_like(sf), 1.0 / sf)
             mean, var = self.mean * factor, self.variance * factor
-        else:
-            dims = [0] + list(range(2, x.dim()))
-            mean = x.mean(dims)
-            var = ((x - _bcast(mean, x)) ** 2).mean(dims)
-            with torch.no_grad():
-                m = x.numel() // x.shape[1]
-                correction = m / (m - 1) if m > 1 else 1.0
-                self.scale_factor.mul_(self.maf).add_(1.0)
-                self.mean.mul_(self.maf).add_(mean.detach().float())
-                self.variance.mul_(self.maf).add_(var.detach().float() * correction)
-        return ((x - _bcast(mean, x)) / torch.sqrt(_bcast(var, x) + self.eps),)
+            return (F.batch_norm(x, mean.to(x.dtype), var.to(x.dtype), None, None, False, 0.0, self.eps),)
+        # The batch's own mean and (biased) variance, with their gradient: torch's fused kernel computes
+        # Caffe's formula (x - mean) / sqrt(var + eps). With momentum 1 it also hands back the batch mean
+        # and the unbiased variance (m / (m - 1)), which Caffe's running sums take.
+        batch_mean = torch.zeros_like(self.mean)
+        batch_var = torch.zeros_like(self.variance)
+        y = F.batch_norm(x, batch_mean, batch_var, None, None, True, 1.0, self.eps)
+        with torch.no_grad():
+            if x.numel() == x.shape[1]:     # one value per channel: torch leaves the variance NaN, Caffe 0
+                batch_var.zero_()
+            self.scale_factor.mul_(self.maf).add_(1.0)
+            self.mean.mul_(self.maf).add_(batch_mean)
+            self.variance.mul_(self.maf).add_(batch_var)
+        return (y,)
 
 
 def _bcast(v, x):
@@ -716,6 +734,7 @@ LAYER_TYPES = {
     "InnerProduct": InnerProduct,
     "ReLU": ReLU,
     "PReLU": PReLU,
+    "Clip": Clip,
     "Sigmoid": Sigmoid,
     "TanH": TanH,
     "Softmax": Softmax,

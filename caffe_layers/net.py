@@ -298,11 +298,20 @@ class CaffeNet(nn.Module):
 
     # --- parameters --------------------------------------------------------------------------------------
     def _register_params(self, layer, module, shared):
+        """Every blob of the layer is one of Caffe's ``learnable_params`` (its solverstate holds one history
+        blob each). Statistics blobs (BatchNorm's mean, variance, factor: buffers here) are entries with
+        ``lr_mult`` 0, as Caffe's BatchNormLayer forces, so our solverstates line up with Caffe's."""
         specs = list(layer.param)
         blobs = module.blobs() if hasattr(module, "blobs") else []
-        learnable = [i for i, b in enumerate(blobs) if isinstance(b, nn.Parameter)]
-        for i in learnable:
+        for i, blob in enumerate(blobs):
             spec = specs[i] if i < len(specs) else None
+            if not isinstance(blob, nn.Parameter):
+                if spec is not None and float(spec.lr_mult) != 0.0:
+                    raise LayerConfigError(f"layer '{layer.name}' ({layer.type}): blob {i} holds statistics, "
+                                           f"its param lr_mult must be 0, got {spec.lr_mult:g} (as Caffe requires)")
+                decay_mult = float(spec.decay_mult) if spec is not None else 1.0
+                self._param_entries.append(ParamEntry(blob, 0.0, decay_mult, layer.name, i))
+                continue
             lr_mult = float(spec.lr_mult) if spec is not None else 1.0
             decay_mult = float(spec.decay_mult) if spec is not None else 1.0
             share_name = spec.name if spec is not None and spec.name else ""

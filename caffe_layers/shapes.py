@@ -337,6 +337,30 @@ def count_params(net: caffe_pb2.NetParameter, input_shapes: Optional[Mapping] = 
     return int(sum(int(np.prod(s)) for shapes in param_shapes(net, input_shapes).values() for s in shapes))
 
 
+def count_flops(net: caffe_pb2.NetParameter, input_shapes: Optional[Mapping] = None,
+                phase: Optional[int] = None) -> int:
+    """Floating-point operations of one forward pass: 2 per multiply-accumulate of every Convolution and
+    InnerProduct (``2 x out elements x in channels / group x kernel area``; the bias, activations, pooling
+    and BatchNorm are left out, as is usual). Needs known input shapes."""
+    total = 0
+
+    def visit(layer, bottoms):
+        nonlocal total
+        if layer.type == "Convolution":
+            cp = layer.convolution_param
+            kernel, _, _, _ = conv_geometry(cp, layer.name)
+            out = _conv_out(layer, bottoms[0])
+            if None in out or bottoms[0][1] is None:
+                raise ShapeInferenceError(f"layer '{layer.name}': FLOPs need known shapes, got {bottoms[0]}")
+            total += 2 * int(np.prod(out)) * (int(bottoms[0][1]) // int(cp.group)) * kernel[0] * kernel[1]
+        elif layer.type == "InnerProduct":
+            params = _layer_param_shapes(layer, bottoms)
+            total += 2 * int(np.prod(params[0])) * int(bottoms[0][0] or 1)
+
+    _propagate(net, input_shapes, phase, visit)
+    return total
+
+
 # ----------------------------------------------------------------------------------------------
 # random weights with Caffe's filler semantics
 
@@ -422,5 +446,5 @@ def random_weights(net: caffe_pb2.NetParameter, seed: int = 0, std: float = 0.01
     return out
 
 
-__all__ = ["ShapeInferenceError", "infer_blob_shapes", "param_shapes", "count_params", "random_weights", "fill",
+__all__ = ["ShapeInferenceError", "infer_blob_shapes", "param_shapes", "count_params", "count_flops", "random_weights", "fill",
            "pooled_size", "conv_geometry", "pool_geometry"]

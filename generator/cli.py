@@ -197,9 +197,11 @@ def _preset_sources_help() -> str:
 @click.option("--snapshot-prefix", default="model/pose", show_default=True)
 @click.option("--display", type=int, default=20, show_default=True)
 @click.option("--gpus", default="0", show_default=True, help="Default -gpu of train_pose.sh; '' = CPU.")
-@click.option("--vgg-weights", default="dataset/vgg/VGG_ILSVRC_19_layers.caffemodel", show_default=True,
-              help="Initial weights train_pose.sh passes as -weights (it refuses to start while they are missing; "
-                   "make them with `openpose-train vgg " + render.TORCHVISION_VGG19 + " PATH`).")
+@click.option("--vgg-weights", default=None,
+              help="Initial weights train_pose.sh passes as -weights (it refuses to start while they are missing). "
+                   "Default: the preset's ImageNet front end, dataset/vgg/VGG_ILSVRC_19_layers.caffemodel (make it "
+                   "with `openpose-train vgg " + render.TORCHVISION_VGG19 + " PATH`) or, for mobilenet_v2, "
+                   "dataset/mobilenet/mobilenet_v2.caffemodel (`openpose-train mobilenet`).")
 @click.option("--no-vgg", is_flag=True, help="No -weights: train from random initialisation (= --vgg-weights '').")
 @click.option("--random-seed", type=int, default=render.DEFAULT_RANDOM_SEED, show_default=True,
               help="Solver random_seed (reruns reproduce); -1 leaves it out (a new seed each run, as Caffe).")
@@ -250,7 +252,8 @@ def prototxt(model_name, yaml_path, preset, out_dir, batch_size, crop_size, lmdb
         media_directory=media_directory, base_lr=base_lr, lr_policy=lr_policy,
         stepvalues=tuple(stepvalues) if stepvalues else None, stepsize=stepsize, gamma=gamma, power=power,
         max_iter=max_iter, snapshot_interval=snapshot_interval, snapshot_prefix=snapshot_prefix,
-        display=display, gpus=gpus, vgg_weights="" if no_vgg else absolute(vgg_weights),
+        display=display, gpus=gpus,
+        vgg_weights="" if no_vgg else absolute(render.initial_weights(preset_name, vgg_weights)),
         random_seed=random_seed, paf_stages=paf_stages,
         heat_stages=heat_stages, width=width, val_images=absolute(val_images) or "",
         val_annotations=absolute(val_annotations) or "", val_interval=val_interval or 0, val_metric=val_metric)
@@ -271,7 +274,7 @@ def prototxt(model_name, yaml_path, preset, out_dir, batch_size, crop_size, lmdb
         weights = options["vgg_weights"]
         if weights and not Path(weights).is_file():
             click.echo(f"note: initial weights {weights} not found (train_pose.sh refuses to start without them): "
-                       f"make them with `{render.vgg_command(weights)}`, or regenerate with --no-vgg", err=True)
+                       f"make them with `{render.vgg_command(weights, preset_name)}`, or regenerate with --no-vgg", err=True)
     click.echo(f"{model.name} (preset {preset_name}, {model.num_channels} output channels) -> {out}")
     for kind, path in paths.items():
         click.echo(f"  {kind:14s} {path}")

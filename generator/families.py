@@ -105,19 +105,26 @@ class Net:
         return layer.tops[0] if layer.tops else layer.name
 
     def parameter_shapes(self, input_channels: int = 3) -> Dict[str, List[Tuple[int, ...]]]:
-        """Blob shapes per parameterised layer, in layer order: Convolution ``[out, in, k, k]`` + ``[out]``,
-        PReLU ``[C]`` (what a caffemodel for this net must hold)."""
+        """Blob shapes per parameterised layer, in layer order: Convolution ``[out, in / group, k, k]``
+        (+ ``[out]`` with a bias), PReLU ``[C]``, BatchNorm ``[C], [C], [1]``, Scale ``[C]`` (+ ``[C]``):
+        what a caffemodel for this net must hold."""
         channels = {"image": input_channels}
         shapes: Dict[str, List[Tuple[int, ...]]] = {}
         for layer in self.layers:
             cin = [channels[b] for b in layer.bottoms]
             if layer.type == "Convolution":
                 conv = dict(dict(layer.fields)["convolution_param"])
-                out, k = conv["num_output"], conv["kernel_size"]
-                shapes[layer.name] = [(out, cin[0], k, k), (out,)]
+                out, k, group = conv["num_output"], conv["kernel_size"], conv.get("group", 1)
+                shapes[layer.name] = [(out, cin[0] // group, k, k)] + ([(out,)] if conv.get("bias_term", True) else [])
                 cout = out
             elif layer.type == "PReLU":
                 shapes[layer.name] = [(cin[0],)]
+                cout = cin[0]
+            elif layer.type == "BatchNorm":
+                shapes[layer.name] = [(cin[0],), (cin[0],), (1,)]
+                cout = cin[0]
+            elif layer.type == "Scale":
+                shapes[layer.name] = [(cin[0],), (cin[0],)]
                 cout = cin[0]
             elif layer.type == "Concat":
                 cout = sum(cin)
@@ -139,16 +146,41 @@ class Net:
 
     # -- layer constructors (Caffe net_spec style) ------------------------------------------
     def conv(self, name, bottom, num_output, kernel, lr, filler="xavier", std=None, dilation=None,
-             top=None, top_comment=""):
-        conv_fields = [("num_output", num_output), ("pad", (kernel - 1) // 2), ("kernel_size", kernel)]
+             top=None, top_comment="", stride=1, group=1, bias=True):
+        """A "same"-padded convolution (pad = dilation (kernel - 1) / 2). ``group`` = channels makes it
+        depthwise; ``bias=False`` (before a BatchNorm) writes ``bias_term: false`` and one param block."""
+        conv_fields = [("num_output", num_output)] + ([] if bias else [("bias_term", False)])
+        conv_fields += [("pad", (dilation or 1) * (kernel - 1) // 2), ("kernel_size", kernel)]
+        conv_fields += ([("group", group)] if group != 1 else []) + ([("stride", stride)] if stride != 1 else [])
         weight_filler = (("type", filler),) + ((("std", std),) if std is not None else ())
-        conv_fields += [("weight_filler", weight_filler), ("bias_filler", (("type", "constant"),))]
+        conv_fields.append(("weight_filler", weight_filler))
+        if bias:
+            conv_fields.append(("bias_filler", (("type", "constant"),)))
         if dilation is not None:
             conv_fields.append(("dilation", dilation))
         return self.add(Layer(name, "Convolution", (bottom,), (top or name,),
-                              params=((lr, 1), (lr * 2, 0)),
+                              params=((lr, 1), (lr * 2, 0)) if bias else ((lr, 1),),
                               fields=(("convolution_param", tuple(conv_fields)),),
                               top_comment=top_comment))
+
+    def batch_norm(self, name, blob, lr):
+        """Caffe's BatchNorm (in place) then Scale with a bias: the normalisation and its affine part.
+
+        BatchNorm's three blobs (mean, variance, moving-average factor) are statistics, never learned:
+        ``lr_mult: 0``, ``decay_mult: 0``, as the layer requires. ``use_global_stats`` is left to Caffe's
+        phase default in training files and written ``true`` in deploy files (docs/compatibility.md
+        §Light models)."""
+        self.add(Layer(f"{name}_bn", "BatchNorm", (blob,), (blob,), params=((0, 0),) * 3))
+        return self.add(Layer(f"{name}_scale", "Scale", (blob,), (blob,), params=((lr, 0), (lr, 0)),
+                              fields=(("scale_param", (("bias_term", True),)),)))
+
+    def clip(self, name, blob, low=0.0, high=6.0):
+        """ReLU6 as Caffe's ``Clip`` layer (min 0, max 6)."""
+        return self.add(Layer(name, "Clip", (blob,), (blob,), fields=(("clip_param", (("min", low), ("max", high))),)))
+
+    def eltwise_sum(self, name, bottoms):
+        return self.add(Layer(name, "Eltwise", tuple(bottoms), (name,),
+                              fields=(("eltwise_param", (("operation", Token("SUM")),)),)))
 
     def relu(self, name, blob):
         return self.add(Layer(name, "ReLU", (blob,), (blob,)))
@@ -326,6 +358,179 @@ def _resize(stages, count):
 
 
 # ------------------------------------------------------------------------------------------------
+# Light models: MobileNetV2 front end + slim heads (docs/compatibility.md §Light models)
+# ------------------------------------------------------------------------------------------------
+# torchvision's MobileNetV2 table: (expansion t, output channels c, repeats n, first stride s).
+MOBILENET_V2_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                         (6, 160, 3, 2), (6, 320, 1, 1))
+
+
+@dataclass(frozen=True)
+class InvertedResidualSpec:
+    """One MobileNetV2 block as built: ``index`` is its torchvision ``features.<index>``."""
+
+    index: int
+    cin: int
+    cout: int
+    expand: int
+    stride: int
+    dilation: int
+
+    @property
+    def hidden(self) -> int:
+        return self.cin * self.expand
+
+    @property
+    def residual(self) -> bool:
+        return self.stride == 1 and self.cin == self.cout
+
+
+@dataclass(frozen=True)
+class MobileNetV2FrontEnd:
+    """MobileNetV2 (torchvision ``features.0`` ... ``features.<last_block>``) at output stride 8.
+
+    Conv -> BatchNorm -> Scale -> Clip(0, 6) everywhere (ReLU6 as Caffe's Clip layer); inverted residuals
+    with an ``Eltwise`` SUM skip where torchvision has one; depthwise 3x3 as ``group`` = channels.
+    Where MobileNetV2 strides beyond 8, the block keeps stride 1 and the later depthwise convs dilate
+    instead (TF-slim's output_stride rule: the block that loses its stride keeps the old rate).
+    Layer names (``conv0``, ``block{i}_expand`` / ``_dw`` / ``_project``) are what
+    ``openpose-train mobilenet`` writes for torchvision's weights (training/mobilenet.py).
+    """
+
+    last_block: int = 13           # features.13: the last 96-channel block (torchvision's stride-16 end)
+    output_stride: int = 8
+    stem: int = 32
+    lr: Any = 1.0
+    filler: str = "msra"
+
+    def blocks(self) -> List[InvertedResidualSpec]:
+        out, cin, index, stride, rate = [], self.stem, 1, 2, 1
+        for t, c, n, s in MOBILENET_V2_SETTINGS:
+            for r in range(n):
+                if index > self.last_block:
+                    return out
+                layer_stride, layer_rate = (s if r == 0 else 1), rate
+                if layer_stride > 1 and stride * layer_stride > self.output_stride:
+                    rate *= layer_stride
+                    layer_stride = 1
+                stride *= layer_stride
+                out.append(InvertedResidualSpec(index, cin, c, t, layer_stride, layer_rate))
+                cin, index = c, index + 1
+        return out
+
+    @property
+    def out_channels(self) -> int:
+        blocks = self.blocks()
+        return blocks[-1].cout if blocks else self.stem
+
+    def build(self, net: Net, bottom: str = "image") -> str:
+        if not 1 <= self.last_block <= sum(n for _, _, n, _ in MOBILENET_V2_SETTINGS):
+            raise PresetError(f"MobileNetV2 has blocks 1..17, got last_block {self.last_block}")
+        blob = net.conv("conv0", bottom, self.stem, 3, self.lr, self.filler, stride=2, bias=False)
+        net.batch_norm("conv0", blob, self.lr)
+        net.clip("conv0_relu6", blob)
+        for b in self.blocks():
+            block_in = blob
+            name = f"block{b.index}"
+            if b.expand != 1:
+                blob = net.conv(f"{name}_expand", blob, b.hidden, 1, self.lr, self.filler, bias=False)
+                net.batch_norm(f"{name}_expand", blob, self.lr)
+                net.clip(f"{name}_expand_relu6", blob)
+            dilation = b.dilation if b.dilation != 1 else None
+            blob = net.conv(f"{name}_dw", blob, b.hidden, 3, self.lr, self.filler, dilation=dilation,
+                            stride=b.stride, group=b.hidden, bias=False)
+            net.batch_norm(f"{name}_dw", blob, self.lr)
+            net.clip(f"{name}_dw_relu6", blob)
+            blob = net.conv(f"{name}_project", blob, b.cout, 1, self.lr, self.filler, bias=False)
+            net.batch_norm(f"{name}_project", blob, self.lr)
+            if b.residual:
+                blob = net.eltwise_sum(f"{name}_add", [block_in, blob])
+        return blob
+
+
+@dataclass(frozen=True)
+class LightFamily:
+    """A light OpenPose net: MobileNetV2 front end, a depthwise-separable CPM, then one initial stage and
+    ``refinements`` refinement stages, each predicting heatmaps (``L1``) and PAFs (``L2``) side by side
+    (the lightweight-pose layout). Only Convolution (``group``), BatchNorm, Scale, ReLU, Clip, Eltwise
+    and Concat: layers the OpenPose fork and OpenPose's runtime Caffe both run.
+
+    * CPM: 1x1 to ``width`` + ReLU, then ``cpm_blocks`` x (depthwise 3x3 + ReLU, 1x1 + ReLU).
+    * stage 0: ``stage_blocks`` x (depthwise 3x3, 1x1) on the CPM features; per branch a 1x1 of ``mid``
+      + ReLU and the 1x1 output conv.
+    * stage s >= 1 reads Concat(CPM features, heatmaps s-1, PAFs s-1): a 1x1 to ``width`` + ReLU, then
+      ``stage_blocks`` residual blocks (depthwise 3x3, 1x1, depthwise 3x3 dilated 2, 1x1; Eltwise SUM
+      with the block input), then the branch heads as in stage 0.
+    """
+
+    front_end: Any = field(default_factory=MobileNetV2FrontEnd)
+    refinements: int = 1
+    width: int = 128
+    mid: int = 128
+    cpm_blocks: int = 2
+    stage_blocks: int = 2
+    stage_lr: Any = 1.0
+
+    def build(self, heat_channels: int, paf_channels: int) -> Net:
+        if self.refinements < 0:
+            raise PresetError(f"refinement stage count must be >= 0, got {self.refinements}")
+        net = Net()
+        lr = self.stage_lr
+        blob = self.front_end.build(net)
+        features = net.conv("cpm_conv", blob, self.width, 1, lr, "msra")
+        net.relu("cpm_relu", features)
+        for k in range(1, self.cpm_blocks + 1):
+            features = self._separable(net, f"cpm_{k}", features, 1)
+        branches = [("L1", "heat", heat_channels)] + ([("L2", "paf", paf_channels)] if paf_channels else [])
+        outputs = {}
+        for s in range(self.refinements + 1):
+            final = s == self.refinements
+            if s == 0:
+                blob = features
+                for k in range(1, self.stage_blocks + 1):
+                    blob = self._separable(net, f"M{k}_stage0", blob, 1)
+            else:
+                cat = net.concat(f"concat_stage{s}", [features] + [outputs[br] for br, _, _ in branches])
+                blob = net.conv(f"Mconv0_stage{s}", cat, self.width, 1, lr, "msra")
+                net.relu(f"Mrelu0_stage{s}", blob)
+                for k in range(1, self.stage_blocks + 1):
+                    inner = self._separable(net, f"M{k}a_stage{s}", blob, 1)
+                    inner = self._separable(net, f"M{k}b_stage{s}", inner, 2)
+                    blob = net.eltwise_sum(f"M{k}_stage{s}_add", [blob, inner])
+            trunk = blob
+            for br, kind, channels in branches:
+                hidden = net.conv(f"Mconv1_stage{s}_{br}", trunk, self.mid, 1, lr, "msra")
+                net.relu(f"Mrelu1_stage{s}_{br}", hidden)
+                single = final and len(branches) == 1
+                outputs[br] = net.conv(f"Mconv2_stage{s}_{br}", hidden, channels, 1, lr, "xavier",
+                                       top="net_output" if single else None)
+                net.stage_outputs.append(StageOutput(outputs[br], kind, f"stage{s}_{br}"))
+        if len(branches) == 2:
+            net.concat("net_output", [outputs["L1"], outputs["L2"]], deploy_only=True)
+        return net
+
+    def _separable(self, net, name, bottom, dilation):
+        """Depthwise 3x3 + ReLU, then 1x1 to ``width`` + ReLU."""
+        channels = self.width
+        blob = net.conv(f"{name}_dw", bottom, channels, 3, self.stage_lr, "msra", group=channels,
+                        dilation=dilation if dilation != 1 else None)
+        net.relu(f"{name}_dw_relu", blob)
+        blob = net.conv(f"{name}_pw", blob, channels, 1, self.stage_lr, "msra")
+        net.relu(f"{name}_pw_relu", blob)
+        return blob
+
+    def with_controls(self, paf_stages=None, heat_stages=None, width=None):
+        """``--paf-stages``/``--heat-stages`` N: N stages in all (both branches share them); ``--width``."""
+        fam = self
+        stages = paf_stages if paf_stages is not None else heat_stages
+        if stages is not None:
+            if stages < 1:
+                raise PresetError(f"stage count must be >= 1, got {stages}")
+            fam = replace(fam, refinements=stages - 1)
+        return replace(fam, width=width) if width is not None else fam
+
+
+# ------------------------------------------------------------------------------------------------
 # CVPR'17 two-branch PAF net (COCO / MPI)
 # ------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -469,6 +674,25 @@ class Recipe:
 
 
 @dataclass(frozen=True)
+class InitialWeights:
+    """ImageNet weights a preset's front end starts from: the caffemodel ``train_pose.sh`` passes as
+    ``-weights`` and the ``openpose-train`` command that converts torchvision's file into it."""
+
+    path: str                 # default -weights of train_pose.sh
+    converter: str            # openpose-train subcommand
+    torchvision_file: str     # torchvision's ImageNet state dict the converter reads
+
+    def command(self, path: str) -> str:
+        return f"openpose-train {self.converter} {self.torchvision_file} {path}"
+
+
+INITIAL_WEIGHTS = {
+    "vgg19": InitialWeights("dataset/vgg/VGG_ILSVRC_19_layers.caffemodel", "vgg", "vgg19-dcbb9e9d.pth"),
+    "mobilenet_v2": InitialWeights("dataset/mobilenet/mobilenet_v2.caffemodel", "mobilenet", "mobilenet_v2-b0353104.pth"),
+}
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     family: Any
@@ -482,8 +706,14 @@ class Preset:
     # OpenPose command-line flags from openpose_train's experimental_models/README
     net_resolution: str = "-1x368"
     multiscale_flags: str = ""
+    initial_weights: str = "vgg19"   # key of INITIAL_WEIGHTS
+
+    @property
+    def init(self) -> InitialWeights:
+        return INITIAL_WEIGHTS[self.initial_weights]
 
 
+LIGHT_PRESET = "mobilenet_v2"
 _BODY25_STAGES = (DenseStage(5, 96, 256),) + (DenseStage(5, 128, 512),) * 3
 _BODY25_HEAT = (DenseStage(5, 96, 256), DenseStage(5, 128, 512))
 _FOOT_COCO = (DatasetSpec("lmdb_coco2017_foot", 0.05, dataset="coco_foot", scale_max=1.1),
@@ -552,6 +782,12 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in (
            header="plain",
            recipe=Recipe(batch_size=8, crop_size=(128, 128), base_lr=1e-3),
            description="BODY_25 topology with reduced widths and stages (CPU demo and tests)"),
+    # The light model: MobileNetV2 (ImageNet weights via `openpose-train mobilenet`) + slim heads,
+    # for any registry or YAML skeleton; export folds its BatchNorm+Scale into the convolutions.
+    Preset(LIGHT_PRESET, LightFamily(), header="plain", initial_weights="mobilenet_v2",
+           recipe=Recipe(batch_size=10, crop_size=(368, 368), base_lr=1e-4),
+           description="light model: MobileNetV2 front end at stride 8, 1 initial + 1 refinement slim stages "
+                       "(about 1/40 of BODY_25's FLOPs; BatchNorm folded at export)"),
     Preset("coco", TwoBranchFamily(stages=6, final_top_comment='  # top: "concat_stage7"'), header="coco",
            description="the CVPR'17 COCO model (6 stages, two branches)"),
     Preset("mpi", TwoBranchFamily(stages=6), header="coco", description="the CVPR'17 MPI model (6 stages)"),

@@ -63,7 +63,7 @@ DEFAULT_RANDOM_SEED = 1
 # The Caffe fork copies occluders out of a background image, so occlusions need a background LMDB
 # (docs/compatibility.md).
 # torchvision's VGG-19 ImageNet weights file: `openpose-train vgg` converts it into the -weights caffemodel.
-TORCHVISION_VGG19 = "vgg19-dcbb9e9d.pth"
+TORCHVISION_VGG19 = families.INITIAL_WEIGHTS["vgg19"].torchvision_file
 NO_BACKGROUND_NOTE = ("no --background-lmdb: occlusions set to 0 (the Caffe fork copies occluders from "
                       "background images)")
 
@@ -106,7 +106,8 @@ class GeneratorOptions:
     snapshot_prefix: str = "model/pose"
     display: int = 20
     gpus: str = "0"                                       # "" = CPU (solver_mode CPU, no -gpu)
-    vgg_weights: str = "dataset/vgg/VGG_ILSVRC_19_layers.caffemodel"   # "" = no -weights
+    vgg_weights: Optional[str] = None                     # -weights of train_pose.sh: None = the preset's
+                                                          # ImageNet caffemodel (VGG-19 or MobileNetV2), "" = none
     random_seed: int = DEFAULT_RANDOM_SEED                # < 0: not written (Caffe draws a seed per run)
     # evaluation during training, passed by the scripts to `openpose-train train` (0 = none)
     val_images: str = ""
@@ -193,6 +194,11 @@ def _styled(pre: Preset, layers, deploy: bool):
     """Apply the preset's text conventions (BODY_25's bare deploy, BODY_135's float32 text)."""
     if deploy and not pre.deploy_learning_params:
         layers = [l.without_learning_params() for l in layers]
+    if deploy:
+        # Deploy nets always normalise with the stored statistics; training files leave use_global_stats
+        # to Caffe's phase default (false in TRAIN, true in TEST), docs/compatibility.md §Light models.
+        layers = [replace(l, fields=l.fields + (("batch_norm_param", (("use_global_stats", True),)),))
+                  if l.type == "BatchNorm" else l for l in layers]
     if not pre.prelu_param:
         layers = [replace(l, fields=tuple(f for f in l.fields if f[0] != "prelu_param")) for l in layers]
     if pre.float32_text:
@@ -443,8 +449,8 @@ def render_scripts(model_name: str, preset: Optional[str] = None, **options) -> 
     opts = _options(options)
     pre = resolve_preset(model_name, preset)
     ctx = dict(model=get_model(model_name).name, preset=pre.name, gpus=opts.gpus,
-               vgg_weights=opts.vgg_weights, snapshot_prefix=opts.snapshot_prefix,
-               vgg_command=vgg_command("$WEIGHTS"), val_args=val_args(opts), model_yaml=opts.model_yaml)
+               vgg_weights=initial_weights(pre.name, opts.vgg_weights), snapshot_prefix=opts.snapshot_prefix,
+               vgg_command=vgg_command("$WEIGHTS", pre.name), val_args=val_args(opts), model_yaml=opts.model_yaml)
     env = environment()
     return {"train_script": env.get_template("train_pose.sh.j2").render(**ctx),
             "resume_script": env.get_template("resume_train.sh.j2").render(**ctx)}
@@ -466,9 +472,16 @@ def val_args(opts: GeneratorOptions) -> str:
     return " ".join(f"{name} {shlex.quote(str(value))}" for name, value in args)
 
 
-def vgg_command(path: str) -> str:
-    """The command that makes the VGG-19 initial weights at ``path``."""
-    return f"openpose-train vgg {TORCHVISION_VGG19} {path}"
+def initial_weights(preset: str, given: Optional[str] = None) -> str:
+    """``-weights`` of train_pose.sh: ``given`` ("" = none), else the preset's ImageNet caffemodel."""
+    return given if given is not None else families.get_preset(preset).init.path
+
+
+def vgg_command(path: str, preset: Optional[str] = None) -> str:
+    """The command that makes the initial ImageNet weights at ``path`` (VGG-19 unless the preset's
+    front end starts from another network)."""
+    init = families.get_preset(preset).init if preset else families.INITIAL_WEIGHTS["vgg19"]
+    return init.command(path)
 
 
 def write_atomic(path: Path, text: str, mode: Optional[int] = None) -> Path:

@@ -25,6 +25,7 @@ SUBCOMMANDS = [
     ("time", "openpose_train.training.time_cli", "time_cmd"),
     ("export", "openpose_train.training.export_cli", "export"),
     ("vgg", "openpose_train.training.vgg", "vgg_cmd"),
+    ("mobilenet", "openpose_train.training.mobilenet", "mobilenet_cmd"),
     ("validate", "openpose_train.validation.cli", "validate"),
     ("validate-snapshots", "openpose_train.validation.cli", "validate_snapshots"),
     ("plot", "openpose_train.validation.cli", "plot"),

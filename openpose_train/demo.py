@@ -41,7 +41,7 @@ from openpose_train.common.files import write_atomic
 from openpose_train.common.errors import OpenPoseTrainError, reports_errors
 
 MODEL = "BODY_25"
-PRESET = "tiny"
+PRESET = "tiny"          # the default; `make demo PRESET=mobilenet_v2` trains the light model instead
 # What re-running removes inside --out (the demo's own outputs only).
 DEMO_FOLDERS = ("data", "lmdb_coco", "model", "openpose_models", "validation", "logs")
 DEMO_FILES = ("demo_summary.json",)
@@ -77,6 +77,7 @@ class DemoConfig:
                                       # (measured: 0.58 vs 0.00 with these defaults)
     check_learning: bool = True
     threads: Optional[int] = None     # torch threads for training (None: torch's default)
+    preset: str = PRESET              # generator preset of the trained network
 
 
 QUICK = DemoConfig(images=24, val_fraction=0.25, image_size=160, max_people=2, batch_size=2, iterations=4,
@@ -231,7 +232,7 @@ def make_lmdb(paths: DemoPaths, cfg: DemoConfig) -> None:
 
 def make_training_files(paths: DemoPaths, cfg: DemoConfig) -> Dict[str, Path]:
     run_command("prototxt", _cli(
-        "prototxt", "--model", MODEL, "--preset", PRESET, "--out", paths.model,
+        "prototxt", "--model", MODEL, "--preset", cfg.preset, "--out", paths.model,
         "--crop-size", cfg.crop, "--batch-size", cfg.batch_size, "--lmdb", paths.lmdb.resolve(),
         "--scale-min", cfg.scale_min, "--scale-max", cfg.scale_max, "--max-rotation", cfg.max_rotation,
         "--occlusions", cfg.occlusions,
@@ -353,8 +354,9 @@ def write_initial_weights(deploy: Path, path: Path, seed: int) -> Path:
 
     Written to a file (rather than left to the prototxt's fillers) so that the same weights are
     also validated: the random-weights AP baseline. Convolutions feeding a
-    ReLU/PReLU get std sqrt(2 / fan_in), the others (the stage outputs) a small sqrt(1 / fan_in) / 10
-    so that the first predictions are near 0.
+    ReLU/PReLU/Clip (through their BatchNorm+Scale, in place) get std sqrt(2 / fan_in), the others (the
+    stage outputs) a small sqrt(1 / fan_in) / 10 so that the first predictions are near 0. BatchNorm
+    statistics start as an untrained Caffe layer's would be used: mean 0, variance 1, factor 1.
     """
     import numpy as np
 
@@ -362,13 +364,17 @@ def write_initial_weights(deploy: Path, path: Path, seed: int) -> Path:
     from openpose_train.caffe_layers.net import CaffeNet
 
     net_param = caffe_io.read_net_prototxt(str(deploy))
-    rectified = {layer.bottom[0] for layer in net_param.layer if layer.type in ("ReLU", "PReLU")}
+    rectified = {layer.bottom[0] for layer in net_param.layer if layer.type in ("ReLU", "PReLU", "Clip")}
+    batch_norms = {layer.name for layer in net_param.layer if layer.type == "BatchNorm"}
     conv_tops = {layer.name: layer.top[0] for layer in net_param.layer if layer.type == "Convolution"}
     rng = np.random.default_rng(seed)
     weights = CaffeNet(net_param, phase="TEST", seed=seed).caffe_weights()
     for name, blobs in weights.items():
+        if name in batch_norms:
+            weights[name] = [np.zeros_like(blobs[0]), np.ones_like(blobs[1]), np.ones_like(blobs[2])]
+            continue
         if name not in conv_tops:
-            continue                      # PReLU slopes keep their filler value
+            continue                      # PReLU slopes and Scale layers keep their filler values
         fan_in = int(np.prod(blobs[0].shape[1:]))
         std = np.sqrt(2.0 / fan_in) if conv_tops[name] in rectified else 0.1 * np.sqrt(1.0 / fan_in)
         blobs[0] = rng.normal(0.0, std, blobs[0].shape).astype(np.float32)
@@ -427,7 +433,7 @@ def run_demo(out, cfg: DemoConfig = DemoConfig(), stream=None) -> dict:
     """
     paths = DemoPaths.under(out)
     rep = Reporter(total=7, stream=stream)
-    rep.echo(f"openpose-train demo: {MODEL} topology (preset {PRESET}) on {cfg.images} synthetic images, "
+    rep.echo(f"openpose-train demo: {MODEL} topology (preset {cfg.preset}) on {cfg.images} synthetic images, "
              f"{cfg.iterations} iterations -> {paths.out}")
     clean_outputs(paths)
 
@@ -438,7 +444,7 @@ def run_demo(out, cfg: DemoConfig = DemoConfig(), stream=None) -> dict:
     rep.step("lmdb", "Training images -> OpenPose LMDB (datum: image | metadata | mask_miss)")
     make_lmdb(paths, cfg)
 
-    rep.step("prototxt", f"Training files for {MODEL} (preset {PRESET}, crop {cfg.crop}, batch {cfg.batch_size})")
+    rep.step("prototxt", f"Training files for {MODEL} (preset {cfg.preset}, crop {cfg.crop}, batch {cfg.batch_size})")
     files = make_training_files(paths, cfg)
 
     rep.step("train", f"Training {cfg.iterations} iterations on the CPU with our engine "
@@ -478,7 +484,7 @@ def run_demo(out, cfg: DemoConfig = DemoConfig(), stream=None) -> dict:
     plot = plot_curve(paths, curve)
     total = rep.close()
     summary = {
-        "model": MODEL, "preset": PRESET, "config": asdict(cfg), "wall_s": round(total, 1),
+        "model": MODEL, "preset": cfg.preset, "config": asdict(cfg), "wall_s": round(total, 1),
         "step_s": rep.timings, "openpose_models": paths.openpose_models, "prototxt": exported["prototxt"],
         "caffemodel": exported["caffemodel"], "openpose_command": exported["command"],
         "opencv_parity": parity, "trained": trained, "random_weights": random_stats, "ap_curve": curve,
@@ -514,10 +520,12 @@ def run_demo(out, cfg: DemoConfig = DemoConfig(), stream=None) -> dict:
 @click.option("--iterations", type=click.IntRange(min=1), help=f"Training iterations [{DemoConfig.iterations}].")
 @click.option("--quick", is_flag=True, help="A seconds-long smoke run (tiny data, a few iterations; "
               "no learning check).")
+@click.option("--preset", default=PRESET, show_default=True,
+              help="Generator preset of the trained network, e.g. mobilenet_v2 (the light model).")
 @reports_errors
-def main(out, images, iterations, quick):
+def main(out, images, iterations, quick, preset):
     """Run the whole openpose-train chain on a synthetic dataset and print where everything landed."""
-    cfg = QUICK if quick else DemoConfig()
+    cfg = replace(QUICK if quick else DemoConfig(), preset=preset)
     if images:
         cfg = replace(cfg, images=images)
     if iterations:

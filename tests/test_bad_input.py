@@ -496,6 +496,11 @@ CASES = [
          lambda w, t: ["garbage.bin"]),
     Case("vgg-pth-missing", lambda w, t: ["vgg", str(t / "nope.pth"), str(t / "vgg.caffemodel")],
          lambda w, t: ["nope.pth"]),
+    # mobilenet: the same checks as vgg
+    Case("mobilenet-out-under-a-file", lambda w, t: ["mobilenet", str(w.garbage), str(w.afile / "m.caffemodel")],
+         lambda w, t: ["afile/m.caffemodel", "afile is a file"]),
+    Case("mobilenet-pth-garbage", lambda w, t: ["mobilenet", str(w.garbage), str(t / "m.caffemodel")],
+         lambda w, t: ["garbage.bin"]),
     # time
     Case("time-model-missing", lambda w, t: ["time", "-model", str(t / "nope.prototxt")],
          lambda w, t: ["nope.prototxt"]),

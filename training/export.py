@@ -92,6 +92,28 @@ def check_snapshot(deploy_path: Path, snapshot: Path, model=None, deploy_text: O
         raise ExportError(f"{snapshot} does not match {deploy_path}: {exc}") from exc
 
 
+def fold_deploy(deploy_path: Path, snapshot: Path, deploy_text: Optional[str] = None):
+    """``(folded deploy text, folded weights, folded net, folded conv count)`` when the deploy has
+    BatchNorm layers (the light models), else None: OpenPose then loads plain convolutions
+    (caffe_layers/fold.py)."""
+    from openpose_train.caffe_layers import caffe_io
+    from openpose_train.caffe_layers.fold import fold_batch_norm, has_batch_norm
+
+    net = (caffe_io.read_net_prototxt(str(deploy_path)) if deploy_text is None
+           else caffe_io.parse_prototxt(deploy_text, caffe_io.caffe_pb2.NetParameter(), deploy_path))
+    if not has_batch_norm(net):
+        return None
+    weights = caffe_io.read_caffemodel(str(snapshot))
+    folded, folded_weights, names = fold_batch_norm(net, weights)
+    left = [layer.name for layer in folded.layer if layer.type == "BatchNorm"]
+    if left:
+        raise ExportError(f"{deploy_path}: BatchNorm layer '{left[0]}' does not follow a Convolution it can be "
+                          "folded into (OpenPose's deploy must hold plain convolutions)")
+    folded_weights = {name: blobs for name, blobs in folded_weights.items()
+                      if name in {layer.name for layer in folded.layer}}
+    return caffe_io.prototxt_string(folded), folded_weights, folded, len(names)
+
+
 def openpose_command(model, models_dir: Path, net_resolution: str = "-1x368") -> str:
     if model.model_folder.startswith(("hand", "face")):
         flag = "--hand" if model.model_folder.startswith("hand") else "--face"
@@ -126,6 +148,11 @@ def export_snapshot(snapshot, model_name: str, to, preset: Optional[str] = None,
             rendered_text = render_deploy(model.name, preset=preset)
             deploy_path = Path(f"<{model.name} deploy rendered from the registry>")
     check_snapshot(deploy_path, snapshot, model, rendered_text)
+    notes = []
+    folded = fold_deploy(deploy_path, snapshot, rendered_text)
+    if folded is not None:
+        rendered_text, folded_weights, folded_net, count = folded
+        notes.append(f"BatchNorm+Scale folded into {count} convolutions (the deploy has no normalisation layers)")
     models_dir = Path(to)
     target_dir = models_dir / model.model_folder
     target_prototxt = target_dir / model.deploy_name
@@ -136,12 +163,18 @@ def export_snapshot(snapshot, model_name: str, to, preset: Optional[str] = None,
         _atomic_write(target_prototxt, lambda tmp: tmp.write_text(rendered_text))
     else:
         _atomic_write(target_prototxt, lambda tmp: shutil.copyfile(deploy_path, tmp))
-    _atomic_write(target_caffemodel, lambda tmp: shutil.copyfile(snapshot, tmp))
+    if folded is not None:
+        from openpose_train.caffe_layers.caffe_io import write_caffemodel
+        try:
+            write_caffemodel(target_caffemodel, folded_weights, net=folded_net)
+        except OSError as exc:
+            raise ExportError(f"{target_caffemodel}: cannot write ({exc.strerror or exc})") from None
+    else:
+        _atomic_write(target_caffemodel, lambda tmp: shutil.copyfile(snapshot, tmp))
 
     if net_resolution is None:
         from openpose_train.generator.render import resolve_preset
         net_resolution = resolve_preset(model.name, preset).net_resolution
-    notes = []
     if model.openpose_name and not model.openpose_cpu_connector:
         notes.append(f"{model.name} runs only with OpenPose's CUDA build (its CPU body connector "
                      "supports BODY_25, COCO, MPI and MPI_4_layers).")

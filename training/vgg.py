@@ -122,26 +122,33 @@ def vgg19_deploy_prototxt(with_fc: bool = True, input_size: int = 224) -> str:
     return "\n".join(lines) + "\n"
 
 
+def load_state_dict(pth_path, error=VggConversionError) -> Mapping:
+    """A torchvision ``.pth`` (a state dict, or a module holding one), read without running pickled code;
+    an unreadable file raises ``error`` naming it in one line."""
+    import torch
+
+    try:
+        state = torch.load(str(pth_path), map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise error(f"{pth_path}: cannot read the state dict: {first_line}") from None
+    if hasattr(state, "state_dict"):
+        state = state.state_dict()
+    if not isinstance(state, Mapping):
+        raise error(f"{pth_path}: not a state dict (got {type(state).__name__})")
+    return state
+
+
 def convert_vgg19(pth_path, out_caffemodel, with_fc: bool = True, deploy_path=None) -> Dict[str, List]:
     """Read a torchvision VGG-19 ``.pth`` and write the Caffe-convention caffemodel (atomically), plus
     optionally ``vgg_deploy.prototxt``. Returns the weights written."""
-    import torch
-
     from openpose_train.caffe_layers.caffe_io import write_caffemodel
     from openpose_train.generator.render import GeneratorError, write_atomic
     # the outputs first: a bad path is refused before the (large) state dict is read
     make_parent_folder(out_caffemodel, VggConversionError, create=False)
     if deploy_path is not None:
         make_parent_folder(deploy_path, VggConversionError, label="--deploy", create=False)
-    try:
-        state = torch.load(str(pth_path), map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise VggConversionError(f"{pth_path}: cannot read the state dict: {first_line}") from None
-    if hasattr(state, "state_dict"):
-        state = state.state_dict()
-    if not isinstance(state, Mapping):
-        raise VggConversionError(f"{pth_path}: not a state dict (got {type(state).__name__})")
+    state = load_state_dict(pth_path, VggConversionError)
     try:
         weights = torchvision_vgg19_to_caffe(state, with_fc=with_fc)
     except VggConversionError as exc:

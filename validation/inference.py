@@ -558,6 +558,44 @@ class TorchBackend:
             return y.float().cpu().numpy()
 
 
+def opencv_prototxt_text(net_param) -> Optional[str]:
+    """The deploy as OpenCV's Caffe importer can read it, or None when it reads the file as it is.
+
+    OpenCV (4.x) has no ``Clip`` layer in its Caffe importer but has ``ReLU6`` (min 0, max 6): the light
+    models' ``Clip`` layers (docs/compatibility.md §Light models) are renamed for OpenCV only; OpenPose's
+    Caffe runs ``Clip`` itself. A Clip other than 0..6 has no OpenCV equivalent and is refused."""
+    from openpose_train.caffe_layers.caffe_io import caffe_pb2, prototxt_string
+    clips = [layer for layer in net_param.layer if layer.type == "Clip"]
+    if not clips:
+        return None
+    for layer in clips:
+        if (layer.clip_param.min, layer.clip_param.max) != (0.0, 6.0):
+            raise InferenceError(f"layer '{layer.name}': OpenCV has no Clip layer, only ReLU6 (min 0, max 6); "
+                                 f"this one clips to [{layer.clip_param.min:g}, {layer.clip_param.max:g}]")
+    net = caffe_pb2.NetParameter()
+    net.CopyFrom(net_param)
+    for layer in net.layer:
+        if layer.type == "Clip":
+            layer.type = "ReLU6"
+            layer.ClearField("clip_param")
+    return prototxt_string(net)
+
+
+def read_opencv_net(prototxt, caffemodel):
+    """``cv2.dnn.readNetFromCaffe`` of a deploy (with :func:`opencv_prototxt_text`'s renaming)."""
+    import tempfile
+
+    from openpose_train.caffe_layers.caffe_io import read_net_prototxt
+    text = opencv_prototxt_text(read_net_prototxt(str(prototxt)))
+    if text is None:
+        return cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+    with tempfile.TemporaryDirectory(prefix="opencv_deploy_") as folder:
+        path = os.path.join(folder, "deploy.prototxt")
+        with open(path, "w") as f:
+            f.write(text)
+        return cv2.dnn.readNetFromCaffe(path, str(caffemodel))
+
+
 class OpenCVBackend:
     """``cv2.dnn.readNetFromCaffe``; one image per forward (OpenCV reshapes per call)."""
 
@@ -568,7 +606,7 @@ class OpenCVBackend:
         self.files = f"{prototxt} / {caffemodel}"
         self.layer = output_layer_name(read_net_prototxt(str(prototxt)))
         try:
-            self.net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+            self.net = read_opencv_net(prototxt, caffemodel)
         except cv2.error as exc:
             raise InferenceError(f"OpenCV could not load {prototxt} / {caffemodel}: "
                                  f"{str(exc).strip().splitlines()[-1]}") from None
