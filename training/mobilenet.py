@@ -35,6 +35,7 @@ from typing import Dict, List, Mapping
 import click
 import numpy as np
 
+from openpose_train.common.errors import OpenPoseTrainError, reports_errors
 from openpose_train.generator.families import LIGHT_PRESET, MobileNetV2FrontEnd, get_preset
 from openpose_train.generator.output_paths import make_parent_folder
 
@@ -43,7 +44,7 @@ TORCHVISION_STD_RGB = np.array([0.229, 0.224, 0.225], np.float64)
 INPUT_CONVENTIONS = ("openpose", "torchvision")
 
 
-class MobileNetConversionError(ValueError):
+class MobileNetConversionError(OpenPoseTrainError, ValueError):
     """The state dict is not a torchvision MobileNetV2: names the missing key or the wrong shape."""
 
 
@@ -152,12 +153,10 @@ def convert_mobilenet_v2(pth_path, out_caffemodel, input: str = "openpose") -> "
 @click.argument("out", type=click.Path(dir_okay=False), default="mobilenet_v2.caffemodel")
 @click.option("--input", "input_convention", type=click.Choice(INPUT_CONVENTIONS), default="openpose",
               show_default=True, help="conv0 for OpenPose's (v-128)/256 BGR input, or torchvision's unchanged.")
+@reports_errors
 def mobilenet_cmd(pth, out, input_convention):
     """Convert a torchvision MobileNetV2 state dict (PTH) to the mobilenet_v2 preset's front end (OUT)."""
-    try:
-        weights = convert_mobilenet_v2(pth, out, input=input_convention)
-    except MobileNetConversionError as exc:
-        raise click.ClickException(str(exc))
+    weights = convert_mobilenet_v2(pth, out, input=input_convention)
     convs = [n for n in weights if not n.endswith(("_bn", "_scale"))]
     click.echo(f"wrote {out}: {len(convs)} convolutions with their BatchNorm+Scale ({convs[0]} ... {convs[-1]}); "
                f"-weights {out} initialises the {LIGHT_PRESET} preset's front end")
