@@ -391,3 +391,41 @@ def test_an_evaluation_cut_short_is_made_on_resume_and_each_interval_scored_once
     assert r.exit_code == 0 and parse_test_rows(r.output) == {}, r.output
     records = [json.loads(line) for line in (d / "model/pose_metrics.jsonl").read_text().splitlines()]
     assert [r_["iteration"] for r_ in records if "validation" in r_] == [2, 4]
+
+
+# ---- issue 17, class 6: no process outlives the training -----------------------------------------------------------
+@pytest.mark.slow      # a training process and its background 'validate' child (~20 s on the 2 shared CPU cores)
+def test_background_validation_dies_with_a_killed_training_and_leaves_no_weights(project, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from test_train_robustness import alive
+
+    d, val = copy_project(project, tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "openpose_train.cli", "train", "-solver", "pose_solver.prototxt",
+                             "--val-interval", "2", "--val-mode", "background", "--no-tensorboard", "--no-progress",
+                             "--workers", "0", *val], cwd=d, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    child = None
+    try:
+        deadline = time.time() + 180
+        for line in proc.stderr:
+            m = re.search(r"validation started in process (\d+)", line)
+            if m or time.time() > deadline:
+                child = int(m.group(1)) if m else None
+                break
+        assert child is not None and alive(child)
+    finally:
+        proc.kill()                         # kill -9: nothing in the training process runs any more
+        proc.wait(timeout=30)
+    deadline = time.time() + 15
+    while time.time() < deadline and alive(child):
+        time.sleep(0.2)
+    if alive(child):                        # do not leave it behind when the test fails
+        os.kill(child, 9)
+        pytest.fail(f"the background validation (PID {child}) outlived the killed training")
+    validation = d / "model/pose_validation"
+    assert not list(validation.glob("*.caffemodel")) and not list(validation.glob("*summary.json")), \
+        list(validation.iterdir())

@@ -235,7 +235,7 @@ class Evaluator:
             logger.warning("solver.cpp:300", f"{model.name} is a custom skeleton: validation runs between "
                            f"iterations instead of in a background process")
             self.background = False
-        self._job = None                    # (iteration, Popen, results path, pending caffemodel, log file)
+        self._job = None    # (iteration, Popen, results path, (weights fd, watch pipe fd, pending path), log file)
         try:
             self.deploy_net = CaffeNet(caffe_io.read_net_prototxt(deploy), phase="TEST")
         except Exception as exc:  # a broken deploy file: name it
@@ -250,6 +250,7 @@ class Evaluator:
         self.metrics = trainer.metrics
         self.tensorboard = getattr(trainer, "tensorboard", None)
         os.makedirs(self.out_dir, exist_ok=True)
+        self.remove_stale_weights()
         if self.best is not None:
             self.logger.info("solver.cpp:300", f"best snapshot so far: iteration {self.best['iteration']}, "
                              f"{self.best['metric']} {self.key} = {self.best['score']} ({self.best_model})")
@@ -323,27 +324,49 @@ class Evaluator:
         return os.path.join(self.out_dir, f"results_iter_{iteration}.json")
 
     def _start_job(self, iteration: int, weights) -> None:
+        """``openpose-train validate`` in a child process that dies with this one (training/background_validate.py)
+        on the weights of ``iteration``, passed as an open file that is already deleted where the
+        system allows (Linux): a killed training leaves no temporary caffemodel behind."""
         from openpose_train.caffe_layers import caffe_io
+        from openpose_train.common.processes import parent_watch_pipe
 
         pending = os.path.join(self.out_dir, f"weights_iter_{iteration}.caffemodel")
         caffe_io.write_caffemodel(pending, weights, net=self.net_param)
+        weights_fd = os.open(pending, os.O_RDONLY)
+        caffemodel = pending
+        if os.path.isdir("/proc/self/fd"):
+            os.unlink(pending)
+            caffemodel = f"/proc/self/fd/{weights_fd}"     # the child's own descriptor (same number)
         results = self._results_path(iteration)
-        args = [sys.executable, "-m", "openpose_train.cli", "validate", "--prototxt", self.deploy,
-                "--caffemodel", pending, "--model", self.model_arg, "--images", self.cfg.images,
+        args = ["validate", "--prototxt", self.deploy,
+                "--caffemodel", caffemodel, "--model", self.model_arg, "--images", self.cfg.images,
                 "--annotations", self.cfg.annotations, "--net-resolution", self.cfg.net_resolution,
                 "--device", str(self.device), "--out", results, "--metrics", self.cfg.metric, "--quiet"]
         if self.cfg.limit:
             args += ["--limit", str(self.cfg.limit)]
+        watch_r, watch_w = parent_watch_pipe()
         log = open(os.path.join(self.out_dir, f"validate_iter_{iteration}.log"), "w")
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        self._job = (iteration, proc, results, pending, log)
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "openpose_train.training.background_validate",
+                                     str(os.getpid()), str(watch_r), *args[1:]], stdout=log, stderr=subprocess.STDOUT,
+                                    pass_fds=(watch_r, weights_fd))
+        except OSError:
+            for fd in (watch_r, watch_w, weights_fd):
+                os.close(fd)
+            log.close()
+            raise
+        finally:
+            if os.path.exists(pending) and caffemodel != pending:
+                os.unlink(pending)
+        os.close(watch_r)
+        self._job = (iteration, proc, results, (weights_fd, watch_w, pending), log)
         self.logger.info("solver.cpp:330", f"Iteration {iteration}, validation started in process {proc.pid} "
                          f"(log {log.name})")
 
     def _poll(self, wait: bool) -> None:
         if self._job is None:
             return
-        iteration, proc, results, pending, log = self._job
+        iteration, proc, results, (weights_fd, _, _), log = self._job
         if (proc.wait() if wait else proc.poll()) is None:
             return
         rc = proc.returncode
@@ -351,23 +374,35 @@ class Evaluator:
         try:
             if rc != 0:
                 raise TrainingError(f"'openpose-train validate' exited with status {rc} (log: {log.name})")
-            with open(summary_path) as f:
-                summary = json.load(f)
-            self._record(iteration, summary, caffemodel=pending)
+            try:
+                with open(summary_path) as f:
+                    summary = json.load(f)
+            except ValueError as exc:
+                raise TrainingError(f"{summary_path}: not a JSON summary ({exc})") from None
+            self._record(iteration, summary, weights_fd=weights_fd)
         except (TrainingError, ValueError, OSError) as exc:
             self._failed(iteration, exc)
         finally:
             self._discard_job()
 
     def _discard_job(self) -> None:
-        _, _, _, pending, log = self._job
+        _, _, _, (weights_fd, watch_w, pending), log = self._job
         log.close()
+        for fd in (weights_fd, watch_w):
+            os.close(fd)
         if os.path.exists(pending):
             os.unlink(pending)
         self._job = None
 
+    def remove_stale_weights(self) -> None:
+        """Weights of a background evaluation that a killed training of an older version left behind."""
+        import glob
+
+        for path in glob.glob(os.path.join(glob.escape(self.out_dir), "weights_iter_*.caffemodel")):
+            os.unlink(path)
+
     # ---- results -----------------------------------------------------------------------------------
-    def _record(self, iteration: int, summary: dict, weights=None, caffemodel: Optional[str] = None) -> None:
+    def _record(self, iteration: int, summary: dict, weights=None, weights_fd: Optional[int] = None) -> None:
         from .solver import format_float
 
         value = summary.get(self.key)
@@ -386,7 +421,7 @@ class Evaluator:
         improved = self.best is None or (value > self.best["score"] if self.higher_is_better
                                          else value < self.best["score"])
         if improved:
-            self._write_best(iteration, value, weights, caffemodel)
+            self._write_best(iteration, value, weights, weights_fd)
             log("solver.cpp:415", f"    new best {self.cfg.metric} {self.key} = {format_float(value)}: "
                 f"{self.best_model} (iteration {iteration})")
         record["best_iteration"] = self.best["iteration"]
@@ -396,16 +431,20 @@ class Evaluator:
         if self.tensorboard is not None:
             self.tensorboard.validation(iteration, dict(outputs), best=self.best["score"])
 
-    def _write_best(self, iteration: int, value: float, weights, caffemodel: Optional[str]) -> None:
-        """best.caffemodel and best.json: both to temporary names, then renamed (the JSON last)."""
+    def _write_best(self, iteration: int, value: float, weights, weights_fd: Optional[int]) -> None:
+        """best.caffemodel and best.json: both to temporary names, then renamed (the JSON last). The
+        caffemodel is ``weights``, or the open file a background evaluation scored (``weights_fd``)."""
+        import shutil
+
         from openpose_train.caffe_layers import caffe_io
 
         with StagedFiles(fsync=True) as staged:
-            if caffemodel is not None:
-                staged.adopt(caffemodel, self.best_model)
-                model_file = caffemodel
+            model_file = staged.stage(self.best_model)
+            if weights_fd is not None:
+                os.lseek(weights_fd, 0, os.SEEK_SET)
+                with os.fdopen(os.dup(weights_fd), "rb") as src, open(model_file, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
             else:
-                model_file = staged.stage(self.best_model)
                 caffe_io.write_caffemodel(model_file, weights, net=self.net_param)
             record = {"iteration": iteration, "metric": self.cfg.metric, "key": self.key, "score": value,
                       "higher_is_better": self.higher_is_better, "caffemodel": os.path.basename(self.best_model),
