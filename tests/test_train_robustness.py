@@ -566,3 +566,23 @@ def test_metrics_on_a_full_disk_is_one_error_without_a_chained_one_from_close(tm
     errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
     assert errors == ["Error: /dev/full: cannot write the metrics: No space left on device"], r.stderr
     assert not (d / "model/pose.lock").exists()
+
+
+def test_yaml_skeleton_loader_is_safe():
+    """The YAML skeleton loader builds only plain data: its constructor is the safe one, and a Python
+    object tag is refused (one line naming the file) instead of being constructed."""
+    import yaml
+
+    from openpose_train.generator import skeleton
+    from openpose_train.generator.registry import SkeletonError
+
+    constructor = yaml.constructor
+    assert issubclass(skeleton._UniqueKeyLoader, constructor.SafeConstructor)
+    assert not issubclass(skeleton._UniqueKeyLoader, (constructor.FullConstructor, constructor.UnsafeConstructor))
+    path = Path(__file__).resolve().parent / "_unsafe.yaml"
+    try:
+        path.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
+        with pytest.raises(SkeletonError, match="_unsafe.yaml"):
+            skeleton.load_skeleton_yaml(path)
+    finally:
+        path.unlink()
