@@ -26,11 +26,12 @@ Only models whose registry entry has ``openpose_cpu_connector`` run on the CPU b
 refuses the others ("Model not implemented for CPU body connector"), and so does
 :func:`parse_people_cpu`.
 
-Cost (``benchmarks/postprocess.py``, ``postprocess_cpu_ms``): the resize writes each channel
-straight into the planar output, as OpenPose does, and is the floor; the NMS reads only the
-blocks that can reach the threshold (bounds from the small net output, as in the CUDA path) plus
-the two rings of border rows and columns the CPU rules treat apart; the connector scores every
-pair's candidates in one vectorised pass and finds a peak's person through an index, not a scan.
+Cost (``docs/postprocessing.md`` §Cost; ``benchmarks/postprocess.py``, ``postprocess_cpu_ms``):
+the resize writes each channel straight into the planar output, as OpenPose does, and is the
+floor; the NMS reads only the blocks that can reach the threshold (bounds from the small net
+output, as in the CUDA path) plus the two rings of border rows and columns the CPU rules treat
+apart; the connector scores every pair's candidates in one vectorised pass and finds a peak's
+person through an index, not a scan.
 :mod:`openpose_train.validation.postprocess_cpu_reference` is the plain form tests compare with.
 """
 from __future__ import annotations
