@@ -383,6 +383,25 @@ def test_export_folds_batch_norm_and_equals_the_unfolded_net(light_snapshot, tmp
     assert np.abs(opencv - unfolded).max() <= 1e-4 * scale
 
 
+@pytest.mark.parametrize("model_name", ["COCO_18", "yaml"])
+def test_export_folds_for_coco18_and_a_yaml_skeleton(model_name, tmp_path, request):
+    if model_name == "yaml":
+        model_name = request.getfixturevalue("yaml_model").name
+    model = registry.get_model(model_name)
+    deploy = tmp_path / "pose_deploy.prototxt"
+    deploy.write_text(render.render_deploy(model_name, LIGHT_PRESET))
+    net = caffe_io.read_net_prototxt(str(deploy))
+    snapshot = tmp_path / "pose_iter_2.caffemodel"
+    caffe_io.write_caffemodel(str(snapshot), _trained_like_weights(net), net=net)
+    result = export_snapshot(snapshot, model_name, tmp_path / "models", deploy=str(deploy))
+    assert result.prototxt.parent == tmp_path / "models" / model.model_folder
+    assert {layer.type for layer in caffe_io.read_net_prototxt(str(result.prototxt)).layer} <= FOLDED_LAYER_TYPES
+    x = np.random.default_rng(5).uniform(-0.5, 0.5, (1, 3, 48, 56)).astype(np.float32)
+    unfolded, folded = _forward(deploy, snapshot, x), _forward(result.prototxt, result.caffemodel, x)
+    assert folded.shape == (1, model.num_channels, 6, 7)
+    assert np.abs(folded - unfolded).max() <= 1e-4 * max(1.0, float(np.abs(unfolded).max()))
+
+
 def test_fold_leaves_a_convolution_whose_raw_output_is_read_elsewhere():
     net = parse('input: "x" input_dim: 1 input_dim: 2 input_dim: 4 input_dim: 4 '
                 'layer { name: "c" type: "Convolution" bottom: "x" top: "c" convolution_param { num_output: 2 kernel_size: 1 } } '
@@ -402,6 +421,21 @@ def test_opencv_backend_reads_clip_as_relu6(light_snapshot):
     cv_net.setInput(x)
     expected = _forward(deploy, snapshot, x)
     assert np.abs(cv_net.forward() - expected).max() <= 1e-4 * max(1.0, float(np.abs(expected).max()))
+
+
+@pytest.mark.slow
+def test_benchmark_quick_prints_the_contract_lines(repo_root):
+    import json
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, str(repo_root / "benchmarks" / "light_models.py"), "--quick"],
+                         capture_output=True, text=True, check=True, timeout=600).stdout
+    rows = [json.loads(line) for line in out.splitlines()]
+    cases = {(r["bench"], r["case"]) for r in rows}
+    assert {("gflops", "BODY_25,368x368"), ("gflops", "BODY_25,656x368"), ("params", "BODY_25"),
+            ("forward_ms", "BODY_25,64x64,threads=1"), ("forward_ms", "BODY_25,64x64,threads=1,opencv")} == cases
+    assert all(r["preset"] == LIGHT_PRESET and r["value"] > 0 and r["baseline"] > 0 for r in rows)
+    assert all(r["value"] * 8 <= r["baseline"] for r in rows if r["bench"] == "gflops")
 
 
 # ------------------------------------------------------------------------------------------- GPU
