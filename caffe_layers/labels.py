@@ -338,11 +338,16 @@ def _kernels():
         return sys.modules[__name__]
     with _JIT_LOCK:
         if isinstance(_render_kernel, types.FunctionType):
-            from numba import njit
+            try:
+                from numba import njit
+            except ImportError as exc:             # an environment installed before numba was a dependency
+                raise ImportError(f"label rendering needs numba ({exc}); run `make install` or "
+                                  f"`pip install numba`") from None
             module = globals()
             for name in _JIT_NAMES:
                 module[name] = njit(cache=True, nogil=True)(module[name])
     return sys.modules[__name__]
+
 
 _F32_HALF = np.float32(0.5)
 _BKG_WEIGHT_THRESHOLD_F32 = np.float32(BKG_WEIGHT_THRESHOLD)    # numpy 2 compares float32 labels in float32
@@ -500,12 +505,14 @@ def _limb_band(ax, ay, bx, by, grid_w, grid_h, cells, ux_uy):
         major = lo_major + np.float32(k)
         along_minor = (major - a_major) * u_minor
         base = np.floor(a_minor + along_minor / u_major)
+        row = int(major) * step_major
         for candidate in range(-1, 3):
             minor = base + np.float32(candidate)
-            # |(cx - ax) uy - (cy - ay) ux| as the fork (negated for y-major limbs: same value)
-            if abs(along_minor - (minor - a_minor) * u_major) <= one and lo_minor <= minor < hi_minor:
-                cells[count] = int(major) * step_major + int(minor) * step_minor
-                count += 1
+            # |(cx - ax) uy - (cy - ay) ux| as the fork (negated for y-major limbs: same value);
+            # branch-free: written always, kept when inside (the band's edge is data-dependent)
+            inside = abs(along_minor - (minor - a_minor) * u_major) <= one and lo_minor <= minor < hi_minor
+            cells[count] = row + int(minor) * step_minor
+            count += inside
     return count
 
 
@@ -647,18 +654,21 @@ def _render_kernel(label, n_ch, people, mask_weight, has_mask, bkg, heat_offset,
             for b in range(by0, by1):
                 if sq_y[b] > cut:
                     continue
+                # the support in this row, sq_y + sq_x <= cut (then value >= 0.01), is one run of
+                # columns: sq_x falls then rises along the row, and float32 addition is monotone
+                lo, hi = ax0, ax1
+                while lo < hi and sq_y[b] + sq_x[lo] > cut:
+                    lo += 1
+                while hi > lo and sq_y[b] + sq_x[hi - 1] > cut:
+                    hi -= 1
                 row = (fy + b) * grid_w + fx
-                for a in range(ax0, ax1):
-                    if sq_y[b] + sq_x[a] <= cut:       # then value >= 0.01: the support
-                        value = g_y[b] * g_x[a]
-                        k = row + a
-                        if value > flat[heat + k]:
-                            flat[heat + k] = value
-                        flat[wgt + k] = ir
-                        if bkg >= 0:
-                            rest = np.float32(1) - value
-                            if rest < flat[bkg_target + k]:
-                                flat[bkg_target + k] = rest
+                for a in range(lo, hi):
+                    value = g_y[b] * g_x[a]
+                    k = row + a
+                    flat[heat + k] = max(flat[heat + k], value)
+                    flat[wgt + k] = ir
+                    if bkg >= 0:
+                        flat[bkg_target + k] = min(flat[bkg_target + k], np.float32(1) - value)
     # step 8: the "-1" parts (and the main person's v >= 4 parts) in every person's box
     if minus1_masking:
         chans[:] = False

@@ -230,3 +230,36 @@ def test_channel_counts_for_every_registry_model():
         if model.name in EXPECTED_LABEL_CHANNELS:
             assert label.shape[0] == EXPECTED_LABEL_CHANNELS[model.name], variant.op_model
         assert np.isfinite(label).all()
+
+
+@pytest.mark.parametrize("n", [1, 5, 70])       # 70 > 62 people: the direct path, no person-set grouping
+def test_box_zeroing_equals_box_by_box(n):
+    """The kernel zeroes each channel in the union of the boxes of the people flagging it (grouped
+    by person set, as row runs): the same cells as zeroing every (person, channel) box one by one."""
+    rng = np.random.default_rng(n)
+    chans = rng.random((n, 40)) < 0.3
+    chans[:, :10] = rng.random((n, 1)) < 0.5        # channels sharing a person set (the common case)
+    lo = rng.integers(-5, 30, (n, 2))
+    lo[0] = 3                                        # person 0 keeps a box inside the grid
+    hi = lo + rng.integers(1, 25, (n, 2))
+    boxes = np.concatenate([np.maximum(lo, 0), np.minimum(np.maximum(hi, 0), GRID)], 1).astype(np.int64)
+    boxes[-1, 2] = boxes[-1, 0] if n > 1 else boxes[-1, 2]      # an empty box
+    weights = rng.uniform(0.1, 1, (40, GRID, GRID)).astype(np.float32)
+    expected = weights.copy()
+    for i in range(n):
+        x0, y0, x1, y1 = boxes[i]
+        expected[chans[i], y0:y1, x0:x1] = 0
+    L._kernels()._zero_in_boxes(weights, chans, boxes)
+    np.testing.assert_array_equal(weights, expected)
+    assert (expected == 0).any()
+
+
+def test_numba_is_imported_by_the_first_label_not_by_the_module():
+    import subprocess
+    import sys
+    code = ("import sys, numpy as np; from openpose_train.caffe_layers import labels as L; "
+            "from openpose_train.generator.registry import get_training_variant; "
+            "assert 'numba' not in sys.modules; m, v = get_training_variant('COCO_25_17'); "
+            "L.render_labels(m, v, np.zeros((1, 25, 3), np.float32), None, (4, 4), 8, 7.0); "
+            "assert 'numba' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
