@@ -3,7 +3,7 @@
 * Bounded peak search (``block_bound``): the NMS that skips blocks whose bound from the net
   output is below the threshold gives the peaks (and people) of the full scan, on random,
   crowded, tied and boundary-threshold maps, and the bound holds for OpenPose's resize.
-* PAF probes: ruling pairs out with three probe samples gives the connections of scoring every
+* PAF probes: ruling pairs out with four probe samples gives the connections of scoring every
   sample, also with samples exactly at the threshold and failures exactly at the probes."""
 import numpy as np
 import pytest

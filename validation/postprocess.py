@@ -29,8 +29,9 @@ one core (``benchmarks/postprocess.py``), each with a plain path that tests comp
   output by :func:`openpose_train.validation.inference.heatmap_block_bounds`), only blocks that
   can reach the threshold are read; their 10x10 windows are searched side by side in one array.
   Without bounds every pixel is scanned.
-* PAF probes: a pair may have at most one failing sample with the default 0.95 rule, so three
-  of its own samples rule most wrong pairs out before all 25 are read (``probe=False``: all).
+* PAF probes: a pair may have at most one failing sample with the default 0.95 rule, so four
+  of its own samples (the first at A itself) rule most wrong pairs out before all 25 are read
+  (``probe=False``: all).
 """
 from __future__ import annotations
 
@@ -296,7 +297,7 @@ def candidate_scores(maps: np.ndarray, model: PoseModel, peaks: Peaks,
                      cpu_build: bool = False) -> Connections:
     """PAF line scores above 1e-6 of the (A, B) candidates of every runtime pair, by pair and
     then A, B. ``probe=False`` reads every sample of every pair instead of ruling most pairs out
-    with three probe samples first (the plain path; both give the same connections).
+    with four probe samples first (the plain path; both give the same connections).
     ``cpu_build``: OpenPose's CPU build arithmetic (``getScoreAB``): the kept samples summed in
     float32 in sample order and ``count / n`` in float32 (the CUDA path sums pairwise and
     compares the fraction in float64, ``docs/postprocessing.md`` §PAF scoring)."""
@@ -329,13 +330,19 @@ def candidate_scores(maps: np.ndarray, model: PoseModel, peaks: Peaks,
     inter = np.float32(thresholds.connect_inter_threshold)
     min_above = thresholds.connect_inter_min_above_threshold
     # A pair passes with at most max_fail[n] samples at or below the threshold (0 or 1 with the
-    # default 0.95), so three probe samples (its samples n/2, n/4, 3n/4, computed the same way)
+    # default 0.95), so four probe samples (its samples 0, n/2, n/4, 3n/4, computed the same way)
     # rule out most pairs (limbs of different people) before the full 25-sample gather; each
-    # probe is read only for the pairs the previous ones left in.
+    # probe is read only for the pairs the previous ones left in. Sample 0 is A's own pixel
+    # (A + 0 * step), the same for all of A's candidates.
     todo = np.arange(total_m)
     if probe:
         max_fail = _max_failing_samples(min_above, cpu_build)[n_samples]
-        fails = np.zeros(total_m, np.int64)
+        own = (np.clip(np.floor(peaks.y + np.float32(0.5)), 0, h - 1).astype(np.int64) * w
+               + np.clip(np.floor(peaks.x + np.float32(0.5)), 0, w - 1).astype(np.int64))[ga]
+        value = ux * flat[chan[:, 0] + own] + uy * flat[chan[:, 1] + own]
+        fails = (~(value > inter)).astype(np.int64)
+        todo = np.flatnonzero(fails <= max_fail)
+        fails = fails[todo]
         for quarter in (2, 1, 3):
             steps = ((n_samples[todo] * quarter) // 4).astype(np.float32)[:, None]
             value = _paf_samples(flat, chan[todo], ax[todo], ay[todo], step_x[todo],
