@@ -120,9 +120,13 @@ def lmdb(json_path, images_dir, out, dataset, model_yaml, background, encoded, s
 @reports_errors
 def inspect(lmdb_path, model, count, start, out, labels, seed, model_yaml):
     """Render LMDB records (image, mask, keypoints; optionally labels) into one PNG grid."""
+    from openpose_train.generator.output_paths import check_not_an_input
+
     from .inspect import render_grid
     if model_yaml:
         from openpose_train.generator.registry import load_skeleton_yaml
         model = load_skeleton_yaml(model_yaml, register_model=True).name
+    lmdb_files = [Path(lmdb_path) / name for name in ("data.mdb", "lock.mdb")] if Path(lmdb_path).is_dir() else []
+    check_not_an_input(out, [("LMDB_PATH", path) for path in [lmdb_path, *lmdb_files]])
     info = render_grid(lmdb_path, Path(out), model=model, count=count, start=start, labels=labels, seed=seed)
     click.echo(info)

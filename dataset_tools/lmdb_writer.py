@@ -43,7 +43,7 @@ import numpy as np
 
 from openpose_train.common.files import atomic_file, write_atomic
 from openpose_train.common.errors import OpenPoseTrainError
-from openpose_train.generator.output_paths import make_output_folder
+from openpose_train.generator.output_paths import check_not_an_input, make_output_folder
 from openpose_train.generator.registry import get_dataset_layout
 
 from . import coco
@@ -503,12 +503,62 @@ def build_lmdb(json_path, images_dir, out, options: Optional[BuildOptions] = Non
     """
     out = Path(out)
     partial = _partial_path(out)
+    check_not_an_input(out, [("--json", json_path), ("--images", images_dir)], error=LmdbBuildError, folder=True)
     try:
-        return _build_lmdb(json_path, images_dir, out, partial, options or BuildOptions())
+        with _BuildLock(out):
+            return _build_lmdb(json_path, images_dir, out, partial, options or BuildOptions())
     except (lmdb.Error, OSError) as exc:
         if isinstance(exc, lmdb.Error) or exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise _write_failed(partial, exc) from None
         raise
+
+
+class _BuildLock:
+    """``<out>.lock`` (an flock, common/locks.py): two builds of one LMDB (two terminals) would write
+    the same ``.partial`` and progress file; the second is refused with one line naming the first
+    (docs/refusals.md §Outputs). The folder of ``out`` is made for the lock when it can be (and removed
+    again if the build leaves it empty); where it cannot, the build itself says why."""
+
+    def __init__(self, out: Path):
+        from openpose_train.common.locks import ExclusiveLock
+        self.out, self.lock, self.created = out, None, None
+        if out.name in ("", ".", "..") or _folder_blocked(out.parent):
+            return
+        self.lock = ExclusiveLock(
+            f"{out}.lock",
+            busy=lambda holder: LmdbBuildError(
+                f"{out}: another 'openpose-train lmdb' ({holder}) is building this LMDB; wait for it to end "
+                f"(then run this command again: it finds the LMDB built) or choose another --out"),
+            failed=LmdbBuildError)
+
+    def __enter__(self):
+        if self.lock is not None:
+            folder = self.out.parent.absolute()
+            while not folder.exists():
+                self.created, folder = folder, folder.parent
+            make_output_folder(self.out.parent, "LMDB folder", LmdbBuildError)
+            self.lock.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        if self.lock is not None:
+            self.lock.release()
+            if self.created is not None:
+                for folder in sorted((p for p in [self.created, *self.created.rglob("*")] if p.is_dir()),
+                                     key=lambda p: -len(p.parts)):
+                    try:
+                        folder.rmdir()      # only when the build left it empty
+                    except OSError:
+                        pass
+
+
+def _folder_blocked(folder: Path) -> bool:
+    from openpose_train.generator.output_paths import OutputFolderError, check_output_folder
+    try:
+        check_output_folder(folder)
+    except OutputFolderError:
+        return True
+    return False
 
 
 def _write_failed(partial: Path, exc: Exception) -> LmdbBuildError:

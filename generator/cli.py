@@ -14,6 +14,7 @@ import click
 from openpose_train.common.errors import reports_errors
 
 from . import families, fork_check, render
+from .output_paths import check_not_an_input
 from .registry import get_model, load_skeleton_yaml, register
 
 # LMDB folder name fragments -> registry dataset key (checked in order: hand_mpii before mpii).
@@ -152,6 +153,16 @@ def _preset_sources_help() -> str:
     return "; ".join(parts)
 
 
+def _lmdb_path(text: str) -> str:
+    """The path of a ``--lmdb PATH[:PROB]`` value."""
+    path, _, prob = text.rpartition(":")
+    try:
+        float(prob)
+    except ValueError:
+        return text
+    return path or text
+
+
 @click.command("prototxt", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--model", "model_name", help="Registry model (BODY_25, BODY_25B, BODY_135, COCO_18, MPI_15, "
               "MPI_15_4, HAND_21, FACE_70, ...; `openpose-train models` lists them).")
@@ -258,6 +269,8 @@ def prototxt(model_name, yaml_path, preset, out_dir, batch_size, crop_size, lmdb
         heat_stages=heat_stages, width=width, val_images=absolute(val_images) or "",
         val_annotations=absolute(val_annotations) or "", val_interval=val_interval or 0, val_metric=val_metric)
     out = Path(out_dir or f"out/{model.name}_{preset_name}")
+    check_not_an_input(out, [("--lmdb", _lmdb_path(text)) for text in lmdbs] +
+                       [("--background-lmdb", background_lmdb), ("--yaml", yaml_path)])
     if deploy_only:
         text = render.render_deploy(model.name, preset_name, **options)
         paths = {"deploy": render.write_atomic(out / render.file_names(model.name)["deploy"], text)}

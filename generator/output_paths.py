@@ -69,3 +69,20 @@ def make_parent_folder(path: PathLike, error: Type[Exception] = OutputFolderErro
     if path.is_dir():
         raise error(f"{name}: is a folder, not a file")
     return (make_output_folder if create else check_output_folder)(path.parent, error=error, prefix=f"{name}: ")
+
+
+def check_not_an_input(output: PathLike, inputs, label: str = "--out",
+                       error: Type[Exception] = OutputFolderError, folder: bool = False) -> None:
+    """Refuse an output that would overwrite one of the command's inputs: ``output`` is an input
+    itself (after resolving links) or, for an output ``folder`` that a rerun may replace, holds one
+    of them. ``inputs``: ``(option, path)`` pairs, None paths skipped. One line naming both
+    (docs/refusals.md §Outputs)."""
+    out = Path(os.path.realpath(output))
+    for option, path in inputs:
+        if not path:
+            continue
+        source = Path(os.path.realpath(path))
+        if out == source or (folder and out in source.parents):
+            what = "is" if out == source else "holds"
+            raise error(f"{label} {output} {what} the input {option} {path}: the output would overwrite it; "
+                        f"choose another {label}")

@@ -326,3 +326,177 @@ def test_validate_snapshots_reuses_a_score_only_with_the_same_settings(world, tm
     assert scored == 2 and "images_digest" in output
     rows = [json.loads(line) for line in (out / "ap.jsonl").read_text().splitlines()]
     assert len(rows) == 10 and all(r["scored_with"]["net_resolution"] in ("-1x64", "-1x96") for r in rows)
+
+
+# ------------------------------------------------------------------------------------------------
+# Outputs never destroy inputs (docs/refusals.md §Outputs)
+
+def test_an_output_that_is_an_input_is_refused_in_every_command(world, tmp_path):
+    ann = tmp_path / "ann.json"
+    ann.write_text(world.json.read_text())
+    before = ann.read_bytes()
+    images = world.root / "synth" / "train2017"
+    train_json = world.root / "synth/annotations/person_keypoints_train2017.json"
+    refused("lmdb", "--json", train_json, "--images", images, "--out", train_json,
+            names=["--out", "is the input --json"])
+    refused("lmdb", "--json", train_json, "--images", images, "--out", images, "--overwrite",
+            names=["--out", "is the input --images"])
+    refused("lmdb", "--json", train_json, "--images", images, "--out", images.parent, "--overwrite",
+            names=["--out", "holds the input --json"])
+    refused(*validate_args(world, tmp_path, ann)[:-3], "--out", ann, "--quiet",
+            names=["--out", "is the input --annotations"])
+    named_like_a_summary = tmp_path / "r_summary.json"          # what --out r.json writes beside it
+    named_like_a_summary.write_text(world.json.read_text())
+    refused(*validate_args(world, tmp_path, named_like_a_summary), names=["_summary.json", "is the input --annotations"])
+    refused(*validate_args(world, tmp_path, ann), "--render", world.images, names=["--render", "is the input --images"])
+    refused(*validate_args(world, tmp_path, ann), "--write-json", world.images,
+            names=["--write-json", "is the input --images"])
+    refused("validate-snapshots", world.snapshots, "--model", "BODY_25", "--images", world.images,
+            "--annotations", ann, "--out-dir", world.images, "--quiet", names=["--out-dir", "is the input --images"])
+    refused("inspect", world.lmdb, "--out", world.lmdb / "data.mdb", names=["--out", "data.mdb"])
+    log = tmp_path / "train.log"
+    log.write_text("I1203 08:00:00.000000 1 solver.cpp:218] Iteration 0 (1 iter/s, 1s/1 iters), loss = 1.0\n")
+    refused("plot", log, "--out", log, names=["--out", "is the input SOURCE"])
+    refused("prototxt", "--model", "BODY_25", "--preset", "tiny", "--lmdb", world.lmdb, "--out", world.lmdb,
+            names=["--out", "is the input --lmdb"])
+    refused("vgg", ann, ann, names=["OUT", "is the input PTH"])
+    refused("export", "--snapshot", world.caffemodel, "--model", "BODY_25", "--to", tmp_path / "models",
+            "--onnx", world.caffemodel, names=["--onnx", "is the input --snapshot"])
+    assert ann.read_bytes() == before and log.read_text().startswith("I1203")
+    assert (world.lmdb / "data.mdb").stat().st_size > 0 and not (tmp_path / "models").exists()
+
+
+def test_a_second_lmdb_build_on_the_same_out_is_refused_while_the_first_runs(world, tmp_path):
+    """Two terminals: the second build finds <out>.lock held (flock) and stops with one line naming the
+    first build's PID; once the first ends, the lock file is gone and the build runs."""
+    import os
+    from openpose_train.common.locks import ExclusiveLock
+    out = tmp_path / "lmdb"
+    args = ["lmdb", "--json", world.root / "synth/annotations/person_keypoints_train2017.json", "--images",
+            world.root / "synth/train2017", "--out", out, "--quiet"]
+    with ExclusiveLock(f"{out}.lock", busy=RuntimeError, failed=RuntimeError):    # the first build
+        refused(*args, names=[str(out), "another 'openpose-train lmdb'", f"PID {os.getpid()}"])
+        assert not out.exists() and not out.with_name("lmdb.partial").exists()
+    rc, output, _ = invoke(*args)
+    assert rc == 0, output
+    assert (out / "data.mdb").is_file() and not out.with_name("lmdb.lock").exists()
+
+
+def test_a_second_lmdb_process_is_refused_by_the_lock(world, tmp_path):
+    """The same with a real second process holding the lock (flock is per process, dropped at its death)."""
+    import subprocess
+    import sys
+    out = tmp_path / "lmdb"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'%d host\\n' % os.getpid()); print('locked', flush=True); "
+        "time.sleep(60)"), f"{out}.lock"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        refused("lmdb", "--json", world.root / "synth/annotations/person_keypoints_train2017.json", "--images",
+                world.root / "synth/train2017", "--out", out, "--quiet", names=[f"PID {holder.pid} on host"])
+    finally:
+        holder.kill()
+        holder.wait()
+    rc, output, _ = invoke("lmdb", "--json", world.root / "synth/annotations/person_keypoints_train2017.json",
+                           "--images", world.root / "synth/train2017", "--out", out, "--quiet")
+    assert rc == 0, output      # a dead holder's lock file is taken over
+
+
+def test_export_into_a_folder_holding_a_model_refuses_or_keeps_a_backup(world, tmp_path):
+    models = tmp_path / "models"
+    target = models / "pose" / "body_25"
+    target.mkdir(parents=True)
+    (target / "pose_iter_584000.caffemodel").write_bytes(b"OpenPose's own weights")
+    (target / "pose_deploy.prototxt").write_text("OpenPose's own deploy\n")
+    args = ["export", "--snapshot", world.caffemodel, "--model", "BODY_25", "--to", models]
+    refused(*args, names=[str(target), "already holds a model", "pose_deploy.prototxt, pose_iter_584000.caffemodel",
+                          "--overwrite"])
+    assert (target / "pose_iter_584000.caffemodel").read_bytes() == b"OpenPose's own weights"
+    rc, output, _ = invoke(*args, "--overwrite")
+    assert rc == 0, output
+    assert (target / "pose_iter_584000.caffemodel.bak").read_bytes() == b"OpenPose's own weights"
+    assert (target / "pose_deploy.prototxt.bak").read_text() == "OpenPose's own deploy\n"
+    assert f"kept:       {target / 'pose_iter_584000.caffemodel.bak'}" in output
+    assert (target / "pose_iter_584000.caffemodel").read_bytes() == world.caffemodel.read_bytes()
+    rc, output, _ = invoke(*args)        # the same export again: nothing to replace
+    assert rc == 0 and "kept:" not in output, output
+    other = world.snapshots / "pose_iter_4.caffemodel"
+    rc, output, _ = invoke("export", "--snapshot", other, "--model", "BODY_25", "--to", models, "--overwrite")
+    assert rc == 0, output           # the first backup (OpenPose's own) is never replaced
+    assert (target / "pose_iter_584000.caffemodel.bak").read_bytes() == b"OpenPose's own weights"
+    assert (target / "pose_iter_584000.caffemodel.bak1").read_bytes() == world.caffemodel.read_bytes()
+
+
+def test_export_accepts_the_model_yaml_of_a_custom_skeleton(tmp_path):
+    """README §Custom skeletons: 'our validation and ONNX export work with it directly'."""
+    from openpose_train.caffe_layers import caffe_io
+    from openpose_train.caffe_layers.shapes import random_weights
+    skeleton = Path(__file__).resolve().parents[1] / "generator" / "example_skeleton.yaml"
+    rc, output, _ = invoke("prototxt", "--yaml", skeleton, "--preset", "tiny", "--out", tmp_path / "net",
+                           "--deploy-only")
+    assert rc == 0, output
+    deploy = tmp_path / "net" / "pose_deploy.prototxt"
+    net = caffe_io.read_net_prototxt(str(deploy))
+    caffe_io.write_caffemodel(str(tmp_path / "net" / "pose_iter_5.caffemodel"), random_weights(net, seed=2), net=net)
+    rc, output, _ = invoke("export", "--model-yaml", skeleton, "--snapshot", tmp_path / "net" / "pose_iter_5.caffemodel",
+                           "--to", tmp_path / "models")
+    assert rc == 0, output
+    folder = tmp_path / "models" / "pose" / "body_19_example"
+    assert (folder / "pose_deploy.prototxt").read_text() == deploy.read_text()
+    assert "custom skeleton" in output and "--model_pose BODY_19_EXAMPLE" in output
+    # the skeleton's channels are checked like a registry model's
+    refused("export", "--model-yaml", skeleton, "--snapshot", world_snapshot_of(tmp_path, "BODY_25"),
+            "--to", tmp_path / "m2", names=["output channels", "BODY_19_EXAMPLE has 60"])
+
+
+def world_snapshot_of(tmp_path, model):
+    """A random-weights tiny snapshot of a registry model, its deploy beside it."""
+    from openpose_train.caffe_layers import caffe_io
+    from openpose_train.caffe_layers.shapes import random_weights
+    from openpose_train.generator.render import render_deploy
+    folder = tmp_path / f"snap_{model}"
+    folder.mkdir()
+    (folder / "pose_deploy.prototxt").write_text(render_deploy(model, preset="tiny"))
+    net = caffe_io.read_net_prototxt(str(folder / "pose_deploy.prototxt"))
+    caffe_io.write_caffemodel(str(folder / "pose_iter_1.caffemodel"), random_weights(net, seed=1), net=net)
+    return folder / "pose_iter_1.caffemodel"
+
+
+# ------------------------------------------------------------------------------------------------
+# Resource limits give one line (docs/refusals.md §Resource limits)
+
+@pytest.mark.parametrize("args,names", [
+    (["--net-resolution", "-1x40000"], ["--net-resolution -1x40000", "71104x40000", "GiB", "free"]),
+    (["--net-resolution", "-1x64", "--scale-number", "4", "--scale-gap", "0.3"],
+     ["--scale-number 4 --scale-gap 0.3", "scale 3 = 0.1", "below 16 pixels"]),
+    (["--net-resolution", "-1x64", "--scale-number", "5", "--scale-gap", "0.25"],
+     ["--scale-number 5 --scale-gap 0.25", "scale 4 = 0 is outside (0, 1]"]),
+], ids=["resolution-too-large", "smallest-scale-rounds-to-nothing", "scale-zero"])
+def test_resolution_and_scales_that_cannot_run_are_one_line(world, tmp_path, args, names):
+    base = validate_args(world, tmp_path, world.json)
+    base = base[:base.index("--net-resolution")] + base[base.index("--net-resolution") + 2:]
+    refused(*base, *args, names=names)
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_train_val_net_resolution_too_large_stops_before_training(world, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(world.train, run)
+    refused("train", "-solver", "pose_solver.prototxt", "--no-progress", "--workers", 0, "--val-images",
+            world.images, "--val-annotations", world.json, "--val-interval", 1, "--val-net-resolution", "-1x40000",
+            names=["--val-net-resolution -1x40000", "GiB"], cwd=run)
+    assert not list(run.glob("model/*.caffemodel"))
+
+
+def test_out_of_memory_at_the_forward_is_one_line(world, tmp_path, monkeypatch):
+    """Where the estimate passes but the allocation fails (another process took the memory): torch's
+    RuntimeError becomes one line naming --net-resolution and the size."""
+    from openpose_train.validation import inference
+
+    def no_memory(self, batch):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 123456789 bytes.")
+    monkeypatch.setattr(inference.TorchBackend, "forward", no_memory)
+    refused(*validate_args(world, tmp_path, world.json), names=["--net-resolution -1x64", "ran out of memory",
+                                                                "can't allocate memory"])

@@ -240,10 +240,11 @@ def test_second_training_on_the_same_prefix_is_refused_and_a_dead_runs_lock_take
 
 
 def test_snapshot_lock_without_flock_takes_over_dead_pids_only(tmp_path, monkeypatch):
+    from openpose_train.common import locks
     from openpose_train.training import snapshot_lock
     from openpose_train.training.data_sources import TrainingError
 
-    monkeypatch.setattr(snapshot_lock, "fcntl", None)                 # the portable path
+    monkeypatch.setattr(locks, "fcntl", None)                         # the portable path
     prefix = str(tmp_path / "model/pose")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

@@ -497,11 +497,18 @@ def build_evaluator(cfg: EvaluationConfig, net_param, net_path: str, prefix: str
     images = check_metric_applies(model, cfg)
     deploy = cfg.deploy or default_deploy(net_path)
     from openpose_train.caffe_layers.caffe_io import read_net_prototxt
-    from openpose_train.validation.inference import InferenceError, check_output_channels
+    from openpose_train.validation.inference import (InferenceError, InferenceSettings, check_memory,
+                                                     check_output_channels)
     try:       # a deploy of another model would score nothing at every evaluation
-        check_output_channels(deploy, read_net_prototxt(deploy), model)
+        deploy_param = read_net_prototxt(deploy)
+        check_output_channels(deploy, deploy_param, model)
     except (InferenceError, ValueError, OSError) as exc:
         raise TrainingError(f"--val-deploy: {exc}") from None
+    try:       # the validation net must fit beside the training
+        check_memory(deploy_param, InferenceSettings(net_resolution=cfg.net_resolution), model.num_channels,
+                     device=str(device), option="--val-net-resolution")
+    except InferenceError as exc:
+        raise TrainingError(str(exc)) from None
     for line in images.problems():      # absent or repeated images: said once, with counts
         logger.warning("solver.cpp:300", f"--val-images: {line}")
     evaluator = Evaluator(cfg, model, deploy, prefix, net_param, device, logger, model_arg=cfg.model)

@@ -34,6 +34,7 @@ class ExportResult:
     models_dir: Path
     command: str
     notes: tuple
+    backups: tuple = ()                 # the files --overwrite replaced, kept under these names
 
 
 def find_deploy_prototxt(snapshot: Path, model) -> Optional[Path]:
@@ -118,16 +119,59 @@ def openpose_command(model, models_dir: Path, net_resolution: str = "-1x368") ->
     if model.model_folder.startswith(("hand", "face")):
         flag = "--hand" if model.model_folder.startswith("hand") else "--face"
         return f"./build/examples/openpose/openpose.bin --model_folder {models_dir}/ {flag}"
-    return (f"./build/examples/openpose/openpose.bin --model_pose {model.openpose_name} "
+    return (f"./build/examples/openpose/openpose.bin --model_pose {model.openpose_name or model.name} "
             f"--model_folder {models_dir}/ --net_resolution {net_resolution}")
 
 
+def _same_bytes(path: Path, source: Optional[Path], text: Optional[str]) -> bool:
+    """``path`` holds exactly ``source``'s bytes (or ``text``; neither: not known, so not the same)."""
+    from openpose_train.common.digest import file_sha256
+    if source is None and text is None:
+        return False
+    if text is not None:
+        return path.read_bytes() == text.encode()
+    return path.stat().st_size == source.stat().st_size and file_sha256(path) == file_sha256(source)
+
+
+def _free_backup_name(path: Path) -> Path:
+    """``<path>.bak``, or ``.bak1``, ``.bak2``, ... when taken: an earlier backup (OpenPose's own
+    model, say) is never replaced."""
+    candidate, n = path.with_name(path.name + ".bak"), 0
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}.bak{n}")
+    return candidate
+
+
+def _replaced_files(targets, overwrite: bool, target_dir: Path) -> tuple:
+    """The target files that hold something else than the export: refused (ExportError naming them)
+    without ``overwrite``, else renamed to a free ``.bak`` name first; returns the backups.
+    ``targets``: (target path, source path or None, source text or None)."""
+    different = [t for t, source, text in targets if t.exists() and not _same_bytes(t, source, text)]
+    if not different:
+        return ()
+    names = ", ".join(t.name for t in different)
+    if not overwrite:
+        raise ExportError(f"{target_dir} already holds a model ({names}; OpenPose's own files, or an earlier "
+                          f"export): choose another --to, or pass --overwrite to replace them (the replaced files "
+                          f"are kept as <name>.bak)")
+    backups = []
+    for target in different:
+        backup = _free_backup_name(target)
+        target.rename(backup)       # a new name in the same folder: nothing is copied
+        backups.append(backup)
+    return tuple(backups)
+
+
 def export_snapshot(snapshot, model_name: str, to, preset: Optional[str] = None,
-                    deploy: Optional[str] = None, net_resolution: Optional[str] = None) -> ExportResult:
+                    deploy: Optional[str] = None, net_resolution: Optional[str] = None,
+                    overwrite: bool = False) -> ExportResult:
     """Copy ``snapshot`` and its deploy prototxt into the OpenPose models folder ``to``.
 
     The deploy prototxt is, in this order: ``deploy`` if given; the one the generator wrote beside
-    the snapshot's training folder; else one rendered from the registry (with ``preset``).
+    the snapshot's training folder; else one rendered from the registry (with ``preset``). Files
+    already in the target folder with other content (OpenPose's own model, say) are refused unless
+    ``overwrite``, which keeps them as ``<name>.bak`` (docs/refusals.md §Outputs).
     """
     snapshot = Path(snapshot)
     if not snapshot.is_file():
@@ -159,6 +203,10 @@ def export_snapshot(snapshot, model_name: str, to, preset: Optional[str] = None,
     target_caffemodel = target_dir / model.caffemodel_name
     deploy_size = len(rendered_text.encode()) if rendered_text is not None else deploy_path.stat().st_size
     _prepare_target(target_dir, snapshot.stat().st_size + deploy_size)
+    # a folded caffemodel is new bytes: a model already there is another one (no cheap identity check)
+    backups = _replaced_files([(target_prototxt, None if rendered_text is not None else deploy_path, rendered_text),
+                               (target_caffemodel, None if folded is not None else snapshot, None)],
+                              overwrite, target_dir)
     if rendered_text is not None:
         _atomic_write(target_prototxt, lambda tmp: tmp.write_text(rendered_text))
     else:
@@ -175,9 +223,12 @@ def export_snapshot(snapshot, model_name: str, to, preset: Optional[str] = None,
     if net_resolution is None:
         from openpose_train.generator.render import resolve_preset
         net_resolution = resolve_preset(model.name, preset).net_resolution
+    if not model.upstream:
+        notes.append(f"{model.name} is a custom skeleton: OpenPose runs it only after its tables are added to "
+                     f"OpenPose's source and OpenPose is rebuilt (our validate and --onnx use it directly).")
     if model.openpose_name and not model.openpose_cpu_connector:
         notes.append(f"{model.name} runs only with OpenPose's CUDA build (its CPU body connector "
                      "supports BODY_25, COCO, MPI and MPI_4_layers).")
     return ExportResult(model=model.name, prototxt=target_prototxt, caffemodel=target_caffemodel,
                         models_dir=models_dir, command=openpose_command(model, models_dir.resolve(), net_resolution),
-                        notes=tuple(notes))
+                        notes=tuple(notes), backups=backups)

@@ -4,7 +4,7 @@ import os
 import click
 
 from openpose_train.common.errors import reports_errors
-from openpose_train.generator.output_paths import make_parent_folder
+from openpose_train.generator.output_paths import check_not_an_input, make_parent_folder
 
 
 @click.command("export")
@@ -24,8 +24,15 @@ from openpose_train.generator.output_paths import make_parent_folder
 @click.option("--onnx", "onnx_path", default=None, type=click.Path(dir_okay=False),
               help="Also write an ONNX model (dynamic height/width), checked with onnxruntime.")
 @click.option("--opset", default=17, show_default=True, help="ONNX opset.")
+@click.option("--model-yaml", default=None, type=click.Path(dir_okay=False),
+              help="Custom skeleton YAML the snapshot was trained with (instead of --model); written under its "
+                   "model_folder.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace a model already in the target folder (e.g. OpenPose's own), keeping its files as "
+                   "<name>.bak.")
 @reports_errors
-def export(snapshot, best_dir, model_name, to, preset, deploy, net_resolution, onnx_path, opset):
+def export(snapshot, best_dir, model_name, model_yaml, to, preset, deploy, net_resolution, onnx_path, opset,
+           overwrite):
     """Write SNAPSHOT and its deploy prototxt where OpenPose expects them, after checking every layer."""
     from openpose_train.training.export import export_snapshot
 
@@ -41,12 +48,21 @@ def export(snapshot, best_dir, model_name, to, preset, deploy, net_resolution, o
             deploy = record["deploy"]
         click.echo(f"best:       iteration {record['iteration']}, {record['metric']} {record.get('key', '')} "
                    f"{record['score']:.4f} ({snapshot})")
+    if model_yaml:
+        from openpose_train.generator.registry import load_skeleton_yaml
+        skeleton = load_skeleton_yaml(model_yaml, register_model=True)
+        if model_name and model_name != skeleton.name:
+            raise click.UsageError(f"--model {model_name} and --model-yaml {model_yaml} ({skeleton.name}): give one")
+        model_name = skeleton.name
     if not model_name:
         raise click.UsageError("--model is required")
     if onnx_path:      # before the OpenPose files are written
         make_parent_folder(onnx_path, click.ClickException, label="--onnx", create=False)
+        check_not_an_input(onnx_path, [("--snapshot", snapshot), ("--deploy", deploy)], "--onnx")
     result = export_snapshot(snapshot, model_name, to, preset=preset, deploy=deploy,
-                             net_resolution=net_resolution)
+                             net_resolution=net_resolution, overwrite=overwrite)
+    for backup in result.backups:
+        click.echo(f"kept:       {backup} (the file --overwrite replaced)")
     click.echo(f"prototxt:   {result.prototxt}")
     click.echo(f"caffemodel: {result.caffemodel}")
     if onnx_path:

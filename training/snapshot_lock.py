@@ -7,19 +7,12 @@ created exclusively and a file naming a PID that no longer runs is taken over.
 """
 from __future__ import annotations
 
-import errno
 import os
-import socket
 from typing import List, Optional
 
 from openpose_train.generator.output_paths import make_output_folder
 
 from .data_sources import TrainingError
-
-try:
-    import fcntl
-except ImportError:  # not POSIX
-    fcntl = None
 
 
 def lock_path(snapshot_prefix: str) -> str:
@@ -53,102 +46,36 @@ def remove_empty_folders(top: Optional[str]) -> None:
             pass
 
 
-def _pid_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
-
-
 class SnapshotLock:
-    """``with SnapshotLock(prefix, where):`` -- refuses (TrainingError) while another live run holds it."""
+    """``with SnapshotLock(prefix, where):`` -- refuses (TrainingError) while another live run holds it
+    (common/locks.py: flock, a dead run's lock taken over)."""
 
     def __init__(self, snapshot_prefix: str, where: str):
+        from openpose_train.common.locks import ExclusiveLock
+
         self.prefix = snapshot_prefix
         self.where = where
         self.path = lock_path(snapshot_prefix)
-        self._fd: Optional[int] = None
+        self._lock = ExclusiveLock(self.path, busy=self._refusal, failed=TrainingError)
         self._created: Optional[str] = None     # the folder acquire() created, removed again if left empty
 
-    def _refuse(self, holder: str):
-        raise TrainingError(f"{self.path}: another training ({holder}) is writing snapshots with the prefix "
-                            f"{self.prefix!r} ({self.where}); stop it or choose another snapshot_prefix")
-
-    def _holder(self) -> str:
-        try:
-            with open(self.path) as f:
-                fields = f.read().split()
-        except OSError:
-            fields = []
-        return f"PID {fields[0]} on {fields[1]}" if len(fields) >= 2 else "PID unknown"
-
-    def _open(self, flags: int) -> int:
-        try:
-            return os.open(self.path, flags, 0o644)
-        except FileExistsError:
-            raise
-        except OSError as exc:
-            raise TrainingError(f"{self.path}: cannot create the snapshot lock: {exc.strerror or exc}") from None
+    def _refusal(self, holder: str) -> TrainingError:
+        return TrainingError(f"{self.path}: another training ({holder}) is writing snapshots with the prefix "
+                             f"{self.prefix!r} ({self.where}); stop it or choose another snapshot_prefix")
 
     def acquire(self) -> "SnapshotLock":
         self._created = prepare_snapshot_folder(self.prefix, self.where)
-        for _ in range(10):  # the file may be replaced between open and lock: retry
-            fd = self._acquire_once()
-            if fd is not None:
-                self._fd = fd
-                try:
-                    os.ftruncate(fd, 0)
-                    os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
-                except OSError as exc:      # a full disk
-                    self.release()
-                    raise TrainingError(f"{self.path}: cannot write the snapshot lock: "
-                                        f"{exc.strerror or exc}") from None
-                return self
-        raise TrainingError(f"{self.path}: cannot take the snapshot lock (the file keeps changing)")
-
-    def _acquire_once(self) -> Optional[int]:
-        if fcntl is not None:
-            fd = self._open(os.O_RDWR | os.O_CREAT)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                os.close(fd)
-                if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    self._refuse(self._holder())
-                raise TrainingError(f"{self.path}: cannot lock: {exc.strerror or exc}") from None
-            try:
-                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
-            except FileNotFoundError:
-                same = False
-            if not same:  # the holder released (and removed) it between our open and lock
-                os.close(fd)
-                return None
-            return fd
         try:
-            return self._open(os.O_RDWR | os.O_CREAT | os.O_EXCL)
-        except FileExistsError:
-            holder = self._holder()
-            pid = holder.split()[1] if holder.startswith("PID ") else ""
-            if pid.isdigit() and not _pid_running(int(pid)):
-                try:
-                    os.unlink(self.path)  # a dead run's lock
-                except FileNotFoundError:
-                    pass
-                return None
-            self._refuse(holder)
+            self._lock.acquire()
+        except TrainingError:
+            remove_empty_folders(self._created)
+            raise
+        return self
 
     def release(self) -> None:
-        if self._fd is None:
+        if not self._lock.held:
             return
-        try:
-            os.unlink(self.path)  # before unlocking: a waiting run then retries on a fresh file
-        except OSError:
-            pass
-        os.close(self._fd)
-        self._fd = None
+        self._lock.release()
         remove_empty_folders(self._created)
 
     def __enter__(self):

@@ -32,7 +32,7 @@ import click
 import numpy as np
 
 from openpose_train.common.errors import OpenPoseTrainError, reports_errors
-from openpose_train.generator.output_paths import make_parent_folder
+from openpose_train.generator.output_paths import check_not_an_input, make_parent_folder
 
 # (Caffe layer name, torchvision key prefix, weight shape) in VGG-19 order
 VGG19_CONV_CHANNELS = [(1, 1, 3, 64), (1, 2, 64, 64),
@@ -146,8 +146,11 @@ def convert_vgg19(pth_path, out_caffemodel, with_fc: bool = True, deploy_path=No
     from openpose_train.generator.render import GeneratorError, write_atomic
     # the outputs first: a bad path is refused before the (large) state dict is read
     make_parent_folder(out_caffemodel, VggConversionError, create=False)
+    check_not_an_input(out_caffemodel, [("PTH", pth_path)], "OUT", VggConversionError)
     if deploy_path is not None:
         make_parent_folder(deploy_path, VggConversionError, label="--deploy", create=False)
+        check_not_an_input(deploy_path, [("PTH", pth_path), ("OUT", out_caffemodel)], "--deploy",
+                           VggConversionError)
     state = load_state_dict(pth_path, VggConversionError)
     try:
         weights = torchvision_vgg19_to_caffe(state, with_fc=with_fc)

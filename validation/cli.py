@@ -56,14 +56,18 @@ def _model(model_name: str, model_yaml: Optional[str]):
 
 def _estimator(model, prototxt, caffemodel, opts):
     from openpose_train.validation.inference import (InferenceSettings, PoseEstimator,
-                                                     load_backend)
+                                                     check_memory, load_backend)
     settings = InferenceSettings(net_resolution=opts["net_resolution"],
                                  scale_number=opts["scale_number"], scale_gap=opts["scale_gap"],
                                  net_resolution_dynamic=opts["net_resolution_dynamic"],
                                  maximize_positives=opts["maximize_positives"],
                                  openpose_build=opts["openpose_build"])
     backend = load_backend(opts["backend"], prototxt, caffemodel, opts["device"], model=model)
-    return PoseEstimator(model, backend, settings)
+    estimator = PoseEstimator(model, backend, settings)
+    if getattr(backend, "net_param", None) is not None:       # (pycaffe: its own memory)
+        check_memory(backend.net_param, settings, model.num_channels, opts["batch_size"],
+                     getattr(backend, "device", None))
+    return estimator
 
 
 def _settings(model, prototxt, caffemodel, opts) -> dict:
@@ -131,6 +135,7 @@ def validate(model_folder, prototxt, caffemodel, model_name, model_yaml, images,
         estimator = _network_estimator(model, prototxt, caffemodel, opts)
         settings = _settings(model, prototxt, caffemodel, opts)
     _check_output_folders(out, write_json, render)
+    _check_outputs_are_not_inputs(out, write_json, render, images, annotations, prototxt, caffemodel)
     summary = run_validation(estimator, images, out, annotations, write_json, render,
                              batch_size=opts["batch_size"], limit=opts["limit"],
                              settings=settings, progress=not quiet, echo=click.echo,
@@ -148,6 +153,18 @@ def _check_output_folders(out, write_json, render) -> None:
     for option, folder in (("--write-json", write_json), ("--render", render)):
         if folder:
             check_output_folder(folder, f"{option} folder")
+
+
+def _check_outputs_are_not_inputs(out, write_json, render, images, annotations, prototxt, caffemodel) -> None:
+    """--out is none of the input files, and --write-json / --render are not the image folder (their
+    files would overwrite or join the images): docs/refusals.md §Outputs."""
+    from openpose_train.generator.output_paths import check_not_an_input
+    files = [("--annotations", annotations), ("--prototxt", prototxt), ("--caffemodel", caffemodel)]
+    check_not_an_input(out, files + [("--images", images)], "--out")
+    check_not_an_input(f"{os.path.splitext(out)[0]}_summary.json", files, "--out (its _summary.json)")
+    for option, folder in (("--write-json", write_json), ("--render", render)):
+        if folder:
+            check_not_an_input(folder, [("--images", images)] + files, option, folder=True)
 
 
 def _network_estimator(model, prototxt, caffemodel, opts):
@@ -230,7 +247,7 @@ def validate_snapshots(training_dir, prototxt, model_name, model_yaml, images, a
 
     TRAINING_DIR is the generator's output folder (snapshots in the folder of its solver's
     snapshot_prefix, e.g. model/) or the snapshot folder itself."""
-    from openpose_train.generator.output_paths import check_output_folder
+    from openpose_train.generator.output_paths import check_not_an_input, check_output_folder
     from openpose_train.caffe_layers.caffe_io import read_net_prototxt
     from openpose_train.validation.inference import check_output_channels, find_deploy_prototxt
     from openpose_train.validation.plots import (PlotError, find_loss_sources, plot_ap_and_loss,
@@ -258,6 +275,7 @@ def validate_snapshots(training_dir, prototxt, model_name, model_yaml, images, a
     check_output_channels(prototxt, read_net_prototxt(prototxt), model)   # before any snapshot runs
     out_dir = out_dir or os.path.join(training_dir, "validation")
     check_output_folder(out_dir, "--out-dir folder")    # created by the first results file
+    check_not_an_input(out_dir, [("--images", images), ("--annotations", annotations)], "--out-dir", folder=True)
     check_limit(opts["limit"])
     table_path = os.path.join(out_dir, "ap.jsonl")
     # a cached score is reused only when it was made with these settings (images, annotations,
@@ -313,9 +331,11 @@ def plot(sources, out, smooth):
     """Loss curve(s) from training logs, metrics JSONL files or training folders."""
     from openpose_train.validation.plots import (PlotError, find_loss_sources, plot_loss,
                                                  read_loss_curve)
+    from openpose_train.generator.output_paths import check_not_an_input
     files = []
     for source in sources:
         files += find_loss_sources(source) if os.path.isdir(source) else [source]
+    check_not_an_input(out, [("SOURCE", path) for path in files])
     curves = {}
     for path in files:
         try:

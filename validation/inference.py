@@ -94,11 +94,81 @@ def scale_net_sizes(net_size: Tuple[int, int], scale_number: int = 1,
     out = []
     for i in range(scale_number):
         scale = 1 - i * scale_gap
-        if not 0 <= scale <= 1:
-            raise InferenceError(f"--scale-gap {scale_gap}: scale {i} = {scale} is outside [0, 1]")
-        size = tuple(min(max(int(n * scale + 0.5) // 16 * 16, 1), n) for n in net_size)
+        if not 0 < scale <= 1:
+            raise InferenceError(f"--scale-number {scale_number} --scale-gap {scale_gap}: scale {i} = "
+                                 f"{scale:g} is outside (0, 1]; use fewer scales or a smaller gap")
+        size = tuple(min(int(n * scale + 0.5) // 16 * 16, n) for n in net_size)
+        if min(size) < 16:
+            raise InferenceError(f"--scale-number {scale_number} --scale-gap {scale_gap}: scale {i} = {scale:g} "
+                                 f"rounds the net input {net_size[0]}x{net_size[1]} to {size[0]}x{size[1]} "
+                                 f"(below 16 pixels, nothing for the net to see); use fewer scales, a smaller "
+                                 f"gap or a larger --net-resolution")
         out.append((scale, size))
     return out
+
+
+def largest_net_input(resolution: Tuple[int, int], dynamic: float = 1.0) -> Tuple[int, int]:
+    """The largest scale-0 net input (W, H) a ``--net-resolution`` can give: a ``-1`` side grows with
+    the image's aspect ratio up to OpenPose's 16:9 cap (``net_input_size``); uncapped, 16:9 is assumed."""
+    w, h = resolution
+    cap = dynamic * 16 / 9 if dynamic > 0 else 16 / 9
+    if w == -1:
+        w = 16 * int(h * cap / 16 + 0.5)
+    elif h == -1:
+        h = 16 * int(w * cap / 16 + 0.5)
+    return max(w, 16), max(h, 16)
+
+
+def available_memory(device) -> Optional[int]:
+    """Bytes free for a forward on ``device`` (CUDA: ``mem_get_info``; CPU: MemAvailable of
+    /proc/meminfo), or None when it cannot be told."""
+    try:
+        if str(device).startswith("cuda"):
+            import torch
+            return int(torch.cuda.mem_get_info(torch.device(device))[0])
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, RuntimeError, AssertionError):
+        return None
+    return None
+
+
+def forward_memory(net_param, size: Tuple[int, int], batch: int = 1) -> int:
+    """Bytes of every blob of a deploy net at input (W, H) for ``batch`` images (float32): the torch
+    backend keeps each blob until the forward ends, so this is its peak, less the weights."""
+    from openpose_train.caffe_layers.shapes import infer_blob_shapes
+    shapes = infer_blob_shapes(net_param, {None: (batch, 3, size[1], size[0])}, phase=1)
+    return 4 * sum(int(np.prod([d for d in shape if d is not None], dtype=np.int64)) for shape in shapes.values())
+
+
+def check_memory(net_param, settings: "InferenceSettings", num_channels: int, batch_size: int = 1,
+                 device=None, option: str = "--net-resolution") -> None:
+    """Refuse (one line naming ``option`` and the size) a net resolution whose forward and merged maps
+    surely do not fit in the memory free on ``device``, before anything is allocated (a too large
+    allocation would otherwise be killed by the kernel, or raise deep inside torch)."""
+    resolution = parse_net_resolution(settings.net_resolution)
+    size = largest_net_input(resolution, settings.net_resolution_dynamic)
+    free = available_memory(device or "cpu")
+    if free is None:
+        return
+    needed = forward_memory(net_param, size, max(1, batch_size)) + \
+        4 * num_channels * size[0] * size[1] * (1 + settings.scale_number)
+    if needed > free:
+        raise InferenceError(f"{option} {settings.net_resolution}: a net input up to {size[0]}x{size[1]} "
+                             f"(batch {max(1, batch_size)}) needs about {needed / 2**30:.1f} GiB, "
+                             f"{free / 2**30:.1f} GiB are free on {device or 'cpu'}; use a smaller {option}"
+                             + (" or --batch-size" if batch_size > 1 else ""))
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """An allocation failure of torch (CPU or CUDA) or numpy."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text
+                                              or "not enough memory" in text)
 
 
 def net_to_image_scale(net_size: Tuple[int, int], image_size: Tuple[int, int]) -> float:
@@ -544,6 +614,7 @@ class TorchBackend:
         self.torch = torch
         net_param = read_net_prototxt(str(prototxt))
         output_layer_name(net_param)
+        self.net_param = net_param          # for the memory estimate (check_memory)
         self.device = _torch_device(torch, device)
         self.net = CaffeNet(net_param, phase="TEST")
         self.net.load_caffe_weights(str(caffemodel), allow_missing=False)
@@ -604,7 +675,8 @@ class OpenCVBackend:
     def __init__(self, prototxt, caffemodel, device: Optional[str] = None):
         from openpose_train.caffe_layers.caffe_io import read_net_prototxt
         self.files = f"{prototxt} / {caffemodel}"
-        self.layer = output_layer_name(read_net_prototxt(str(prototxt)))
+        self.net_param = read_net_prototxt(str(prototxt))
+        self.layer = output_layer_name(self.net_param)
         try:
             self.net = read_opencv_net(prototxt, caffemodel)
         except cv2.error as exc:
@@ -746,7 +818,8 @@ class PoseEstimator:
         device = getattr(backend, "device", None)
         self.resize_device = str(device) if device is not None and str(device).startswith("cuda") \
             else None
-        scale_net_sizes((16, 16), self.settings.scale_number, self.settings.scale_gap)
+        side = min(n for n in self.resolution if n > 0)     # the side the resolution fixes
+        scale_net_sizes((side, side), self.settings.scale_number, self.settings.scale_gap)
         if self.settings.openpose_build not in OPENPOSE_BUILDS:
             raise InferenceError(f"openpose_build must be one of {', '.join(OPENPOSE_BUILDS)}, "
                                  f"got {self.settings.openpose_build!r}")
@@ -785,7 +858,16 @@ class PoseEstimator:
                 jobs.setdefault(size, []).append((i, j, preprocess(image, size)[0]))
         outputs = {}
         for size, items in jobs.items():
-            result = self.backend.forward(np.stack([x for _, _, x in items]))
+            try:
+                result = self.backend.forward(np.stack([x for _, _, x in items]))
+            except (MemoryError, RuntimeError) as exc:
+                if not out_of_memory(exc):
+                    raise
+                raise InferenceError(
+                    f"--net-resolution {self.settings.net_resolution}: the net input {size[0]}x{size[1]} "
+                    f"(batch {len(items)}) ran out of memory on {getattr(self.backend, 'device', 'cpu')} "
+                    f"({str(exc).strip().splitlines()[0][:120]}); use a smaller --net-resolution or "
+                    f"--batch-size") from None
             for (i, j, _), out in zip(items, result):
                 outputs[(i, j)] = out
         for i, (image, (scales, net0)) in enumerate(zip(images, plans)):
@@ -796,7 +878,12 @@ class PoseEstimator:
                 if self._maps_buffer is None or self._maps_buffer.shape != shape:
                     self._maps_buffer = np.empty(shape, np.float32)
                 buffer = self._maps_buffer
-            merged, bound = self.merge(outs, [s for _, s in scales], net0, buffer)
+            try:
+                merged, bound = self.merge(outs, [s for _, s in scales], net0, buffer)
+            except MemoryError:
+                raise InferenceError(f"--net-resolution {self.settings.net_resolution}: the maps of the net input "
+                                     f"{net0[0]}x{net0[1]} do not fit in memory; use a smaller "
+                                     f"--net-resolution") from None
             yield merged, net_to_image_scale(net0, (image.shape[1], image.shape[0])), bound
 
     def merge(self, outs: Sequence[np.ndarray], scales: Sequence[float], net0: Tuple[int, int],
