@@ -587,3 +587,49 @@ def test_yaml_skeleton_loader_is_safe():
             skeleton.load_skeleton_yaml(path)
     finally:
         path.unlink()
+
+
+# ---- issue 17, class 6: a rank that dies under torchrun stops the others with one line and a snapshot ----------------
+@pytest.mark.slow      # torchrun with 2 gloo processes (~30 s on the 2 shared CPU cores)
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the ranks through /proc")
+def test_torchrun_rank_killed_stops_rank_0_with_one_line_a_snapshot_and_no_lock(tmp_path):
+    solver = SOLVER.replace("max_iter: 20", "max_iter: 100000000").replace("snapshot: 10", "snapshot: 0") \
+        .replace("display: 5", "display: 1")
+    d = make_dir(tmp_path, solver=solver)
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m",
+                             "openpose_train.cli", "train", "-solver", "solver.prototxt", "--no-progress", "--workers",
+                             "0"], cwd=d, stderr=subprocess.STDOUT, stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    lines = []
+    try:
+        deadline = time.time() + 180
+        for line in proc.stdout:
+            lines.append(line)
+            m = re.search(r"^I\d+ [\d:.]+ +(\d+) solver.cpp:218\] Iteration 5 \(", line)
+            if m or time.time() > deadline:
+                break
+        assert m, "".join(lines)
+        rank0 = int(m.group(1))
+        rank1 = [p for p in descendants(proc.pid) if alive(p) and p != rank0 and rank0 not in descendants(p)
+                 and "openpose_train.cli" in Path(f"/proc/{p}/cmdline").read_text()]
+        assert len(rank1) == 1, rank1
+        os.kill(rank1[0], 9)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = "".join(lines) + out
+    errors = [line for line in out.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, out[-3000:]
+    m = re.match(r"Error: rank 1 of this 2-process training stopped, so rank 0 stops at iteration (\d+); last "
+                 r"complete snapshot: model/pose_iter_(\d+)\.solverstate \(resume with -snapshot", errors[0])
+    assert m and m.group(1) == m.group(2), errors[0]
+    assert "[rank0]: Traceback" not in out and "this is a bug" not in out, out[-3000:]
+    state = d / f"model/pose_iter_{m.group(1)}.solverstate"
+    assert state.exists() and (d / f"model/pose_iter_{m.group(1)}.caffemodel").exists()
+    assert not (d / "model/pose.lock").exists()
+    # the snapshot resumes in one process (weights and history; the data order starts afresh)
+    r = run_cli(["-solver", "solver.prototxt", "-snapshot", f"model/{state.name}", "-iterations",
+                 str(int(m.group(1)) + 1)], d)
+    assert r.exit_code == 0 and "the data order starts afresh" in r.output, r.output

@@ -42,6 +42,7 @@ class DistContext:
     world_size: int
     local_rank: int = 0
     backend: str = "gloo"
+    peers: tuple = ()       # (host name, PID) of every rank, by rank (gathered at the start)
 
     def wrap(self, net: torch.nn.Module, device: torch.device) -> DistributedDataParallel:
         """``net`` in DDP: rank 0's weights broadcast now, gradients averaged in every synced backward.
@@ -67,6 +68,13 @@ class DistContext:
     def barrier(self) -> None:
         dist.barrier()
 
+    def dead_ranks(self) -> list:
+        """The other ranks on this machine whose process is gone (after a collective failed; ranks on
+        other machines cannot be checked from here)."""
+        host = socket.gethostname()
+        return [rank for rank, (peer_host, pid) in enumerate(self.peers)
+                if rank != self.rank and peer_host == host and not _process_running(pid)]
+
     def _device(self):
         return torch.device("cuda", torch.cuda.current_device()) if self.backend == "nccl" else torch.device("cpu")
 
@@ -86,12 +94,32 @@ def init_from_env(use_cuda: bool) -> Optional[DistContext]:
     backend = "nccl" if use_cuda else "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
-    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, backend=backend)
+    ctx = DistContext(rank=rank, world_size=world_size, local_rank=local_rank, backend=backend)
+    ctx.peers = tuple(tuple(peer) for peer in ctx.gather_objects((socket.gethostname(), os.getpid())))
+    return ctx
+
+
+def _process_running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its launcher, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
 
 
 def shutdown(ctx: Optional[DistContext]) -> None:
     if ctx is not None and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            dist.destroy_process_group()
+        except RuntimeError:    # the group is broken (a process died): nothing left to tear down
+            pass
 
 
 def free_port() -> int:

@@ -58,6 +58,23 @@ class TrainingDiverged(TrainingError):
         self.last_snapshot = last_snapshot
 
 
+class ProcessGroupLost(TrainingError):
+    """Another process of a multi-process training died; the message names its rank and the last
+    complete snapshot."""
+
+
+def is_collective_failure(exc: BaseException) -> bool:
+    """A collective (gloo / NCCL) that failed because a peer process went away."""
+    if isinstance(exc, TrainingError):
+        return False
+    dist_error = getattr(torch.distributed, "DistError", None)
+    if dist_error is not None and isinstance(exc, dist_error):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(word in text for word in ("gloo", "nccl", "connection closed",
+                                                                          "connection reset", "broken pipe"))
+
+
 @dataclass
 class TrainOptions:
     """Everything the ``train`` command passes to the loop besides the solver itself."""
@@ -268,19 +285,34 @@ class Trainer:
             self.model = torch.compile(self.model, backend=self.options.compile_backend)
         self.signals = SignalActions(self.options.sigint_effect, self.options.sighup_effect,
                                      install=self.options.install_signal_handlers)
+        self._open_outputs(resumed=bool(resume_file))
+        start_iter = self.solver.iter
+        try:
+            if self.evaluator is not None:
+                self.evaluator.start(self, resumed=bool(resume_file))
+            self.step(self.max_iter - self.solver.iter)
+            return self._finish(start_iter)
+        except RuntimeError as exc:         # a collective failed: another process died
+            if self.dist is None or not is_collective_failure(exc):
+                raise
+            raise self._group_lost(exc) from None
+        finally:
+            self._close_outputs()
+
+    def _open_outputs(self, resumed: bool) -> None:
+        """The metrics file (cut back to the resumed iteration), the progress display, TensorBoard."""
         prefix = self.param.snapshot_prefix
         metrics_path = self.options.metrics_path or (f"{prefix}_metrics.jsonl" if prefix else None)
-        if resume_file and self.is_root and metrics_path:   # the resumed iterations are written again
+        if resumed and self.is_root and metrics_path:   # the resumed iterations are written again
             dropped = truncate_metrics(metrics_path, self.solver.iter,
                                        warn=lambda text: self.logger.warning("solver.cpp:296", text))
             if dropped:
-                log("solver.cpp:296", f"{metrics_path}: dropped {dropped} records of iteration "
-                                      f"{self.solver.iter} and later (this run writes them again)")
+                self.logger.info("solver.cpp:296", f"{metrics_path}: dropped {dropped} records of iteration "
+                                 f"{self.solver.iter} and later (this run writes them again)")
         self.metrics = MetricsWriter(metrics_path, enabled=self.is_root)
         self.progress = Progress(self.solver.iter, self.max_iter, enabled=self.options.progress and self.is_root,
                                  interval=self.options.progress_interval)
         self.logger.progress = self.progress
-        start_iter = self.solver.iter
         if self.is_root and self.options.tensorboard:
             from .tensorboard_log import TensorBoardLog
 
@@ -289,41 +321,42 @@ class Trainer:
                 # the snapshot for a resume (its step keeps the validation and maps not written again)
                 self.tensorboard = TensorBoardLog(
                     self.options.tensorboard_dir or f"{prefix or 'train'}_tensorboard",
-                    purge_step=start_iter + 1 if resume_file else start_iter,
+                    purge_step=self.solver.iter + 1 if resumed else self.solver.iter,
                     maps_every=self.options.tensorboard_maps_every, maps_source=self.evaluator)
             except TrainingError as exc:  # the package is missing: train on, say so once
                 self.logger.warning("solver.cpp:292", f"no TensorBoard event files: {exc}")
-        if self.evaluator is not None:
-            self.evaluator.start(self, resumed=bool(resume_file))
-        try:
-            self.step(self.max_iter - self.solver.iter)
-            p = self.param
-            if p.snapshot_after_train and (not p.snapshot or self.solver.iter % p.snapshot != 0):
-                self.snapshot()
-            if self.requested_early_exit:
-                log("solver.cpp:310", "Optimization stopped early.")
-                return self.solver.iter
-            if p.display and self.solver.iter % p.display == 0:
-                with torch.no_grad():
-                    outputs = self._forward(self.net, self.feed.next())
-                    loss = float(self.net.total_loss(outputs))
-                self._update_smoothed_loss(loss, start_iter)
-                log("solver.cpp:320", f"Iteration {self.solver.iter}, loss = {format_float(self.smoothed_loss)}")
-            if self._has_test_net() and p.test_interval and self.solver.iter % p.test_interval == 0:
-                self.test_all()
-            if self.evaluator is not None:
-                self.evaluator.close(wait=True)     # a background evaluation still running
-            log("solver.cpp:326", "Optimization Done.")
+
+    def _finish(self, start_iter: int) -> int:
+        """After the last iteration (Caffe's end of ``Solve``): the final snapshot, display and test."""
+        log = self.logger.info
+        p = self.param
+        if p.snapshot_after_train and (not p.snapshot or self.solver.iter % p.snapshot != 0):
+            self.snapshot()
+        if self.requested_early_exit:
+            log("solver.cpp:310", "Optimization stopped early.")
             return self.solver.iter
-        finally:
-            if self.evaluator is not None:
-                self.evaluator.close(wait=False)
-            if self.tensorboard is not None:
-                self.tensorboard.close()
-            self.progress.close()
-            self.logger.progress = None
-            self.metrics.close()
-            self.signals.restore()
+        if p.display and self.solver.iter % p.display == 0:
+            with torch.no_grad():
+                outputs = self._forward(self.net, self.feed.next())
+                loss = float(self.net.total_loss(outputs))
+            self._update_smoothed_loss(loss, start_iter)
+            log("solver.cpp:320", f"Iteration {self.solver.iter}, loss = {format_float(self.smoothed_loss)}")
+        if self._has_test_net() and p.test_interval and self.solver.iter % p.test_interval == 0:
+            self.test_all()
+        if self.evaluator is not None:
+            self.evaluator.close(wait=True)     # a background evaluation still running
+        log("solver.cpp:326", "Optimization Done.")
+        return self.solver.iter
+
+    def _close_outputs(self) -> None:
+        if self.evaluator is not None:
+            self.evaluator.close(wait=False)
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+        self.progress.close()
+        self.logger.progress = None
+        self.metrics.close()
+        self.signals.restore()
 
     def step(self, iters: int) -> None:
         """Caffe's ``Solver::Step``."""
@@ -454,13 +487,19 @@ class Trainer:
     # ---- snapshots -------------------------------------------------------------------------------
     def snapshot(self) -> Optional[str]:
         """Write caffemodel, trainstate, solverstate (rank 0); returns the solverstate path."""
-        from openpose_train.caffe_layers import caffe_io
-
         # every rank's data-layer and RNG state (collective: all ranks take part)
         mine = {"data": self.feed.state_dicts(), "rng": rng_state()}
         ranks = self.dist.gather_objects(mine) if self.dist is not None else [mine]
         if not self.is_root:
+            self.last_snapshot = snapshot_filename(self.param.snapshot_prefix, self.solver.iter, ".solverstate")
             return None
+        return self._write_snapshot(ranks)
+
+    def _write_snapshot(self, ranks: Optional[List[Dict]]) -> str:
+        """The snapshot files of this iteration; ``ranks`` None: without the trainstate (the other
+        processes are gone, their data-layer state with them)."""
+        from openpose_train.caffe_layers import caffe_io
+
         prefix = self.param.snapshot_prefix
         it = self.solver.iter
         prepare_snapshot_folder(prefix, "the solver")
@@ -469,7 +508,7 @@ class Trainer:
         side_path = trainstate_path(state_path)
         weights = self.net.caffe_weights()
         history = self.solver.history_arrays()
-        side = trainstate.dumps(it, self.world_size, ranks)
+        side = trainstate.dumps(it, self.world_size, ranks) if ranks is not None else b""
         self._check_free_space(state_path, weights, history, len(side))
         # a snapshot is the three files or nothing: each is written to a temporary name, and all are
         # renamed only once all are written, the solverstate last (it is what -snapshot names)
@@ -477,7 +516,10 @@ class Trainer:
         try:
             with StagedFiles(fsync=True) as staged:
                 caffe_io.write_caffemodel(staged.stage(model_path), weights, net=self.net_param)
-                staged.stage(side_path).write_bytes(side)
+                if ranks is not None:
+                    staged.stage(side_path).write_bytes(side)
+                elif os.path.exists(side_path):     # not the trainstate of these weights
+                    os.unlink(side_path)
                 self.logger.info("sgd_solver.cpp:284", f"Snapshotting solver state to binary proto file {state_path}")
                 caffe_io.write_solverstate(staged.stage(state_path), iter=it, learned_net=model_path,
                                            history=history, current_step=self.solver.current_step)
@@ -489,6 +531,27 @@ class Trainer:
         if self.tensorboard is not None:
             self.tensorboard.snapshot(self)
         return state_path
+
+    def _group_lost(self, exc: BaseException) -> "ProcessGroupLost":
+        """Another process of the training died (a collective failed): rank 0 snapshots what it holds
+        (weights and solver history are the same on every rank and consistent between iterations; the
+        other ranks' data-layer state is gone), and every rank stops with one line naming the rank
+        (docs/refusals.md §Processes)."""
+        dead = self.dist.dead_ranks()
+        who = f"rank {', '.join(map(str, dead))}" if dead else "another process (on another machine?)"
+        if self.is_root and self.param.snapshot_prefix and self.solver.iter > 0:
+            state_path = snapshot_filename(self.param.snapshot_prefix, self.solver.iter, ".solverstate")
+            if self.last_snapshot != state_path:
+                try:
+                    self._write_snapshot(None)
+                except TrainingError as write_error:
+                    self.logger.error("solver.cpp:465", str(write_error))
+        where = (f"last complete snapshot: {self.last_snapshot} (resume with -snapshot {self.last_snapshot})"
+                 if self.last_snapshot else "no snapshot was written in this run")
+        msg = (f"{who} of this {self.world_size}-process training stopped, so rank {self.rank} stops at iteration "
+               f"{self.solver.iter}; {where}")
+        self.logger.error("solver.cpp:227", f"{msg} ({str(exc).splitlines()[0][:200] if str(exc) else exc!r})")
+        return ProcessGroupLost(msg)
 
     def _last_snapshot_text(self) -> str:
         return (f"the last complete snapshot is {self.last_snapshot}" if self.last_snapshot
