@@ -32,7 +32,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import yaml
 
 from openpose_train.generator.registry import (
-    BUILTIN_DATASET_LAYOUTS, BUILTIN_MODELS, LABEL_RULE_FIELDS, DatasetLayout, PersonFilter, PoseModel,
+    BUILTIN_DATASET_LAYOUTS, BUILTIN_MODELS, DatasetLayout, PersonFilter, PoseModel,
     PostprocessThresholds, SkeletonError, TrainingVariant, UnknownModelError, get_dataset_layout, get_model,
     list_dataset_layouts, model_digest, register_dataset_layout)
 

@@ -353,6 +353,18 @@ def check_skeletons(net_path: str, skeletons: dict) -> None:
         raise TrainingError(problem)
 
 
+def check_skeletons_first(solver_path: str, model_yamls) -> None:
+    """The --model-yaml files and the skeleton the train net was generated from, checked before the snapshot
+    folder is locked or looked at: a wrong skeleton is the first thing to hear about."""
+    skeletons = register_skeletons(model_yamls)
+    p = load_solver(solver_path)
+    for name in ("net", "train_net"):
+        if p.HasField(name):
+            path = resolve_net_path(getattr(p, name), solver_path)
+            if os.path.isfile(path):      # a missing net file is reported with the net, later
+                check_skeletons(path, skeletons)
+
+
 def _worker(cfg: TrainConfig) -> None:
     run_training(cfg)
 
@@ -439,6 +451,7 @@ def train(solver, weights, snapshot, gpu, iterations, sigint_effect, sighup_effe
         if backend == "caffe" and evaluation is not None:
             raise TrainingError("--val-* (evaluation during training) needs the torch backend; with Caffe, "
                                 "run 'openpose-train validate-snapshots' on its snapshots")
+        check_skeletons_first(solver, model_yamls)
         lock = take_snapshot_lock(solver, resuming=bool(snapshot), metrics=metrics)
         if backend == "caffe":
             from .caffe_backend import run_caffe
