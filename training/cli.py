@@ -19,6 +19,7 @@ files: training/tensorboard_log.py.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sys
@@ -160,104 +161,41 @@ def take_snapshot_lock(solver_path: str, resuming: bool, metrics: Optional[str] 
 
 
 def run_training(cfg: TrainConfig) -> int:
-    """Build solver, nets, data and run Caffe's Solve in this process (one rank). Returns the last iteration."""
-    import numpy as np
-    import torch
+    """Build solver, nets, data and run Caffe's Solve in this process (one rank). Returns the last iteration.
 
-    from openpose_train.caffe_layers.net import CaffeNet, configure_precision
-    from openpose_train.caffe_layers.layers import LayerConfigError, UnsupportedLayerError
-    from openpose_train.caffe_layers.net import NetDefinitionError
+    The steps are the functions below, in order; what each opens is closed once, by ``stack``, in
+    reverse order, whether training ends or fails."""
+    from openpose_train.caffe_layers.net import configure_precision
 
     from . import distributed
-    from .data_sources import known_input_shapes, make_sources
     from .logging_utils import GlogLogger
+    from .loop import Trainer, load_weights
 
     skeletons = register_skeletons(cfg.model_yamls)
-    from .loop import Trainer, TrainOptions, load_weights
-    from .solver import SolverConfigError, check_solver_param
-
     os.chdir(cfg.cwd)
     solver_param = load_solver(cfg.solver)
-    gpus = list(cfg.gpus)
-    # Caffe: without -gpu, the solver's solver_mode (default GPU) and device_id choose the device
-    cpu_fallback = False
-    if not gpus and solver_param.solver_mode == solver_param.GPU:
-        if not torch.cuda.is_available():
-            cpu_fallback = True
-        elif distributed.launched_by_torchrun():  # one device per local process
-            gpus = list(range(torch.cuda.device_count()))
-        else:
-            gpus = [int(solver_param.device_id)]
-    use_cuda = bool(gpus)
-    if use_cuda:  # pick this process's GPU before NCCL starts (it binds to the current device)
-        local_rank = int(os.environ.get("LOCAL_RANK", "0")) if distributed.launched_by_torchrun() else 0
-        if local_rank >= len(gpus):
-            raise TrainingError(f"local rank {local_rank} has no GPU: -gpu lists {len(gpus)} devices "
-                                f"(start one process per listed GPU)")
-        torch.cuda.set_device(gpus[local_rank])
-    ctx = distributed.init_from_env(use_cuda)
-    rank = ctx.rank if ctx else 0
-    world = ctx.world_size if ctx else 1
-    logger = GlogLogger(log_file=cfg.log_file, enabled=rank == 0)
-    sources, test_sources = [], []
-    try:
-        if use_cuda:
-            device = torch.device("cuda", torch.cuda.current_device())
-            logger.info("caffe.cpp:248", f"Using GPUs {','.join(map(str, gpus))}")
-        else:
-            device = torch.device("cpu")
-            if cpu_fallback:
-                logger.warning("caffe.cpp:237", "the solver says solver_mode: GPU but no CUDA device is visible; "
-                               "training on the CPU")
-            logger.info("caffe.cpp:238", "Use CPU.")
-            if cfg.bf16:
-                logger.warning("caffe.cpp:239", "--bf16 is a GPU option; ignored on the CPU")
-        try:
-            check_solver_param(solver_param)
-        except SolverConfigError as exc:
-            raise TrainingError(f"{cfg.solver}: {exc}") from exc
-        if not solver_param.snapshot_prefix and (solver_param.snapshot or solver_param.snapshot_after_train):
-            raise TrainingError(f"{cfg.solver}: snapshot_prefix is not set (Caffe needs it to write snapshots)")
-        logger.info("solver.cpp:48", "Initializing solver from parameters: \n" + _solver_text(solver_param))
-        if solver_param.snapshot_format == solver_param.HDF5:
-            logger.warning("solver.cpp:49", "snapshot_format: HDF5 is not written by this engine; snapshots are "
-                           "binary protos (.caffemodel / .solverstate), which Caffe reads as well")
-        if solver_param.snapshot_diff:
-            logger.warning("solver.cpp:50", "snapshot_diff is ignored: snapshots hold weights only")
+    gpus, cpu_fallback = select_gpus(cfg.gpus, solver_param)
+    with contextlib.ExitStack() as stack:
+        ctx = distributed.init_from_env(bool(gpus))
+        stack.callback(distributed.shutdown, ctx)
+        rank, world = (ctx.rank, ctx.world_size) if ctx else (0, 1)
+        logger = GlogLogger(log_file=cfg.log_file, enabled=rank == 0)
+        stack.callback(logger.close)
+        device = training_device(gpus, cpu_fallback, cfg.bf16, logger)
+        check_solver(solver_param, cfg.solver, logger)
         net_param, net_path = train_net_param(solver_param, cfg.solver, logger)
         check_skeletons(net_path, skeletons)
-        seed = int(solver_param.random_seed)
-        if seed < 0:
-            seed = random.SystemRandom().randrange(2 ** 31)
-            if ctx is not None:  # one draw for all ranks
-                seed = ctx.gather_objects(seed)[0]
-        seed += rank  # Caffe seeds solver rank r with random_seed + r
-        torch.manual_seed(seed)
-        np.random.seed(seed % (2 ** 32))
-        random.seed(seed)
+        seed = seed_this_rank(solver_param, ctx)
         logger.info("solver.cpp:91", f"Creating training net from net file: {net_path}")
-        try:
-            net = CaffeNet(net_param, phase="TRAIN", seed=seed, input_shapes=known_input_shapes(net_param, "TRAIN"))
-            test_net = None
-            if len(solver_param.test_iter):
-                test_net = CaffeNet(net_param, phase="TEST", seed=seed,
-                                    input_shapes=known_input_shapes(net_param, "TEST"))
-        except (NetDefinitionError, LayerConfigError, UnsupportedLayerError) as exc:
-            hint = (f" (is {', '.join(path for path, _ in skeletons.values())} the skeleton this net was generated "
-                    "from? regenerate it after editing the YAML)" if skeletons else "")
-            raise TrainingError(f"bad net file {net_path}: {exc}{hint}") from exc
-        configure_precision(net, device, bf16=cfg.bf16 and use_cuda, channels_last=cfg.channels_last)
-        if test_net is not None:
-            configure_precision(test_net, device, bf16=cfg.bf16 and use_cuda, channels_last=cfg.channels_last)
+        net, test_net = build_nets(net_param, net_path, solver_param, seed, skeletons)
+        for built in (net, test_net):
+            if built is not None:
+                configure_precision(built, device, bf16=cfg.bf16 and bool(gpus), channels_last=cfg.channels_last)
         workers, label_device = data_settings(cfg, device)
         logger.info("caffe.cpp:240", f"data: {workers} worker processes per rank, labels rendered "
                     + ("in the workers" if label_device == "workers" else f"per batch on {label_device}"))
-        try:
-            sources = make_sources(net, "TRAIN", seed, rank, world, workers, label_device)
-            test_sources = ([make_sources(test_net, "TEST", seed, 0, 1, workers, label_device)]
-                            if test_net is not None else [])
-        except TrainingError as exc:  # name the net file too: the message names the layer
-            raise TrainingError(f"{net_path}: {exc}") from exc
+        sources, test_sources = build_sources(net, test_net, net_path, seed, rank, world, workers, label_device,
+                                              stack)
         if cfg.weights:
             load_weights(net, cfg.weights, logger, reinit_on_shape_mismatch=cfg.reinit_mismatched)
         evaluator = None
@@ -266,24 +204,136 @@ def run_training(cfg: TrainConfig) -> int:
 
             evaluator = build_evaluator(cfg.evaluation, net_param, net_path, solver_param.snapshot_prefix,
                                         device, logger, resumed=bool(cfg.snapshot))
-        options = TrainOptions(max_iter=cfg.iterations, sigint_effect=cfg.sigint_effect,
-                               sighup_effect=cfg.sighup_effect, bf16=cfg.bf16, channels_last=cfg.channels_last,
-                               compile=cfg.compile, compile_backend=cfg.compile_backend,
-                               workers=workers, metrics_path=cfg.metrics, progress=cfg.progress,
-                               progress_interval=cfg.progress_interval,
-                               tensorboard=cfg.tensorboard, tensorboard_maps_every=cfg.tensorboard_maps_every)
-        trainer = Trainer(solver_param, net, sources, net_param=net_param, options=options, logger=logger,
-                          device=device, dist=ctx, test_net=test_net, test_sources=test_sources,
+        trainer = Trainer(solver_param, net, sources, net_param=net_param, options=train_options(cfg, workers),
+                          logger=logger, device=device, dist=ctx, test_net=test_net, test_sources=test_sources,
                           evaluator=evaluator)
         if cfg.snapshot:
             logger.info("caffe.cpp:253", f"Resuming from {cfg.snapshot}")
         logger.info("caffe.cpp:263", "Starting Optimization")
         return trainer.solve(resume_file=cfg.snapshot)
-    finally:
-        for src in list(sources) + [s for group in test_sources for s in group]:
-            src.close()
-        logger.close()
-        distributed.shutdown(ctx)
+
+
+def select_gpus(gpus: List[int], solver_param) -> tuple:
+    """``(GPUs, CPU fallback)``: ``-gpu``, else Caffe's rule (the solver's solver_mode, default GPU, and
+    device_id choose); sets this process's GPU before NCCL starts (it binds to the current device)."""
+    import torch
+
+    from . import distributed
+
+    gpus = list(gpus)
+    cpu_fallback = False
+    if not gpus and solver_param.solver_mode == solver_param.GPU:
+        if not torch.cuda.is_available():
+            cpu_fallback = True
+        elif distributed.launched_by_torchrun():  # one device per local process
+            gpus = list(range(torch.cuda.device_count()))
+        else:
+            gpus = [int(solver_param.device_id)]
+    if gpus:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0")) if distributed.launched_by_torchrun() else 0
+        if local_rank >= len(gpus):
+            raise TrainingError(f"local rank {local_rank} has no GPU: -gpu lists {len(gpus)} devices "
+                                f"(start one process per listed GPU)")
+        torch.cuda.set_device(gpus[local_rank])
+    return gpus, cpu_fallback
+
+
+def training_device(gpus: List[int], cpu_fallback: bool, bf16: bool, logger):
+    """The torch device of this process, logged as Caffe does."""
+    import torch
+
+    if gpus:
+        logger.info("caffe.cpp:248", f"Using GPUs {','.join(map(str, gpus))}")
+        return torch.device("cuda", torch.cuda.current_device())
+    if cpu_fallback:
+        logger.warning("caffe.cpp:237", "the solver says solver_mode: GPU but no CUDA device is visible; "
+                       "training on the CPU")
+    logger.info("caffe.cpp:238", "Use CPU.")
+    if bf16:
+        logger.warning("caffe.cpp:239", "--bf16 is a GPU option; ignored on the CPU")
+    return torch.device("cpu")
+
+
+def check_solver(solver_param, solver_path: str, logger) -> None:
+    """The solver's fields, checked before anything is built; logged; unsupported options said."""
+    from .solver import SolverConfigError, check_solver_param
+
+    try:
+        check_solver_param(solver_param)
+    except SolverConfigError as exc:
+        raise TrainingError(f"{solver_path}: {exc}") from exc
+    if not solver_param.snapshot_prefix and (solver_param.snapshot or solver_param.snapshot_after_train):
+        raise TrainingError(f"{solver_path}: snapshot_prefix is not set (Caffe needs it to write snapshots)")
+    logger.info("solver.cpp:48", "Initializing solver from parameters: \n" + _solver_text(solver_param))
+    if solver_param.snapshot_format == solver_param.HDF5:
+        logger.warning("solver.cpp:49", "snapshot_format: HDF5 is not written by this engine; snapshots are "
+                       "binary protos (.caffemodel / .solverstate), which Caffe reads as well")
+    if solver_param.snapshot_diff:
+        logger.warning("solver.cpp:50", "snapshot_diff is ignored: snapshots hold weights only")
+
+
+def seed_this_rank(solver_param, ctx) -> int:
+    """Caffe seeds solver rank r with random_seed + r (a negative seed: one random draw for all ranks);
+    seeds torch, numpy and Python's RNGs with it."""
+    import numpy as np
+    import torch
+
+    seed = int(solver_param.random_seed)
+    if seed < 0:
+        seed = random.SystemRandom().randrange(2 ** 31)
+        if ctx is not None:
+            seed = ctx.gather_objects(seed)[0]
+    seed += ctx.rank if ctx else 0
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    random.seed(seed)
+    return seed
+
+
+def build_nets(net_param, net_path: str, solver_param, seed: int, skeletons: dict) -> tuple:
+    """``(train net, test net or None)`` (a test net when the solver has test_iter)."""
+    from openpose_train.caffe_layers.layers import LayerConfigError, UnsupportedLayerError
+    from openpose_train.caffe_layers.net import CaffeNet, NetDefinitionError
+
+    from .data_sources import known_input_shapes
+
+    try:
+        net = CaffeNet(net_param, phase="TRAIN", seed=seed, input_shapes=known_input_shapes(net_param, "TRAIN"))
+        test_net = (CaffeNet(net_param, phase="TEST", seed=seed, input_shapes=known_input_shapes(net_param, "TEST"))
+                    if len(solver_param.test_iter) else None)
+    except (NetDefinitionError, LayerConfigError, UnsupportedLayerError) as exc:
+        hint = (f" (is {', '.join(path for path, _ in skeletons.values())} the skeleton this net was generated "
+                "from? regenerate it after editing the YAML)" if skeletons else "")
+        raise TrainingError(f"bad net file {net_path}: {exc}{hint}") from exc
+    return net, test_net
+
+
+def build_sources(net, test_net, net_path: str, seed: int, rank: int, world: int, workers: int, label_device,
+                  stack: contextlib.ExitStack) -> tuple:
+    """``(train sources, [test sources])``; each is closed by ``stack`` (its worker processes end)."""
+    from .data_sources import make_sources
+
+    def made(*args):
+        try:
+            sources = make_sources(*args, workers, label_device)
+        except TrainingError as exc:  # name the net file too: the message names the layer
+            raise TrainingError(f"{net_path}: {exc}") from exc
+        for source in sources:
+            stack.callback(source.close)
+        return sources
+    sources = made(net, "TRAIN", seed, rank, world)
+    return sources, ([made(test_net, "TEST", seed, 0, 1)] if test_net is not None else [])
+
+
+def train_options(cfg: TrainConfig, workers: int):
+    """The loop's options from the command line."""
+    from .loop import TrainOptions
+
+    return TrainOptions(max_iter=cfg.iterations, sigint_effect=cfg.sigint_effect, sighup_effect=cfg.sighup_effect,
+                        bf16=cfg.bf16, channels_last=cfg.channels_last, compile=cfg.compile,
+                        compile_backend=cfg.compile_backend, workers=workers, metrics_path=cfg.metrics,
+                        progress=cfg.progress, progress_interval=cfg.progress_interval,
+                        tensorboard=cfg.tensorboard, tensorboard_maps_every=cfg.tensorboard_maps_every)
 
 
 def _evaluation_config(images, annotations, interval, metric, net_resolution, deploy, model, limit, mode):
