@@ -86,8 +86,7 @@ Channel layout conventions (``docs/labels.md`` §Channel order, ``docs/postproce
 """
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from openpose_train.common.errors import OpenPoseTrainError
@@ -311,6 +310,9 @@ class PoseModel:
     # "hand" / "face": OpenPose runs this net on square crops around a hand / face
     # (docs/postprocessing.md §Hand and face), not on the whole image
     crop_net: str = ""
+    # YAML skeletons: the digest of the file's data (generator/skeleton.py), recorded in the training prototxt
+    # so that training notices a skeleton edited since (docs/refusals.md §YAML skeletons); "" for built-ins
+    skeleton_digest: str = ""
 
     # Derived sizes: computed, never stored twice.
     @property
@@ -1003,9 +1005,3 @@ _model(
 BUILTIN_MODELS = frozenset(_REGISTRY)
 BUILTIN_DATASET_LAYOUTS = frozenset(_DATASETS)
 
-
-def model_digest(model: PoseModel) -> str:
-    """16 hex digits that change whenever a model fact changes (its description aside): the generator
-    records a YAML skeleton's digest in the training prototxt so that training notices a skeleton edited
-    after the files were generated (docs/refusals.md §YAML skeletons)."""
-    return hashlib.sha256(repr(replace(model, description="")).encode()).hexdigest()[:16]

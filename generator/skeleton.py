@@ -23,6 +23,8 @@ changed since (docs/refusals.md §YAML skeletons).
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import math
 import re
 from dataclasses import dataclass, fields
@@ -34,7 +36,7 @@ import yaml
 from openpose_train.generator.registry import (
     BUILTIN_DATASET_LAYOUTS, BUILTIN_MODELS, DatasetLayout, PersonFilter, PoseModel,
     PostprocessThresholds, SkeletonError, TrainingVariant, UnknownModelError, get_dataset_layout, get_model,
-    list_dataset_layouts, model_digest, register_dataset_layout)
+    list_dataset_layouts, register_dataset_layout)
 
 CATEGORIES = ("COCO", "MPII", "PT", "HAND", "FACE", "DOME", "CAR")
 #: the output stride of every network family and of OpenPose's runtime (its NET_DECREASE_FACTOR)
@@ -398,6 +400,21 @@ def _sigma_ratios(data, parts, check) -> tuple:
     return tuple(ratios)
 
 
+def data_digest(data: dict) -> str:
+    """16 hex digits of the SHA-256 of a skeleton's data, mappings sorted by key and the top-level description
+    left out: comments, layout, key order and the description of the YAML do not count, every value does,
+    and a newer openpose-train gives the same digest for the same file."""
+    def canonical(value):
+        if isinstance(value, dict):
+            items = sorted(value.items(), key=lambda kv: (type(kv[0]).__name__, repr(kv[0])))
+            return [[repr(k), canonical(v)] for k, v in items]
+        if isinstance(value, list):
+            return [canonical(v) for v in value]
+        return value
+    body = {key: value for key, value in data.items() if key != "description"}
+    return hashlib.sha256(json.dumps(canonical(body)).encode()).hexdigest()[:16]
+
+
 def _reorder(data, key, parts, check) -> Optional[tuple]:
     value = data.get(key)
     if value is None:
@@ -514,7 +531,8 @@ def _read_skeleton(path) -> Tuple[PoseModel, Dict[str, DatasetLayout]]:
         model_folder=data.get("model_folder") or f"pose/{name.lower()}",
         variants=_variants(data, name, parts, layouts, check), upstream=False,
         person_filter=_person_filter(data, parts, check),
-        description=data.get("description") or f"YAML skeleton {Path(path).name}")
+        description=data.get("description") or f"YAML skeleton {Path(path).name}",
+        skeleton_digest=data_digest(data))
     for layout in layouts.values():
         register_dataset_layout(layout)
     return model, layouts
@@ -543,7 +561,7 @@ class RecordedSkeleton:
 
 def skeleton_header(model: PoseModel, yaml_name: str) -> str:
     """The comment line the generator puts first in a YAML skeleton's training prototxt."""
-    return (f"# openpose-train skeleton: {model.name} from {yaml_name}, digest {model_digest(model)} "
+    return (f"# openpose-train skeleton: {model.name} from {yaml_name}, digest {model.skeleton_digest} "
             "(openpose-train train refuses this file once the skeleton changes: regenerate it)\n")
 
 
@@ -561,7 +579,7 @@ def generated_from_problem(prototxt, text: str, loaded: Mapping[str, Tuple[str, 
             return (f"{prototxt} was generated from the YAML skeleton {record.yaml_name} (model {record.model}): "
                     f"pass --model-yaml {record.yaml_name}")
         path, model = loaded[record.model] if record.model in loaded else by_file[0]
-        digest = model_digest(model)
+        digest = model.skeleton_digest
         if digest != record.digest:
             return (f"{path} was edited after {prototxt} was generated from it (skeleton digest {digest}, the "
                     f"prototxt records {record.digest}): regenerate the files with `openpose-train prototxt "

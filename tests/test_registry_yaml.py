@@ -378,7 +378,7 @@ def test_edited_skeleton_is_detected_at_train_start_and_by_fork_check(tmp_path):
     (record,) = recorded_skeletons(text)
     assert (record.model, record.yaml_name) == ("BODY_19_EXAMPLE", "my_skeleton.yaml")
     model = reg.load_skeleton_yaml(yaml_copy)
-    assert record.digest == reg.model_digest(model)
+    assert record.digest == model.skeleton_digest
     assert generated_from_problem(training, text, {model.name: (str(yaml_copy), model)}) is None
     yaml_copy.write_text("# a comment\n" + yaml_copy.read_text().replace("description: COCO", "description: Co"))
     model = reg.load_skeleton_yaml(yaml_copy)
@@ -498,3 +498,15 @@ def test_models_shows_a_skeletons_layouts_and_their_descriptions(tmp_path):
                 "COCO under my name") in described
     finally:
         reg._DATASETS.pop("my_coco", None)
+
+
+def test_skeleton_digest_is_the_files_data(tmp_path):
+    """The digest is the YAML's data (not the dataclass the code builds from it, which a newer version may
+    extend): key order, comments and the description do not change it; any value does."""
+    base = reg.load_skeleton_yaml(write(tmp_path, BASE, "a.yaml")).skeleton_digest
+    reordered = dict(reversed(list(BASE.items())), description="another line")
+    assert reg.load_skeleton_yaml(write(tmp_path, "# note\n" + yaml.safe_dump(reordered, sort_keys=False),
+                                        "b.yaml")).skeleton_digest == base
+    assert reg.load_skeleton_yaml(write(tmp_path, with_changes(background=True), "c.yaml")).skeleton_digest != base
+    assert len(base) == 16 and int(base, 16) >= 0
+    assert reg.get_model("BODY_25").skeleton_digest == ""

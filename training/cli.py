@@ -374,14 +374,14 @@ def _solver_text(p) -> str:
 def register_skeletons(paths) -> dict:
     """Register custom YAML skeletons so that the OPData layer knows their training model strings
     (the generator's train_pose.sh passes the YAML it was made from); returns {model name: (path, model)}."""
-    from openpose_train.generator.registry import SkeletonError, load_skeleton_yaml, model_digest
+    from openpose_train.generator.registry import SkeletonError, load_skeleton_yaml
     loaded = {}
     for path in paths:
         try:
             model = load_skeleton_yaml(path, register_model=True)
         except SkeletonError as exc:
             raise TrainingError(str(exc)) from None
-        if model.name in loaded and model_digest(loaded[model.name][1]) != model_digest(model):   # would replace it
+        if model.name in loaded and loaded[model.name][1].skeleton_digest != model.skeleton_digest:   # would replace it
             raise TrainingError(f"--model-yaml {path} and {loaded[model.name][0]} both define a model "
                                 f"'{model.name}'; give each skeleton its own name")
         loaded[model.name] = (path, model)
