@@ -283,12 +283,16 @@ RESIZE_CASES = [        # (channels, (w, h) source, (W, H) target, factor)
 ]
 
 
-@pytest.mark.parametrize("device", [None, "cpu"])       # numpy; torch on the CPU
+@pytest.mark.parametrize("device", [None, "cpu", "cuda"])       # numpy; torch on CPU / GPU
 @pytest.mark.parametrize("channels,source,target,factor", RESIZE_CASES)
 def test_resize_equals_dense_reference(channels, source, target, factor, device):
     """The block-banded resize uses the dense matrices' float32 weights minus the zero terms:
     the same maps within 1e-5 (in practice bit-equal), C-contiguous float32; with numpy and
     with torch."""
+    if device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            pytest.skip("no CUDA device")
     from openpose_train.validation.inference import _resize_and_merge_dense
     rng = np.random.default_rng(sum(target) + channels)
     w, h = source
