@@ -424,36 +424,53 @@ def _zero_in_boxes(weights, chans, boxes):
             for c in range(n_ch):
                 if chans[i, c]:
                     people_of[c] |= bit
+    order = np.argsort(people_of)
     cover = np.zeros((grid_h, grid_w), np.bool_)
     run_y = np.empty(grid_h * grid_w, np.int64)
     run_x0 = np.empty(grid_h * grid_w, np.int64)
     run_x1 = np.empty(grid_h * grid_w, np.int64)
-    n_runs = 0
-    current = np.int64(0)
-    for c in np.argsort(people_of):
-        group = people_of[c]
+    first = 0
+    while first < n_ch:                                # one group: the channels of one person set
+        group = people_of[order[first]]
+        last = first + 1
+        while last < n_ch and people_of[order[last]] == group:
+            last += 1
         if group == 0:
+            first = last
             continue
-        if group != current:
-            current = group
-            cover[:] = False
-            for i in range(n):
-                if (group >> i) & 1:
-                    cover[boxes[i, 1]:boxes[i, 3], boxes[i, 0]:boxes[i, 2]] = True
-            n_runs = 0
-            for y in range(grid_h):
-                x = 0
-                while x < grid_w:
-                    if cover[y, x]:
-                        start = x
-                        while x < grid_w and cover[y, x]:
-                            x += 1
-                        run_y[n_runs], run_x0[n_runs], run_x1[n_runs] = y, start, x
-                        n_runs += 1
-                    else:
+        if last - first < 4:                           # few channels: their boxes one by one
+            for j in range(first, last):
+                c = order[j]
+                for i in range(n):
+                    if (group >> i) & 1:
+                        weights[c, boxes[i, 1]:boxes[i, 3], boxes[i, 0]:boxes[i, 2]] = 0
+            first = last
+            continue
+        # the union of the group's boxes as row runs, scanned within their bounding box
+        bx0, by0, bx1, by1 = grid_w, grid_h, 0, 0
+        for i in range(n):
+            if (group >> i) & 1:
+                cover[boxes[i, 1]:boxes[i, 3], boxes[i, 0]:boxes[i, 2]] = True
+                bx0, by0 = min(bx0, boxes[i, 0]), min(by0, boxes[i, 1])
+                bx1, by1 = max(bx1, boxes[i, 2]), max(by1, boxes[i, 3])
+        n_runs = 0
+        for y in range(by0, by1):
+            x = bx0
+            while x < bx1:
+                if cover[y, x]:
+                    start = x
+                    while x < bx1 and cover[y, x]:
                         x += 1
-        for r in range(n_runs):
-            weights[c, run_y[r], run_x0[r]:run_x1[r]] = 0
+                    run_y[n_runs], run_x0[n_runs], run_x1[n_runs] = y, start, x
+                    n_runs += 1
+                else:
+                    x += 1
+        cover[by0:by1, bx0:bx1] = False
+        for j in range(first, last):
+            c = order[j]
+            for r in range(n_runs):
+                weights[c, run_y[r], run_x0[r]:run_x1[r]] = 0
+        first = last
 
 
 @_jit
