@@ -119,13 +119,45 @@ def _blob_shape(shape_msg) -> Shape:
     return tuple(int(d) for d in shape_msg.dim)
 
 
-def _op_data_label_channels(layer) -> Optional[int]:
-    """Label channels of an OPData layer from the model registry (2 x net_output channels)."""
+def _op_data_model_strings(layer) -> List[str]:
     tp = layer.op_transform_param
     names = []
     for field_name in ("models", "model"):
         if field_name in tp.DESCRIPTOR.fields_by_name and tp.HasField(field_name):
             names += [n for n in str(getattr(tp, field_name)).split(";") if n]
+    return names
+
+
+def _check_label_slices(layer, bottom_shapes, top_shapes, data_layers) -> None:
+    """Where a model-string error first shows, say so: an OPData label blob is its C weight channels then
+    its C target channels (docs/labels.md), so a Slice of it must cut at C; a cut elsewhere (or a top
+    with a negative size) means the layer's model string is another model's than the net was generated
+    for. Any other layer with a negative top size is refused here too, instead of at a later layer."""
+    for bottom, bshape in zip(layer.bottom, bottom_shapes):
+        source = next((d for d in data_layers if d.type == "OPData" and bottom in list(d.top)[1:2]), None)
+        channels = bshape[1] if len(bshape) > 1 else None
+        if source is None or layer.type != "Slice" or channels is None or not layer.slice_param.slice_point:
+            continue
+        points = list(layer.slice_param.slice_point)
+        if channels % 2 == 0 and channels // 2 in points:
+            continue
+        models = ";".join(_op_data_model_strings(source))
+        raise LayerConfigError(
+            f"layer '{source.name}' (OPData): its model string '{models}' renders {channels} label channels "
+            f"({channels // 2} weights + {channels // 2} targets), but layer '{layer.name}' (Slice) cuts "
+            f"'{bottom}' at {', '.join(map(str, points))} (a net generated for "
+            f"{2 * points[min(1, len(points) - 1)]} label channels): is the model string the one this net was "
+            f"generated for?")
+    for top, shape in zip(layer.top, top_shapes):
+        if any(d is not None and d < 0 for d in shape):
+            raise LayerConfigError(f"layer '{layer.name}' ({layer.type}): top '{top}' would have the shape "
+                                   f"{tuple(shape)} from bottoms {', '.join(str(tuple(b)) for b in bottom_shapes)}")
+
+
+def _op_data_label_channels(layer) -> Optional[int]:
+    """Label channels of an OPData layer from the model registry (2 x net_output channels)."""
+    tp = layer.op_transform_param
+    names = _op_data_model_strings(layer)
     if not names:
         return None
     from openpose_train.generator.registry import UnknownModelError, get_training_variant
@@ -259,6 +291,7 @@ class CaffeNet(nn.Module):
             if len(top_shapes) != len(layer.top):
                 raise NetDefinitionError(f"layer '{layer.name}' ({layer.type}) produces {len(top_shapes)} "
                                          f"tops, the prototxt names {len(layer.top)}")
+            _check_label_slices(layer, bottom_shapes, top_shapes, self.data_layers)
             for top, shape in zip(layer.top, top_shapes):
                 shapes[top] = shape
                 producers[top] = layer.name

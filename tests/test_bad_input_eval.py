@@ -500,3 +500,23 @@ def test_out_of_memory_at_the_forward_is_one_line(world, tmp_path, monkeypatch):
     monkeypatch.setattr(inference.TorchBackend, "forward", no_memory)
     refused(*validate_args(world, tmp_path, world.json), names=["--net-resolution -1x64", "ran out of memory",
                                                                 "can't allocate memory"])
+
+
+# ------------------------------------------------------------------------------------------------
+# A model-string error is reported where it arises (docs/refusals.md §YAML skeletons, generated files)
+
+@pytest.mark.parametrize("model_string,channels", [("COCO_18", 114), ("COCO_25B_17", 194)])
+def test_a_data_layer_model_string_of_another_model_is_named_at_the_data_layer(world, tmp_path, model_string,
+                                                                               channels):
+    """Another model's labels in a BODY_25 net used to surface as a shape mismatch of a later Eltwise
+    (or a negative Slice size); the error names the OPData layer and its model string."""
+    run = tmp_path / "run"
+    shutil.copytree(world.train, run)
+    net = run / "pose_training.prototxt"
+    text = net.read_text()
+    assert text.count('models: "COCO_25_17"') == 1
+    net.write_text(text.replace('models: "COCO_25_17"', f'models: "{model_string}"'))
+    refused("train", "-solver", "pose_solver.prototxt", "--no-progress", "--workers", 0,
+            names=["layer 'image' (OPData)", f"model string '{model_string}'", f"renders {channels} label channels",
+                   "'vec_weight' (Slice)", "156 label channels"], cwd=run)
+    assert not list(run.glob("model/*.caffemodel"))
