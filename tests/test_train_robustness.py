@@ -633,3 +633,37 @@ def test_torchrun_rank_killed_stops_rank_0_with_one_line_a_snapshot_and_no_lock(
     r = run_cli(["-solver", "solver.prototxt", "-snapshot", f"model/{state.name}", "-iterations",
                  str(int(m.group(1)) + 1)], d)
     assert r.exit_code == 0 and "the data order starts afresh" in r.output, r.output
+
+
+def _rank_1_dies(_):
+    """A 2-process group whose rank 1 is killed; rank 0 stops on the failed collective with one line."""
+    import signal
+
+    from openpose_train.training import distributed
+    from openpose_train.training.data_sources import TrainingError
+
+    signal.signal(signal.SIGTERM, lambda *_: None)      # the training's handler: finish the step, then stop
+    ctx = distributed.init_from_env(False)
+    if ctx.rank == 1:
+        os.kill(os.getpid(), 9)
+    try:
+        for _ in range(100):
+            ctx.max_int(0)
+            time.sleep(0.1)
+    except RuntimeError:
+        raise TrainingError(f"rank {', '.join(map(str, ctx.dead_ranks()))} stopped") from None
+    finally:
+        distributed.shutdown(ctx)
+
+
+@pytest.mark.slow      # two spawned processes importing torch (~15 s on the 2 shared CPU cores)
+def test_spawned_rank_killed_gives_one_line_from_the_rank_that_saw_it(capfd):
+    """`-gpu 0,1` spawns one process per GPU (CUDA only); the same spawn on the CPU, gloo."""
+    from openpose_train.training import distributed
+
+    with pytest.raises(distributed.SpawnedRankFailed) as failed:
+        distributed.spawn(_rank_1_dies, 2, (None,))
+    err = capfd.readouterr().err
+    assert failed.value.reported and "rank 1 (PID" in str(failed.value) and "SIGKILL" in str(failed.value)
+    assert [line for line in err.splitlines() if line.startswith("Error:")] == ["Error: rank 1 stopped"], err
+    assert "Traceback" not in err, err

@@ -525,7 +525,12 @@ def train(solver, weights, snapshot, gpu, iterations, sigint_effect, sighup_effe
         if len(cfg.gpus) > 1 and not distributed.launched_by_torchrun():
             click.echo(f"spawning {len(cfg.gpus)} worker processes (one per GPU); for several machines use "
                        f"torchrun --nnodes ... -m openpose_train.cli train ...", err=True)
-            distributed.spawn(_worker, len(cfg.gpus), (cfg,))
+            try:
+                distributed.spawn(_worker, len(cfg.gpus), (cfg,))
+            except distributed.SpawnedRankFailed as exc:
+                if exc.reported:                # a rank printed its own line
+                    raise click.exceptions.Exit(1) from None
+                raise
         else:
             run_training(cfg)
     finally:

@@ -25,12 +25,17 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+
+from openpose_train.common.errors import OpenPoseTrainError
+
+from .data_sources import TrainingError
 
 
 
@@ -128,19 +133,46 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# exit status of a spawned rank that printed its own one-line error
+REPORTED_EXIT = 3
+
+
+class SpawnedRankFailed(TrainingError):
+    """A process started by :func:`spawn` failed. ``reported``: a rank printed its own ``Error:`` line
+    (then the command adds none)."""
+
+    def __init__(self, message: str, reported: bool = False):
+        super().__init__(message)
+        self.reported = reported
+
+
 def _spawned_entry(local_rank: int, world_size: int, port: int, fn: Callable, args: tuple) -> None:
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world_size),
                        "RANK": str(local_rank), "LOCAL_RANK": str(local_rank),
                        "LOCAL_WORLD_SIZE": str(world_size)})
-    fn(*args)
+    try:
+        fn(*args)
+    except OpenPoseTrainError as exc:   # bad input or a dead peer: one line, as from one process
+        print(f"Error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(REPORTED_EXIT)
 
 
 def spawn(fn: Callable, world_size: int, args: tuple = ()) -> None:
     """Run ``fn(*args)`` in ``world_size`` local processes with torchrun's environment variables set.
 
     ``fn`` must be a module-level function (it is pickled); it calls :func:`init_from_env` itself.
+    When one process fails, the others get SIGTERM (they snapshot, or stop with one line when their
+    collectives fail) and :class:`SpawnedRankFailed` says which failed, unless a rank already did.
     """
     import torch.multiprocessing as mp
 
     port = free_port()
-    mp.spawn(_spawned_entry, args=(world_size, port, fn, args), nprocs=world_size, join=True)
+    context = mp.start_processes(_spawned_entry, args=(world_size, port, fn, args), nprocs=world_size, join=False,
+                                 start_method="spawn")
+    try:
+        while not context.join():
+            pass
+    except mp.ProcessExitedException as exc:
+        reported = any(p.exitcode == REPORTED_EXIT for p in context.processes)
+        how = f"was ended by {exc.signal_name}" if exc.signal_name else f"exited with status {exc.exit_code}"
+        raise SpawnedRankFailed(f"rank {exc.error_index} (PID {exc.error_pid}) {how}", reported=reported) from None
