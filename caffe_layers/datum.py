@@ -1,4 +1,4 @@
-"""The OpenPose training datum: metadata plane codec and Caffe ``Datum`` (de)serialisation.
+"""The OpenPose training datum: Caffe ``Datum`` records (de)serialised, the metadata plane through ``metadata.py``.
 
 One codec shared by the LMDB writer, the LMDB reader, the inspector and the OPData layer.
 Layout (``docs/formats.md`` §Datum, §Metadata rows):
@@ -7,17 +7,7 @@ Layout (``docs/formats.md`` §Datum, §Metadata rows):
   data = uint8 (C, H, W) C-order, label = 0``; channels are B, G, R, metadata plane and,
   where the dataset has one, ``mask_miss`` (255 = train, 0 = ignore). Negatives: B, G, R only.
   The bytes equal pycaffe's ``array_to_datum(arr, 0).SerializeToString()``.
-* metadata plane: rows of ``W`` bytes, floats little-endian float32 written from column 0,
-  the rest of each row zero (see :func:`encode_metadata`).
-
-Coordinates (decision). The original COCO LMDBs hold MATLAB-style **1-based** pixel coordinates
-and the training fork's ``readMetaData`` subtracts 1 for the COCO category. We keep that file
-convention so that our LMDBs train correctly with the original Caffe fork too: for every
-dataset whose registry category is COCO (``COCO``, ``COCO_WholeBody``: :func:`one_based_dataset`) the
-writer stores ``x + 1, y + 1`` for joints and objpos of the main person and of the others, and
-decoding gives back the stored (1-based) numbers; :meth:`Metadata.zero_based` (and our OPData
-layer) subtracts 1, exactly as the fork does. MPII, hand, face: stored 0-based, no shift.
-LMDBs of the original pipeline therefore decode the same way as ours.
+* metadata plane: :mod:`.metadata` (rows of ``W`` bytes, coordinates as stored).
 
 Encoded datums (``encoded=True``, an opt-in to cut LMDB size several-fold): Caffe's
 ``encoded`` flag means ``data`` holds an image file. We store
@@ -34,7 +24,7 @@ data has no trailer is read as an ordinary Caffe encoded image (e.g. a negatives
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Optional
 
 import cv2
@@ -42,18 +32,9 @@ import numpy as np
 
 from google.protobuf.message import DecodeError
 
-from openpose_train.common.errors import OpenPoseTrainError
-from openpose_train.generator.registry import get_dataset_layout, list_dataset_layouts
-
 from . import caffe_pb2
-
-
-def one_based_dataset(dataset: str) -> bool:
-    """Whether records of this dataset string store coordinates 1-based: a registered layout of the fork's
-    COCO category writes it (asked when needed, so that a YAML skeleton's layouts count once loaded)."""
-    return any(layout.one_based and layout.lmdb_dataset == dataset
-               for layout in map(get_dataset_layout, list_dataset_layouts()))
-
+from .caffe_io import CaffemodelError, wire_fields
+from .metadata import DatumError, Metadata, decode_metadata, encode_metadata, metadata_rows
 
 #: minimum datum width: narrower images are padded on the right (grey image, mask 0)
 MINIMUM_WIDTH = 128
@@ -63,217 +44,6 @@ DOME_CANVAS = (100, 540)      # metadata-only datum of the Dome category (H, W)
 
 ENCODED_MAGIC = b"OPTE"
 _TRAILER = struct.Struct("<II4s")
-
-
-class DatumError(OpenPoseTrainError, ValueError):
-    """A datum or metadata plane that cannot be encoded or decoded (message says why)."""
-
-
-# ----------------------------------------------------------------------------- metadata
-
-@dataclass
-class Metadata:
-    """One training record's metadata (row layout of ``docs/formats.md`` §Metadata rows).
-
-    Coordinates are as stored in the LMDB (1-based where :func:`one_based_dataset`).
-    ``joints`` is (N, 3) float32 ``[x, y, v]`` with OpenPose visibility codes (0 occluded,
-    1 visible, 2 unlabeled/outside, 4 not in dataset); ``others_joints`` is (n, N, 3).
-    """
-
-    dataset: str
-    img_height: float
-    img_width: float
-    objpos: np.ndarray                       # (2,) x, y
-    scale_provided: float
-    joints: np.ndarray                       # (N, 3)
-    people_index: int = 1
-    annolist_index: float = 1.0
-    write_number: float = 0.0
-    total_write_number: float = 1.0
-    others_objpos: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
-    others_scale: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
-    others_joints: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 3), np.float32))
-    image_path: Optional[str] = None         # Dome category only
-
-    def __post_init__(self):
-        self.objpos = np.asarray(self.objpos, np.float32).reshape(2)
-        self.joints = np.asarray(self.joints, np.float32).reshape(-1, 3)
-        n_parts = self.joints.shape[0]
-        self.others_objpos = np.asarray(self.others_objpos, np.float32).reshape(-1, 2)
-        self.others_scale = np.asarray(self.others_scale, np.float32).reshape(-1)
-        self.others_joints = np.asarray(self.others_joints, np.float32).reshape(-1, n_parts, 3)
-
-    @property
-    def num_parts(self) -> int:
-        return int(self.joints.shape[0])
-
-    @property
-    def num_other_people(self) -> int:
-        return int(self.others_objpos.shape[0])
-
-    @property
-    def num_rows(self) -> int:
-        """Rows of the metadata plane: ``8 + (n>0)*(4n+1)`` (+1 with an image path)."""
-        n = self.num_other_people
-        return 8 + (4 * n + 1 if n else 0) + (1 if self.image_path is not None else 0)
-
-    def zero_based(self) -> "Metadata":
-        """A copy in 0-based pixel coordinates (subtracts 1 for the COCO category, as the fork)."""
-        if not one_based_dataset(self.dataset):
-            return replace(self)
-        return _shift_coordinates(self, -1.0)
-
-    def __eq__(self, other):
-        if not isinstance(other, Metadata):
-            return NotImplemented
-        scalars = ("dataset", "img_height", "img_width", "scale_provided", "people_index",
-                   "annolist_index", "write_number", "total_write_number", "image_path")
-        arrays = ("objpos", "joints", "others_objpos", "others_scale", "others_joints")
-        return (all(getattr(self, k) == getattr(other, k) for k in scalars)
-                and all(getattr(self, k).shape == getattr(other, k).shape
-                        and np.array_equal(getattr(self, k), getattr(other, k)) for k in arrays))
-
-
-def _shift_coordinates(meta: Metadata, delta: float) -> Metadata:
-    """Copy of ``meta`` with ``delta`` added to every x, y (joints and objpos, self and others)."""
-    joints = meta.joints.copy()
-    joints[:, :2] += delta
-    others = meta.others_joints.copy()
-    others[:, :, :2] += delta
-    return replace(meta, objpos=meta.objpos + delta, joints=joints,
-                   others_objpos=meta.others_objpos + delta, others_joints=others)
-
-
-def one_based(meta: Metadata) -> Metadata:
-    """The stored form of 0-based annotations: +1 on coordinates for COCO-category datasets."""
-    if not one_based_dataset(meta.dataset):
-        return meta
-    return _shift_coordinates(meta, 1.0)
-
-
-def _put_floats(plane: np.ndarray, row: int, values) -> None:
-    data = np.ascontiguousarray(values, dtype="<f4").reshape(-1).view(np.uint8)
-    plane[row, :data.size] = data
-
-
-def encode_metadata(meta: Metadata, height: int, width: int) -> np.ndarray:
-    """The (height, width) uint8 metadata plane of ``meta`` (bytes exactly as generateLmdbFile).
-
-    Raises :class:`DatumError` when the record does not fit the plane (row width < 4*N,
-    fewer rows than needed, more than 255 other people, dataset string too long).
-    """
-    rows = metadata_rows(meta, height, width)
-    plane = np.zeros((height, width), np.uint8)
-    plane[:rows.shape[0]] = rows
-    return plane
-
-
-def metadata_rows(meta: Metadata, height: int, width: int) -> np.ndarray:
-    """The leading ``meta.num_rows`` rows of :func:`encode_metadata`'s plane (the rest is zero);
-    checks that the record fits a (height, width) plane (:class:`DatumError` otherwise)."""
-    n_parts, n_other = meta.num_parts, meta.num_other_people
-    name = meta.dataset.encode("ascii")
-    need_width = max(4 * n_parts, 4 * n_other, 14, len(name) + 1)
-    if width < need_width:
-        raise DatumError(f"metadata needs a row width of {need_width} bytes, the image is {width} wide")
-    if height < meta.num_rows:
-        raise DatumError(f"metadata needs {meta.num_rows} rows, the image is {height} high")
-    if n_other > 255 or not 0 <= meta.people_index <= 255:
-        raise DatumError(f"numOtherPeople={n_other} / people_index={meta.people_index} exceed a byte")
-    plane = np.zeros((meta.num_rows, width), np.uint8)
-    plane[0, :len(name)] = np.frombuffer(name, np.uint8)
-    _put_floats(plane, 1, [meta.img_height, meta.img_width])
-    plane[2, 0] = n_other
-    plane[2, 1] = meta.people_index
-    plane[2, 2:14] = np.asarray([meta.annolist_index, meta.write_number, meta.total_write_number],
-                                "<f4").view(np.uint8)
-    _put_floats(plane, 3, meta.objpos)
-    _put_floats(plane, 4, [meta.scale_provided])
-    for axis in range(3):
-        _put_floats(plane, 5 + axis, meta.joints[:, axis])
-    row = 8
-    if n_other:
-        for p in range(n_other):
-            _put_floats(plane, 8 + p, meta.others_objpos[p])
-        _put_floats(plane, 8 + n_other, meta.others_scale)
-        for p in range(n_other):
-            for axis in range(3):
-                _put_floats(plane, 9 + n_other + 3 * p + axis, meta.others_joints[p, :, axis])
-        row = 9 + 4 * n_other
-    if meta.image_path is not None:
-        path = meta.image_path.encode("ascii")
-        if len(path) >= width:
-            raise DatumError(f"image path '{meta.image_path}' longer than the row width {width}")
-        plane[row, :len(path)] = np.frombuffer(path, np.uint8)
-    return plane
-
-
-def _floats(plane: np.ndarray, row: int, count: int, start: int = 0) -> np.ndarray:
-    return plane[row, start:start + 4 * count].copy().view("<f4").astype(np.float32)
-
-
-def _c_string(row: np.ndarray) -> str:
-    raw = row.tobytes()
-    end = raw.find(b"\0")
-    return raw[:end if end >= 0 else len(raw)].decode("ascii", "replace")
-
-
-def infer_num_parts(plane: np.ndarray) -> int:
-    """Keypoints per person, guessed from the plane: 1 + last non-zero slot of rows 5-7.
-
-    Unlabeled points carry v=2 and labeled ones non-zero coordinates (>= 1 for 1-based data),
-    so trailing slots are non-zero up to N; pass N explicitly where it is known.
-    """
-    rows = plane[5:8, :].reshape(3, -1)
-    usable = rows.shape[1] // 4 * 4
-    slots = rows[:, :usable].reshape(3, -1, 4).any(axis=(0, 2))
-    nonzero = np.flatnonzero(slots)
-    if nonzero.size == 0:
-        raise DatumError("metadata has no keypoints (rows 5-7 are empty)")
-    return int(nonzero[-1]) + 1
-
-
-def decode_metadata(plane, width: Optional[int] = None, num_lmdb_parts: Optional[int] = None,
-                    with_image_path: Optional[bool] = None) -> Metadata:
-    """Decode a metadata plane (bytes or uint8 array; rows of ``width`` bytes).
-
-    ``num_lmdb_parts`` None: inferred (:func:`infer_num_parts`). ``with_image_path`` None:
-    read the path row for ``dome*`` datasets. Values are returned as stored (no 1-based shift).
-    """
-    if isinstance(plane, (bytes, bytearray, memoryview)):
-        if width is None:
-            raise DatumError("decode_metadata needs the row width for a bytes plane")
-        plane = np.frombuffer(bytes(plane), np.uint8).reshape(-1, width)
-    plane = np.asarray(plane, np.uint8)
-    if plane.ndim != 2 or plane.shape[0] < 8 or plane.shape[1] < 14:
-        raise DatumError(f"metadata plane of shape {plane.shape} is too small")
-    n_parts = infer_num_parts(plane) if num_lmdb_parts is None else int(num_lmdb_parts)
-    if 4 * n_parts > plane.shape[1]:
-        raise DatumError(f"{n_parts} keypoints do not fit a metadata row of {plane.shape[1]} bytes")
-    dataset = _c_string(plane[0])
-    height_width = _floats(plane, 1, 2)
-    n_other = int(plane[2, 0])
-    counters = plane[2, 2:14].copy().view("<f4")
-    joints = np.stack([_floats(plane, 5 + a, n_parts) for a in range(3)], axis=1)
-    need_rows = 8 + (4 * n_other + 1 if n_other else 0)
-    if plane.shape[0] < need_rows:
-        raise DatumError(f"metadata says {n_other} other people but has only {plane.shape[0]} rows")
-    others_objpos = np.stack([_floats(plane, 8 + p, 2) for p in range(n_other)]) if n_other \
-        else np.zeros((0, 2), np.float32)
-    others_scale = _floats(plane, 8 + n_other, n_other) if n_other else np.zeros(0, np.float32)
-    others_joints = np.stack([
-        np.stack([_floats(plane, 9 + n_other + 3 * p + a, n_parts) for a in range(3)], axis=1)
-        for p in range(n_other)]) if n_other else np.zeros((0, n_parts, 3), np.float32)
-    if with_image_path is None:
-        with_image_path = dataset.startswith("dome")
-    path_row = 9 + 4 * n_other if n_other else 8
-    image_path = _c_string(plane[path_row]) if with_image_path and path_row < plane.shape[0] else None
-    return Metadata(dataset=dataset, img_height=float(height_width[0]), img_width=float(height_width[1]),
-                    objpos=_floats(plane, 3, 2), scale_provided=float(_floats(plane, 4, 1)[0]),
-                    joints=joints, people_index=int(plane[2, 1]),
-                    annolist_index=float(counters[0]), write_number=float(counters[1]),
-                    total_write_number=float(counters[2]), others_objpos=others_objpos,
-                    others_scale=others_scale, others_joints=others_joints, image_path=image_path)
 
 
 # ----------------------------------------------------------------------------- protobuf
@@ -325,6 +95,10 @@ class Record:
     mask_miss: Optional[np.ndarray]
     meta_plane: Optional[np.ndarray] = None   # the raw metadata plane (H, W) uint8
     encoded: bool = False
+    # read_datum(..., interleaved=True) of an image + metadata + mask datum: B, G, R and mask_miss in
+    # one (H, W, 4) array (augmentation warps it in one pass); image and mask_miss are views of it
+    planes: Optional[np.ndarray] = None
+    mask_full: bool = False                   # with planes: mask_miss is 255 everywhere
 
 
 def minimum_width(dataset: Optional[str], num_parts: int = 0) -> int:
@@ -493,36 +267,75 @@ def _decode_encoded(fields):
     return image, extra
 
 
-def read_datum(value, num_lmdb_parts: Optional[int] = None, decode_meta: bool = True) -> Record:
-    """Decode a datum value (raw or encoded; ours or the original pipeline's) into a :class:`Record`.
+def raw_datum_planes(value) -> Optional[np.ndarray]:
+    """The ``(channels, height, width)`` uint8 planes of a raw (not encoded) Caffe Datum, read in
+    place from ``value`` (bytes or an LMDB buffer; no copy), or None for anything else (encoded,
+    float_data, malformed: :func:`read_datum` then parses the message and says what is wrong).
 
-    Channel meaning by count: 1 = Dome metadata only, 3 = negatives image, 4 = image + metadata,
-    5 = image + metadata + mask_miss (extra channels, e.g. mask_all of older LMDBs, are ignored).
+    Reads the protobuf wire format directly: parsing the message and reading its ``data`` field
+    copy the 1.5 MB of a 640x480 datum twice.
     """
+    fields = {}
+    try:
+        for number, _, field_value in wire_fields(value, 0, len(value)):
+            fields[number] = field_value
+    except (CaffemodelError, IndexError):
+        return None
+    c, h, w = fields.get(1, 0), fields.get(2, 0), fields.get(3, 0)
+    data = fields.get(4)
+    if fields.get(7, 0) or 6 in fields or not isinstance(data, tuple) or not isinstance(c, int) or c <= 0 \
+            or data[1] - data[0] != c * h * w:
+        return None
+    return np.frombuffer(value, np.uint8, data[1] - data[0], data[0]).reshape(c, h, w)
+
+
+def _parsed_planes(value):
+    """(image or None, extra planes, encoded) of a datum that :func:`raw_datum_planes` does not read."""
     fields = parse_datum(value)
     c, h, w = fields.channels, fields.height, fields.width
     if fields.encoded:
         image, extra = _decode_encoded(fields)
         h, w = image.shape[:2]
-        planes = [] if extra is None else list(extra.reshape(-1, h, w))
+        return image, ([] if extra is None else list(extra.reshape(-1, h, w))), True
+    if not fields.data:
+        raise DatumError("datum has an empty data field (float_data is not supported)")
+    if len(fields.data) != c * h * w:
+        raise DatumError(f"datum data has {len(fields.data)} bytes, expected {c}x{h}x{w}")
+    arr = np.frombuffer(fields.data, np.uint8).reshape(c, h, w)
+    return (None, [arr[0]], False) if c == 1 else (cv2.merge([arr[0], arr[1], arr[2]]), list(arr[3:]), False)
+
+
+def read_datum(value, num_lmdb_parts: Optional[int] = None, decode_meta: bool = True,
+               interleaved: bool = False) -> Record:
+    """Decode a datum value (raw or encoded; ours or the original pipeline's) into a :class:`Record`.
+
+    Channel meaning by count: 1 = Dome metadata only, 3 = negatives image, 4 = image + metadata,
+    5 = image + metadata + mask_miss (extra channels, e.g. mask_all of older LMDBs, are ignored).
+    ``value`` may be a buffer into an LMDB map: the record holds copies only. Raw planes are read in
+    place and interleaved with ``cv2.merge`` (about 30x cheaper than a CHW -> HWC transpose);
+    ``interleaved`` fills :attr:`Record.planes` for a datum with a mask (the data layer's reads).
+    """
+    arr = raw_datum_planes(value)
+    planes, mask_full = None, False
+    if arr is None:
+        image, extra, encoded = _parsed_planes(value)
+        mask = extra[1].copy() if len(extra) > 1 else None
     else:
-        if not fields.data:
-            raise DatumError("datum has an empty data field (float_data is not supported)")
-        if len(fields.data) != c * h * w:
-            raise DatumError(f"datum data has {len(fields.data)} bytes, expected {c}x{h}x{w}")
-        arr = np.frombuffer(fields.data, np.uint8).reshape(c, h, w)
-        if c == 1:
-            image, planes = None, [arr[0]]
+        encoded, extra = False, list(arr[3:]) if arr.shape[0] > 1 else [arr[0]]
+        if arr.shape[0] == 1:
+            image, mask = None, None
+        elif interleaved and arr.shape[0] >= 5:
+            planes = cv2.merge([arr[0], arr[1], arr[2], arr[4]])
+            image, mask, mask_full = planes[..., :3], planes[..., 3], cv2.minMaxLoc(arr[4])[0] == 255
         else:
-            image = cv2.merge([arr[0], arr[1], arr[2]])      # CHW -> HWC: ~30x faster than a transpose copy
-            planes = list(arr[3:])
-    meta_plane = planes[0] if planes else None
-    mask = np.ascontiguousarray(planes[1]) if len(planes) > 1 else None
+            image = cv2.merge([arr[0], arr[1], arr[2]])
+            mask = extra[1].copy() if len(extra) > 1 else None
+    meta_plane = extra[0].copy() if extra else None
     meta = None
     if meta_plane is not None and decode_meta:
         meta = decode_metadata(meta_plane, num_lmdb_parts=num_lmdb_parts)
-    return Record(image=image, meta=meta, mask_miss=mask, meta_plane=meta_plane,
-                  encoded=fields.encoded)
+    return Record(image=image, meta=meta, mask_miss=mask, meta_plane=meta_plane, encoded=encoded,
+                  planes=planes, mask_full=mask_full)
 
 
 def set_write_number(value: bytes, write_number: int) -> bytes:

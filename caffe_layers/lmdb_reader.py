@@ -1,18 +1,29 @@
 """Read OpenPose training LMDBs: ours (raw or encoded datums) and the original pipeline's.
 
-Keys are ``%07d`` record numbers; values are Caffe ``Datum`` bytes decoded by
+Keys are :func:`record_key` record numbers; values are Caffe ``Datum`` bytes decoded by
 :func:`openpose_train.caffe_layers.datum.read_datum`.
+
+py-lmdb refuses to open one LMDB twice in a process ("already open in this process"), yet one
+process may read an LMDB through several readers (two sources of one data layer on one file, the
+TRAIN and TEST layers, a test beside the layer): readers of one file in one process share its
+environment, which closes with the last of them.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Iterator, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import lmdb
 
+from openpose_train.common.errors import OpenPoseTrainError
+
 from .datum import Record, read_datum
 
-from openpose_train.common.errors import OpenPoseTrainError
+
+def record_key(index: int) -> bytes:
+    """The LMDB key of record ``index``: ``%07d``, as the original pipeline and our writer store them."""
+    return b"%07d" % index
 
 
 class LmdbReadError(OpenPoseTrainError, OSError):
@@ -55,6 +66,28 @@ def open_lmdb(path, readahead: bool = False) -> lmdb.Environment:
     return env
 
 
+_SHARED: Dict[Tuple[int, str], List] = {}    # (pid, real path) -> [environment, readers]
+
+
+def _open_shared(path: Path) -> lmdb.Environment:
+    key = (os.getpid(), os.path.realpath(path))    # after a fork the parent's entries are not ours
+    entry = _SHARED.get(key)
+    if entry is None:
+        entry = _SHARED[key] = [open_lmdb(path), 0]
+    entry[1] += 1
+    return entry[0]
+
+
+def _close_shared(env: lmdb.Environment) -> None:
+    for key, entry in list(_SHARED.items()):
+        if entry[0] is env and key[0] == os.getpid():
+            entry[1] -= 1
+            if entry[1] <= 0:
+                env.close()
+                del _SHARED[key]
+            return
+
+
 class LmdbReader:
     """Random and sequential access to the records of one LMDB.
 
@@ -65,7 +98,7 @@ class LmdbReader:
     def __init__(self, path, num_lmdb_parts: Optional[int] = None):
         self.path = Path(path)
         self.num_lmdb_parts = num_lmdb_parts
-        self.env = open_lmdb(self.path)
+        self.env = _open_shared(self.path)
 
     def __len__(self) -> int:
         return int(self.env.stat()["entries"])
@@ -76,7 +109,7 @@ class LmdbReader:
     def raw(self, index: int) -> bytes:
         try:
             with self.env.begin(buffers=False) as txn:
-                value = txn.get(b"%07d" % index)
+                value = txn.get(record_key(index))
         except lmdb.Error as exc:       # pages that are not what the tree says (MDB_CORRUPTED ...)
             raise self._corrupted(exc) from None
         if value is None:
@@ -84,7 +117,29 @@ class LmdbReader:
         return value
 
     def __getitem__(self, index: int) -> Record:
-        return read_datum(self.raw(index), num_lmdb_parts=self.num_lmdb_parts)
+        return self.read(index)
+
+    def read(self, index: int, interleaved: bool = False, decode_meta: bool = True) -> Record:
+        """Record ``index`` decoded straight from the LMDB map: no copy of the 1.5 MB value of a
+        640x480 datum (``read_datum`` copies out what the record keeps). ``interleaved``: see
+        :func:`~.datum.read_datum`."""
+        try:
+            with self.env.begin(buffers=True) as txn:
+                value = txn.get(record_key(index))
+                if value is None:
+                    raise KeyError(f"{self.path}: no record {index:07d}")
+                return read_datum(value, self.num_lmdb_parts, decode_meta=decode_meta, interleaved=interleaved)
+        except lmdb.Error as exc:
+            raise self._corrupted(exc) from None
+
+    def first_value(self) -> Optional[bytes]:
+        """The first value in key order, None without records."""
+        try:
+            with self.env.begin(buffers=False) as txn:
+                cursor = txn.cursor()
+                return cursor.value() if cursor.first() else None
+        except lmdb.Error as exc:
+            raise self._corrupted(exc) from None
 
     def items(self, decode: bool = True) -> Iterator[Tuple[bytes, object]]:
         """(key, Record or raw bytes) in key order."""
@@ -105,7 +160,9 @@ class LmdbReader:
             yield record
 
     def close(self):
-        self.env.close()
+        if self.env is not None:
+            _close_shared(self.env)
+            self.env = None
 
     def __enter__(self):
         return self

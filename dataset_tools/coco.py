@@ -42,7 +42,7 @@ from pycocotools import mask as mask_utils
 from openpose_train.common.errors import OpenPoseTrainError
 from openpose_train.generator.registry import DatasetLayout, get_dataset_layout
 
-from openpose_train.caffe_layers.datum import Metadata
+from openpose_train.caffe_layers.metadata import Metadata
 
 SCALE_REFERENCE = 368.0          # scale_provided = bbox height / 368 (sImageScale)
 MIN_KEYPOINTS = 5

@@ -4,7 +4,7 @@ Build steps:
 
 1. plan (annotations only, no pixels): main people per image (:mod:`.coco`); the records
    are shuffled by ``numpy.random.default_rng(seed).permutation`` and record ``r`` gets the key
-   ``'%07d' % perm[r]``. ``totalWriteNumber`` in every record = number of planned records (the
+   ``record_key(perm[r])`` (``%07d``). ``totalWriteNumber`` in every record = number of planned records (the
    original's "number of JSON entries").
 2. images in plan order, each decoded once and its mask made once in worker threads (JPEG
    decoding and the plane copies release the GIL), one datum per main person; the main thread
@@ -47,7 +47,9 @@ from openpose_train.generator.output_paths import check_not_an_input, make_outpu
 from openpose_train.generator.registry import get_dataset_layout
 
 from . import coco
-from openpose_train.caffe_layers.datum import DatumBuilder, DatumError, minimum_width, one_based, set_write_number
+from openpose_train.caffe_layers.datum import DatumBuilder, DatumError, minimum_width, set_write_number
+from openpose_train.caffe_layers.lmdb_reader import record_key
+from openpose_train.caffe_layers.metadata import one_based
 
 PROGRESS_FILE = "progress.jsonl"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -150,7 +152,7 @@ class ImageResult:
         """(key, value) pairs; a raw value is a view into the image's buffer, valid until the next
         pair is taken (LMDB's ``put`` copies it at once)."""
         for key, part in self.parts:
-            yield b"%07d" % key, part if isinstance(part, bytes) else self.builder.raw_datum(part)
+            yield record_key(key), part if isinstance(part, bytes) else self.builder.raw_datum(part)
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -465,12 +467,12 @@ def _close_gaps(env, holes, total: int) -> int:
     while True:
         try:
             with env.begin(write=True) as txn:
-                if txn.get(b"%07d" % movers[0]) is None:
+                if txn.get(record_key(movers[0])) is None:
                     return 0
                 for hole, mover in zip(targets, movers):
-                    value = txn.get(b"%07d" % mover)
-                    txn.put(b"%07d" % hole, set_write_number(value, hole))
-                    txn.delete(b"%07d" % mover)
+                    value = txn.get(record_key(mover))
+                    txn.put(record_key(hole), set_write_number(value, hole))
+                    txn.delete(record_key(mover))
             return len(targets)
         except lmdb.MapFullError:
             env.set_mapsize(env.info()["map_size"] * 2)

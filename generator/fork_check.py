@@ -21,17 +21,12 @@ ENCODED_WARNING = ("is an encoded (JPEG) LMDB: the OpenPose Caffe fork cannot re
 def first_record(path) -> Optional[bytes]:
     """The first value of the LMDB at ``path``; ``None`` when nothing is there yet or it has no records.
     An unreadable LMDB raises ``LmdbReadError``."""
-    from openpose_train.caffe_layers.lmdb_reader import open_lmdb
+    from openpose_train.caffe_layers.lmdb_reader import LmdbReader
 
     if not Path(path).exists():
         return None
-    env = open_lmdb(path)
-    try:
-        with env.begin(buffers=False) as txn:
-            cursor = txn.cursor()
-            return cursor.value() if cursor.first() else None
-    finally:
-        env.close()
+    with LmdbReader(path) as reader:
+        return reader.first_value()
 
 
 def lmdb_is_encoded(path) -> Optional[bool]:

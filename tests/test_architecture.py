@@ -11,6 +11,7 @@ ALLOWED = {
     "common": set(),
     "generator": {"common"},
     "dataset_tools": {"common", "generator", "caffe_layers.caffe_pb2", "caffe_layers.caffe_io", "caffe_layers.datum",
+                      "caffe_layers.metadata",
                       "caffe_layers.lmdb_reader"},
     "caffe_layers": {"common", "generator"},
     "training": {"common", "generator", "caffe_layers", "validation"},
@@ -127,5 +128,26 @@ def test_common_loads_on_the_standard_library_alone():
             "print(' '.join(m for m in sys.modules if m.split('.')[0] in "
             "('torch', 'cv2', 'lmdb', 'numpy', 'yaml', 'jinja2') or (m.startswith('openpose_train.') "
             "and not m.startswith('openpose_train.common'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+DATA_PATH = ("caffe_layers/op_data.py", "caffe_layers/opdata_config.py", "caffe_layers/opdata_plan.py",
+             "caffe_layers/opdata_batch.py", "caffe_layers/opdata_workers.py", "caffe_layers/datum.py",
+             "caffe_layers/metadata.py", "caffe_layers/lmdb_reader.py")
+
+
+def test_data_path_modules_are_the_documented_ones_and_short(repo_root):
+    """docs/architecture.md §Data path: one module per seam, each under 400 lines, each in the table;
+    and the record codec needs neither torch nor the data tools (the LMDB writer imports it)."""
+    import subprocess
+    import sys
+    section = (repo_root / "docs" / "architecture.md").read_text().split("## Data path", 1)[1].split("\n## ", 1)[0]
+    for module in DATA_PATH:
+        lines = len((repo_root / module).read_text().splitlines())
+        assert lines <= 400, (module, lines)
+        assert f"`{Path(module).name}`" in section, module
+    code = ("import sys, openpose_train.caffe_layers.lmdb_reader, openpose_train.caffe_layers.datum; "
+            "print(' '.join(m for m in sys.modules if m == 'torch' or m.startswith('openpose_train.dataset_tools')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

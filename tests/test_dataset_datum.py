@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from openpose_train.caffe_layers.datum import (
-    DatumError, Metadata, build_datum, decode_metadata, encode_metadata, infer_num_parts, one_based,
-    parse_datum, read_datum, serialize_datum)
+from openpose_train.caffe_layers.datum import DatumError, build_datum, parse_datum, read_datum, serialize_datum
+from openpose_train.caffe_layers.metadata import Metadata, decode_metadata, encode_metadata, infer_num_parts, one_based
 
 
 def _datum_class():

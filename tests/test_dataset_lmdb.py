@@ -348,7 +348,8 @@ def test_shared_datum_buffer_gives_each_record_its_own_bytes():
     """Records of one image share one buffer (only the metadata rows change): each must equal the
     protobuf serialisation of its own (C, H, W) array, whatever record came before (more rows)."""
     from openpose_train.caffe_layers import caffe_pb2
-    from openpose_train.caffe_layers.datum import DatumBuilder, Metadata, encode_metadata
+    from openpose_train.caffe_layers.datum import DatumBuilder
+    from openpose_train.caffe_layers.metadata import Metadata, encode_metadata
     rng = np.random.default_rng(4)
     img = rng.integers(0, 256, (90, 140, 3), dtype=np.uint8)
     mask = rng.integers(0, 2, (90, 140), dtype=np.uint8) * 255

@@ -1,4 +1,5 @@
-"""OPDataSource (caffe_layers/op_data.py): configuration checks, determinism, resume, sharding, real data."""
+"""OPDataSource (caffe_layers/op_data.py and the opdata_* modules): configuration checks, determinism, resume,
+sharding, real data."""
 import numpy as np
 import pytest
 import torch
@@ -6,7 +7,8 @@ import torch
 from conftest import shared_path
 from openpose_train.caffe_layers import caffe_pb2
 from openpose_train.caffe_layers import op_data as OD
-from openpose_train.caffe_layers.datum import decode_metadata
+from openpose_train.caffe_layers import opdata_batch, opdata_config, opdata_plan
+from openpose_train.caffe_layers.metadata import decode_metadata
 from openpose_train.dataset_tools.lmdb_writer import BuildOptions, build_lmdb
 from openpose_train.dataset_tools.synth import SynthConfig, make_synthetic_dataset
 from openpose_train.generator.registry import get_training_variant
@@ -48,25 +50,25 @@ def assert_same(a, b):
 
 
 def test_choose_source_walks_the_cumulative_probabilities():
-    assert OD.choose_source([0.05, 0.9, 0.03], 0.04) == 0
-    assert OD.choose_source([0.05, 0.9, 0.03], 0.05) == 1
-    assert OD.choose_source([0.05, 0.9, 0.03], 0.99) == -1      # background-only
+    assert opdata_plan.choose_source([0.05, 0.9, 0.03], 0.04) == 0
+    assert opdata_plan.choose_source([0.05, 0.9, 0.03], 0.05) == 1
+    assert opdata_plan.choose_source([0.05, 0.9, 0.03], 0.99) == -1      # background-only
 
 
 def test_configuration_errors(synth_lmdbs):
     coco, bg = synth_lmdbs
     with pytest.raises(OD.OPDataError, match="sum"):
-        OD.parse_layer(layer(str(coco), probabilities="0.5"))
+        opdata_config.parse_layer(layer(str(coco), probabilities="0.5"))
     with pytest.raises(OD.OPDataError, match="NOPE"):
-        OD.parse_layer(layer(str(coco), models="NOPE"))
+        opdata_config.parse_layer(layer(str(coco), models="NOPE"))
     with pytest.raises(OD.OPDataError, match="compatible"):
-        OD.parse_layer(layer(f"{coco};{coco}", models="COCO_25_17;COCO_18", probabilities="0.5;0.5"))
+        opdata_config.parse_layer(layer(f"{coco};{coco}", models="COCO_25_17;COCO_18", probabilities="0.5;0.5"))
     with pytest.raises(OD.OPDataError, match="must match"):
-        OD.parse_layer(layer(f"{coco};{coco}", probabilities="1"))
+        opdata_config.parse_layer(layer(f"{coco};{coco}", probabilities="1"))
     with pytest.raises(OD.OPDataError, match="no such LMDB"):
         OD.OPDataSource(layer("/nonexistent/lmdb"), num_workers=0)
     # prob_only_background is forced to 0 without a background LMDB (then the sum must be 1)
-    assert OD.parse_layer(layer(str(coco), only_bkg=0.3)).prob_only_background == 0
+    assert opdata_config.parse_layer(layer(str(coco), only_bkg=0.3)).prob_only_background == 0
 
 
 def test_shapes_normalisation_and_background_batches(synth_lmdbs):
@@ -116,7 +118,7 @@ def test_rank_sharding_takes_disjoint_records(synth_lmdbs):
     keys = []
     for rank in (0, 1):
         src = OD.OPDataSource(lp, seed=1, rank=rank, world_size=2, num_workers=0)
-        plans = [src._plan() for _ in range(3)]
+        plans = [src.planner.plan() for _ in range(3)]
         keys.append([k for p in plans for k in p.keys])
         assert all(k % 2 == rank for k in keys[-1][:src.sizes[0] // 2])
         src.close()
@@ -143,15 +145,15 @@ def test_real_data_keypoints_on_heatmap_peaks(tmp_path_factory):
     model, variant = get_training_variant("COCO_25_17")
     lp = layer(str(out), batch=1)
     lp.op_transform_param.crop_size_x = lp.op_transform_param.crop_size_y = 368
-    cfg = OD.parse_layer(lp)
-    readers = OD._Readers(cfg)
+    cfg = opdata_config.parse_layer(lp)
+    readers = opdata_batch.RecordReaders(cfg)
     raw = readers.source(0)
     heat0 = 2 * model.num_pafs
     flip = {a: b for a, b in model.flip_pairs} | {b: a for a, b in model.flip_pairs}
     checked = 0
     for i in range(64):
         key = i % len(raw)
-        _, label, aug = OD.render_item(readers, 0, key, None, np.random.default_rng(i))
+        _, label, aug = opdata_batch.render_item(readers, 0, key, None, np.random.default_rng(i))
         targets = label[model.num_channels:]
         meta = decode_metadata(raw[key].meta_plane, num_lmdb_parts=17)
         people = np.concatenate([meta.joints[None], meta.others_joints], 0)
@@ -217,7 +219,7 @@ def test_batch_normalisation_equals_the_reference(mode):
     from openpose_train.caffe_layers.augment import normalize_image
     img = np.random.default_rng(mode).integers(0, 256, (5, 7, 3), np.uint8)
     ref = normalize_image(img, mode)
-    got = OD.normalize_batch(torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None], mode)[0]
+    got = opdata_batch.normalize_batch(torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None], mode)[0]
     np.testing.assert_array_equal(got.numpy(), ref)
 
 
@@ -226,10 +228,10 @@ def test_test_phase_is_unaugmented_and_unsharded(synth_lmdbs):
     lp = layer(str(coco), batch=2)
     lp.op_transform_param.crop_size_x, lp.op_transform_param.crop_size_y = 320, 240
     with OD.OPDataSource(lp, phase="TEST", seed=0, num_workers=0, rank=1, world_size=2) as src:
-        plan = src._plan()
+        plan = src.planner.plan()
         assert plan.keys == (0, 1)                       # TEST keeps every record
-        readers = src._readers
-        image, label, out = OD.render_item(readers, 0, 0, None, np.random.default_rng(0))
+        readers = src.readers
+        image, label, out = opdata_batch.render_item(readers, 0, 0, None, np.random.default_rng(0))
         record = readers.source(0)[0]
         np.testing.assert_array_equal(image, record.image)
         model, variant = readers.models[0]
@@ -243,19 +245,19 @@ def test_test_phase_is_unaugmented_and_unsharded(synth_lmdbs):
 def test_unsupported_fields_are_refused(synth_lmdbs):
     coco, _ = synth_lmdbs
     with pytest.raises(OD.OPDataError, match="add_distance"):
-        OD.parse_layer(layer(str(coco), add_distance=True))
+        opdata_config.parse_layer(layer(str(coco), add_distance=True))
 
 
 def test_batch_images_are_the_augmented_crops(synth_lmdbs):
     coco, bg = synth_lmdbs
     with OD.OPDataSource(layer(str(coco), background=str(bg), batch=3), seed=2, num_workers=0) as src:
-        plan = src._plan()
+        plan = src.planner.plan()
         images = np.zeros((3, 3, 184, 184), np.uint8)
         labels = np.zeros((3, 156, 23, 23), np.float32)
-        OD.run_plan(src._readers, plan, images, labels)
+        opdata_batch.run_plan(src.readers, plan, images, labels)
         rng = np.random.default_rng(list(plan.seed))
         for i, (key, bg_key) in enumerate(zip(plan.keys, plan.bg_keys)):
-            image, label, _ = OD.render_item(src._readers, plan.source, key, bg_key, rng)
+            image, label, _ = opdata_batch.render_item(src.readers, plan.source, key, bg_key, rng)
             np.testing.assert_array_equal(images[i], image.transpose(2, 0, 1))
             np.testing.assert_array_equal(labels[i], label)
 
@@ -280,3 +282,63 @@ def test_workers_from_an_unguarded_script(synth_lmdbs, tmp_path):
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.split() == ["RUN", "(2,", "156,", "23,", "23)"]
+
+
+def test_resume_with_workers_keeps_them_and_repeats_the_batches(synth_lmdbs):
+    """load_state_dict on a running DataLoader: the same worker processes (persistent_workers), and the
+    batches from the saved state on, as a fresh source in the calling thread gives them."""
+    coco, bg = synth_lmdbs
+    lp = layer(str(coco), background=str(bg))
+    with OD.OPDataSource(lp, seed=8, num_workers=2, prefetch=2) as src:
+        batches(src, 1)
+        state = src.state_dict()
+        first = batches(src, 2)
+        pids = [w.pid for w in src._loader._iterator._workers]
+        batches(src, 2)                          # move on, with batches planned ahead in flight
+        src.load_state_dict(state)
+        again = batches(src, 2)
+        assert [w.pid for w in src._loader._iterator._workers] == pids
+        assert isinstance(src._loader, torch.utils.data.DataLoader) and src._loader.persistent_workers
+    assert_same(first, again)
+    with OD.OPDataSource(lp, seed=1, num_workers=0) as fresh:
+        fresh.load_state_dict(state)
+        assert_same(first, batches(fresh, 2))
+
+
+def test_a_bad_record_in_a_worker_is_one_line_naming_it(synth_lmdbs, tmp_path):
+    import shutil
+
+    import lmdb
+
+    from openpose_train.caffe_layers.lmdb_reader import record_key
+    coco, _ = synth_lmdbs
+    broken = tmp_path / "broken"
+    shutil.copytree(coco, broken)
+    env = lmdb.open(str(broken), map_size=64 << 20)
+    with env.begin(write=True) as txn:
+        txn.put(record_key(1), b"\xff" * 12)
+    env.close()
+    with OD.OPDataSource(layer(str(broken)), seed=0, num_workers=1) as src:
+        with pytest.raises(OD.OPDataError) as err:
+            next(src)
+    message = str(err.value)
+    assert message.startswith("layer 'data': ") and f"{broken} record 0000001: not a Caffe Datum" in message
+    assert "\n" not in message and "Traceback" not in message
+
+
+def test_readers_of_one_lmdb_share_it_in_a_process(synth_lmdbs):
+    """py-lmdb refuses a second open of one LMDB in a process: readers share its environment, which
+    closes with the last of them (a source in the calling thread beside another reader of its LMDB)."""
+    from openpose_train.caffe_layers.lmdb_reader import LmdbReader
+    coco, _ = synth_lmdbs
+    first = LmdbReader(coco)
+    with OD.OPDataSource(layer(f"{coco};{coco}", probabilities="0.5;0.5"), seed=0, num_workers=0) as src:
+        next(src)
+        assert src.readers.source(0).env is first.env is src.readers.source(1).env
+    second, env = LmdbReader(coco), first.env
+    first.close()
+    assert second.env is env and second[0].meta is not None      # still open: the second reader holds it
+    second.close()
+    third = LmdbReader(coco)                                       # closed with the last: opened anew
+    assert third.env is not env and len(third) == len(src.readers.models) * 0 + src.sizes[0]
+    third.close()

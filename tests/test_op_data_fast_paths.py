@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from openpose_train.caffe_layers import labels as L
-from openpose_train.caffe_layers import op_data as OD
-from openpose_train.caffe_layers.datum import parse_datum, serialize_datum
+from openpose_train.caffe_layers import opdata_batch
+from openpose_train.caffe_layers.datum import parse_datum, raw_datum_planes, serialize_datum
 
 
 def test_raw_datum_planes_equal_the_parsed_message():
@@ -15,25 +15,53 @@ def test_raw_datum_planes_equal_the_parsed_message():
     for c, h, w in [(5, 7, 130), (3, 4, 5), (1, 2, 300)]:
         data = rng.integers(0, 256, c * h * w, dtype=np.uint8).tobytes()
         value = serialize_datum(c, h, w, data, 0)
-        planes = OD.raw_datum_planes(value)
+        planes = raw_datum_planes(value)
         msg = parse_datum(value)
         assert planes.shape == (msg.channels, msg.height, msg.width)
         assert planes.tobytes() == msg.data
-        assert OD.raw_datum_planes(memoryview(value)).tobytes() == msg.data      # LMDB buffers
+        assert raw_datum_planes(memoryview(value)).tobytes() == msg.data      # LMDB buffers
     # encoded, truncated and garbage values are left to the protobuf reader
-    assert OD.raw_datum_planes(serialize_datum(3, 2, 2, b"abcd", 0, encoded=True)) is None
+    assert raw_datum_planes(serialize_datum(3, 2, 2, b"abcd", 0, encoded=True)) is None
     value = serialize_datum(3, 4, 5, bytes(60), 0)
     for cut in (1, 5, len(value) - 1):
-        assert OD.raw_datum_planes(value[:cut]) is None
-    assert OD.raw_datum_planes(b"\xff" * 12) is None
+        assert raw_datum_planes(value[:cut]) is None
+    assert raw_datum_planes(b"\xff" * 12) is None
+
+
+def test_interleaved_records_equal_the_plain_and_the_parsed_ones(monkeypatch):
+    """read_datum's three readings of one datum: in place + interleaved (the data layer's), in place
+    (image, mask copies), and through the protobuf message (the in-place reader declining)."""
+    from openpose_train.caffe_layers import datum
+    from openpose_train.caffe_layers.datum import read_datum
+    from openpose_train.caffe_layers.metadata import Metadata, encode_metadata
+    rng = np.random.default_rng(1)
+    h, w = 40, 140
+    meta = Metadata(dataset="COCO", img_height=h, img_width=w, objpos=(20, 20), scale_provided=0.5,
+                    joints=rng.uniform(0, 30, (17, 3)).astype(np.float32))
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    for mask_value in (None, 255):
+        mask = rng.integers(0, 256, (h, w), dtype=np.uint8) if mask_value is None else np.full((h, w), 255, np.uint8)
+        planes = np.concatenate([image.transpose(2, 0, 1), encode_metadata(meta, h, w)[None], mask[None]])
+        value = serialize_datum(5, h, w, planes.tobytes(), 0)
+        fast = read_datum(value, interleaved=True)
+        plain = read_datum(memoryview(value))
+        with monkeypatch.context() as patch:
+            patch.setattr(datum, "raw_datum_planes", lambda value: None)
+            parsed = read_datum(value, interleaved=True)
+        assert fast.planes.shape == (h, w, 4) and fast.mask_full == (mask_value == 255)
+        for record in (fast, plain, parsed):
+            np.testing.assert_array_equal(record.image, image)
+            np.testing.assert_array_equal(record.mask_miss, mask)
+            assert record.meta == meta
+        assert plain.planes is None and parsed.planes is None and not plain.mask_full
 
 
 @pytest.mark.parametrize("mode", [0, 1, 2])
 def test_lut_normalisation_equals_the_torch_ops(mode):
     img = np.random.default_rng(mode).integers(0, 256, (2, 3, 9, 11), dtype=np.uint8)
     img[0, :, 0, :3] = [[0, 128, 255]] * 3
-    expected = OD.normalize_batch(torch.from_numpy(img), mode)
-    assert torch.equal(OD.normalize_batch_lut(img, mode), expected)
+    expected = opdata_batch.normalize_batch(torch.from_numpy(img), mode)
+    assert torch.equal(opdata_batch.normalize_batch_lut(img, mode), expected)
 
 
 def test_cutoff_d2_is_the_forks_float64_test():

@@ -11,6 +11,7 @@ from openpose_train.caffe_layers import augment as A
 from openpose_train.caffe_layers import caffe_pb2
 from openpose_train.caffe_layers import labels as L
 from openpose_train.caffe_layers import op_data as OD
+from openpose_train.caffe_layers import opdata_config
 from openpose_train.generator import registry as reg
 from openpose_train.validation.postprocess import parse_people
 from openpose_train.validation.postprocess_reference import parse_people_reference
@@ -142,7 +143,7 @@ def test_label_rules_implemented_false_is_refused(model):
         lp.op_transform_param.sources, lp.op_transform_param.probabilities = "/x", "1"
         lp.op_transform_param.models = "RULES10_NO_LABEL_RULES_IMPLEMENTED"
         with pytest.raises(OD.OPDataError, match="not implemented"):
-            OD.parse_layer(lp)
+            opdata_config.parse_layer(lp)
     finally:
         reg._REGISTRY.pop(model.name, None)
 

@@ -195,7 +195,7 @@ def run_training(cfg: TrainConfig) -> int:
         logger.info("caffe.cpp:240", f"data: {workers} worker processes per rank, labels rendered "
                     + ("in the workers" if label_device == "workers" else f"per batch on {label_device}"))
         sources, test_sources = build_sources(net, test_net, net_path, seed, rank, world, workers, label_device,
-                                              stack)
+                                              stack, pin_memory=device.type == "cuda")
         if cfg.weights:
             load_weights(net, cfg.weights, logger, reinit_on_shape_mismatch=cfg.reinit_mismatched)
         evaluator = None
@@ -309,13 +309,14 @@ def build_nets(net_param, net_path: str, solver_param, seed: int, skeletons: dic
 
 
 def build_sources(net, test_net, net_path: str, seed: int, rank: int, world: int, workers: int, label_device,
-                  stack: contextlib.ExitStack) -> tuple:
-    """``(train sources, [test sources])``; each is closed by ``stack`` (its worker processes end)."""
+                  stack: contextlib.ExitStack, pin_memory: bool = False) -> tuple:
+    """``(train sources, [test sources])``; each is closed by ``stack`` (its worker processes end).
+    ``pin_memory``: batches in page-locked memory (training on a GPU)."""
     from .data_sources import make_sources
 
     def made(*args):
         try:
-            sources = make_sources(*args, workers, label_device)
+            sources = make_sources(*args, workers, label_device, pin_memory)
         except TrainingError as exc:  # name the net file too: the message names the layer
             raise TrainingError(f"{net_path}: {exc}") from exc
         for source in sources:

@@ -1,6 +1,6 @@
 """Where the training loop reads a net's inputs from: one :class:`BatchSource` per data layer.
 
-* ``OPData`` / ``Data``: ``caffe_layers.op_data.OPDataSource`` (sharded by rank, worker processes),
+* ``OPData`` / ``Data``: ``caffe_layers.op_data.OPDataSource`` (sharded by rank, a DataLoader with workers),
   wrapped by :class:`IterableSource`;
 * ``DummyData``: Caffe's DummyData layer (fillers; refilled every batch unless all are constant);
 * ``Input`` / net-level ``input:`` blobs have no source in a prototxt: ``train`` refuses such nets,
@@ -125,9 +125,10 @@ class DummyDataSource(BatchSource):
 
 
 def make_sources(net, phase: str, seed: int, rank: int = 0, world_size: int = 1,
-                 num_workers: int = 0, label_device="workers") -> List[BatchSource]:
+                 num_workers: int = 0, label_device="workers", pin_memory: bool = False) -> List[BatchSource]:
     """One source per data layer of ``net`` (a CaffeNet), in layer order. ``label_device``: where OPData
-    renders labels ("workers": numpy in the worker processes; a torch device: per batch there)."""
+    renders labels ("workers": numpy in the worker processes; a torch device: per batch there);
+    ``pin_memory``: OPData batches in page-locked memory (training on a GPU)."""
     sources: List[BatchSource] = []
     for layer in net.data_layers:
         if layer.type == "DummyData":
@@ -140,7 +141,7 @@ def make_sources(net, phase: str, seed: int, rank: int = 0, world_size: int = 1,
                                     f"available ({exc})") from exc
             try:
                 source = OPDataSource(layer, phase=phase, seed=seed, rank=rank, world_size=world_size,
-                                      num_workers=num_workers, label_device=label_device)
+                                      num_workers=num_workers, label_device=label_device, pin_memory=pin_memory)
             except (ValueError, OSError) as exc:  # OPDataError, a missing LMDB: one clear line
                 where = f"layer '{layer.name}'"
                 msg = str(exc)
