@@ -267,96 +267,6 @@ def bench_samples(quick):
              load_average=round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None)
 
 
-def _cpu_s(pids):
-    """CPU seconds (user + system) the processes ``pids`` have used so far (Linux /proc; 0 elsewhere)."""
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def _bare_plans(lp, n_batches):
-    """The floor: the same plans executed in the calling thread (read, augment, labels, LUT
-    normalisation) into preallocated arrays, without any loader: (samples/s, CPU ms per sample)."""
-    from openpose_train.caffe_layers.op_data import OPDataSource
-    from openpose_train.caffe_layers.opdata_batch import normalize_batch_lut, run_plan
-    with OPDataSource(lp, seed=0, num_workers=0) as src:
-        images = np.empty(src.image_shape, np.uint8)
-        labels = np.empty(src.label_shape, np.float32)
-        plans = [src.planner.plan() for _ in range(n_batches)]
-        t0, c0 = time.perf_counter(), time.process_time()
-        for plan in plans:
-            run_plan(src.readers, plan, images, labels)
-            normalize_batch_lut(images, 0)
-        samples = n_batches * lp.data_param.batch_size
-        return samples / (time.perf_counter() - t0), (time.process_time() - c0) * 1e3 / samples
-
-
-def _loader_round(cls, lp, n, warmup, worker_pids):
-    """(samples/s, CPU ms per sample of the calling process and its workers) of ``n`` batches after ``warmup``."""
-    with cls(lp, seed=0, num_workers=2, prefetch=4) as src:
-        for _ in range(warmup):
-            next(src)
-        pids = worker_pids(src)
-        t0, c0, w0 = time.perf_counter(), time.process_time(), _cpu_s(pids)
-        for _ in range(n):
-            next(src)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0 + _cpu_s(pids) - w0
-    samples = n * lp.data_param.batch_size
-    return samples / wall, cpu * 1e3 / samples
-
-
-def bench_loaders(quick):
-    """``loader_samples_per_s``: the torch DataLoader source against the hand-built worker pool it
-    replaced (shared-memory slots), both with 2 workers, one at a time in alternating rounds of one
-    run (steady state: ``warmup`` batches first); ``floor``: the bare plans in the calling thread
-    (one core), timed between the rounds. ``cpu_ms_per_sample`` (and ``baseline_``, ``floor_``): CPU
-    time of the calling process and its workers per sample, which a busy machine disturbs less than
-    the wall clock."""
-    from openpose_train.caffe_layers.op_data import OPDataSource
-    from openpose_train.caffe_layers.op_data_pool import OPDataSource as PoolSource
-    from openpose_train.dataset_tools.lmdb_writer import BuildOptions, build_lmdb
-    from openpose_train.dataset_tools.synth import SynthConfig, make_synthetic_dataset
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        res = make_synthetic_dataset(tmp / "data", SynthConfig(images=12 if quick else 40, width=640, height=480,
-                                                              max_people=6, seed=0))
-        json_path, images = res.splits["train2017"], res.image_dirs["train2017"]
-        build_lmdb(json_path, images, tmp / "coco", BuildOptions(workers=1, progress=False))
-        build_lmdb(json_path, images, tmp / "bg", BuildOptions(workers=1, progress=False, background=True))
-        lp = _layer(tmp / "coco", tmp / "bg", 10)
-        n, rounds, warmup = (2, 1, 1) if quick else (12, 6, 6)
-        rates = {"dataloader": [], "pool": [], "floor": []}
-        cpu = {"dataloader": [], "pool": [], "floor": []}
-        loaders = {"dataloader": (OPDataSource, lambda src: [w.pid for w in src._loader._iterator._workers]),
-                   "pool": (PoolSource, lambda src: [w.pid for w in src._workers])}
-        for r in range(rounds):          # one loader at a time (idle workers of the other would share the cores)
-            for name in (("dataloader", "pool") if r % 2 == 0 else ("pool", "dataloader")):
-                rate, cpu_ms = _loader_round(*loaders[name][:1], lp, n, warmup, loaders[name][1])
-                rates[name].append(rate)
-                cpu[name].append(cpu_ms)
-            rate, cpu_ms = _bare_plans(lp, max(1, n // 4))
-            rates["floor"].append(rate)
-            cpu["floor"].append(cpu_ms)
-        value, base = statistics.median(rates["dataloader"]), statistics.median(rates["pool"])
-        med = {k: round(statistics.median(v), 3) for k, v in cpu.items()}
-        emit("loader_samples_per_s", "workers=2", value, "samples/s", base,
-             "the hand-built worker pool (shared-memory slots) it replaced, alternating rounds (same run)",
-             floor=round(statistics.median(rates["floor"]), 2), floor_name="the bare plans in the calling thread",
-             ratio=round(value / base, 4), max=round(max(rates["dataloader"]), 2),
-             baseline_max=round(max(rates["pool"]), 2), cpu_ms_per_sample=med["dataloader"],
-             baseline_cpu_ms_per_sample=med["pool"], floor_cpu_ms_per_sample=med["floor"],
-             cpu_ratio=round(med["pool"] / med["dataloader"], 4),
-             per_round={k: [round(v, 1) for v in rates[k]] for k in rates},
-             cpu_ms_per_round={k: [round(v, 2) for v in cpu[k]] for k in cpu}, rounds=rounds, batches_per_round=n, batch=10,
-             datum="raw 640x480", crop=CROP, cpu_count=os.cpu_count(),
-             load_average=round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None)
-
-
 def bench_gpu(quick):
     import torch
     if not torch.cuda.is_available():
@@ -380,13 +290,11 @@ def bench_gpu(quick):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="few repetitions (smoke test)")
-    parser.add_argument("--only", choices=("labels", "samples", "gpu", "loaders"), help="run one group of rows")
+    parser.add_argument("--only", choices=("labels", "samples", "gpu"), help="run one group of rows")
     args = parser.parse_args()
     for name, bench in (("labels", bench_labels), ("samples", bench_samples), ("gpu", bench_gpu)):
         if args.only in (None, name):
             bench(args.quick)
-    if args.only == "loaders":          # the DataLoader against the worker pool it replaced
-        bench_loaders(args.quick)
 
 
 if __name__ == "__main__":
