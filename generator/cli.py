@@ -271,12 +271,12 @@ def prototxt(model_name, yaml_path, preset, out_dir, batch_size, crop_size, lmdb
     out = Path(out_dir or f"out/{model.name}_{preset_name}")
     check_not_an_input(out, [("--lmdb", _lmdb_path(text)) for text in lmdbs] +
                        [("--background-lmdb", background_lmdb), ("--yaml", yaml_path)])
+    if yaml_path:     # the scripts pass the skeleton to `openpose-train train`; the prototxts record it
+        options["model_yaml"] = Path(yaml_path).name
     if deploy_only:
         text = render.render_deploy(model.name, preset_name, **options)
         paths = {"deploy": render.write_atomic(out / render.file_names(model.name)["deploy"], text)}
     else:
-        if yaml_path:        # the scripts pass the skeleton to `openpose-train train`
-            options["model_yaml"] = Path(yaml_path).name
         paths = render.render_model_files(model.name, out, preset_name, **options)
         if yaml_path:
             paths["skeleton"] = render.write_atomic(out / Path(yaml_path).name, Path(yaml_path).read_text())

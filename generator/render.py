@@ -213,8 +213,18 @@ def render_deploy(model_name: str, preset: Optional[str] = None, **options) -> s
     pre = resolve_preset(model_name, preset)
     net = build_net(model_name, preset, opts.paf_stages, opts.heat_stages, opts.width)
     layers = _styled(pre, net.layers, deploy=True)
-    return environment().get_template("deploy.prototxt.j2").render(
+    text = environment().get_template("deploy.prototxt.j2").render(
         header=pre.header, model_name=model.name, num_channels=model.num_channels, layers=layers)
+    return _with_skeleton_header(text, model, opts.model_yaml)
+
+
+def _with_skeleton_header(text: str, model, yaml_name: str) -> str:
+    """A YAML skeleton's prototxt starts with a comment naming the skeleton and its digest, which training,
+    validation and export compare with the YAML they are given (docs/refusals.md §YAML skeletons)."""
+    if not yaml_name:
+        return text
+    from .skeleton import skeleton_header
+    return skeleton_header(model, yaml_name) + text
 
 
 # -------------------------------------------------------------------------------------------
@@ -422,11 +432,7 @@ def render_training(model_name: str, preset: Optional[str] = None, **options) ->
     """``pose_training.prototxt`` text."""
     layers = _styled(resolve_preset(model_name, preset), training_layers(model_name, preset, **options), False)
     text = environment().get_template("training.prototxt.j2").render(layers=layers)
-    yaml_name = _options(options).model_yaml
-    if yaml_name:      # training checks that the skeleton is still the one the net was made for
-        from .skeleton import skeleton_header
-        text = skeleton_header(get_model(model_name), yaml_name) + text
-    return text
+    return _with_skeleton_header(text, get_model(model_name), _options(options).model_yaml)
 
 
 def render_solver(model_name: str, preset: Optional[str] = None, **options) -> str:

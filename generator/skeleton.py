@@ -560,9 +560,9 @@ class RecordedSkeleton:
 
 
 def skeleton_header(model: PoseModel, yaml_name: str) -> str:
-    """The comment line the generator puts first in a YAML skeleton's training prototxt."""
+    """The comment line the generator puts first in a YAML skeleton's training and deploy prototxts."""
     return (f"# openpose-train skeleton: {model.name} from {yaml_name}, digest {model.skeleton_digest} "
-            "(openpose-train train refuses this file once the skeleton changes: regenerate it)\n")
+            "(openpose-train refuses this file with any other skeleton: regenerate it after editing the YAML)\n")
 
 
 def recorded_skeletons(text: str) -> Tuple[RecordedSkeleton, ...]:
@@ -584,4 +584,22 @@ def generated_from_problem(prototxt, text: str, loaded: Mapping[str, Tuple[str, 
             return (f"{path} was edited after {prototxt} was generated from it (skeleton digest {digest}, the "
                     f"prototxt records {record.digest}): regenerate the files with `openpose-train prototxt "
                     f"--yaml {path} ...`, or undo the edit")
+    return None
+
+
+def prototxt_model_problem(prototxt, model: PoseModel) -> Optional[str]:
+    """One line when a prototxt that records a YAML skeleton (a deploy given to validate or export) is paired
+    with another model or with its skeleton edited since; None when it fits or records nothing."""
+    try:
+        text = Path(prototxt).read_text(encoding="utf-8", errors="replace")
+    except OSError:          # read, and reported, with the net itself
+        return None
+    for record in recorded_skeletons(text):
+        if record.model != model.name or not model.skeleton_digest:
+            return (f"{prototxt} was generated from the YAML skeleton {record.yaml_name} (model {record.model}), "
+                    f"not for {model.name}: pass --model-yaml {record.yaml_name}")
+        if model.skeleton_digest != record.digest:
+            return (f"the skeleton {model.name} was edited after {prototxt} was generated from {record.yaml_name} "
+                    f"(skeleton digest {model.skeleton_digest}, the prototxt records {record.digest}): use the "
+                    "YAML the network was trained with, or regenerate and retrain")
     return None

@@ -385,6 +385,23 @@ def test_edited_skeleton_is_detected_at_train_start_and_by_fork_check(tmp_path):
     assert generated_from_problem(training, text, {model.name: (str(yaml_copy), model)}) is None
     assert "pass --model-yaml my_skeleton.yaml" in generated_from_problem(training, text, {})
 
+    # validate / export pair the deploy with a model through check_output_channels: the same check, and a
+    # deploy of a skeleton is refused with a built-in model (whose channel count could even match)
+    from openpose_train.caffe_layers.caffe_io import read_net_prototxt
+    from openpose_train.validation.inference import InferenceError, check_output_channels
+    deploy = out / "pose_deploy.prototxt"
+    assert recorded_skeletons(deploy.read_text()) == (record,)
+    check_output_channels(deploy, read_net_prototxt(deploy), model)
+    with pytest.raises(InferenceError, match="generated from the YAML skeleton my_skeleton.yaml .*not for BODY_25: "
+                                             "pass --model-yaml my_skeleton.yaml"):
+        check_output_channels(deploy, read_net_prototxt(deploy), reg.get_model("BODY_25"))
+    swapped = yaml_copy.read_text().replace("LWrist: 9, RWrist: 10", "LWrist: 10, RWrist: 9")   # same channels
+    assert swapped != yaml_copy.read_text()
+    with pytest.raises(InferenceError, match="the skeleton BODY_19_EXAMPLE was edited after .*pose_deploy.prototxt "
+                                             "was generated from my_skeleton.yaml"):
+        check_output_channels(deploy, read_net_prototxt(deploy),
+                              reg.load_skeleton_yaml(write(tmp_path, swapped, "swapped.yaml")))
+
     yaml_copy.write_text(yaml_copy.read_text().replace("  - [Neck, MidHip]\n", "  - [Neck, MidHip]\n  - [Nose, Chin]\n")
                          .replace("parts: [Nose, ", "parts: [Nose, Chin, "))
     edited = f"my_skeleton.yaml was edited after pose_training.prototxt was generated from it"

@@ -566,7 +566,11 @@ def check_output_channels(deploy_path, net_param, model: PoseModel) -> None:
     concatenated. OpenPose picks its tables by the model name alone, so a net of another model
     runs without an error and finds nobody (or garbage); ``export`` and ``validate`` refuse it."""
     from openpose_train.caffe_layers.shapes import infer_blob_shapes
+    from openpose_train.generator.skeleton import prototxt_model_problem
 
+    problem = prototxt_model_problem(deploy_path, model)     # docs/refusals.md §YAML skeletons
+    if problem:
+        raise InferenceError(problem)
     try:
         shapes = infer_blob_shapes(net_param, {None: (1, 3, 64, 64)}, phase=1)
     except Exception as exc:
