@@ -345,7 +345,10 @@ def _kernels():
                                   f"`pip install numba`") from None
             module = globals()
             for name in _JIT_NAMES:
-                module[name] = njit(cache=True, nogil=True)(module[name])
+                try:
+                    module[name] = njit(cache=True, nogil=True)(module[name])
+                except RuntimeError:                   # no writable cache folder: compile in each process
+                    module[name] = njit(nogil=True)(module[name])
     return sys.modules[__name__]
 
 
