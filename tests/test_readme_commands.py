@@ -10,7 +10,8 @@ dropped) runs with ``bash`` in a temporary folder laid out like a user's checkou
   extracts (found as ``tests/conftest.py`` finds them): ``data/coco`` (minicoco's train2017 + COCO-WholeBody's images; val2017 =
   mmpose's 4 COCO val images), ``data/coco_wholebody``, ``data/mpii``.
 * ``vgg19.pth`` is a VGG-19-shaped torchvision state dict with random weights, standing in for the
-  download (the one command that needs the internet to make it).
+  download (the one command that needs the internet to make it); ``mobilenet_v2.pth`` likewise, from the
+  torchvision-shaped MobileNetV2 of ``test_light_models.py``.
 * small sizes come only through the variables the README documents (``GPUS``, ``BATCH_SIZE``,
   ``CROP_SIZE``, ``MAX_ITER``, ``NET_RESOLUTION``, ``OPENPOSE_DIR``); the text is never edited.
 
@@ -36,6 +37,8 @@ SKIPPED = {
     "make demo": "takes minutes; CI does not run it, but tests/test_e2e.py runs its pipeline "
                  "(openpose_train.demo.run_demo) in a tiny configuration",
     "make test": "this is the test suite",
+    "make demo PRESET=mobilenet_v2": "trains the light model on the demo's schedule (about an hour on 2 CPU cores); "
+                                     "tests/test_light_models.py trains it, tests/test_e2e.py runs the demo pipeline",
     "make install": "installs (make test's prerequisite: already done)",
     'make install TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"':
         "installs a GPU build of torch (needs internet)",
@@ -45,6 +48,9 @@ SKIPPED = {
     "pip install torchvision && python -c \"import torch, torchvision; torch.save(torchvision.models"
     ".vgg19(weights='IMAGENET1K_V1').state_dict(), 'vgg19.pth')\"":
         "downloads ImageNet VGG-19 (needs internet); the test writes a VGG-19-shaped vgg19.pth",
+    "pip install torchvision && python -c \"import torch, torchvision; torch.save(torchvision.models"
+    ".mobilenet_v2(weights='IMAGENET1K_V1').state_dict(), 'mobilenet_v2.pth')\"":
+        "downloads ImageNet MobileNetV2 (needs internet); the test writes a MobileNetV2-shaped mobilenet_v2.pth",
     'CAFFE="torchrun --nnodes 2 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint host0:29500 --rdzv_id body25 '
     '-m openpose_train.cli" bash training_results/body_25/train_pose.sh all':
         "needs 2 machines with 8 GPUs each; DDP itself is tested with gloo in test_train_loop.py",
@@ -123,6 +129,14 @@ def _vgg19_state_dict(path: Path):
     torch.save(state, path)
 
 
+def _mobilenet_v2_state_dict(path: Path):
+    """A torchvision MobileNetV2 state dict (random weights, torchvision's module tree)."""
+    import torch
+
+    from test_light_models import random_reference
+    torch.save(random_reference().state_dict(), path)
+
+
 def make_checkout(root: Path) -> Path:
     """A folder laid out like a user's checkout with the README's data folders (module docstring)."""
     root.mkdir(parents=True)
@@ -149,6 +163,7 @@ def make_checkout(root: Path) -> Path:
     (root / "data" / "mpii" / "annotations").mkdir()
     (root / "data" / "mpii" / "annotations" / "mpii_train.json").symlink_to(mpii / "test_mpii.json")
     _vgg19_state_dict(root / "vgg19.pth")
+    _mobilenet_v2_state_dict(root / "mobilenet_v2.pth")
     return root
 
 
