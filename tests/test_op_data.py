@@ -342,3 +342,18 @@ def test_readers_of_one_lmdb_share_it_in_a_process(synth_lmdbs):
     third = LmdbReader(coco)                                       # closed with the last: opened anew
     assert third.env is not env and len(third) == len(src.readers.models) * 0 + src.sizes[0]
     third.close()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (the GPU label path)")
+def test_cuda_label_device_and_pinned_batches_through_the_loader(synth_lmdbs):
+    """--labels device on CUDA: images staged and copied on a side stream, labels rendered there, equal
+    to the workers' labels; --labels workers on a GPU trainer: batches copied into page-locked memory."""
+    coco, bg = synth_lmdbs
+    lp = layer(str(coco), background=str(bg))
+    with OD.OPDataSource(lp, seed=4, num_workers=1, label_device="workers", pin_memory=True) as a, \
+            OD.OPDataSource(lp, seed=4, num_workers=1, label_device="cuda:0") as b:
+        for x, y in zip(batches(a, 3), batches(b, 3)):
+            assert x["image"].is_pinned() and x["label"].is_pinned()
+            assert y["image"].device.type == "cuda" and y["label"].device.type == "cuda"
+            assert torch.equal(x["image"], y["image"].cpu())
+            torch.testing.assert_close(y["label"].cpu(), x["label"], atol=1e-5, rtol=0)
