@@ -445,6 +445,7 @@ def test_trainstate_is_json_and_a_pickle_in_its_place_is_refused_without_running
     (lambda good: good.replace(b'"shape":[5056]', b'"shape":[5057]', 1), "bytes for an array of shape [5057]"),
     (lambda good: good.replace(b'"__type__":"tuple"', b'"__type__":"pickle"', 1), "unknown __type__ 'pickle'"),
     (lambda good: good.replace(b'"rng":{', b'"rnd":{', 1), "ranks[0] is not"),
+    (lambda good: b"[" * 100000 + b"]" * 100000, "not a JSON training state"),             # hostile nesting
 ])
 def test_damaged_trainstate_is_one_line_before_any_iteration(tmp_path, content, expected):
     d = make_dir(tmp_path)

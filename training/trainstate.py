@@ -133,7 +133,7 @@ def load(path: str) -> Dict:
                               f"then starts afresh)")
     try:
         state = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise TrainstateError(f"{path}: not a JSON training state (truncated or another format: {exc}); delete "
                               f"or move it to resume with the weights and solver history only") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
@@ -148,6 +148,8 @@ def load(path: str) -> Dict:
         ranks = decode(state["ranks"], "ranks")
     except ValueError as exc:
         raise TrainstateError(f"{path}: {exc}") from None
+    except RecursionError:
+        raise TrainstateError(f"{path}: 'ranks' is nested too deeply for a training state") from None
     for r, rank in enumerate(ranks):
         if not (isinstance(rank, dict) and isinstance(rank.get("data"), list) and isinstance(rank.get("rng"), dict)):
             raise TrainstateError(f"{path}: ranks[{r}] is not {{\"data\": [...], \"rng\": {{...}}}}")
