@@ -9,7 +9,7 @@ from typing import Optional
 from openpose_train.common.errors import OpenPoseTrainError
 
 from ..generator.registry import get_dataset_layout, get_training_variant, register, register_dataset_layout
-from . import augment as A
+from .augment_config import AugmentConfig, AugmentError, parse_list
 
 
 class OPDataError(OpenPoseTrainError, ValueError):
@@ -32,7 +32,7 @@ class OPDataConfig:
     background: Optional[str]
     prob_only_background: float
     batch_size: int
-    augment: A.AugmentConfig
+    augment: AugmentConfig
     phase: str
     media_directory: str
     top_names: tuple
@@ -49,18 +49,18 @@ def parse_layer(layer_param, phase: str = "TRAIN", **augment_overrides) -> OPDat
         raise OPDataError(f"layer '{name}' has type '{layer_param.type}', expected 'OPData'")
     tp = layer_param.op_transform_param
     try:
-        aug = A.AugmentConfig.from_proto(tp, **augment_overrides)
-    except A.AugmentError as exc:
+        aug = AugmentConfig.from_proto(tp, **augment_overrides)
+    except AugmentError as exc:
         raise OPDataError(f"layer '{name}': {exc}") from None
     if tp.add_distance:
         raise OPDataError(f"layer '{name}': add_distance (deprecated distance channels) is not supported")
     if tp.taf_topology:
         raise OPDataError(f"layer '{name}': taf_topology {tp.taf_topology} (video TAFs) is not supported")
-    paths = A.parse_list(tp.sources, str)
+    paths = parse_list(tp.sources, str)
     if not paths:
         raise OPDataError(f"layer '{name}': op_transform_param.sources is empty")
-    models = A.parse_list(tp.models, str)
-    probs = A.parse_list(tp.probabilities, float)
+    models = parse_list(tp.models, str)
+    probs = parse_list(tp.probabilities, float)
     if len(models) == 1:
         models = models * len(paths)
     if not (len(paths) == len(models) == len(probs)):

@@ -134,7 +134,8 @@ def test_common_loads_on_the_standard_library_alone():
 
 DATA_PATH = ("caffe_layers/op_data.py", "caffe_layers/opdata_config.py", "caffe_layers/opdata_plan.py",
              "caffe_layers/opdata_batch.py", "caffe_layers/opdata_workers.py", "caffe_layers/datum.py",
-             "caffe_layers/metadata.py", "caffe_layers/lmdb_reader.py")
+             "caffe_layers/metadata.py", "caffe_layers/lmdb_reader.py", "caffe_layers/augment.py",
+             "caffe_layers/augment_config.py")
 
 
 def test_data_path_modules_are_the_documented_ones_and_short(repo_root):
