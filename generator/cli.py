@@ -239,6 +239,10 @@ def prototxt(model_name, yaml_path, preset, out_dir, batch_size, crop_size, lmdb
                                  "would expand (\" $ ` \\): rename the file", param_hint="--yaml")
     if yaml_path:
         model = register(load_skeleton_yaml(yaml_path))
+        if not model.variants and not deploy_only:
+            raise click.ClickException(
+                f"{yaml_path}: variants: none, so nothing can be trained: map a dataset layout onto the parts "
+                "(docs/formats.md §YAML skeletons), or give --deploy-only for the deploy prototxt alone")
     elif model_name:
         model = get_model(model_name)
     else:

@@ -527,3 +527,17 @@ def test_skeleton_digest_is_the_files_data(tmp_path):
     assert reg.load_skeleton_yaml(write(tmp_path, with_changes(background=True), "c.yaml")).skeleton_digest != base
     assert len(base) == 16 and int(base, 16) >= 0
     assert reg.get_model("BODY_25").skeleton_digest == ""
+
+
+def test_prototxt_of_a_skeleton_without_variants_says_so(tmp_path):
+    """Before: 'no training variant for dataset coco_foot used by its preset; ... with one of: none'."""
+    from openpose_train.generator.cli import prototxt
+    path = write(tmp_path, with_changes(variants=None), "novar.yaml")
+    try:
+        r = CliRunner().invoke(prototxt, ["--yaml", str(path), "--out", str(tmp_path / "a")])
+        assert r.exit_code == 1 and f"{path}: variants: none, so nothing can be trained" in r.output, r.output
+        assert not (tmp_path / "a").exists()
+        r = CliRunner().invoke(prototxt, ["--yaml", str(path), "--out", str(tmp_path / "b"), "--deploy-only"])
+        assert r.exit_code == 0 and (tmp_path / "b" / "pose_deploy.prototxt").is_file(), r.output
+    finally:
+        reg._REGISTRY.pop("TRI_4", None)
