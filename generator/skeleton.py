@@ -211,10 +211,57 @@ class _DuplicateKey(SkeletonError):
                          "YAML would keep only the last one")
 
 
+#: values a skeleton may hold once its aliases are expanded; a real one holds a few thousand
+MAX_VALUES = 100_000
+
+
+def _expanded_size(root) -> Tuple[object, bool]:
+    """Whether the YAML node graph, every alias expanded, holds more than MAX_VALUES values: (the node where
+    the count passed it, or that an alias inside it refers back to, else None; True for the latter).
+    Counted bottom-up without recursion, each node once."""
+    size: Dict[int, int] = {}
+    stack, active = [(root, False)], set()
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if key in size:
+            continue
+        children = ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
+                    else list(node.value) if isinstance(node, yaml.SequenceNode) else [])
+        if children_done:
+            active.discard(key)
+            size[key] = min(1 + sum(size[id(c)] for c in children), MAX_VALUES + 1)
+            if size[key] > MAX_VALUES:
+                return node, False
+            continue
+        if key in active:
+            return node, True                    # an alias to a collection that holds it
+        active.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in size)
+    return None, False
+
+
+class _TooLarge(SkeletonError):
+    """Aliases that expand beyond MAX_VALUES; caught in _load_yaml, which names the file."""
+
+    def __init__(self, line: int, recursive: bool):
+        super().__init__(f"line {line}: an alias inside the collection it names (it would never end)" if recursive
+                         else f"line {line}: its aliases expand to more than {MAX_VALUES} values; a skeleton is "
+                              "far smaller")
+
+
 class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
     """PyYAML's safe loader (its libyaml parser where installed), except that a mapping holding the same
-    key twice is an error (PyYAML keeps the last value silently). Merge keys (``<<: *base``) may still be
-    overridden."""
+    key twice is an error (PyYAML keeps the last value silently), and a document whose aliases expand to
+    more than MAX_VALUES values (a "billion laughs" file, or an alias inside what it names) is refused
+    before anything walks it. Merge keys (``<<: *base``) may still be overridden."""
+
+    def construct_document(self, node):
+        culprit, recursive = _expanded_size(node)
+        if culprit is not None:
+            raise _TooLarge(culprit.start_mark.line + 1, recursive)
+        return super().construct_document(node)
 
     def construct_mapping(self, node, deep=False):
         seen: Dict[object, int] = {}
@@ -295,7 +342,7 @@ def _load_yaml(path, check: _Checker) -> dict:
             data = loader.get_single_data()
         finally:
             loader.dispose()
-    except _DuplicateKey as exc:
+    except (_DuplicateKey, _TooLarge) as exc:
         check.fail(str(exc))
     except yaml.YAMLError as exc:
         check.fail(_syntax_problem(exc, text))

@@ -541,3 +541,23 @@ def test_prototxt_of_a_skeleton_without_variants_says_so(tmp_path):
         assert r.exit_code == 0 and (tmp_path / "b" / "pose_deploy.prototxt").is_file(), r.output
     finally:
         reg._REGISTRY.pop("TRI_4", None)
+
+
+BOMB = "".join(f"{k}: &{k} [{', '.join([prev] * 9)}]\n" for k, prev in
+               zip("abcdefghi", ["lol"] + [f"*{c}" for c in "abcdefgh"]))
+
+
+@pytest.mark.parametrize("text,message", [
+    (BOMB + "name: X\nparts: [*i]\npairs: [[0, 1]]\n",
+     "line 6: its aliases expand to more than 100000 values; a skeleton is far smaller"),
+    ("name: X\nparts: &p [a, *p]\npairs: [[0, 1]]\n", "line 2: an alias inside the collection it names"),
+], ids=["billion laughs", "recursive alias"])
+def test_aliases_that_never_end_are_refused_before_anything_walks_them(tmp_path, text, message):
+    """A 'billion laughs' file made jsonschema's messages (and any walk of the data) run for ever."""
+    import time
+    path = write(tmp_path, text)
+    start = time.monotonic()
+    with pytest.raises(reg.SkeletonError) as err:
+        reg.load_skeleton_yaml(path)
+    assert str(err.value).startswith(f"{path}: {message}"), str(err.value)
+    assert time.monotonic() - start < 10
