@@ -65,7 +65,8 @@ _PART = _node("a part name or index", type=["string", "integer"], minLength=1, m
 _PART_LIST = _node("a list of part names or indexes", type=["array", "null"], items=_PART)
 _PAIR = _node("a pair [A, B] of part names or indexes", type="array", items=_PART, minItems=2, maxItems=2)
 _PAIR_LIST = _node("a list of [A, B] pairs", type=["array", "null"], items=_PAIR)
-_RATIO = _node("a finite number > 0", type="number", finite=True, exclusiveMinimum=0)
+_RATIO = _node("a number from 0.01 to 100 (the data layer multiplies its sigma by it, in float32)", type="number",
+               finite=True, minimum=0.01, maximum=100)
 _CATEGORY = _node("a category among " + ", ".join(CATEGORIES), type="string", enum=list(CATEGORIES))
 _KEYPOINT = _node("a dataset keypoint name or index", type=["string", "integer"], minLength=1, minimum=0)
 
@@ -128,7 +129,7 @@ SCHEMA = _mapping("a mapping of skeleton fields (name, parts, pairs, ...)", {
     "flips": _node("a list of [left, right] pairs or a mapping {left: right}", type=["array", "object", "null"],
                    items=_PAIR, propertyNames=_PART, additionalProperties=_PART),
     "background": _FLAG,
-    "sigma_ratios": _node("a list of one number > 0 per part or a mapping {part or default: number > 0}",
+    "sigma_ratios": _node("a list of one ratio (0.01 to 100) per part or a mapping {part or default: ratio}",
                           type=["array", "object", "null"], items=_RATIO, propertyNames=_PART,
                           additionalProperties=_RATIO),
     "thresholds": _mapping("a mapping of post-processing thresholds",

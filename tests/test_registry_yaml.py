@@ -103,7 +103,7 @@ ERRORS = [
     (with_changes(variants=[{"dataset": "nope", "sources": {"Head": 0}}]), "unknown dataset 'nope'"),
     (with_changes(variants=[{"dataset": "coco", "sources": {"Tail": 0}}]), "unknown name 'Tail'"),
     (with_changes(sigma_ratios=[1.0, 1.0]), "2 values for 4 parts"),
-    (with_changes(sigma_ratios={"Head": 0}), "sigma_ratios.Head: must be a finite number > 0, got 0"),
+    (with_changes(sigma_ratios={"Head": 0}), "sigma_ratios.Head: must be a number from 0.01 to 100 (the data layer multiplies its sigma by it, in float32), got 0"),
     (with_changes(thresholds={"nms": 0.1}), "unknown key(s) nms"),
     (with_changes(colour="red"), "unknown key(s) colour"),
     (with_changes(parts=None), "top level: 'parts' is missing (a non-empty list of part names)"),
@@ -243,9 +243,11 @@ BAD_FIELDS = [
      "dataset_layouts[0].keypoints[1]: must be a keypoint name, got 2"),
     # finiteness
     ("name: TRI_4\nparts: [Head, Neck]\npairs: [[Head, Neck]]\nsigma_ratios: {Head: .inf}\n",
-     "sigma_ratios.Head: must be a finite number > 0, got inf"),
+     "sigma_ratios.Head: must be a number from 0.01 to 100 (the data layer multiplies its sigma by it, in float32), got inf"),
     ("name: TRI_4\nparts: [Head, Neck]\npairs: [[Head, Neck]]\nsigma_ratios: [.nan, 1]\n",
-     "sigma_ratios[0]: must be a finite number > 0, got nan"),
+     "sigma_ratios[0]: must be a number from 0.01 to 100 (the data layer multiplies its sigma by it, in float32), got nan"),
+    ("name: TRI_4\nparts: [Head, Neck]\npairs: [[Head, Neck]]\nsigma_ratios: [1e300, 1]\n",
+     "sigma_ratios[0]: must be a number from 0.01 to 100"),        # inf as the data layer's float32
     ("name: TRI_4\nparts: [Head, Neck]\npairs: [[Head, Neck]]\nthresholds: {nms_threshold: -.inf}\n",
      "thresholds.nms_threshold: must be a finite number, got -inf"),
     # YAML's booleans where a name is meant
