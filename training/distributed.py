@@ -73,12 +73,20 @@ class DistContext:
     def barrier(self) -> None:
         dist.barrier()
 
-    def dead_ranks(self) -> list:
+    def dead_ranks(self, wait_s: float = 3.0) -> list:
         """The other ranks on this machine whose process is gone (after a collective failed; ranks on
-        other machines cannot be checked from here)."""
+        other machines cannot be checked from here). A dying process closes its sockets before it is
+        gone, so the collective can fail first: look again for up to ``wait_s`` seconds."""
+        import time
+
         host = socket.gethostname()
-        return [rank for rank, (peer_host, pid) in enumerate(self.peers)
-                if rank != self.rank and peer_host == host and not _process_running(pid)]
+        deadline = time.monotonic() + wait_s
+        while True:
+            dead = [rank for rank, (peer_host, pid) in enumerate(self.peers)
+                    if rank != self.rank and peer_host == host and not _process_running(pid)]
+            if dead or time.monotonic() > deadline:
+                return dead
+            time.sleep(0.05)
 
     def _device(self):
         return torch.device("cuda", torch.cuda.current_device()) if self.backend == "nccl" else torch.device("cpu")
