@@ -510,6 +510,9 @@ def test_out_of_memory_at_the_forward_is_one_line(world, tmp_path, monkeypatch):
     monkeypatch.setattr(inference.TorchBackend, "forward", no_memory)
     refused(*validate_args(world, tmp_path, world.json), names=["--net-resolution -1x64", "ran out of memory",
                                                                 "can't allocate memory"])
+    import torch
+    assert inference.out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert not inference.out_of_memory(RuntimeError("Given groups=1, weight of size [64, 3, 3, 3]"))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -530,3 +533,18 @@ def test_a_data_layer_model_string_of_another_model_is_named_at_the_data_layer(w
             names=["layer 'image' (OPData)", f"model string '{model_string}'", f"renders {channels} label channels",
                    "'vec_weight' (Slice)", "156 label channels"], cwd=run)
     assert not list(run.glob("model/*.caffemodel"))
+
+
+def _cuda():
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+@pytest.mark.skipif(not _cuda(), reason="needs a CUDA device (the GPU batch runs it)")
+def test_resolution_too_large_for_the_gpu_is_one_line_on_cuda(world, tmp_path):
+    """On CUDA the estimate reads the device's free memory (torch.cuda.mem_get_info)."""
+    refused(*validate_args(world, tmp_path, world.json)[:-1], "--device", "cuda", "--quiet",
+            "--net-resolution", "-1x40000", names=["--net-resolution -1x40000", "free on cuda"])
