@@ -556,9 +556,16 @@ def blob_to_array(blob) -> np.ndarray:
 
 def configure_precision(net: CaffeNet, device=None, bf16: bool = False, channels_last: bool = False) -> CaffeNet:
     """Move ``net`` to ``device`` and choose its numerics: bf16 autocast (losses stay float32; params and
-    solver state stay float32) and/or channels_last activations. Returns the net."""
+    solver state stay float32) and/or channels_last activations. Returns the net.
+
+    Without bf16 a CUDA net computes in true float32: cuDNN's TF32 convolutions (torch's default on
+    Ampere and newer GPUs) are switched off, because their 10-bit mantissa moved the light preset's
+    gradients by more than 1 % from the CPU engine's on an H200 (docs/compatibility.md §GPU numerics).
+    bf16 is the speed option."""
     if device is not None:
         net.to(device)
+        if torch.device(device).type == "cuda":
+            torch.backends.cudnn.allow_tf32 = bool(bf16)
     net.autocast_dtype = torch.bfloat16 if bf16 else None
     net.channels_last = bool(channels_last)
     if channels_last:

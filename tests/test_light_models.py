@@ -19,7 +19,7 @@ from torch import nn
 
 from openpose_train.caffe_layers import caffe_io
 from openpose_train.caffe_layers.fold import fold_batch_norm
-from openpose_train.caffe_layers.net import CaffeNet
+from openpose_train.caffe_layers.net import CaffeNet, configure_precision
 from openpose_train.caffe_layers.shapes import count_flops, random_weights
 from openpose_train.generator import families, registry, render
 from openpose_train.generator.families import LIGHT_PRESET
@@ -446,7 +446,8 @@ def test_light_preset_forward_backward_on_cuda():
         families.DatasetSpec("/d/lmdb", 1.0, model.variants[0].op_model),), crop_size=(368, 368), batch_size=4)
     results = {}
     for device in ("cpu", "cuda"):
-        net = CaffeNet(parse(text), phase="TRAIN", seed=0).to(device)
+        # configure_precision: on CUDA without bf16, true float32 (cuDNN's TF32 off; docs/compatibility.md)
+        net = configure_precision(CaffeNet(parse(text), phase="TRAIN", seed=0), device)
         g = torch.Generator().manual_seed(0)
         image = torch.rand((4, 3, 368, 368), generator=g) - 0.5
         label = torch.rand((4, model.label_channels, 46, 46), generator=g)
@@ -455,5 +456,7 @@ def test_light_preset_forward_backward_on_cuda():
         grad = net.layer_module("block3_dw").weight.grad
         results[device] = (float(loss), grad.cpu().clone(), net.caffe_weights()["block3_dw_bn"][0])
     assert abs(results["cuda"][0] - results["cpu"][0]) <= 1e-3 * abs(results["cpu"][0])
-    torch.testing.assert_close(results["cuda"][1], results["cpu"][1], rtol=1e-2, atol=1e-3)
+    # element-wise tolerances fail where a gradient sums to ~0; the relative norm is the fair measure
+    cuda_grad, cpu_grad = results["cuda"][1], results["cpu"][1]
+    assert torch.linalg.norm(cuda_grad - cpu_grad) <= 1e-3 * torch.linalg.norm(cpu_grad)
     np.testing.assert_allclose(results["cuda"][2], results["cpu"][2], rtol=1e-3, atol=1e-4)

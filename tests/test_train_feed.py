@@ -66,7 +66,9 @@ def test_train_labels_device_gives_the_same_loss(tiny_opdata, tmp_path, one_thre
     for mode in ("workers", "device"):
         out = run_train(tiny_opdata, "-solver", "pose_solver.prototxt", "--labels", mode, "--workers", 1,
                         "--metrics", tmp_path / f"{mode}.jsonl")
-        expected = "labels rendered in the workers" if mode == "workers" else "labels rendered per batch on cpu"
+        # the generated solver says solver_mode: GPU, so a machine with CUDA trains (and renders) there
+        on = "cuda" if torch.cuda.is_available() else "cpu"
+        expected = "labels rendered in the workers" if mode == "workers" else f"labels rendered per batch on {on}"
         assert expected in out
         losses[mode] = [m["loss"] for m in metrics(tmp_path / f"{mode}.jsonl")]
     assert len(losses["device"]) == 3
@@ -195,7 +197,7 @@ class SlowSource(BatchSource):
         return {"calls": self.calls}
 
 
-def test_log_warns_when_the_step_waits_on_data(tmp_path):
+def test_log_warns_when_the_step_waits_on_data(tmp_path, one_thread):
     from openpose_train.training.logging_utils import GlogLogger
 
     data_layer = NET[NET.index('layer { name: "data"'):NET.index('layer { name: "conv1"')]
@@ -207,7 +209,7 @@ def test_log_warns_when_the_step_waits_on_data(tmp_path):
     sp.snapshot_prefix = str(tmp_path / "model/small")
     log = tmp_path / "log.txt"
     logger = GlogLogger(log_file=str(log))
-    Trainer(sp, net, [SlowSource(0.05)], logger=logger,
+    Trainer(sp, net, [SlowSource(0.2)], logger=logger,
             options=TrainOptions(progress=False, install_signal_handlers=False,
                                  metrics_path=str(tmp_path / "m.jsonl"))).solve()
     logger.close()

@@ -186,6 +186,13 @@ def run_training(cfg: TrainConfig) -> int:
         net_param, net_path = train_net_param(solver_param, cfg.solver, logger)
         check_skeletons(net_path, skeletons)
         seed = seed_this_rank(solver_param, ctx)
+        if gpus and solver_param.random_seed >= 0:
+            # a seeded run repeats itself on the GPU too (reruns, exact resume): cuDNN's
+            # deterministic kernels only (docs/compatibility.md §GPU numerics)
+            import torch
+
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+            logger.info("caffe.cpp:241", "random_seed is set: cuDNN runs deterministic kernels only")
         logger.info("solver.cpp:91", f"Creating training net from net file: {net_path}")
         net, test_net = build_nets(net_param, net_path, solver_param, seed, skeletons)
         for built in (net, test_net):
