@@ -46,7 +46,7 @@ setup(
         "pyyaml>=6.0",
         "jsonschema>=4.18",      # YAML skeletons (generator/skeleton.py); imported only to check one
         "tensorboard>=2.14",
-        "numba>=0.61",        # label rendering kernels (caffe_layers/labels.py, docs/labels.md §Speed)
+        "numba>=0.61",        # label rendering kernel (caffe_layers/labels_kernel.py, docs/labels.md §Speed)
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5", "grpcio-tools>=1.62"],
