@@ -456,7 +456,9 @@ def test_light_preset_forward_backward_on_cuda():
         grad = net.layer_module("block3_dw").weight.grad
         results[device] = (float(loss), grad.cpu().clone(), net.caffe_weights()["block3_dw_bn"][0])
     assert abs(results["cuda"][0] - results["cpu"][0]) <= 1e-3 * abs(results["cpu"][0])
-    # element-wise tolerances fail where a gradient sums to ~0; the relative norm is the fair measure
+    # element-wise tolerances fail where a gradient sums to ~0; the relative norm is the fair measure.
+    # On an H200 (2026-12-04): 0.011 in true float32, 0.29 with cuDNN's TF32 (docs/compatibility.md
+    # §GPU numerics); batch-statistics BatchNorm on random data amplifies float32 rounding this deep.
     cuda_grad, cpu_grad = results["cuda"][1], results["cpu"][1]
-    assert torch.linalg.norm(cuda_grad - cpu_grad) <= 1e-3 * torch.linalg.norm(cpu_grad)
+    assert torch.linalg.norm(cuda_grad - cpu_grad) <= 3e-2 * torch.linalg.norm(cpu_grad)
     np.testing.assert_allclose(results["cuda"][2], results["cpu"][2], rtol=1e-3, atol=1e-4)
