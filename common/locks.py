@@ -11,20 +11,12 @@ import os
 import socket
 from typing import Callable, Optional
 
+from .processes import process_running
+
 try:
     import fcntl
 except ImportError:  # not POSIX
     fcntl = None
-
-
-def _pid_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 class ExclusiveLock:
@@ -77,7 +69,7 @@ class ExclusiveLock:
         except FileExistsError:
             holder = self.holder()
             pid = holder.split()[1] if holder.startswith("PID ") else ""
-            if pid.isdigit() and not _pid_running(int(pid)):
+            if pid.isdigit() and not process_running(int(pid)):
                 try:
                     os.unlink(self.path)  # a dead run's lock
                 except FileNotFoundError:

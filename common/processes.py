@@ -45,3 +45,18 @@ def parent_watch_pipe() -> tuple:
     read_fd, write_fd = os.pipe()
     os.set_inheritable(write_fd, False)
     return read_fd, write_fd
+
+
+def process_running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its launcher, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True

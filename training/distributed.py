@@ -34,6 +34,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from openpose_train.common.errors import OpenPoseTrainError
+from openpose_train.common.processes import process_running
 
 from .data_sources import TrainingError
 
@@ -83,7 +84,7 @@ class DistContext:
         deadline = time.monotonic() + wait_s
         while True:
             dead = [rank for rank, (peer_host, pid) in enumerate(self.peers)
-                    if rank != self.rank and peer_host == host and not _process_running(pid)]
+                    if rank != self.rank and peer_host == host and not process_running(pid)]
             if dead or time.monotonic() > deadline:
                 return dead
             time.sleep(0.05)
@@ -110,21 +111,6 @@ def init_from_env(use_cuda: bool) -> Optional[DistContext]:
     ctx = DistContext(rank=rank, world_size=world_size, local_rank=local_rank, backend=backend)
     ctx.peers = tuple(tuple(peer) for peer in ctx.gather_objects((socket.gethostname(), os.getpid())))
     return ctx
-
-
-def _process_running(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its launcher, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
 
 
 def shutdown(ctx: Optional[DistContext]) -> None:
