@@ -6,51 +6,29 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
 import sys
 
 import cv2
 import torch.utils.data
 
+from openpose_train.common.processes import die_with_parent
+
 from .opdata_config import register_custom_models
-
-PR_SET_PDEATHSIG = 1    # <linux/prctl.h>
-
-
-def _die_with_trainer(parent_watch) -> None:
-    """End this worker when the training process ends, even by ``kill -9``. The loader's watchdog
-    and the kernel's parent-death signal watch the parent, which is the forkserver, and the
-    forkserver lives while any of its children (these workers) holds its liveness pipe: so a thread
-    waits for EOF on ``parent_watch``, a pipe whose only write end the training process holds; the
-    parent-death signal still covers a forkserver killed on its own."""
-    import os
-    import signal
-    import threading
-
-    parent = os.getppid()
-    if sys.platform.startswith("linux"):
-        import ctypes
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
-
-    def watch():
-        while os.getppid() == parent:
-            try:
-                if parent_watch.poll(1.0):      # EOF (or anything): the training process is gone
-                    break
-            except OSError:
-                break
-        os._exit(1)
-    threading.Thread(target=watch, name="trainer-watch", daemon=True).start()
 
 
 def init_worker(worker_id: int) -> None:
-    """A loader worker: dies with the training process (:func:`_die_with_trainer`); one OpenCV
-    thread (the workers are the parallelism); the layer's YAML skeletons registered (a fresh
-    process knows only the registry's own tables)."""
+    """A loader worker: dies with the training process, even by ``kill -9``; one OpenCV thread (the
+    workers are the parallelism); the layer's YAML skeletons registered (a fresh process knows only
+    the registry's own tables).
+
+    The loader's watchdog and the kernel's parent-death signal watch the parent, which is the
+    forkserver, and the forkserver lives while any of its children (these workers) holds its
+    liveness pipe: so the worker also waits for EOF on ``parent_watch``, a pipe whose only write end
+    the training process holds (:func:`openpose_train.common.processes.die_with_parent`); the
+    parent-death signal still covers a forkserver killed on its own."""
     dataset = torch.utils.data.get_worker_info().dataset
-    _die_with_trainer(dataset.parent_watch)
+    die_with_parent(os.getppid(), dataset.parent_watch.fileno())
     cv2.setNumThreads(1)
     register_custom_models(dataset.config)
 
