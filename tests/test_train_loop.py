@@ -507,14 +507,11 @@ def _ddp_worker(out_dir):
     from openpose_train.training import distributed
 
     torch.set_num_threads(1)
-    ctx = distributed.init_from_env(use_cuda=False)
-    try:
+    with distributed.process_group(use_cuda=False) as ctx:
         for iter_size, clip in DDP_CASES:
             batch = 2 // iter_size
             out_path = os.path.join(out_dir, f"two_{iter_size}_{clip}.npz")
             _ddp_train(batch, PassRowsSource(iter_size, ctx.rank, 2), out_path, ctx, iter_size, clip)
-    finally:
-        distributed.shutdown(ctx)
 
 
 @pytest.mark.slow

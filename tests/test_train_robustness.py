@@ -644,17 +644,15 @@ def _rank_1_dies(_):
     from openpose_train.training.data_sources import TrainingError
 
     signal.signal(signal.SIGTERM, lambda *_: None)      # the training's handler: finish the step, then stop
-    ctx = distributed.init_from_env(False)
-    if ctx.rank == 1:
-        os.kill(os.getpid(), 9)
-    try:
-        for _ in range(100):
-            ctx.max_int(0)
-            time.sleep(0.1)
-    except RuntimeError:
-        raise TrainingError(f"rank {', '.join(map(str, ctx.dead_ranks()))} stopped") from None
-    finally:
-        distributed.shutdown(ctx)
+    with distributed.process_group(False) as ctx:
+        if ctx.rank == 1:
+            os.kill(os.getpid(), 9)
+        try:
+            for _ in range(100):
+                ctx.max_int(0)
+                time.sleep(0.1)
+        except RuntimeError:
+            raise TrainingError(f"rank {', '.join(map(str, ctx.dead_ranks()))} stopped") from None
 
 
 @pytest.mark.slow      # two spawned processes importing torch (~15 s on the 2 shared CPU cores)
@@ -670,3 +668,23 @@ def test_spawned_rank_killed_gives_one_line_from_the_rank_that_saw_it(capfd):
                                               str(failed.value)), str(failed.value)
     assert [line for line in err.splitlines() if line.startswith("Error:")] == ["Error: rank 1 stopped"], err
     assert "Traceback" not in err, err
+
+
+def test_process_group_waits_for_every_rank_before_closing_only_when_all_finished(monkeypatch):
+    """A clean end: barrier, then destroy (no rank closes its connections while a peer still completes the
+    last collective; gloo aborts that peer otherwise). After a failure: destroy only (a peer may be gone)."""
+    from openpose_train.training import distributed
+
+    calls = []
+    monkeypatch.setattr(distributed, "init_from_env", lambda use_cuda: distributed.DistContext(rank=0, world_size=2))
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(distributed.dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(distributed.dist, "destroy_process_group", lambda: calls.append("destroy"))
+    with distributed.process_group(False) as ctx:
+        assert ctx.world_size == 2 and calls == []
+    assert calls == ["barrier", "destroy"]
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        with distributed.process_group(False):
+            raise KeyboardInterrupt
+    assert calls == ["destroy"]

@@ -176,8 +176,7 @@ def run_training(cfg: TrainConfig) -> int:
     solver_param = load_solver(cfg.solver)
     gpus, cpu_fallback = select_gpus(cfg.gpus, solver_param)
     with contextlib.ExitStack() as stack:
-        ctx = distributed.init_from_env(bool(gpus))
-        stack.callback(distributed.shutdown, ctx)
+        ctx = stack.enter_context(distributed.process_group(bool(gpus)))
         rank, world = (ctx.rank, ctx.world_size) if ctx else (0, 1)
         logger = GlogLogger(log_file=cfg.log_file, enabled=rank == 0)
         stack.callback(logger.close)

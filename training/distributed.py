@@ -23,11 +23,12 @@ one worker per listed GPU on this machine (:func:`spawn`).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 import torch.distributed as dist
@@ -53,11 +54,12 @@ class DistContext:
     def wrap(self, net: torch.nn.Module, device: torch.device) -> DistributedDataParallel:
         """``net`` in DDP: rank 0's weights broadcast now, gradients averaged in every synced backward.
 
-        Buffers are not re-broadcast each forward (Caffe never synchronises them after the start).
+        Buffers are broadcast from rank 0 once, here, and not again each forward (Caffe never
+        synchronises them after the start).
         """
         device_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
             if device.type == "cuda" else None
-        return DistributedDataParallel(net, device_ids=device_ids, broadcast_buffers=False)
+        return DistributedDataParallel(net, device_ids=device_ids, forward_sync_buffers=False)
 
     def max_int(self, value: int) -> int:
         """The maximum of an int over the processes (signal actions, NaN flags)."""
@@ -113,12 +115,34 @@ def init_from_env(use_cuda: bool) -> Optional[DistContext]:
     return ctx
 
 
-def shutdown(ctx: Optional[DistContext]) -> None:
-    if ctx is not None and dist.is_initialized():
-        try:
-            dist.destroy_process_group()
-        except RuntimeError:    # the group is broken (a process died): nothing left to tear down
-            pass
+def shutdown(ctx: Optional[DistContext], clean: bool = True) -> None:
+    """Leave the process group. ``clean`` (every rank finished the same collectives): wait for the others
+    first, so that no rank closes its connections while a peer still completes the last collective (gloo
+    then aborts the peer with SIGABRT, "terminate called without an active exception"); after a failure
+    there is no barrier, since a peer may be gone."""
+    if ctx is None or not dist.is_initialized():
+        return
+    try:
+        if clean:
+            dist.barrier()
+    except RuntimeError:        # a peer died after all: tear down what is left
+        pass
+    try:
+        dist.destroy_process_group()
+    except RuntimeError:    # the group is broken (a process died): nothing left to tear down
+        pass
+
+
+@contextlib.contextmanager
+def process_group(use_cuda: bool) -> Iterator[Optional[DistContext]]:
+    """:func:`init_from_env` for the ``with`` block, then :func:`shutdown`, clean unless the block raised."""
+    ctx = init_from_env(use_cuda)
+    try:
+        yield ctx
+    except BaseException:
+        shutdown(ctx, clean=False)
+        raise
+    shutdown(ctx, clean=True)
 
 
 def free_port() -> int:
