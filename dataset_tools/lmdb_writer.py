@@ -592,6 +592,11 @@ def _build_lmdb(json_path, images_dir, out: Path, partial: Path, options: BuildO
     items, channels = _plan(json_path, images_dir, options, summary, named)
     total = sum(len(i.records) for i in items)
     summary.records_planned, summary.images_planned = total, len(items)
+    if total == 0:
+        if options.background:
+            raise LmdbBuildError(f"{out}: no record to write: no background image in "
+                                 f"{json_path or images_dir}; nothing was written")
+        raise _nothing_to_write(out, f"no person of {json_path} qualifies as a record", summary.people_skipped)
     fingerprint = _fingerprint(json_path, images_dir, options, items)
     done = _start_or_resume(partial, fingerprint, items, total, channels, options)
     summary.resumed_images = len(done)
@@ -607,6 +612,14 @@ def _build_lmdb(json_path, images_dir, out: Path, partial: Path, options: BuildO
             summary.images_read = processed
     summary.seconds = time.time() - start
     return summary
+
+
+def _nothing_to_write(out: Path, what: str, skipped: Counter) -> LmdbBuildError:
+    """The refusal of a build that would write no record (an empty LMDB would only fail later, in
+    training, far from its cause): what became of the people, counted."""
+    why = (", ".join(f"{reason}: {n}" for reason, n in sorted(skipped.items()))
+           or "no annotation is a person with labelled keypoints outside crowd regions")
+    return LmdbBuildError(f"{out}: no record to write: {what} ({why}); nothing was written")
 
 
 def _partial_path(out: Path) -> Path:
@@ -747,6 +760,11 @@ def _finish(env, partial: Path, out: Path, items: List[WorkItem], fingerprint: s
     summary.records_moved = _close_gaps(env, holes, total)
     summary.records_written = int(env.stat()["entries"])
     summary.images_read = len(items) - len(reasons)
+    if summary.records_written == 0:
+        _close_env(env, partial / "data.mdb")
+        shutil.rmtree(partial, ignore_errors=True)
+        listed = _write_skipped_list(out, named)
+        raise _nothing_to_write(out, f"every planned image was skipped (listed in {listed})", summary.people_skipped)
     _close_env(env, partial / "data.mdb")
     os.remove(partial / PROGRESS_FILE)
     if out.exists():

@@ -163,6 +163,30 @@ def test_image_entry_with_non_numeric_size_is_an_error_naming_it(tmp_path, synth
     assert not (tmp_path / "l.partial").exists() and not (tmp_path / "l").exists()
 
 
+@pytest.mark.parametrize("case", ["no-annotations", "no-image-found", "background-no-image"])
+def test_lmdb_that_would_write_no_record_is_refused_with_the_reasons(tmp_path, synth, case):
+    """An empty LMDB would only fail later, in training: refused with one line, nothing left behind."""
+    json_path, images = synth
+    empty = tmp_path / "empty_folder"
+    empty.mkdir()
+    doc = json.load(open(json_path))
+    doc["annotations"] = []
+    (tmp_path / "none.json").write_text(json.dumps(doc))
+    args, names = {
+        "no-annotations": (["--json", str(tmp_path / "none.json"), "--images", str(images)],
+                           ["none.json", "no annotation is a person"]),
+        "no-image-found": (["--json", str(json_path), "--images", str(empty)],
+                           ["every planned image was skipped", "missing image: ", "l_skipped.tsv"]),
+        "background-no-image": (["--background", "--images", str(empty)], ["no background image", "empty_folder"]),
+    }[case]
+    res = CliRunner().invoke(cli_main, ["lmdb", *args, "--out", str(tmp_path / "l"), "--quiet"])
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output
+    assert res.output.startswith(f"Error: {tmp_path / 'l'}: no record to write") and "Traceback" not in res.output
+    for name in names:
+        assert name in res.output, (name, res.output)
+    assert not (tmp_path / "l").exists() and not (tmp_path / "l.partial").exists()
+
+
 # ------------------------------------------------------------------------------------------------
 # The sweep: every subcommand x classes of bad input. Each case must end with a nonzero exit that
 # is not a signal, no traceback, an "Error:" line naming the offending file / field / layer, and no
