@@ -381,7 +381,7 @@ def test_an_evaluation_cut_short_is_made_on_resume_and_each_interval_scored_once
     monkeypatch.setattr(Evaluator, "score_inline", real)
     r = run_cli(args + ["-snapshot", "model/pose_iter_2.solverstate"], d)
     assert r.exit_code == 0, r.output
-    assert "iteration 2 has no validation record (the earlier run stopped during its evaluation): scoring it now" \
+    assert "iteration 2 has no validation record (the earlier run stopped, or failed, before its score was recorded): scoring it now" \
         in r.output
     assert sorted(parse_test_rows(r.output)) == [2, 4]
     records = [json.loads(line) for line in (d / "model/pose_metrics.jsonl").read_text().splitlines()]
@@ -391,6 +391,45 @@ def test_an_evaluation_cut_short_is_made_on_resume_and_each_interval_scored_once
     assert r.exit_code == 0 and parse_test_rows(r.output) == {}, r.output
     records = [json.loads(line) for line in (d / "model/pose_metrics.jsonl").read_text().splitlines()]
     assert [r_["iteration"] for r_ in records if "validation" in r_] == [2, 4]
+
+
+def test_a_resume_scores_every_earlier_interval_left_without_a_record_from_its_snapshot(project, tmp_path,
+                                                                                        monkeypatch):
+    """Iteration 2's evaluation failed (training went on), iteration 4's was cut by the kill: the resume
+    from 4 scores both, 2 from pose_iter_2.caffemodel, and the earlier weights are what 2 is scored on."""
+    from openpose_train.training.evaluation import Evaluator
+
+    d, val = copy_project(project, tmp_path)
+    args = ["-solver", "pose_solver.prototxt", "--val-interval", "2", "--no-tensorboard", *val]
+    real = Evaluator.score_inline
+    scored = {}
+
+    def failing(self, iteration, weights):
+        if iteration == 2:
+            raise OSError("No space left on device")        # logged; training goes on
+        raise KeyboardInterrupt                              # killed during iteration 4's evaluation
+    monkeypatch.setattr(Evaluator, "score_inline", failing)
+    r = run_cli(args, d)
+    assert r.exit_code != 0 and (d / "model/pose_iter_4.solverstate").exists()
+
+    def recording(self, iteration, weights):
+        scored[iteration] = {name: [b.copy() for b in blobs] for name, blobs in weights.items()}
+        return real(self, iteration, weights)
+    monkeypatch.setattr(Evaluator, "score_inline", recording)
+    r = run_cli(args + ["-snapshot", "model/pose_iter_4.solverstate"], d)
+    assert r.exit_code == 0, r.output
+    for k in (2, 4):
+        assert f"iteration {k} has no validation record" in r.output, r.output
+    assert sorted(parse_test_rows(r.output)) == [2, 4]
+    records = [json.loads(line) for line in (d / "model/pose_metrics.jsonl").read_text().splitlines()]
+    assert sorted(r_["iteration"] for r_ in records if "validation" in r_) == [2, 4]
+    from openpose_train.caffe_layers import caffe_io
+    for k in (2, 4):
+        on_disk = caffe_io.read_caffemodel(d / f"model/pose_iter_{k}.caffemodel")
+        for name, blobs in on_disk.items():
+            for a, b in zip(blobs, scored[k][name]):
+                np.testing.assert_array_equal(a, b)
+    assert any(np.abs(a - b).max() > 0 for name in scored[2] for a, b in zip(scored[2][name], scored[4][name]))
 
 
 # ---- issue 17, class 6: no process outlives the training -----------------------------------------------------------

@@ -254,13 +254,43 @@ class Evaluator:
         if self.best is not None:
             self.logger.info("solver.cpp:300", f"best snapshot so far: iteration {self.best['iteration']}, "
                              f"{self.best['metric']} {self.key} = {self.best['score']} ({self.best_model})")
+        if resumed:
+            self._score_unrecorded(trainer)
+
+    def _score_unrecorded(self, trainer) -> None:
+        """On a resume, score every interval up to the resumed iteration that has no validation record
+        (the earlier run was killed during its evaluation, a background one was cut while later
+        snapshots were written, it failed, or the earlier run did not validate), the earlier ones from
+        their snapshot caffemodels: every interval is scored once, and the best is the best of all."""
+        from openpose_train.caffe_layers import caffe_io
+
+        from .loop import snapshot_filename
+
         iteration = trainer.solver.iter
-        if resumed and iteration > 0 and iteration % self.cfg.interval == 0 \
-                and iteration not in validated_iterations(getattr(self.metrics, "path", None)):
-            # the earlier run stopped after this snapshot, before its score was recorded
-            self.logger.info("solver.cpp:300", f"iteration {iteration} has no validation record (the earlier run "
-                             f"stopped during its evaluation): scoring it now")
-            self.evaluate(trainer)
+        done = validated_iterations(getattr(self.metrics, "path", None))
+        gone = []
+        for k in range(self.cfg.interval, iteration + 1, self.cfg.interval):
+            if k in done:
+                continue
+            if k == iteration:
+                weights = trainer.net.caffe_weights()
+            else:
+                snapshot = snapshot_filename(self.prefix, k, ".caffemodel")
+                if not os.path.exists(snapshot):
+                    gone.append(k)
+                    continue
+                try:
+                    weights = caffe_io.read_caffemodel(snapshot)
+                except (OSError, ValueError) as exc:
+                    self.logger.warning("solver.cpp:300", f"iteration {k} has no validation record and its "
+                                        f"snapshot cannot be read ({exc}); it stays unscored")
+                    continue
+            self.logger.info("solver.cpp:300", f"iteration {k} has no validation record (the earlier run "
+                             f"stopped, or failed, before its score was recorded): scoring it now")
+            self.evaluate_weights(k, weights)
+        if gone:
+            self.logger.warning("solver.cpp:300", f"iteration(s) {', '.join(map(str, gone))} have no validation "
+                                f"record and no snapshot caffemodel left: not scored")
 
     def load_best(self) -> None:
         """A resume keeps the earlier run's best: read and check ``<prefix>_best.json`` (and its
@@ -295,8 +325,10 @@ class Evaluator:
     def evaluate(self, trainer) -> None:
         """Score the current weights; a failure is logged and training goes on (hours of training
         are not lost to an unreadable image or a full disk in the validation folder)."""
-        it = trainer.solver.iter
-        weights = trainer.net.caffe_weights()
+        self.evaluate_weights(trainer.solver.iter, trainer.net.caffe_weights())
+
+    def evaluate_weights(self, it: int, weights) -> None:
+        """:meth:`evaluate` on the weights of iteration ``it``."""
         try:
             if self.background:
                 self._poll(wait=True)           # one at a time
