@@ -39,6 +39,20 @@ def die_with_parent(parent_pid: int, watch_fd: Optional[int] = None) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+def signal_on_parent_death(sig: int = signal.SIGTERM):
+    """A ``subprocess.Popen`` ``preexec_fn`` for a command that is not ours to edit: the kernel sends it
+    ``sig`` when this process ends, even by ``kill -9`` (Linux; None elsewhere, where nothing can)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def arm():
+        libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    return arm
+
+
 def parent_watch_pipe() -> tuple:
     """``(read_fd, write_fd)``: pass ``read_fd`` to the child (``pass_fds``) and close it here; keep
     ``write_fd`` open (not inherited by other children) for the child's lifetime."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -39,6 +40,7 @@ import click
 
 from openpose_train.common.files import write_atomic
 from openpose_train.common.errors import OpenPoseTrainError, reports_errors
+from openpose_train.common.processes import signal_on_parent_death
 
 MODEL = "BODY_25"
 PRESET = "tiny"          # the default; `make demo PRESET=mobilenet_v2` trains the light model instead
@@ -172,7 +174,9 @@ def run_command(name: str, args: Sequence[str], log: Path, cwd: Optional[Path] =
     with open(log, "w") as f:
         f.write("$ " + " ".join(str(a) for a in args) + "\n")
         f.flush()
-        proc = subprocess.Popen(list(args), cwd=cwd, stdout=f, stderr=subprocess.STDOUT, env=full_env)
+        # a demo killed (timeout, kill -9) takes its step with it: no training left running unseen
+        proc = subprocess.Popen(list(args), cwd=cwd, stdout=f, stderr=subprocess.STDOUT, env=full_env,
+                                preexec_fn=signal_on_parent_death(signal.SIGTERM))
         try:
             while True:
                 try:

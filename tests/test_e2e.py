@@ -117,3 +117,40 @@ def test_failed_step_names_step_and_log(tmp_path):
         demo.run_command("bad", demo._cli("export", "--snapshot", tmp_path / "nope.caffemodel", "--model",
                                           "BODY_25", "--to", tmp_path / "m"), log, show=False)
     assert "nope.caffemodel" in log.read_text()
+
+
+def test_a_killed_demo_takes_its_running_step_with_it(tmp_path):
+    """kill -9 of the demo (a timeout, a closed terminal): the step it runs (hours of training in the
+    real demo) gets SIGTERM from the kernel instead of running on unseen."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from openpose_train.common.processes import process_running
+
+    pid_file = tmp_path / "step.pid"
+    step = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    driver = (f"from pathlib import Path; from openpose_train import demo; "
+              f"demo.run_command('step', [{sys.executable!r}, '-c', {step!r}], Path({str(tmp_path / 'step.log')!r}),"
+              f" show=False)")
+    parent = subprocess.Popen([sys.executable, "-c", driver])
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        assert process_running(child)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while process_running(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        alive = process_running(child)
+        if alive:
+            os.kill(child, signal.SIGKILL)
+        assert not alive, "the step outlived the killed demo"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
