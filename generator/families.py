@@ -671,6 +671,8 @@ class Recipe:
     crop_size: Tuple[int, int] = (368, 368)
     base_lr: float = 1e-4
     media_directory: Optional[str] = None
+    # Adam learning rate of the CPU demo's schedule (openpose_train/demo.py): measured per preset
+    demo_base_lr: float = 1e-3
 
 
 @dataclass(frozen=True)
@@ -785,7 +787,8 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in (
     # The light model: MobileNetV2 (ImageNet weights via `openpose-train mobilenet`) + slim heads,
     # for any registry or YAML skeleton; export folds its BatchNorm+Scale into the convolutions.
     Preset(LIGHT_PRESET, LightFamily(), header="plain", initial_weights="mobilenet_v2",
-           recipe=Recipe(batch_size=10, crop_size=(368, 368), base_lr=1e-4),
+           # demo: 1e-3 ended at AP 0.495, 2e-3 at 0.526 (README §Fast models for OpenPose)
+           recipe=Recipe(batch_size=10, crop_size=(368, 368), base_lr=1e-4, demo_base_lr=2e-3),
            description="light model: MobileNetV2 front end at stride 8, 1 initial + 1 refinement slim stages "
                        "(about 1/40 of BODY_25's FLOPs; BatchNorm folded at export)"),
     Preset("coco", TwoBranchFamily(stages=6, final_top_comment='  # top: "concat_stage7"'), header="coco",

@@ -66,7 +66,7 @@ class DemoConfig:
     crop: int = 128                   # training crop (multiple of 8)
     batch_size: int = 8
     iterations: int = 3000
-    base_lr: float = 1e-3             # Adam; 3e-3 diverges within 10 iterations
+    base_lr: Optional[float] = None   # Adam; None: the preset's Recipe.demo_base_lr (tiny: 1e-3, 3e-3 diverges)
     lr_drop_at: float = 2 / 3         # multistep: lr * lr_drop_gamma from this share of the iterations on
     lr_drop_gamma: float = 0.3
     snapshot_interval: int = 500      # every snapshot is validated during training (--val-interval)
@@ -234,13 +234,25 @@ def make_lmdb(paths: DemoPaths, cfg: DemoConfig) -> None:
                 paths.logs / "lmdb.log")
 
 
+def demo_base_lr(cfg: DemoConfig) -> float:
+    """The demo's learning rate: ``cfg.base_lr``, else the preset's measured one (its recipe)."""
+    if cfg.base_lr is not None:
+        return cfg.base_lr
+    from openpose_train.generator.families import PRESETS
+
+    preset = PRESETS.get(cfg.preset)
+    if preset is None:
+        raise DemoError(f"--preset {cfg.preset}: no such generator preset (python generate_prototxt.py --help)")
+    return preset.recipe.demo_base_lr
+
+
 def make_training_files(paths: DemoPaths, cfg: DemoConfig) -> Dict[str, Path]:
     run_command("prototxt", _cli(
         "prototxt", "--model", MODEL, "--preset", cfg.preset, "--out", paths.model,
         "--crop-size", cfg.crop, "--batch-size", cfg.batch_size, "--lmdb", paths.lmdb.resolve(),
         "--scale-min", cfg.scale_min, "--scale-max", cfg.scale_max, "--max-rotation", cfg.max_rotation,
         "--occlusions", cfg.occlusions,
-        "--base-lr", cfg.base_lr, "--lr-policy", "multistep",
+        "--base-lr", demo_base_lr(cfg), "--lr-policy", "multistep",
         "--stepvalue", max(1, int(cfg.iterations * cfg.lr_drop_at)), "--gamma", cfg.lr_drop_gamma, "--max-iter", cfg.iterations,
         "--snapshot-interval", cfg.snapshot_interval, "--snapshot-prefix", (paths.snapshots / "pose").resolve(),
         "--display", max(1, min(50, cfg.iterations // 10)), "--gpus", "", "--vgg-weights", ""),
@@ -435,6 +447,7 @@ def run_demo(out, cfg: DemoConfig = DemoConfig(), stream=None) -> dict:
     Raises :class:`DemoError` when a step fails or, with ``cfg.check_learning``, when the trained
     network is not clearly better than the same network with random weights.
     """
+    cfg = replace(cfg, base_lr=demo_base_lr(cfg))      # checked before any step; the summary holds it
     paths = DemoPaths.under(out)
     rep = Reporter(total=7, stream=stream)
     rep.echo(f"openpose-train demo: {MODEL} topology (preset {cfg.preset}) on {cfg.images} synthetic images, "

@@ -37,7 +37,7 @@ SKIPPED = {
     "make demo": "takes minutes; CI does not run it, but tests/test_e2e.py runs its pipeline "
                  "(openpose_train.demo.run_demo) in a tiny configuration",
     "make test": "this is the test suite",
-    "make demo PRESET=mobilenet_v2": "trains the light model on the demo's schedule (about an hour on 2 CPU cores); "
+    "make demo PRESET=mobilenet_v2": "trains the light model on the demo's schedule (about 36 minutes on one core); "
                                      "tests/test_light_models.py trains it, tests/test_e2e.py runs the demo pipeline",
     "make install": "installs (make test's prerequisite: already done)",
     'make install TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"':
