@@ -688,3 +688,16 @@ def test_process_group_waits_for_every_rank_before_closing_only_when_all_finishe
         with distributed.process_group(False):
             raise KeyboardInterrupt
     assert calls == ["destroy"]
+
+
+def test_ddp_gets_the_buffer_sync_flag_that_this_torch_has():
+    """setup.py allows torch 2.1: `forward_sync_buffers` only exists from 2.13 on (where `broadcast_buffers`
+    is deprecated); a flag the installed torch lacks would be a TypeError at the first -gpu 0,1 run."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    from openpose_train.training import distributed
+
+    (flag, value), = distributed._NO_FORWARD_BUFFER_SYNC.items()
+    assert flag in inspect.signature(DistributedDataParallel).parameters and value is False

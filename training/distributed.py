@@ -24,6 +24,7 @@ one worker per listed GPU on this machine (:func:`spawn`).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import socket
 import sys
@@ -39,6 +40,13 @@ from openpose_train.common.processes import process_running
 
 from .data_sources import TrainingError
 
+
+
+# DDP's "buffers synced once, at the start": `forward_sync_buffers=False` from torch 2.13 on (where
+# `broadcast_buffers` warns that it is deprecated), `broadcast_buffers=False` before (setup.py allows 2.1)
+_NO_FORWARD_BUFFER_SYNC = ({"forward_sync_buffers": False}
+                           if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                           else {"broadcast_buffers": False})
 
 
 @dataclass
@@ -59,7 +67,7 @@ class DistContext:
         """
         device_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
             if device.type == "cuda" else None
-        return DistributedDataParallel(net, device_ids=device_ids, forward_sync_buffers=False)
+        return DistributedDataParallel(net, device_ids=device_ids, **_NO_FORWARD_BUFFER_SYNC)
 
     def max_int(self, value: int) -> int:
         """The maximum of an int over the processes (signal actions, NaN flags)."""
